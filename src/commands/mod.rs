@@ -1,0 +1,56 @@
+//! What each command does, on top of the library: load config, open the store, print.
+//!
+//! Commands print their results on stdout and problems on stderr, and return an
+//! [`Outcome`]; only here and in `main.rs` are errors `anyhow`.
+
+mod config_show;
+mod import;
+mod recipients;
+mod schema;
+mod validate;
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+use crate::cli::{Cli, Command, ConfigCommand};
+use crate::config::Config;
+use crate::store::{self, Store};
+
+/// How a command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Everything worked: exit 0.
+    Ok,
+    /// The work failed or the input was invalid (details already printed): exit 1.
+    Failed,
+}
+
+impl From<Outcome> for ExitCode {
+    fn from(o: Outcome) -> ExitCode {
+        match o {
+            Outcome::Ok => ExitCode::SUCCESS,
+            Outcome::Failed => ExitCode::from(1),
+        }
+    }
+}
+
+/// Runs the command `cli` names.
+pub fn run(cli: &Cli) -> anyhow::Result<Outcome> {
+    match &cli.command {
+        Command::Validate(args) => validate::run(cli, args),
+        Command::Schema(args) => schema::run(args),
+        Command::Config(ConfigCommand::Show) => config_show::run(&load_config(cli)?),
+        Command::Import(args) => import::run(&load_config(cli)?, args),
+        Command::Recipients(args) => recipients::run(&load_config(cli)?, args),
+    }
+}
+
+pub(crate) fn load_config(cli: &Cli) -> anyhow::Result<Config> {
+    Ok(Config::load(cli.config.as_deref())?)
+}
+
+pub(crate) fn open_store(config: &Config) -> anyhow::Result<Box<dyn Store>> {
+    let settings = config.store_config();
+    store::open(&settings).with_context(|| format!("cannot open the store in {}", settings.path.display()))
+}

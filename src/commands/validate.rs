@@ -1,0 +1,72 @@
+//! `crier validate`: every error in crier.yaml and the job files, then one line per job.
+
+use std::path::PathBuf;
+
+use chrono::Utc;
+
+use super::Outcome;
+use crate::cli::{Cli, ValidateArgs};
+use crate::config::{self, Config, ConfigError};
+use crate::diag::Diagnostics;
+use crate::job;
+
+pub(super) fn run(cli: &Cli, args: &ValidateArgs) -> anyhow::Result<Outcome> {
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(ConfigError::Invalid(diags)) => {
+            report(&diags);
+            eprintln!("job files were not checked: fix crier.yaml first");
+            return Ok(Outcome::Failed);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let paths = if args.paths.is_empty() {
+        vec![PathBuf::from("jobs")]
+    } else {
+        args.paths.clone()
+    };
+    let files = match job::job_files(&paths) {
+        Ok(f) => f,
+        Err(diags) => {
+            report(&diags);
+            return Ok(Outcome::Failed);
+        }
+    };
+    let (jobs, diags) = job::load_all(&files, &config, &config::env::from_process);
+    if !diags.is_empty() {
+        report(&diags);
+        return Ok(Outcome::Failed);
+    }
+    let now = Utc::now();
+    if let Some(path) = &config.source {
+        println!("ok  {}", path.display());
+    }
+    for job in &jobs {
+        let when = match (&job.schedule, job.enabled) {
+            (_, false) => "disabled".to_string(),
+            (None, true) => "on demand".to_string(),
+            (Some(s), true) => match s.next_after(now) {
+                Some(t) => format!(
+                    "next {} ({})",
+                    t.with_timezone(&s.tz).format("%Y-%m-%d %H:%M %Z"),
+                    s.describe()
+                ),
+                None => format!("no future fire time ({})", s.describe()),
+            },
+        };
+        println!("ok  {}  {}  {}", job.name, job.file.display(), when);
+    }
+    Ok(Outcome::Ok)
+}
+
+fn report(diags: &Diagnostics) {
+    eprintln!("{diags}");
+    let files: std::collections::BTreeSet<_> = diags.iter().map(|d| &d.file).collect();
+    eprintln!(
+        "{} error{} in {} file{}",
+        diags.len(),
+        if diags.len() == 1 { "" } else { "s" },
+        files.len(),
+        if files.len() == 1 { "" } else { "s" }
+    );
+}

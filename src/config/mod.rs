@@ -1,0 +1,422 @@
+//! The project config, `crier.yaml`: raw → validated, with embedded defaults.
+//!
+//! [`RawConfig`] is what serde reads (unknown keys are errors); [`Config`] is the only
+//! thing the rest of crier accepts. Validation is pure and reports every problem with its
+//! line and column. Without a `crier.yaml` crier runs on built-in defaults: a sled store
+//! in `./data`, SMS and email to the `outbox` file provider, portal messages to the
+//! portal inbox, so a real job runs with no credentials.
+
+pub mod env;
+pub mod secret;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use phonenumber::country::Id;
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+pub use secret::Secret;
+
+use crate::diag::{self, Diagnostics, FileReport, SourceMap};
+use crate::job::Channel;
+use crate::provider::{ProviderConfig, file::FileConfig, portal::PortalConfig};
+use crate::recipients::phone;
+use crate::store::StoreConfig;
+
+/// The file crier reads when `--config` is not given.
+pub const DEFAULT_PATH: &str = "crier.yaml";
+
+/// `crier.yaml` as written.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Where crier keeps its store and outbox (default `./data`; relative to this file).
+    #[serde(default)]
+    pub data_dir: Option<PathBuf>,
+    /// ISO 3166 region for phone numbers written without `+` (default `ZA`).
+    #[serde(default)]
+    pub default_region: Option<String>,
+    /// IANA time zone for history periods and jobs without their own (default `UTC`).
+    #[serde(default)]
+    pub timezone: Option<String>,
+    /// Store settings.
+    #[serde(default)]
+    pub store: RawStore,
+    /// Named providers, e.g. `bulksms: { type: bulksms, token_id: …, token_secret: ${BULKSMS_SECRET} }`.
+    /// `outbox` (type file) and `portal` (type portal) exist unless redefined.
+    #[serde(default)]
+    pub providers: BTreeMap<String, ProviderConfig>,
+    /// Default provider per channel.
+    #[serde(default)]
+    pub channels: RawChannels,
+}
+
+/// `store:` as written.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    /// Upper bound of the store's page cache in MiB (default 64).
+    #[serde(default)]
+    pub cache_mb: Option<u64>,
+}
+
+/// `channels:` as written.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawChannels {
+    /// Provider for SMS (default `outbox`).
+    #[serde(default)]
+    pub sms: Option<String>,
+    /// Provider for email (default `outbox`).
+    #[serde(default)]
+    pub email: Option<String>,
+    /// Provider for customer-portal messages (default `portal`).
+    #[serde(default)]
+    pub portal: Option<String>,
+}
+
+/// The validated config.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    /// The file it came from; `None` for the built-in defaults.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+    pub data_dir: PathBuf,
+    pub default_region: String,
+    #[serde(skip)]
+    pub region: Id,
+    pub timezone: String,
+    #[serde(skip)]
+    pub tz: chrono_tz::Tz,
+    pub store: StoreSettings,
+    pub providers: BTreeMap<String, ProviderConfig>,
+    pub channels: Channels,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StoreSettings {
+    pub backend: &'static str,
+    pub cache_mb: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Channels {
+    pub sms: String,
+    pub email: String,
+    pub portal: String,
+}
+
+impl Channels {
+    /// The default provider name for `channel`.
+    pub fn provider_for(&self, channel: Channel) -> &str {
+        match channel {
+            Channel::Sms => &self.sms,
+            Channel::Email => &self.email,
+            Channel::Portal => &self.portal,
+        }
+    }
+}
+
+/// Why no config could be had.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Invalid(Diagnostics),
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+const DEFAULT_CACHE_MB: u64 = 64;
+const MAX_CACHE_MB: u64 = 16 * 1024;
+
+impl Config {
+    /// The built-in defaults, as if `crier.yaml` were empty.
+    pub fn defaults() -> Config {
+        let map = SourceMap::default();
+        let mut report = FileReport::new(Path::new(DEFAULT_PATH), &map);
+        let config = validate(RawConfig::default(), None, &mut report);
+        debug_assert!(report.diags.is_empty());
+        config
+    }
+
+    /// Reads `path`, or the defaults when `path` is `None` and `./crier.yaml` is absent.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let (path, explicit) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from(DEFAULT_PATH), false),
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if !explicit && e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Config::defaults());
+            }
+            Err(source) => return Err(ConfigError::Read { path, source }),
+        };
+        Config::parse(&path, &text, &env::from_process).map_err(ConfigError::Invalid)
+    }
+
+    /// Parses and validates config text; `lookup` resolves `${VARS}`.
+    pub fn parse(
+        path: &Path,
+        text: &str,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, Diagnostics> {
+        let (raw, map) = parse_document::<RawConfig>(path, text, lookup)?;
+        let mut report = FileReport::new(path, &map);
+        let config = validate(raw, Some(path), &mut report);
+        if report.diags.is_empty() {
+            Ok(config)
+        } else {
+            Err(report.diags)
+        }
+    }
+
+    /// Where the store lives and how much cache it may use.
+    pub fn store_config(&self) -> StoreConfig {
+        StoreConfig {
+            path: self.data_dir.join("store"),
+            cache_bytes: self.store.cache_mb * 1024 * 1024,
+        }
+    }
+}
+
+/// Reads one YAML document into `T`: serde's structural check on the text (so its error
+/// has a position), then `${VAR}` interpolation, then the typed value.
+pub fn parse_document<T: DeserializeOwned>(
+    path: &Path,
+    text: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<(T, SourceMap), Diagnostics> {
+    let text = if text.trim().is_empty() { "{}" } else { text };
+    let map = SourceMap::new(text);
+    if let Err(e) = serde_yaml::from_str::<T>(text) {
+        return Err(Diagnostics(vec![diag::from_serde(path, &map, &e)]));
+    }
+    let mut value: serde_yaml::Value =
+        serde_yaml::from_str(text).map_err(|e| Diagnostics(vec![diag::from_serde(path, &map, &e)]))?;
+    let mut report = FileReport::new(path, &map);
+    env::interpolate(&mut value, "", lookup, &mut report);
+    if !report.diags.is_empty() {
+        return Err(report.diags);
+    }
+    let typed = serde_yaml::from_value::<T>(value)
+        .map_err(|e| Diagnostics(vec![diag::from_serde(path, &map, &e)]))?;
+    Ok((typed, map))
+}
+
+fn validate(raw: RawConfig, path: Option<&Path>, report: &mut FileReport) -> Config {
+    let base = path
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let data_dir = match raw.data_dir {
+        Some(d) if d.is_absolute() => d,
+        Some(d) => base.join(d),
+        None => PathBuf::from("data"),
+    };
+
+    let default_region = raw.default_region.unwrap_or_else(|| "ZA".into());
+    let region = match phone::parse_region(&default_region) {
+        Some(id) => id,
+        None => {
+            report.error(
+                "default_region",
+                format!("`{default_region}` is not an ISO 3166 region code (e.g. `ZA`, `GB`, `US`)"),
+            );
+            Id::ZA
+        }
+    };
+
+    let timezone = raw.timezone.unwrap_or_else(|| "UTC".into());
+    let tz = parse_timezone(&timezone, "timezone", report).unwrap_or(chrono_tz::UTC);
+
+    let cache_mb = raw.store.cache_mb.unwrap_or(DEFAULT_CACHE_MB);
+    if !(1..=MAX_CACHE_MB).contains(&cache_mb) {
+        report.error(
+            "store.cache_mb",
+            format!("`{cache_mb}` is out of range (1 to {MAX_CACHE_MB})"),
+        );
+    }
+
+    let mut providers = raw.providers;
+    for (name, provider) in &providers {
+        let field = format!("providers.{name}");
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            report.key_error(
+                &field,
+                format!("`{name}` is not a provider name (letters, digits, - and _)"),
+            );
+        }
+        provider.check(&field, report);
+    }
+    providers
+        .entry("outbox".into())
+        .or_insert_with(|| ProviderConfig::File(FileConfig::default()));
+    providers
+        .entry("portal".into())
+        .or_insert_with(|| ProviderConfig::Portal(PortalConfig::default()));
+
+    let channels = Channels {
+        sms: raw.channels.sms.unwrap_or_else(|| "outbox".into()),
+        email: raw.channels.email.unwrap_or_else(|| "outbox".into()),
+        portal: raw.channels.portal.unwrap_or_else(|| "portal".into()),
+    };
+    for channel in Channel::ALL {
+        let name = channels.provider_for(channel);
+        let field = format!("channels.{channel}");
+        check_provider_ref(&providers, name, channel, &field, report);
+    }
+
+    Config {
+        source: path.map(Path::to_path_buf),
+        data_dir,
+        default_region: default_region.to_ascii_uppercase(),
+        region,
+        timezone,
+        tz,
+        store: StoreSettings {
+            backend: "sled",
+            cache_mb,
+        },
+        providers,
+        channels,
+    }
+}
+
+/// Reports a provider name that is not configured or cannot carry `channel`.
+pub fn check_provider_ref(
+    providers: &BTreeMap<String, ProviderConfig>,
+    name: &str,
+    channel: Channel,
+    field: &str,
+    report: &mut FileReport,
+) {
+    match providers.get(name) {
+        None => {
+            let known: Vec<&str> = providers.keys().map(String::as_str).collect();
+            let hint = match diag::suggest(name, known.iter().copied()) {
+                Some(s) => format!("did you mean `{s}`?"),
+                None => format!("defined: {}", known.join(", ")),
+            };
+            report.error(
+                field,
+                format!("provider `{name}` is not defined in crier.yaml ({hint})"),
+            );
+        }
+        Some(p) if !p.carries(channel) => report.error(
+            field,
+            format!(
+                "provider `{name}` (type {}) cannot send {channel} messages",
+                p.type_name()
+            ),
+        ),
+        Some(_) => {}
+    }
+}
+
+/// Parses an IANA zone name, reporting an unknown one with a suggestion.
+pub fn parse_timezone(name: &str, field: &str, report: &mut FileReport) -> Option<chrono_tz::Tz> {
+    match name.parse::<chrono_tz::Tz>() {
+        Ok(tz) => Some(tz),
+        Err(_) => {
+            let names = chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name());
+            let hint = match diag::suggest(name, names) {
+                Some(s) => format!("did you mean `{s}`?"),
+                None => "expected an IANA zone such as `Africa/Johannesburg`".into(),
+            };
+            report.error(field, format!("unknown time zone `{name}` ({hint})"));
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, Diagnostics> {
+        let vars = |name: &str| (name == "BULKSMS_SECRET").then(|| "tok-secret-123".to_string());
+        Config::parse(Path::new("crier.yaml"), text, &vars)
+    }
+
+    #[test]
+    fn empty_config_is_the_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("data"));
+        assert_eq!(c.default_region, "ZA");
+        assert_eq!(c.store.cache_mb, 64);
+        assert_eq!(c.channels.sms, "outbox");
+        assert!(matches!(c.providers["outbox"], ProviderConfig::File(_)));
+    }
+
+    #[test]
+    fn reports_every_problem_with_its_position() {
+        let text = "default_region: XX\ntimezone: Africa/Johanesburg\nstore:\n  cache_mb: 0\nchannels:\n  sms: bulksm\n";
+        let errors = parse(text).unwrap_err().to_string();
+        let lines: Vec<&str> = errors.lines().collect();
+        assert_eq!(lines.len(), 4, "{errors}");
+        assert!(lines[0].starts_with("crier.yaml:1:17: default_region: `XX` is not an ISO 3166"));
+        assert!(lines[1].contains("crier.yaml:2:11: timezone: unknown time zone `Africa/Johanesburg` (did you mean `Africa/Johannesburg`?)"), "{}", lines[1]);
+        assert!(lines[2].starts_with("crier.yaml:4:13: store.cache_mb: `0` is out of range"));
+        assert!(lines[3].starts_with("crier.yaml:6:8: channels.sms: provider `bulksm` is not defined in crier.yaml (did you mean `outbox`?)") || lines[3].contains("channels.sms: provider `bulksm` is not defined"), "{}", lines[3]);
+    }
+
+    #[test]
+    fn unknown_key_gets_a_suggestion() {
+        let errors = parse("data_dri: x\n").unwrap_err().to_string();
+        assert_eq!(
+            errors,
+            "crier.yaml:1:1: data_dri: unknown field `data_dri` (did you mean `data_dir`?)"
+        );
+    }
+
+    #[test]
+    fn missing_variable_is_named_with_its_position() {
+        let text = "providers:\n  sms:\n    type: bulksms\n    token_id: abc\n    token_secret: ${NOPE}\n";
+        let errors = parse(text).unwrap_err().to_string();
+        assert_eq!(
+            errors,
+            "crier.yaml:5:19: providers.sms.token_secret: environment variable `NOPE` is not set (set it, or write `${NOPE:-default}`)"
+        );
+    }
+
+    #[test]
+    fn interpolated_secrets_are_redacted_when_shown() {
+        let text = "providers:\n  sms:\n    type: bulksms\n    token_id: abc\n    token_secret: ${BULKSMS_SECRET}\nchannels:\n  sms: sms\n";
+        let c = parse(text).unwrap();
+        match &c.providers["sms"] {
+            ProviderConfig::Bulksms(b) => assert_eq!(b.token_secret.expose(), "tok-secret-123"),
+            other => panic!("{other:?}"),
+        }
+        let shown = serde_yaml::to_string(&c).unwrap();
+        assert!(!shown.contains("tok-secret-123"), "{shown}");
+        assert!(shown.contains("token_secret: <redacted>"), "{shown}");
+    }
+
+    #[test]
+    fn channel_provider_must_carry_the_channel() {
+        let text = "providers:\n  mail:\n    type: smtp\n    host: localhost\n    from: a@b.example\nchannels:\n  sms: mail\n";
+        let errors = parse(text).unwrap_err().to_string();
+        assert!(
+            errors.contains("channels.sms: provider `mail` (type smtp) cannot send sms messages"),
+            "{errors}"
+        );
+    }
+
+    #[test]
+    fn unknown_provider_type_lists_the_types() {
+        let errors = parse("providers:\n  x:\n    type: bulkmsm\n").unwrap_err().to_string();
+        assert!(errors.contains("did you mean `bulksms`?"), "{errors}");
+    }
+}

@@ -1,0 +1,374 @@
+//! Diagnostics for the files admins write: `crier.yaml` and `jobs/*.yaml`.
+//!
+//! Every problem found in a file becomes one [`Diagnostic`] printed as
+//! `path:line:col: field: what is wrong (what would be right)`, the shape compilers use,
+//! so editors and CI logs link straight to the spot. serde only reports the first
+//! structural error of a document, so semantic validation runs on the parsed value and
+//! asks a [`SourceMap`] (built from the YAML event stream, which keeps positions) where a
+//! field sits in the text.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use saphyr_parser::{Event, Parser, Span};
+
+/// One problem in one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub file: PathBuf,
+    /// 1-based line; 0 when the position is unknown.
+    pub line: usize,
+    /// 1-based column; 0 when the position is unknown.
+    pub col: usize,
+    /// Dotted path of the field, e.g. `schedule.cron` or `recipients.where.status[1]`.
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if self.line > 0 {
+            write!(f, ":{}:{}", self.line, self.col)?;
+        }
+        if self.field.is_empty() {
+            write!(f, ": {}", self.message)
+        } else {
+            write!(f, ": {}: {}", self.field, self.message)
+        }
+    }
+}
+
+/// All problems found in a set of files, in the order they were found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Diagnostics(pub Vec<Diagnostic>);
+
+impl Diagnostics {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn extend(&mut self, other: Diagnostics) {
+        self.0.extend(other.0);
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.0.iter()
+    }
+}
+
+impl fmt::Display for Diagnostics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, d) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{d}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Diagnostics {}
+
+/// A 1-based line and column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Pos {
+    pub line: usize,
+    pub col: usize,
+}
+
+/// Positions of every key and value of one YAML document, by dotted path.
+#[derive(Debug, Default)]
+pub struct SourceMap {
+    keys: HashMap<String, Pos>,
+    values: HashMap<String, Pos>,
+}
+
+enum Frame {
+    Map { path: String, key: Option<String> },
+    Seq { path: String, index: usize },
+}
+
+fn pos_of(span: &Span) -> Pos {
+    Pos {
+        line: span.start.line(),
+        col: span.start.col() + 1,
+    }
+}
+
+impl SourceMap {
+    /// Builds the map; a document that does not parse yields an empty map (serde reports
+    /// the syntax error itself, with its position).
+    pub fn new(text: &str) -> SourceMap {
+        let mut map = SourceMap::default();
+        let mut stack: Vec<Frame> = Vec::new();
+        for item in Parser::new_from_str(text) {
+            let Ok((event, span)) = item else { break };
+            let pos = pos_of(&span);
+            match event {
+                Event::Scalar(value, ..) => {
+                    if let Some(Frame::Map { path, key }) = stack.last_mut()
+                        && key.is_none()
+                    {
+                        let child = join(path, &value);
+                        map.keys.insert(child.clone(), pos);
+                        *key = Some(value.into_owned());
+                        continue;
+                    }
+                    if let Some(path) = map.place_value(&mut stack, pos) {
+                        map.values.insert(path, pos);
+                    }
+                }
+                Event::MappingStart(..) => {
+                    let path = map.place_value(&mut stack, pos).unwrap_or_default();
+                    stack.push(Frame::Map { path, key: None });
+                }
+                Event::SequenceStart(..) => {
+                    let path = map.place_value(&mut stack, pos).unwrap_or_default();
+                    stack.push(Frame::Seq { path, index: 0 });
+                }
+                Event::MappingEnd | Event::SequenceEnd => {
+                    stack.pop();
+                }
+                Event::Alias(_) => {
+                    map.place_value(&mut stack, pos);
+                }
+                _ => {}
+            }
+        }
+        map
+    }
+
+    /// Records a value node's position under its path and advances the parent frame.
+    fn place_value(&mut self, stack: &mut [Frame], pos: Pos) -> Option<String> {
+        let path = match stack.last_mut() {
+            None => String::new(),
+            Some(Frame::Map { path, key }) => {
+                let k = key.take()?;
+                join(path, &k)
+            }
+            Some(Frame::Seq { path, index }) => {
+                let p = format!("{path}[{index}]");
+                *index += 1;
+                p
+            }
+        };
+        self.values.insert(path.clone(), pos);
+        Some(path)
+    }
+
+    /// Where the value of `path` starts, else where its key is, else the key of the
+    /// nearest parent that is in the document.
+    pub fn locate(&self, path: &str) -> Pos {
+        if let Some(pos) = self.values.get(path) {
+            return *pos;
+        }
+        let mut p = path.to_string();
+        loop {
+            if let Some(pos) = self.keys.get(&p).or_else(|| self.values.get(&p)) {
+                return *pos;
+            }
+            match p.rfind(['.', '[']) {
+                Some(i) => p.truncate(i),
+                None => return Pos { line: 1, col: 1 },
+            }
+        }
+    }
+
+    /// Where the key of `path` is written (for unknown or duplicate keys).
+    pub fn locate_key(&self, path: &str) -> Pos {
+        self.keys
+            .get(path)
+            .copied()
+            .unwrap_or_else(|| self.locate(path))
+    }
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+/// Collects diagnostics for one file, placing each with the file's [`SourceMap`].
+pub struct FileReport<'a> {
+    pub file: &'a Path,
+    pub map: &'a SourceMap,
+    pub diags: Diagnostics,
+}
+
+impl<'a> FileReport<'a> {
+    pub fn new(file: &'a Path, map: &'a SourceMap) -> Self {
+        FileReport {
+            file,
+            map,
+            diags: Diagnostics::default(),
+        }
+    }
+
+    /// A problem with the value at `field`.
+    pub fn error(&mut self, field: &str, message: impl Into<String>) {
+        let pos = self.map.locate(field);
+        self.push(pos, field, message.into());
+    }
+
+    /// A problem with the key at `field` itself.
+    pub fn key_error(&mut self, field: &str, message: impl Into<String>) {
+        let pos = self.map.locate_key(field);
+        self.push(pos, field, message.into());
+    }
+
+    fn push(&mut self, pos: Pos, field: &str, message: String) {
+        self.diags.0.push(Diagnostic {
+            file: self.file.to_path_buf(),
+            line: pos.line,
+            col: pos.col,
+            field: field.to_string(),
+            message,
+        });
+    }
+}
+
+/// Turns a serde_yaml error into a diagnostic, rewriting serde's wording into crier's
+/// (`unknown field` gains a "did you mean" suggestion).
+pub fn from_serde(file: &Path, map: &SourceMap, err: &serde_yaml::Error) -> Diagnostic {
+    let full = err.to_string();
+    // serde_yaml appends " at line L column C"; the position is reported separately.
+    let text = match full.rfind(" at line ") {
+        Some(i) => &full[..i],
+        None => full.as_str(),
+    };
+    let (mut field, mut message) = split_path(text);
+    let (line, col) = match err.location() {
+        Some(l) => (l.line(), l.column()),
+        None => (0, 0),
+    };
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        let (name, expected) = rest.split_once('`').unwrap_or((rest, ""));
+        let candidates = backticked(expected);
+        let path = if field.is_empty() {
+            name.to_string()
+        } else {
+            format!("{field}.{name}")
+        };
+        message = match suggest(name, candidates.iter().map(String::as_str)) {
+            Some(s) => format!("unknown field `{name}` (did you mean `{s}`?)"),
+            None => format!(
+                "unknown field `{name}` (expected one of {})",
+                list(&candidates)
+            ),
+        };
+        let pos = map.locate_key(&path);
+        field = path;
+        return Diagnostic {
+            file: file.to_path_buf(),
+            line: if pos.line > 0 { pos.line } else { line },
+            col: if pos.line > 0 { pos.col } else { col },
+            field,
+            message,
+        };
+    }
+    if let Some(rest) = message.strip_prefix("unknown variant `") {
+        let (name, expected) = rest.split_once('`').unwrap_or((rest, ""));
+        let candidates = backticked(expected);
+        message = match suggest(name, candidates.iter().map(String::as_str)) {
+            Some(s) => format!(
+                "unknown value `{name}` (did you mean `{s}`? expected one of {})",
+                list(&candidates)
+            ),
+            None => format!(
+                "unknown value `{name}` (expected one of {})",
+                list(&candidates)
+            ),
+        };
+    }
+    if let Some(rest) = message.strip_prefix("missing field `") {
+        let name = rest.split('`').next().unwrap_or(rest).to_string();
+        message = format!("missing required field `{name}`");
+        field = if field.is_empty() {
+            name.to_string()
+        } else {
+            format!("{field}.{name}")
+        };
+    }
+    Diagnostic {
+        file: file.to_path_buf(),
+        line,
+        col,
+        field,
+        message,
+    }
+}
+
+/// serde_yaml prefixes nested errors with the path: `schedule.cron: invalid type…`.
+fn split_path(text: &str) -> (String, String) {
+    if let Some((head, tail)) = text.split_once(": ")
+        && !head.is_empty()
+        && !head.contains(' ')
+        && !head.contains('`')
+    {
+        return (head.to_string(), tail.to_string());
+    }
+    (String::new(), text.to_string())
+}
+
+fn backticked(s: &str) -> Vec<String> {
+    s.split('`')
+        .enumerate()
+        .filter(|(i, _)| i % 2 == 1)
+        .map(|(_, v)| v.to_string())
+        .collect()
+}
+
+fn list(items: &[String]) -> String {
+    items
+        .iter()
+        .map(|s| format!("`{s}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The closest candidate to `word`, if one is close enough to be a likely typo.
+pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let word = word.to_lowercase();
+    candidates
+        .into_iter()
+        .map(|c| (strsim::jaro_winkler(&word, &c.to_lowercase()), c))
+        .filter(|(score, _)| *score >= 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_map_places_nested_keys_values_and_list_items() {
+        let text = "name: x\nschedule:\n  cron: \"0 9 * *\"\nrecipients:\n  where:\n    status: [active, blockd]\n";
+        let map = SourceMap::new(text);
+        assert_eq!(map.locate("schedule.cron"), Pos { line: 3, col: 9 });
+        assert_eq!(map.locate_key("schedule.cron"), Pos { line: 3, col: 3 });
+        assert_eq!(
+            map.locate("recipients.where.status[1]"),
+            Pos { line: 6, col: 22 }
+        );
+        // A path that is not in the document falls back to its nearest parent.
+        assert_eq!(map.locate("schedule.timezone"), Pos { line: 2, col: 1 });
+    }
+
+    #[test]
+    fn suggests_close_names_only() {
+        let names = ["schedule", "recipients", "send_to"];
+        assert_eq!(suggest("shedule", names), Some("schedule"));
+        assert_eq!(suggest("zzz", names), None);
+    }
+}

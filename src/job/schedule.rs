@@ -1,0 +1,243 @@
+//! When a job fires: cron expressions or a one-shot instant, in an IANA time zone.
+//!
+//! Parsing uses croner, the parser tokio-cron-scheduler itself uses, so `crier validate`
+//! and the daemon agree on what an expression means. Crontab semantics: 5 fields, or 6
+//! with seconds first, `@daily`-style aliases, and when both day-of-month and day-of-week
+//! are restricted either one matching fires (Vixie cron). Local times that do not exist
+//! (spring forward) or exist twice (fall back) are resolved without panicking.
+
+use std::time::Duration;
+
+use chrono::{DateTime, LocalResult, NaiveDateTime, NaiveTime, TimeZone, Utc};
+use chrono_tz::Tz;
+use croner::Cron;
+use croner::parser::{CronParser, Seconds};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// What to do about a fire time that passed while crier was down.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Misfire {
+    /// One catch-up run, if within `grace`.
+    #[default]
+    Run,
+    /// Wait for the next fire time.
+    Skip,
+}
+
+/// What to do when a job fires while its previous run is still going.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Overlap {
+    /// Skip this firing (logged and recorded).
+    #[default]
+    Skip,
+    /// Run it after the current one; at most one waits.
+    Queue,
+}
+
+/// A day of the week, for send windows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Day {
+    Mon,
+    Tue,
+    Wed,
+    Thu,
+    Fri,
+    Sat,
+    Sun,
+}
+
+/// The hours messages may go out in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Window {
+    pub from: NaiveTime,
+    pub to: NaiveTime,
+    pub days: Vec<Day>,
+    pub per_recipient: bool,
+}
+
+/// The fire rule.
+#[derive(Debug, Clone)]
+pub enum When {
+    Cron { expr: String, cron: Box<Cron> },
+    At(NaiveDateTime),
+}
+
+/// A validated `schedule:`.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    pub when: When,
+    pub tz: Tz,
+    pub misfire: Misfire,
+    pub grace: Duration,
+    pub overlap: Overlap,
+    pub window: Option<Window>,
+}
+
+const ALIASES: [&str; 7] = [
+    "@yearly",
+    "@annually",
+    "@monthly",
+    "@weekly",
+    "@daily",
+    "@midnight",
+    "@hourly",
+];
+
+/// Parses a cron expression as crontab users write it.
+pub fn parse_cron(expr: &str) -> Result<Cron, String> {
+    let trimmed = expr.trim();
+    if trimmed.starts_with('@') {
+        if !ALIASES.contains(&trimmed.to_lowercase().as_str()) {
+            return Err(format!(
+                "unknown alias `{trimmed}` (expected one of {})",
+                ALIASES.join(", ")
+            ));
+        }
+    } else {
+        let fields = trimmed.split_whitespace().count();
+        if fields != 5 && fields != 6 {
+            return Err(format!(
+                "expected 5 or 6 fields, got `{trimmed}` (e.g. `0 9 1 * *`)"
+            ));
+        }
+    }
+    CronParser::builder()
+        .seconds(Seconds::Optional)
+        .build()
+        .parse(trimmed)
+        .map_err(|e| format!("invalid cron expression `{trimmed}`: {e}"))
+}
+
+/// Parses `2026-12-01T09:00` (seconds optional) as a local date and time.
+pub fn parse_at(s: &str) -> Result<NaiveDateTime, String> {
+    let s = s.trim();
+    NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S")
+        .or_else(|_| NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M"))
+        .or_else(|_| NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M"))
+        .map_err(|_| format!("`{s}` is not a local date and time (e.g. `2026-12-01T09:00`)"))
+}
+
+/// Parses `08:00`.
+pub fn parse_time_of_day(s: &str) -> Result<NaiveTime, String> {
+    NaiveTime::parse_from_str(s.trim(), "%H:%M")
+        .map_err(|_| format!("`{s}` is not a time of day (e.g. `08:00`)"))
+}
+
+/// The instant a local time means in `tz`: the earlier one when it occurs twice, the
+/// first instant after the gap when it does not occur at all.
+pub fn resolve_local(tz: Tz, local: NaiveDateTime) -> Option<DateTime<Tz>> {
+    match tz.from_local_datetime(&local) {
+        LocalResult::Single(t) => Some(t),
+        LocalResult::Ambiguous(earlier, _) => Some(earlier),
+        LocalResult::None => {
+            // Walk forward to the end of the gap (gaps are at most a few hours).
+            let mut probe = local;
+            for _ in 0..(26 * 60) {
+                probe += chrono::Duration::minutes(1);
+                if let Some(t) = tz.from_local_datetime(&probe).earliest() {
+                    let floor = t.with_timezone(&Utc).timestamp() / 60 * 60;
+                    return DateTime::from_timestamp(floor, 0).map(|u| u.with_timezone(&tz));
+                }
+            }
+            None
+        }
+    }
+}
+
+impl Schedule {
+    /// The first fire time strictly after `after`, or `None` if there is none.
+    pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        match &self.when {
+            When::Cron { cron, .. } => cron
+                .find_next_occurrence(&after.with_timezone(&self.tz), false)
+                .ok()
+                .map(|t| t.with_timezone(&Utc)),
+            When::At(local) => resolve_local(self.tz, *local)
+                .map(|t| t.with_timezone(&Utc))
+                .filter(|t| *t > after),
+        }
+    }
+
+    /// A human-readable form of the rule.
+    pub fn describe(&self) -> String {
+        match &self.when {
+            When::Cron { expr, .. } => format!("cron `{expr}` {}", self.tz),
+            When::At(local) => format!("at {} {}", local.format("%Y-%m-%dT%H:%M"), self.tz),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cron_schedule(expr: &str, tz: Tz) -> Schedule {
+        Schedule {
+            when: When::Cron {
+                expr: expr.into(),
+                cron: Box::new(parse_cron(expr).unwrap()),
+            },
+            tz,
+            misfire: Misfire::Run,
+            grace: Duration::from_secs(3600),
+            overlap: Overlap::Skip,
+            window: None,
+        }
+    }
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn field_count_and_aliases_are_checked() {
+        assert_eq!(
+            parse_cron("0 9 * *").unwrap_err(),
+            "expected 5 or 6 fields, got `0 9 * *` (e.g. `0 9 1 * *`)"
+        );
+        assert!(parse_cron("0 0 9 * * * 2027").is_err());
+        assert!(parse_cron("@daily").is_ok());
+        assert!(parse_cron("@fortnightly").unwrap_err().contains("unknown alias"));
+        assert!(parse_cron("0 25 * * *").unwrap_err().contains("invalid cron"));
+    }
+
+    #[test]
+    fn next_fire_in_a_zone() {
+        let s = cron_schedule("0 9 1 * *", chrono_tz::Africa::Johannesburg);
+        // 09:00 SAST is 07:00 UTC.
+        assert_eq!(
+            s.next_after(utc("2026-11-27T10:00:00Z")),
+            Some(utc("2026-12-01T07:00:00Z"))
+        );
+        let with_seconds = cron_schedule("30 0 9 * * *", chrono_tz::UTC);
+        assert_eq!(
+            with_seconds.next_after(utc("2026-11-27T10:00:00Z")),
+            Some(utc("2026-11-28T09:00:30Z"))
+        );
+    }
+
+    #[test]
+    fn day_of_month_or_day_of_week_fires_vixie_style() {
+        // The 1st of the month OR any Monday.
+        let s = cron_schedule("0 9 1 * mon", chrono_tz::UTC);
+        assert_eq!(
+            s.next_after(utc("2026-11-27T10:00:00Z")),
+            Some(utc("2026-11-30T09:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn one_shot_resolves_gaps_and_overlaps() {
+        let berlin = chrono_tz::Europe::Berlin;
+        // 2026-03-29 02:30 does not exist in Berlin: fires at the end of the gap, 03:00 CEST.
+        let gap = resolve_local(berlin, parse_at("2026-03-29T02:30").unwrap()).unwrap();
+        assert_eq!(gap.with_timezone(&Utc), utc("2026-03-29T01:00:00Z"));
+        // 2026-10-25 02:30 happens twice: the first (CEST) one.
+        let twice = resolve_local(berlin, parse_at("2026-10-25T02:30").unwrap()).unwrap();
+        assert_eq!(twice.with_timezone(&Utc), utc("2026-10-25T00:30:00Z"));
+    }
+}

@@ -1,0 +1,17 @@
+//! crier runs scheduled mass-messaging jobs — SMS, email and customer-portal messages
+//! from an internet provider to its customers and leads — declared as YAML files.
+//!
+//! A message travels one way, and the modules say so:
+//! job file ([`job`]) → recipients ([`recipients`]) → throttle ([`throttle`]) →
+//! provider ([`provider`]), with [`store`] underneath. [`config`] and [`diag`] serve the
+//! files admins write; [`cli`] and [`commands`] are the command line the binary wraps.
+
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod diag;
+pub mod job;
+pub mod provider;
+pub mod recipients;
+pub mod store;
+pub mod throttle;

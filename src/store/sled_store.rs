@@ -1,0 +1,271 @@
+//! The sled backend: the embedded default, one directory, no server.
+//!
+//! One tree, `recipients`, holds both the records (`r` + kind + id BE) and the login index
+//! (`l` + kind + login → id BE), so a batch that upserts records and moves their logins is
+//! a single atomic `apply_batch`. The page cache is bounded by `store.cache_mb`. sled
+//! admits one process per directory; a second one gets [`StoreError::Locked`].
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use super::{LOCAL_ID_BASE, RecipientIter, Store, StoreConfig, StoreError, Upsert};
+use crate::recipients::{Recipient, RecipientKind};
+
+pub(super) struct SledStore {
+    path: PathBuf,
+    db: sled::Db,
+    recipients: sled::Tree,
+    meta: sled::Tree,
+}
+
+const RECORD: u8 = b'r';
+const LOGIN: u8 = b'l';
+
+fn kind_byte(kind: RecipientKind) -> u8 {
+    match kind {
+        RecipientKind::Customer => b'c',
+        RecipientKind::Lead => b'l',
+    }
+}
+
+fn record_key(kind: RecipientKind, id: u64) -> [u8; 10] {
+    let mut key = [0u8; 10];
+    key[0] = RECORD;
+    key[1] = kind_byte(kind);
+    key[2..].copy_from_slice(&id.to_be_bytes());
+    key
+}
+
+fn login_key(kind: RecipientKind, login: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(2 + login.len());
+    key.push(LOGIN);
+    key.push(kind_byte(kind));
+    key.extend_from_slice(login.as_bytes());
+    key
+}
+
+impl SledStore {
+    pub(super) fn open(config: &StoreConfig) -> Result<SledStore, StoreError> {
+        let path = config.path.clone();
+        std::fs::create_dir_all(&path).map_err(|source| StoreError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let db = sled::Config::new()
+            .path(&path)
+            .cache_capacity(config.cache_bytes)
+            .open()
+            .map_err(|e| map_err(&path, e))?;
+        let recipients = db
+            .open_tree("recipients")
+            .map_err(|e| map_err(&path, e))?;
+        let meta = db.open_tree("meta").map_err(|e| map_err(&path, e))?;
+        Ok(SledStore {
+            path,
+            db,
+            recipients,
+            meta,
+        })
+    }
+
+    fn err(&self, e: sled::Error) -> StoreError {
+        map_err(&self.path, e)
+    }
+}
+
+fn map_err(path: &Path, e: sled::Error) -> StoreError {
+    match e {
+        sled::Error::Io(source)
+            if source.kind() == std::io::ErrorKind::WouldBlock
+                || source.to_string().contains("lock") =>
+        {
+            StoreError::Locked(path.to_path_buf())
+        }
+        sled::Error::Io(source) => StoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+        other => StoreError::Corrupt {
+            path: path.to_path_buf(),
+            detail: other.to_string(),
+        },
+    }
+}
+
+fn decode(key: &[u8], bytes: &[u8]) -> Result<Recipient, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Decode {
+        key: String::from_utf8_lossy(key).into_owned(),
+        detail: e.to_string(),
+    })
+}
+
+impl Store for SledStore {
+    fn recipient(&self, kind: RecipientKind, id: u64) -> Result<Option<Recipient>, StoreError> {
+        let key = record_key(kind, id);
+        match self.recipients.get(key).map_err(|e| self.err(e))? {
+            Some(bytes) => decode(&key, &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn recipient_id_by_login(
+        &self,
+        kind: RecipientKind,
+        login: &str,
+    ) -> Result<Option<u64>, StoreError> {
+        let value = self
+            .recipients
+            .get(login_key(kind, login))
+            .map_err(|e| self.err(e))?;
+        Ok(value.and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok().map(u64::from_be_bytes)))
+    }
+
+    fn upsert_recipients(
+        &self,
+        recipients: &[Recipient],
+        write: bool,
+    ) -> Result<Vec<Upsert>, StoreError> {
+        let mut batch = sled::Batch::default();
+        // What this batch has already written, so repeated ids see their predecessor.
+        let mut overlay: HashMap<[u8; 10], Vec<u8>> = HashMap::new();
+        let mut outcomes = Vec::with_capacity(recipients.len());
+        for r in recipients {
+            let key = record_key(r.kind, r.id);
+            let bytes = serde_json::to_vec(r).map_err(|e| StoreError::Decode {
+                key: format!("{}/{}", r.kind, r.id),
+                detail: e.to_string(),
+            })?;
+            let previous: Option<Vec<u8>> = match overlay.get(&key) {
+                Some(v) => Some(v.clone()),
+                None => self
+                    .recipients
+                    .get(key)
+                    .map_err(|e| self.err(e))?
+                    .map(|v| v.to_vec()),
+            };
+            let outcome = match &previous {
+                None => Upsert::Inserted,
+                Some(old) if *old == bytes => Upsert::Unchanged,
+                Some(_) => Upsert::Updated,
+            };
+            outcomes.push(outcome);
+            if outcome == Upsert::Unchanged {
+                continue;
+            }
+            let old_login = match &previous {
+                Some(old) => decode(&key, old)?.login,
+                None => None,
+            };
+            if old_login != r.login
+                && let Some(old) = old_login
+            {
+                batch.remove(login_key(r.kind, &old));
+            }
+            if let Some(login) = &r.login {
+                batch.insert(login_key(r.kind, login), &r.id.to_be_bytes());
+            }
+            batch.insert(&key, bytes.as_slice());
+            overlay.insert(key, bytes);
+        }
+        if write {
+            self.recipients
+                .apply_batch(batch)
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(outcomes)
+    }
+
+    fn allocate_recipient_id(&self, kind: RecipientKind) -> Result<u64, StoreError> {
+        let key = [b'n', kind_byte(kind)];
+        let next = self
+            .meta
+            .update_and_fetch(key, |old| {
+                let current = old
+                    .and_then(|v| <[u8; 8]>::try_from(v).ok())
+                    .map(u64::from_be_bytes)
+                    .unwrap_or(LOCAL_ID_BASE - 1);
+                Some((current + 1).to_be_bytes().to_vec())
+            })
+            .map_err(|e| self.err(e))?;
+        let bytes = next.ok_or_else(|| StoreError::Corrupt {
+            path: self.path.clone(),
+            detail: "id counter vanished".into(),
+        })?;
+        <[u8; 8]>::try_from(bytes.as_ref())
+            .map(u64::from_be_bytes)
+            .map_err(|_| StoreError::Corrupt {
+                path: self.path.clone(),
+                detail: "id counter is not 8 bytes".into(),
+            })
+    }
+
+    fn recipients(&self, kind: RecipientKind) -> RecipientIter<'_> {
+        let prefix = [RECORD, kind_byte(kind)];
+        Box::new(self.recipients.scan_prefix(prefix).map(move |item| {
+            let (key, value) = item.map_err(|e| self.err(e))?;
+            decode(&key, &value)
+        }))
+    }
+
+    fn count_recipients(&self, kind: RecipientKind) -> Result<u64, StoreError> {
+        let mut n = 0;
+        for item in self.recipients.scan_prefix([RECORD, kind_byte(kind)]).keys() {
+            item.map_err(|e| self.err(e))?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush().map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sled_passes_the_store_conformance_suite() {
+        let dirs = std::cell::RefCell::new(Vec::new());
+        crate::store::tests::conformance(&|| {
+            let dir = tempfile::tempdir().unwrap();
+            let store = SledStore::open(&StoreConfig {
+                path: dir.path().join("db"),
+                cache_bytes: 8 << 20,
+            })
+            .unwrap();
+            dirs.borrow_mut().push(dir);
+            Box::new(store)
+        });
+    }
+
+    #[test]
+    fn flushed_writes_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig {
+            path: dir.path().join("db"),
+            cache_bytes: 8 << 20,
+        };
+        {
+            let store = SledStore::open(&config).unwrap();
+            store
+                .upsert_recipients(
+                    &[crate::store::tests::recipient(RecipientKind::Customer, 9, "x")],
+                    true,
+                )
+                .unwrap();
+            store.flush().unwrap();
+        }
+        let store = SledStore::open(&config).unwrap();
+        assert_eq!(
+            store.recipient_id_by_login(RecipientKind::Customer, "x").unwrap(),
+            Some(9)
+        );
+    }
+}
