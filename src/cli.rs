@@ -42,7 +42,9 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Check crier.yaml and job files and print every error.
-    #[command(after_help = "Example:\n  crier validate            # crier.yaml and jobs/\n  crier validate jobs/payment-reminder.yaml")]
+    #[command(
+        after_help = "Example:\n  crier validate            # crier.yaml and jobs/\n  crier validate jobs/payment-reminder.yaml"
+    )]
     Validate(ValidateArgs),
     /// Print the JSON Schema of job files (or of crier.yaml) for editors.
     #[command(after_help = "Example:\n  crier schema > job.schema.json\n  crier schema config")]
@@ -51,10 +53,14 @@ pub enum Command {
     #[command(subcommand)]
     Config(ConfigCommand),
     /// Import customers or leads from a CSV file into the store.
-    #[command(after_help = "Example:\n  crier import customers.csv --rejects rejects.csv\n  crier import leads.csv --kind lead --delimiter ';' --dry-run")]
+    #[command(
+        after_help = "Example:\n  crier import customers.csv --rejects rejects.csv\n  crier import leads.csv --kind lead --delimiter ';' --dry-run"
+    )]
     Import(ImportArgs),
     /// List the recipients a job, or a filter, reaches.
-    #[command(after_help = "Example:\n  crier recipients jobs/payment-reminder.yaml --limit 20\n  crier recipients --where status=active --where location='Cape Town' --format csv")]
+    #[command(
+        after_help = "Example:\n  crier recipients jobs/payment-reminder.yaml --limit 20\n  crier recipients --where status=active --where location='Cape Town' --format csv"
+    )]
     Recipients(RecipientsArgs),
 }
 
@@ -80,7 +86,9 @@ pub struct SchemaArgs {
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
     /// Print the effective config with every secret redacted.
-    #[command(after_help = "Example:\n  crier config show\n  crier --config /etc/crier/crier.yaml config show")]
+    #[command(
+        after_help = "Example:\n  crier config show\n  crier --config /etc/crier/crier.yaml config show"
+    )]
     Show,
 }
 

@@ -60,6 +60,20 @@ impl Diagnostics {
     pub fn iter(&self) -> impl Iterator<Item = &Diagnostic> {
         self.0.iter()
     }
+
+    /// Orders each file's problems by position, files staying in the order met.
+    pub fn sort_by_position(&mut self) {
+        let mut order: Vec<PathBuf> = Vec::new();
+        for d in &self.0 {
+            if !order.contains(&d.file) {
+                order.push(d.file.clone());
+            }
+        }
+        self.0.sort_by_key(|d| {
+            let file = order.iter().position(|f| *f == d.file).unwrap_or(0);
+            (file, d.line, d.col)
+        });
+    }
 }
 
 impl fmt::Display for Diagnostics {
@@ -88,6 +102,7 @@ pub struct Pos {
 pub struct SourceMap {
     keys: HashMap<String, Pos>,
     values: HashMap<String, Pos>,
+    scalars: HashMap<String, String>,
 }
 
 enum Frame {
@@ -122,7 +137,7 @@ impl SourceMap {
                         continue;
                     }
                     if let Some(path) = map.place_value(&mut stack, pos) {
-                        map.values.insert(path, pos);
+                        map.scalars.insert(path, value.into_owned());
                     }
                 }
                 Event::MappingStart(..) => {
@@ -171,14 +186,36 @@ impl SourceMap {
         }
         let mut p = path.to_string();
         loop {
-            if let Some(pos) = self.keys.get(&p).or_else(|| self.values.get(&p)) {
-                return *pos;
-            }
             match p.rfind(['.', '[']) {
+                // `phone[0]` of a single `phone: "12"` is that scalar itself.
+                Some(i) if p.as_bytes()[i] == b'[' => {
+                    p.truncate(i);
+                    if let Some(pos) = self
+                        .scalars
+                        .contains_key(&p)
+                        .then(|| self.values.get(&p))
+                        .flatten()
+                    {
+                        return *pos;
+                    }
+                }
                 Some(i) => p.truncate(i),
                 None => return Pos { line: 1, col: 1 },
             }
+            if let Some(pos) = self.keys.get(&p).or_else(|| self.values.get(&p)) {
+                return *pos;
+            }
         }
+    }
+
+    /// The path of the list item under `parent` whose text is `value` (`parent[2]`).
+    pub fn find_item(&self, parent: &str, value: &str) -> Option<String> {
+        let prefix = format!("{parent}[");
+        self.scalars
+            .iter()
+            .filter(|(p, v)| p.starts_with(&prefix) && *v == value)
+            .map(|(p, _)| p.clone())
+            .min_by_key(|p| self.values.get(p).map(|pos| (pos.line, pos.col)))
     }
 
     /// Where the key of `path` is written (for unknown or duplicate keys).
@@ -276,8 +313,15 @@ pub fn from_serde(file: &Path, map: &SourceMap, err: &serde_yaml::Error) -> Diag
             message,
         };
     }
+    let mut position = err.location().map(|l| (l.line(), l.column()));
     if let Some(rest) = message.strip_prefix("unknown variant `") {
         let (name, expected) = rest.split_once('`').unwrap_or((rest, ""));
+        // In a list, point at the item itself rather than at the list.
+        if let Some(item) = map.find_item(&field, name) {
+            let pos = map.locate(&item);
+            position = Some((pos.line, pos.col));
+            field = item;
+        }
         let candidates = backticked(expected);
         message = match suggest(name, candidates.iter().map(String::as_str)) {
             Some(s) => format!(
@@ -299,6 +343,7 @@ pub fn from_serde(file: &Path, map: &SourceMap, err: &serde_yaml::Error) -> Diag
             format!("{field}.{name}")
         };
     }
+    let (line, col) = position.unwrap_or((line, col));
     Diagnostic {
         file: file.to_path_buf(),
         line,

@@ -40,7 +40,10 @@ pub(super) fn run(config: &Config, args: &ImportArgs) -> anyhow::Result<Outcome>
     let shown = report.messages.len() as u64;
     let noted = report.rejected + report.invalid_phones + report.duplicates;
     if noted > shown {
-        eprintln!("… and {} more (see --rejects for every rejected row)", noted - shown);
+        eprintln!(
+            "… and {} more (see --rejects for every rejected row)",
+            noted - shown
+        );
     }
     if args.strict && report.rejected > 0 {
         eprintln!(
@@ -49,12 +52,15 @@ pub(super) fn run(config: &Config, args: &ImportArgs) -> anyhow::Result<Outcome>
         );
         return Ok(Outcome::Failed);
     }
-    let verb = if report.dry_run { "would import" } else { "imported" };
+    let verb = if report.dry_run {
+        "would import"
+    } else {
+        "imported"
+    };
     println!(
-        "{verb} {} {}s from {}: {} rows, {} inserted, {} updated, {} unchanged, {} rejected ({:.1}s)",
-        report.inserted + report.updated + report.unchanged,
-        options.kind,
+        "{verb} {} ({}s): {} rows: {} inserted, {} updated, {} unchanged, {} rejected ({:.1}s)",
         args.file.display(),
+        options.kind,
         report.rows,
         report.inserted,
         report.updated,
@@ -76,5 +82,9 @@ pub(super) fn run(config: &Config, args: &ImportArgs) -> anyhow::Result<Outcome>
     {
         println!("rejected rows written to {}", path.display());
     }
-    Ok(if report.rejected > 0 { Outcome::Failed } else { Outcome::Ok })
+    Ok(if report.rejected > 0 {
+        Outcome::Failed
+    } else {
+        Outcome::Ok
+    })
 }

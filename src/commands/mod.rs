@@ -52,5 +52,6 @@ pub(crate) fn load_config(cli: &Cli) -> anyhow::Result<Config> {
 
 pub(crate) fn open_store(config: &Config) -> anyhow::Result<Box<dyn Store>> {
     let settings = config.store_config();
-    store::open(&settings).with_context(|| format!("cannot open the store in {}", settings.path.display()))
+    store::open(&settings)
+        .with_context(|| format!("cannot open the store in {}", settings.path.display()))
 }

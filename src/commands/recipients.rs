@@ -162,7 +162,7 @@ enum Output<W: Write> {
         pending: Vec<[String; 15]>,
         widths: Option<Vec<usize>>,
     },
-    Csv(csv::Writer<W>),
+    Csv(Box<csv::Writer<W>>),
     Json {
         out: W,
         first: bool,
@@ -180,7 +180,7 @@ impl<W: Write> Output<W> {
             Format::Csv => {
                 let mut w = csv::Writer::from_writer(out);
                 w.write_record(COLUMNS)?;
-                Output::Csv(w)
+                Output::Csv(Box::new(w))
             }
             Format::Json => {
                 out.write_all(b"[")?;
@@ -242,7 +242,10 @@ impl<W: Write> Output<W> {
     }
 }
 
-fn flush_table<W: Write>(out: &mut W, pending: &mut Vec<[String; 15]>) -> anyhow::Result<Vec<usize>> {
+fn flush_table<W: Write>(
+    out: &mut W,
+    pending: &mut Vec<[String; 15]>,
+) -> anyhow::Result<Vec<usize>> {
     let mut widths: Vec<usize> = TABLE_COLUMNS.iter().map(|&i| COLUMNS[i].len()).collect();
     for row in pending.iter() {
         for (w, &i) in widths.iter_mut().zip(TABLE_COLUMNS.iter()) {
@@ -257,7 +260,11 @@ fn flush_table<W: Write>(out: &mut W, pending: &mut Vec<[String; 15]>) -> anyhow
     Ok(widths)
 }
 
-fn write_table_row<W: Write>(out: &mut W, widths: &[usize], row: &[String; 15]) -> anyhow::Result<()> {
+fn write_table_row<W: Write>(
+    out: &mut W,
+    widths: &[usize],
+    row: &[String; 15],
+) -> anyhow::Result<()> {
     let mut line = String::new();
     for (n, (&i, &w)) in TABLE_COLUMNS.iter().zip(widths).enumerate() {
         let cell: String = row[i].chars().take(w).collect();

@@ -67,11 +67,7 @@ pub fn expand(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String
                 Some((n, d)) => (n, Some(d)),
                 None => (inner, None),
             };
-            if name.is_empty()
-                || !name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
-            {
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                 return Err(format!(
                     "`${{{inner}}}` is not a variable reference (expected `${{NAME}}` with letters, digits and _)"
                 ));
@@ -112,8 +108,15 @@ mod tests {
     fn expands_defaults_and_escapes() {
         assert_eq!(expand("Bearer ${TOKEN}", &vars).unwrap(), "Bearer s3cret");
         assert_eq!(expand("${MISSING:-x}", &vars).unwrap(), "x");
-        assert_eq!(expand("cost $5 $${TOKEN}", &vars).unwrap(), "cost $5 ${TOKEN}");
-        assert!(expand("${MISSING}", &vars).unwrap_err().contains("`MISSING` is not set"));
+        assert_eq!(
+            expand("cost $5 $${TOKEN}", &vars).unwrap(),
+            "cost $5 ${TOKEN}"
+        );
+        assert!(
+            expand("${MISSING}", &vars)
+                .unwrap_err()
+                .contains("`MISSING` is not set")
+        );
         assert!(expand("${TOKEN", &vars).unwrap_err().contains("unclosed"));
         assert!(expand("${a b}", &vars).is_err());
     }

@@ -171,6 +171,7 @@ impl Config {
         let (raw, map) = parse_document::<RawConfig>(path, text, lookup)?;
         let mut report = FileReport::new(path, &map);
         let config = validate(raw, Some(path), &mut report);
+        report.diags.sort_by_position();
         if report.diags.is_empty() {
             Ok(config)
         } else {
@@ -199,8 +200,8 @@ pub fn parse_document<T: DeserializeOwned>(
     if let Err(e) = serde_yaml::from_str::<T>(text) {
         return Err(Diagnostics(vec![diag::from_serde(path, &map, &e)]));
     }
-    let mut value: serde_yaml::Value =
-        serde_yaml::from_str(text).map_err(|e| Diagnostics(vec![diag::from_serde(path, &map, &e)]))?;
+    let mut value: serde_yaml::Value = serde_yaml::from_str(text)
+        .map_err(|e| Diagnostics(vec![diag::from_serde(path, &map, &e)]))?;
     let mut report = FileReport::new(path, &map);
     env::interpolate(&mut value, "", lookup, &mut report);
     if !report.diags.is_empty() {
@@ -228,7 +229,9 @@ fn validate(raw: RawConfig, path: Option<&Path>, report: &mut FileReport) -> Con
         None => {
             report.error(
                 "default_region",
-                format!("`{default_region}` is not an ISO 3166 region code (e.g. `ZA`, `GB`, `US`)"),
+                format!(
+                    "`{default_region}` is not an ISO 3166 region code (e.g. `ZA`, `GB`, `US`)"
+                ),
             );
             Id::ZA
         }
@@ -383,7 +386,8 @@ mod tests {
 
     #[test]
     fn missing_variable_is_named_with_its_position() {
-        let text = "providers:\n  sms:\n    type: bulksms\n    token_id: abc\n    token_secret: ${NOPE}\n";
+        let text =
+            "providers:\n  sms:\n    type: bulksms\n    token_id: abc\n    token_secret: ${NOPE}\n";
         let errors = parse(text).unwrap_err().to_string();
         assert_eq!(
             errors,
@@ -416,7 +420,9 @@ mod tests {
 
     #[test]
     fn unknown_provider_type_lists_the_types() {
-        let errors = parse("providers:\n  x:\n    type: bulkmsm\n").unwrap_err().to_string();
+        let errors = parse("providers:\n  x:\n    type: bulkmsm\n")
+            .unwrap_err()
+            .to_string();
         assert!(errors.contains("did you mean `bulksms`?"), "{errors}");
     }
 }

@@ -254,6 +254,7 @@ pub fn load(
     let (raw, map) = config::parse_document::<RawJob>(path, &text, lookup)?;
     let mut report = FileReport::new(path, &map);
     let job = validate(raw, path, config, &mut report);
+    report.diags.sort_by_position();
     match job {
         Some(job) if report.diags.is_empty() => Ok(job),
         _ => Err(report.diags),
@@ -405,7 +406,11 @@ pub fn validate(raw: RawJob, path: &Path, config: &Config, report: &mut FileRepo
 
     // How: the provider must exist and carry the channel it is used for.
     if let Some(provider) = &raw.provider {
-        let channel = if has_email { Channel::Email } else { channels[0] };
+        let channel = if has_email {
+            Channel::Email
+        } else {
+            channels[0]
+        };
         check_provider_ref(&config.providers, provider, channel, "provider", report);
     }
     let rate = raw.rate.as_deref().and_then(|r| match r.parse::<Rate>() {
@@ -472,7 +477,10 @@ pub fn validate(raw: RawJob, path: &Path, config: &Config, report: &mut FileRepo
 fn template_body(t: &str, dir: &Path, send_to: SendTo, report: &mut FileReport) -> Option<Body> {
     if let Some(name) = t.strip_prefix("stored:") {
         if name.trim().is_empty() {
-            report.error("template", "`stored:` needs a template name, e.g. `stored:reminder`");
+            report.error(
+                "template",
+                "`stored:` needs a template name, e.g. `stored:reminder`",
+            );
         }
         return Some(Body::Stored(name.trim().to_string()));
     }
@@ -504,7 +512,11 @@ fn template_body(t: &str, dir: &Path, send_to: SendTo, report: &mut FileReport) 
     Some(Body::File(file))
 }
 
-fn validate_schedule(raw: RawSchedule, config: &Config, report: &mut FileReport) -> Option<Schedule> {
+fn validate_schedule(
+    raw: RawSchedule,
+    config: &Config,
+    report: &mut FileReport,
+) -> Option<Schedule> {
     let tz = match &raw.timezone {
         Some(name) => parse_timezone(name, "schedule.timezone", report),
         None => Some(config.tz),

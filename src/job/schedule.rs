@@ -201,8 +201,16 @@ mod tests {
         );
         assert!(parse_cron("0 0 9 * * * 2027").is_err());
         assert!(parse_cron("@daily").is_ok());
-        assert!(parse_cron("@fortnightly").unwrap_err().contains("unknown alias"));
-        assert!(parse_cron("0 25 * * *").unwrap_err().contains("invalid cron"));
+        assert!(
+            parse_cron("@fortnightly")
+                .unwrap_err()
+                .contains("unknown alias")
+        );
+        assert!(
+            parse_cron("0 25 * * *")
+                .unwrap_err()
+                .contains("invalid cron")
+        );
     }
 
     #[test]

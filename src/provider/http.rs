@@ -129,6 +129,9 @@ mod tests {
             redact_url("https://me:pw@sms.example/send?key=abc&to={to}"),
             "https://<redacted>@sms.example/send?key=<redacted>&to=<redacted>"
         );
-        assert_eq!(redact_url("https://sms.example/a@b"), "https://sms.example/a@b");
+        assert_eq!(
+            redact_url("https://sms.example/a@b"),
+            "https://sms.example/a@b"
+        );
     }
 }

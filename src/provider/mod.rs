@@ -116,10 +116,7 @@ impl Limits {
             );
         }
         if self.concurrency == Some(0) {
-            report.error(
-                &format!("{field}.limits.concurrency"),
-                "must be at least 1",
-            );
+            report.error(&format!("{field}.limits.concurrency"), "must be at least 1");
         }
     }
 }
@@ -130,9 +127,6 @@ pub(crate) fn check_url(url: &str, field: &str, report: &mut FileReport) {
         .strip_prefix("https://")
         .or_else(|| url.strip_prefix("http://"));
     if rest.is_none_or(|r| r.is_empty() || r.starts_with('/')) {
-        report.error(
-            field,
-            format!("`{url}` is not an http:// or https:// URL"),
-        );
+        report.error(field, format!("`{url}` is not an http:// or https:// URL"));
     }
 }

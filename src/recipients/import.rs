@@ -140,6 +140,28 @@ pub fn detect_delimiter(head: &[u8]) -> u8 {
     candidates[best]
 }
 
+/// File line numbers of records. The csv crate counts record terminators, not the
+/// newlines inside quoted fields, so its line drifts after a multi-line field; adding back
+/// the newlines seen in earlier fields gives the line an editor shows.
+#[derive(Debug, Default)]
+pub struct Lines {
+    hidden: u64,
+}
+
+impl Lines {
+    /// The file line `record` starts on; call [`Lines::advance`] after it.
+    pub fn start(&self, record: &StringRecord) -> u64 {
+        record.position().map(|p| p.line()).unwrap_or(0) + self.hidden
+    }
+
+    pub fn advance(&mut self, record: &StringRecord) {
+        let text = record.as_slice();
+        if text.contains('\n') {
+            self.hidden += text.bytes().filter(|&b| b == b'\n').count() as u64;
+        }
+    }
+}
+
 fn csv_error(path: &Path, e: &csv::Error) -> ImportError {
     ImportError::Csv {
         path: path.to_path_buf(),
@@ -163,14 +185,22 @@ impl Rejects {
         let mut writer = csv::Writer::from_path(path).map_err(|e| fail(e.to_string()))?;
         let mut head: Vec<&str> = header.names.iter().map(String::as_str).collect();
         head.extend(["line", "error"]);
-        writer.write_record(&head).map_err(|e| fail(e.to_string()))?;
+        writer
+            .write_record(&head)
+            .map_err(|e| fail(e.to_string()))?;
         Ok(Rejects {
             path: path.to_path_buf(),
             writer,
         })
     }
 
-    fn write(&mut self, record: &StringRecord, width: usize, line: u64, error: &str) -> Result<(), ImportError> {
+    fn write(
+        &mut self,
+        record: &StringRecord,
+        width: usize,
+        line: u64,
+        error: &str,
+    ) -> Result<(), ImportError> {
         let mut fields: Vec<&str> = record.iter().collect();
         fields.resize(width, "");
         let line = line.to_string();
@@ -247,6 +277,8 @@ fn scan(
     };
     let mut batch = Batch::default();
     let mut record = StringRecord::new();
+    let mut lines = Lines::default();
+    lines.advance(&header.record);
     loop {
         match csv.read_record(&mut record) {
             Ok(true) => {}
@@ -262,7 +294,8 @@ fn scan(
             }
         }
         report.rows += 1;
-        let line = record.position().map(|p| p.line()).unwrap_or(0);
+        let line = lines.start(&record);
+        lines.advance(&record);
         match row::parse(&header, &record, options.kind, options.region) {
             Err(errors) => {
                 report.rejected += 1;

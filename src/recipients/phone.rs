@@ -41,13 +41,19 @@ mod tests {
     fn normalises_local_and_international_forms() {
         let za = parse_region("za").unwrap();
         assert_eq!(to_e164("082 123 4567", za).as_deref(), Some("+27821234567"));
-        assert_eq!(to_e164("+27 82 123 4567", za).as_deref(), Some("+27821234567"));
+        assert_eq!(
+            to_e164("+27 82 123 4567", za).as_deref(),
+            Some("+27821234567")
+        );
         assert_eq!(
             to_e164("020 7183 8750", parse_region("GB").unwrap()).as_deref(),
             Some("+442071838750")
         );
         // An international number is not reinterpreted by the default region.
-        assert_eq!(to_e164("+1 415 555 2671", za).as_deref(), Some("+14155552671"));
+        assert_eq!(
+            to_e164("+1 415 555 2671", za).as_deref(),
+            Some("+14155552671")
+        );
     }
 
     #[test]

@@ -73,6 +73,8 @@ pub fn attr_key(header: &str) -> String {
 /// The columns of a file, in order.
 #[derive(Debug, Clone)]
 pub struct Header {
+    /// The header row as read.
+    pub record: StringRecord,
     pub names: Vec<String>,
     pub columns: Vec<Column>,
 }
@@ -89,6 +91,7 @@ impl Header {
             columns.push(column);
         }
         Header {
+            record: record.clone(),
             names: record.iter().map(|s| s.trim().to_string()).collect(),
             columns,
         }
@@ -199,7 +202,9 @@ pub fn parse(
             Column::Tariffs => r.tariffs = parse_tariffs(value),
             Column::Timezone => match value.parse::<chrono_tz::Tz>() {
                 Ok(_) => r.timezone = Some(value.to_string()),
-                Err(_) => errors.push(bad("expected an IANA time zone such as `Africa/Johannesburg`".into())),
+                Err(_) => errors.push(bad(
+                    "expected an IANA time zone such as `Africa/Johannesburg`".into(),
+                )),
             },
             Column::Attr(key) => {
                 r.attrs.insert(key.clone(), value.to_string());
@@ -283,7 +288,9 @@ mod tests {
 
     #[test]
     fn reports_every_bad_value_of_a_row() {
-        let header = Header::new(&StringRecord::from(vec!["id", "login", "status", "category"]));
+        let header = Header::new(&StringRecord::from(vec![
+            "id", "login", "status", "category",
+        ]));
         let errors = parse(
             &header,
             &StringRecord::from(vec!["x1", "0001", "actve", "alien"]),

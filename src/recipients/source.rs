@@ -7,7 +7,7 @@ use std::path::Path;
 
 use phonenumber::country::Id;
 
-use super::import::{Delimiter, ImportError, open_csv};
+use super::import::{Delimiter, ImportError, Lines, open_csv};
 use super::row;
 use super::{Recipient, RecipientKind};
 use crate::job::{RecipientSpec, Source};
@@ -45,7 +45,11 @@ pub fn resolve<'a>(
                     detail: "no store is open".into(),
                 })
             })?;
-            Box::new(store.recipients(spec.kind).map(|r| r.map_err(SourceError::from)))
+            Box::new(
+                store
+                    .recipients(spec.kind)
+                    .map(|r| r.map_err(SourceError::from)),
+            )
         }
         Source::Csv(path) => csv_rows(path, spec.kind, region)?,
     };
@@ -55,16 +59,23 @@ pub fn resolve<'a>(
     })))
 }
 
-fn csv_rows<'a>(path: &Path, kind: RecipientKind, region: Id) -> Result<Recipients<'a>, SourceError> {
+fn csv_rows<'a>(
+    path: &Path,
+    kind: RecipientKind,
+    region: Id,
+) -> Result<Recipients<'a>, SourceError> {
     let (reader, header) = open_csv(path, Delimiter::Auto)?;
     let file = path.display().to_string();
+    let mut lines = Lines::default();
+    lines.advance(&header.record);
     Ok(Box::new(reader.into_records().map(move |record| {
         let record = record.map_err(|e| SourceError::Row {
             file: file.clone(),
             line: e.position().map(|p| p.line()).unwrap_or(0),
             message: e.to_string(),
         })?;
-        let line = record.position().map(|p| p.line()).unwrap_or(0);
+        let line = lines.start(&record);
+        lines.advance(&record);
         match row::parse(&header, &record, kind, region) {
             Ok(parsed) => Ok(parsed.recipient),
             Err(errors) => Err(SourceError::Row {

@@ -153,27 +153,37 @@ pub(crate) mod tests {
         );
         assert_eq!(store.recipient(RecipientKind::Customer, 2).unwrap(), None);
         assert_eq!(
-            store.recipient_id_by_login(RecipientKind::Customer, "b").unwrap(),
+            store
+                .recipient_id_by_login(RecipientKind::Customer, "b")
+                .unwrap(),
             None
         );
     }
 
     fn login_index_follows_login_changes(store: &dyn Store) {
         let c = recipient(RecipientKind::Lead, 3, "old");
-        store.upsert_recipients(&[c.clone()], true).unwrap();
+        store
+            .upsert_recipients(std::slice::from_ref(&c), true)
+            .unwrap();
         assert_eq!(
-            store.recipient_id_by_login(RecipientKind::Lead, "old").unwrap(),
+            store
+                .recipient_id_by_login(RecipientKind::Lead, "old")
+                .unwrap(),
             Some(3)
         );
         let mut moved = c;
         moved.login = Some("new".into());
         store.upsert_recipients(&[moved], true).unwrap();
         assert_eq!(
-            store.recipient_id_by_login(RecipientKind::Lead, "old").unwrap(),
+            store
+                .recipient_id_by_login(RecipientKind::Lead, "old")
+                .unwrap(),
             None
         );
         assert_eq!(
-            store.recipient_id_by_login(RecipientKind::Lead, "new").unwrap(),
+            store
+                .recipient_id_by_login(RecipientKind::Lead, "new")
+                .unwrap(),
             Some(3)
         );
         // Customers and leads do not share logins.

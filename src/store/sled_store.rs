@@ -56,9 +56,7 @@ impl SledStore {
             .cache_capacity(config.cache_bytes)
             .open()
             .map_err(|e| map_err(&path, e))?;
-        let recipients = db
-            .open_tree("recipients")
-            .map_err(|e| map_err(&path, e))?;
+        let recipients = db.open_tree("recipients").map_err(|e| map_err(&path, e))?;
         let meta = db.open_tree("meta").map_err(|e| map_err(&path, e))?;
         Ok(SledStore {
             path,
@@ -209,7 +207,11 @@ impl Store for SledStore {
 
     fn count_recipients(&self, kind: RecipientKind) -> Result<u64, StoreError> {
         let mut n = 0;
-        for item in self.recipients.scan_prefix([RECORD, kind_byte(kind)]).keys() {
+        for item in self
+            .recipients
+            .scan_prefix([RECORD, kind_byte(kind)])
+            .keys()
+        {
             item.map_err(|e| self.err(e))?;
             n += 1;
         }
@@ -256,7 +258,11 @@ mod tests {
             let store = SledStore::open(&config).unwrap();
             store
                 .upsert_recipients(
-                    &[crate::store::tests::recipient(RecipientKind::Customer, 9, "x")],
+                    &[crate::store::tests::recipient(
+                        RecipientKind::Customer,
+                        9,
+                        "x",
+                    )],
                     true,
                 )
                 .unwrap();
@@ -264,7 +270,9 @@ mod tests {
         }
         let store = SledStore::open(&config).unwrap();
         assert_eq!(
-            store.recipient_id_by_login(RecipientKind::Customer, "x").unwrap(),
+            store
+                .recipient_id_by_login(RecipientKind::Customer, "x")
+                .unwrap(),
             Some(9)
         );
     }

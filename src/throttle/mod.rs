@@ -24,7 +24,8 @@ impl FromStr for Rate {
         let bad = || format!("expected N/s, N/min or N/h (e.g. `10/s`), got `{s}`");
         let (n, unit) = s.trim().split_once('/').ok_or_else(bad)?;
         let count: u32 = n.trim().parse().map_err(|_| bad())?;
-        let count = NonZeroU32::new(count).ok_or_else(|| format!("a rate must be above zero, got `{s}`"))?;
+        let count = NonZeroU32::new(count)
+            .ok_or_else(|| format!("a rate must be above zero, got `{s}`"))?;
         let per = match unit.trim() {
             "s" | "sec" | "second" => Duration::from_secs(1),
             "m" | "min" | "minute" => Duration::from_secs(60),
@@ -82,7 +83,10 @@ mod tests {
         let r: Rate = "10/s".parse().unwrap();
         assert_eq!((r.count.get(), r.per), (10, Duration::from_secs(1)));
         assert_eq!("600/min".parse::<Rate>().unwrap().to_string(), "600/min");
-        assert_eq!("5 / h".parse::<Rate>().unwrap().per, Duration::from_secs(3600));
+        assert_eq!(
+            "5 / h".parse::<Rate>().unwrap().per,
+            Duration::from_secs(3600)
+        );
         assert!("0/s".parse::<Rate>().unwrap_err().contains("above zero"));
         assert!("10/day".parse::<Rate>().is_err());
         assert!("fast".parse::<Rate>().is_err());

@@ -1,0 +1,252 @@
+//! `crier validate` end to end: the shipped examples pass, broken jobs fail with exact,
+//! positioned messages, and every error of every file is reported in one run.
+
+mod common;
+
+use common::{Project, root};
+
+#[test]
+fn every_shipped_job_validates() {
+    let p = Project::new();
+    let jobs = root().join("jobs");
+    let run = p.crier(&["validate", jobs.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let files: Vec<_> = std::fs::read_dir(&jobs)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    assert!(files.len() >= 4, "at least four example jobs");
+    assert_eq!(
+        run.stdout.lines().filter(|l| l.starts_with("ok  ")).count(),
+        files.len()
+    );
+    assert!(run.stdout.contains("payment-reminder"));
+    assert!(
+        run.stdout.contains("next 20"),
+        "scheduled jobs show a next fire time:\n{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn the_example_config_validates_with_its_variables_set() {
+    let p = Project::new();
+    let config = root().join("jobs/config/crier.example.yaml");
+    let env = [
+        ("BULKSMS_TOKEN_ID", "BBDE1B476E03498AA768F66A286AABDC-01-B"),
+        ("BULKSMS_TOKEN_SECRET", "not-a-real-secret"),
+        ("TWILIO_ACCOUNT_SID", "AC0123456789abcdef0123456789abcdef"),
+        ("TWILIO_AUTH_TOKEN", "also-not-real"),
+        ("GATEWAY_PASSWORD", "pw"),
+        ("SMTP_PASSWORD", "pw"),
+    ];
+    let jobs = root().join("jobs");
+    let run = p.crier_env(
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "validate",
+            jobs.to_str().unwrap(),
+        ],
+        &env,
+    );
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("crier.example.yaml"));
+}
+
+const GOOD: &str = "send_to: sms\nmessage: hi\nrecipients: {}\n";
+
+/// One broken job per kind of error, with the exact line the user sees.
+#[test]
+fn broken_jobs_fail_with_exact_messages() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "typo.yaml",
+            "send_to: sms\nmessage: hi\nrecipients: {}\nshedule:\n  cron: \"0 9 1 * *\"\n",
+            "typo.yaml:4:1: shedule: unknown field `shedule` (did you mean `schedule`?)",
+        ),
+        (
+            "cron.yaml",
+            "send_to: sms\nmessage: hi\nrecipients: {}\nschedule:\n  cron: \"0 9 * *\"\n",
+            "cron.yaml:5:9: schedule.cron: expected 5 or 6 fields, got `0 9 * *` (e.g. `0 9 1 * *`)",
+        ),
+        (
+            "tz.yaml",
+            "send_to: sms\nmessage: hi\nrecipients: {}\nschedule:\n  cron: \"@daily\"\n  timezone: Africa/Johanesburg\n",
+            "tz.yaml:6:13: schedule.timezone: unknown time zone `Africa/Johanesburg` (did you mean `Africa/Johannesburg`?)",
+        ),
+        (
+            "status.yaml",
+            "send_to: sms\nmessage: hi\nrecipients:\n  where:\n    status: [active, actve]\n",
+            "status.yaml:5:22: recipients.where.status[1]: unknown value `actve` (did you mean `active`? expected one of `new`, `active`, `inactive`, `blocked`)",
+        ),
+        (
+            "attach.yaml",
+            "send_to: sms\nmessage: hi\nrecipients: {}\nattach: [invoices]\n",
+            "attach.yaml:4:9: attach: financial documents cannot be attached to SMS (only to email)",
+        ),
+        (
+            "both.yaml",
+            "send_to: sms\nmessage: hi\ntemplate: t.sms.j2\nrecipients: {}\n",
+            "both.yaml:2:10: message: give `message` or `template`, not both",
+        ),
+        (
+            "provider.yaml",
+            "send_to: sms\nmessage: hi\nrecipients: {}\nprovider: bulksms\n",
+            "provider.yaml:4:11: provider: provider `bulksms` is not defined in crier.yaml (defined: outbox, portal)",
+        ),
+        (
+            "rate.yaml",
+            "send_to: sms\nmessage: hi\nrecipients: {}\nrate: 10/day\n",
+            "rate.yaml:4:7: rate: expected N/s, N/min or N/h (e.g. `10/s`), got `10/day`",
+        ),
+        (
+            "template.yaml",
+            "send_to: sms\ntemplate: missing.sms.j2\nrecipients: {}\n",
+            "template.yaml:2:11: template: template file `",
+        ),
+        (
+            "csv.yaml",
+            "send_to: sms\nmessage: hi\nrecipients:\n  source: nowhere.csv\n",
+            "csv.yaml:4:11: recipients.source: CSV file `",
+        ),
+        (
+            "sendto.yaml",
+            "send_to: fax\nmessage: hi\nrecipients: {}\n",
+            "sendto.yaml:1:10: send_to: unknown value `fax` (expected one of `sms`, `email`, `portal`, `portal+email`)",
+        ),
+        (
+            "phone.yaml",
+            "send_to: sms\nmessage: hi\nrecipients:\n  where:\n    phone: \"12\"\n",
+            "phone.yaml:5:12: recipients.where.phone[0]: `12` is not a valid phone number in region ZA",
+        ),
+        (
+            "missing.yaml",
+            "message: hi\nrecipients: {}\n",
+            "missing.yaml:1:1: send_to: missing required field `send_to`",
+        ),
+        (
+            "yaml.yaml",
+            "send_to: sms\nmessage: hi\n  indented: x\nrecipients: {}\n",
+            "yaml.yaml:3:11: mapping values are not allowed in this context",
+        ),
+    ];
+    for (file, text, expected) in cases {
+        let p = Project::new();
+        p.write(file, text);
+        p.write("t.sms.j2", "hi");
+        let run = p.crier(&["validate", file]);
+        assert_eq!(run.code, 1, "{file} must fail:\n{}", run.stderr);
+        let first = run.stderr.lines().next().unwrap_or_default();
+        assert!(
+            first.starts_with(expected),
+            "{file}:\n  got:      {first}\n  expected: {expected}"
+        );
+        assert!(run.stdout.is_empty(), "{file}: nothing printed as ok");
+    }
+}
+
+#[test]
+fn every_error_in_every_file_is_reported_at_once() {
+    let p = Project::new();
+    p.write(
+        "jobs/a.yaml",
+        "name: same\nsend_to: sms\nmessage: hi\nrecipients: {}\nrate: fast\nschedule:\n  cron: \"0 9 * *\"\n  timezone: Mars/Base\n",
+    );
+    p.write("jobs/b.yaml", format!("name: same\n{GOOD}"));
+    p.write("jobs/c.yaml", format!("name: same\n{GOOD}"));
+    p.write("jobs/d.yaml", "send_to: sms\n");
+    let run = p.crier(&["validate"]);
+    assert_eq!(run.code, 1);
+    let errors: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("jobs/"))
+        .collect();
+    assert_eq!(errors.len(), 5, "{}", run.stderr);
+    assert!(errors[0].starts_with("jobs/a.yaml:5:7: rate:"));
+    assert!(errors[1].starts_with("jobs/a.yaml:7:9: schedule.cron:"));
+    assert!(
+        errors[2].starts_with("jobs/a.yaml:8:13: schedule.timezone: unknown time zone `Mars/Base`")
+    );
+    assert_eq!(
+        errors[3],
+        "jobs/c.yaml:1:7: name: job name `same` is already used by jobs/b.yaml (names must be unique)"
+    );
+    assert!(errors[4].starts_with("jobs/d.yaml:1:1: recipients: missing required field"));
+    assert!(run.stderr.contains("5 errors in 3 files"));
+}
+
+#[test]
+fn provider_names_are_checked_against_crier_yaml() {
+    let p = Project::new();
+    p.write(
+        "crier.yaml",
+        "providers:\n  bulksms:\n    type: bulksms\n    token_id: id\n    token_secret: s\n  mail:\n    type: smtp\n    host: localhost\n    from: a@b.example\n",
+    );
+    p.write("jobs/ok.yaml", format!("provider: bulksms\n{GOOD}"));
+    p.write("jobs/wrong-channel.yaml", format!("provider: mail\n{GOOD}"));
+    p.write("jobs/typo.yaml", format!("provider: bulkms\n{GOOD}"));
+    let run = p.crier(&["validate"]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains(
+        "jobs/typo.yaml:1:11: provider: provider `bulkms` is not defined in crier.yaml (did you mean `bulksms`?)"
+    ), "{}", run.stderr);
+    assert!(run.stderr.contains(
+        "jobs/wrong-channel.yaml:1:11: provider: provider `mail` (type smtp) cannot send sms messages"
+    ), "{}", run.stderr);
+    assert!(!run.stderr.contains("jobs/ok.yaml"));
+}
+
+#[test]
+fn schema_describes_job_files() {
+    let p = Project::new();
+    let run = p.crier(&["schema"]);
+    assert_eq!(run.code, 0);
+    let schema: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let props = &schema["properties"];
+    for field in [
+        "name",
+        "schedule",
+        "recipients",
+        "send_to",
+        "template",
+        "message",
+        "attach",
+        "rate",
+    ] {
+        assert!(props.get(field).is_some(), "schema lacks {field}");
+    }
+    assert_eq!(
+        schema["additionalProperties"],
+        serde_json::Value::Bool(false)
+    );
+    assert!(
+        props["schedule"].to_string().contains("Schedule")
+            || schema.to_string().contains("Crontab expression"),
+        "field docs reach the schema"
+    );
+    let config = p.crier(&["schema", "config"]);
+    let schema: serde_json::Value = serde_json::from_str(&config.stdout).unwrap();
+    assert!(schema["properties"].get("providers").is_some());
+}
+
+#[test]
+fn usage_errors_exit_2_and_help_lists_every_command() {
+    let p = Project::new();
+    assert_eq!(p.crier(&["frobnicate"]).code, 2);
+    assert_eq!(p.crier(&["import"]).code, 2);
+    let help = p.crier(&["--help"]);
+    assert_eq!(help.code, 0);
+    for cmd in ["validate", "schema", "config", "import", "recipients"] {
+        assert!(help.stdout.contains(cmd), "--help lists {cmd}");
+        let sub = p.crier(&[cmd, "--help"]);
+        let text = if cmd == "config" {
+            p.crier(&["config", "show", "--help"]).stdout
+        } else {
+            sub.stdout
+        };
+        assert!(text.contains("Example"), "{cmd} --help has an example");
+    }
+}
