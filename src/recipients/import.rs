@@ -89,7 +89,7 @@ const MAX_MESSAGES: usize = 20;
 pub fn open_csv(
     path: &Path,
     delimiter: Delimiter,
-) -> Result<(csv::Reader<Box<dyn Read>>, Header), ImportError> {
+) -> Result<(csv::Reader<Box<dyn Read + Send>>, Header), ImportError> {
     let open_err = |source| ImportError::Open {
         path: path.to_path_buf(),
         source,
@@ -109,7 +109,7 @@ pub fn open_csv(
         .delimiter(byte)
         .flexible(true)
         .has_headers(true)
-        .from_reader(Box::new(reader) as Box<dyn Read>);
+        .from_reader(Box::new(reader) as Box<dyn Read + Send>);
     let header = csv.headers().map_err(|e| csv_error(path, &e))?.clone();
     if header.iter().all(|h| h.trim().is_empty()) {
         return Err(ImportError::Csv {
@@ -145,7 +145,7 @@ pub fn detect_delimiter(head: &[u8]) -> u8 {
 /// the newlines seen in earlier fields gives the line an editor shows.
 #[derive(Debug, Default)]
 pub struct Lines {
-    hidden: u64,
+    pub(crate) hidden: u64,
 }
 
 impl Lines {
@@ -251,12 +251,16 @@ pub fn import(
 }
 
 /// One pass over the file. Without a store it only parses (the strict pre-check).
+///
+/// Two threads, so both cores work: this one writes batches to the store while a reader
+/// thread parses the next rows (phone-number validation is the costly part of parsing).
+/// The channel between them holds two batches, so memory stays flat.
 fn scan(
     store: Option<&dyn Store>,
     path: &Path,
     options: &ImportOptions,
 ) -> Result<ImportReport, ImportError> {
-    let (mut csv, header) = open_csv(path, options.delimiter)?;
+    let (csv, header) = open_csv(path, options.delimiter)?;
     if !header.has(&Column::Id) && !header.has(&Column::Login) {
         return Err(ImportError::Csv {
             path: path.to_path_buf(),
@@ -267,7 +271,7 @@ fn scan(
             ),
         });
     }
-    let mut rejects = match &options.rejects {
+    let rejects = match &options.rejects {
         Some(p) if store.is_some() || options.strict => Some(Rejects::create(p, &header)?),
         _ => None,
     };
@@ -275,7 +279,61 @@ fn scan(
         dry_run: options.dry_run || store.is_none(),
         ..ImportReport::default()
     };
-    let mut batch = Batch::default();
+    let mut notes = Notes::default();
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<(u64, ParsedRow)>>(2);
+    let parsed = std::thread::scope(|scope| {
+        let reader = scope.spawn(|| read_rows(csv, header, rejects, path, options, tx));
+        let mut batch = Batch::default();
+        let mut applied = Ok(());
+        for rows in rx {
+            batch.rows = rows;
+            applied = batch.apply(store, options, &mut report, &mut notes);
+            if applied.is_err() {
+                break; // Dropping `rx` stops the reader.
+            }
+        }
+        let read = reader.join().unwrap_or_else(|_| {
+            Err(ImportError::Csv {
+                path: path.to_path_buf(),
+                line: 0,
+                message: "the CSV reader thread panicked".into(),
+            })
+        });
+        applied.and(read)
+    })?;
+    report.rows = parsed.rows;
+    report.rejected = parsed.rejected;
+    report.invalid_phones = parsed.invalid_phones;
+    notes.merge(parsed.notes);
+    report.messages = notes.finish();
+    if let Some(store) = store
+        && !options.dry_run
+    {
+        store.flush()?;
+    }
+    Ok(report)
+}
+
+/// What the reader thread counted.
+#[derive(Default)]
+struct ReadReport {
+    rows: u64,
+    rejected: u64,
+    invalid_phones: u64,
+    notes: Notes,
+}
+
+/// Reads and parses every row, sending accepted ones on in batches.
+fn read_rows(
+    mut csv: csv::Reader<Box<dyn Read + Send>>,
+    header: Header,
+    mut rejects: Option<Rejects>,
+    path: &Path,
+    options: &ImportOptions,
+    tx: std::sync::mpsc::SyncSender<Vec<(u64, ParsedRow)>>,
+) -> Result<ReadReport, ImportError> {
+    let mut out = ReadReport::default();
+    let mut pending = Vec::with_capacity(BATCH);
     let mut record = StringRecord::new();
     let mut lines = Lines::default();
     lines.advance(&header.record);
@@ -286,60 +344,78 @@ fn scan(
             Err(e) if e.is_io_error() => return Err(csv_error(path, &e)),
             Err(e) => {
                 // A malformed row (e.g. invalid UTF-8) is rejected; the file goes on.
-                report.rows += 1;
-                report.rejected += 1;
-                let line = e.position().map(|p| p.line()).unwrap_or(0);
-                note(&mut report, format!("line {line}: rejected: {e}"));
+                out.rows += 1;
+                out.rejected += 1;
+                let line = e.position().map(|p| p.line()).unwrap_or(0) + lines.hidden;
+                out.notes.add(line, format!("rejected: {e}"));
                 continue;
             }
         }
-        report.rows += 1;
+        out.rows += 1;
         let line = lines.start(&record);
         lines.advance(&record);
         match row::parse(&header, &record, options.kind, options.region) {
             Err(errors) => {
-                report.rejected += 1;
+                out.rejected += 1;
                 let reason = describe(&errors);
-                note(&mut report, format!("line {line}: rejected: {reason}"));
+                out.notes.add(line, format!("rejected: {reason}"));
                 if let Some(r) = &mut rejects {
                     r.write(&record, header.names.len(), line, &reason)?;
                 }
             }
             Ok(parsed) => {
                 if parsed.invalid_phone {
-                    report.invalid_phones += 1;
-                    let raw = parsed.recipient.phone_raw.clone().unwrap_or_default();
-                    note(
-                        &mut report,
+                    out.invalid_phones += 1;
+                    let raw = parsed.recipient.phone_raw.as_deref().unwrap_or_default();
+                    out.notes.add(
+                        line,
                         format!(
-                            "line {line}: warning: phone `{raw}` is not a valid number; stored without one (SMS jobs skip it)"
+                            "warning: phone `{raw}` is not a valid number; stored without one (SMS jobs skip it)"
                         ),
                     );
                 }
-                if store.is_some() {
-                    batch.rows.push((line, parsed));
-                    if batch.rows.len() >= BATCH {
-                        batch.apply(store, options, &mut report)?;
-                    }
+                pending.push((line, parsed));
+                if pending.len() >= BATCH
+                    && tx
+                        .send(std::mem::replace(&mut pending, Vec::with_capacity(BATCH)))
+                        .is_err()
+                {
+                    return Ok(out); // The writer stopped; its error is reported.
                 }
             }
         }
     }
-    batch.apply(store, options, &mut report)?;
+    if !pending.is_empty() {
+        let _ = tx.send(pending);
+    }
     if let Some(r) = rejects {
         r.finish()?;
     }
-    if let Some(store) = store
-        && !options.dry_run
-    {
-        store.flush()?;
-    }
-    Ok(report)
+    Ok(out)
 }
 
-fn note(report: &mut ImportReport, message: String) {
-    if report.messages.len() < MAX_MESSAGES {
-        report.messages.push(message);
+/// The first few rejections and warnings, by line.
+#[derive(Default)]
+struct Notes(Vec<(u64, String)>);
+
+impl Notes {
+    fn add(&mut self, line: u64, message: String) {
+        if self.0.len() < MAX_MESSAGES {
+            self.0.push((line, message));
+        }
+    }
+
+    fn merge(&mut self, other: Notes) {
+        self.0.extend(other.0);
+    }
+
+    fn finish(mut self) -> Vec<String> {
+        self.0.sort_by_key(|(line, _)| *line);
+        self.0.truncate(MAX_MESSAGES);
+        self.0
+            .into_iter()
+            .map(|(line, m)| format!("line {line}: {m}"))
+            .collect()
     }
 }
 
@@ -359,6 +435,7 @@ impl Batch {
         store: Option<&dyn Store>,
         options: &ImportOptions,
         report: &mut ImportReport,
+        notes: &mut Notes,
     ) -> Result<(), ImportError> {
         let Some(store) = store else {
             self.rows.clear();
@@ -390,12 +467,9 @@ impl Batch {
             };
             if !self.seen.insert(r.id) {
                 report.duplicates += 1;
-                note(
-                    report,
-                    format!(
-                        "line {line}: warning: id {} appears again; this later row wins",
-                        r.id
-                    ),
+                notes.add(
+                    line,
+                    format!("warning: id {} appears again; this later row wins", r.id),
                 );
             }
             recipients.push(r);

@@ -148,47 +148,50 @@ pub fn squash(s: &str) -> String {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tariff {
     /// The service category, when the source named it (`Internet: Fiber 100`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub service: Option<Service>,
     pub plan: String,
 }
 
 /// A customer or lead that a job can reach.
+///
+/// Every field is always serialized (no `skip_serializing_if`): the store encodes records
+/// with postcard, a positional format, and JSON output shows absent values as `null`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Recipient {
     pub kind: RecipientKind,
     pub id: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub login: Option<String>,
     pub status: Status,
     #[serde(default)]
     pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub email: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub billing_email: Option<String>,
     /// The phone number in E.164 (`+27821234567`); `None` when the raw value is missing
     /// or could not be parsed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub phone: Option<String>,
     /// The phone number exactly as imported.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub phone_raw: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub category: Option<Category>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub location: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub billing_type: Option<BillingType>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub partner: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub tariffs: Vec<Tariff>,
     /// IANA zone of the recipient, for per-recipient send windows.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub timezone: Option<String>,
     /// Every imported column crier has no field for, keyed by its snake_case header.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default)]
     pub attrs: BTreeMap<String, String>,
 }
 

@@ -90,11 +90,30 @@ fn map_err(path: &Path, e: sled::Error) -> StoreError {
     }
 }
 
-fn decode(key: &[u8], bytes: &[u8]) -> Result<Recipient, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Decode {
-        key: String::from_utf8_lossy(key).into_owned(),
+/// Format of stored recipient records: one version byte, then postcard. postcard is
+/// compact (a record is about a third of its JSON), which keeps sled's pages and cache
+/// small; the version byte lets a later layout be read next to this one.
+const RECORD_V1: u8 = 1;
+
+fn encode(r: &Recipient) -> Result<Vec<u8>, StoreError> {
+    let mut bytes = vec![RECORD_V1];
+    postcard::to_io(r, &mut bytes).map_err(|e| StoreError::Decode {
+        key: format!("{}/{}", r.kind, r.id),
         detail: e.to_string(),
-    })
+    })?;
+    Ok(bytes)
+}
+
+fn decode(key: &[u8], bytes: &[u8]) -> Result<Recipient, StoreError> {
+    let fail = |detail: String| StoreError::Decode {
+        key: String::from_utf8_lossy(key).into_owned(),
+        detail,
+    };
+    match bytes.split_first() {
+        Some((&RECORD_V1, rest)) => postcard::from_bytes(rest).map_err(|e| fail(e.to_string())),
+        Some((v, _)) => Err(fail(format!("unknown record version {v}"))),
+        None => Err(fail("empty record".into())),
+    }
 }
 
 impl Store for SledStore {
@@ -129,10 +148,7 @@ impl Store for SledStore {
         let mut outcomes = Vec::with_capacity(recipients.len());
         for r in recipients {
             let key = record_key(r.kind, r.id);
-            let bytes = serde_json::to_vec(r).map_err(|e| StoreError::Decode {
-                key: format!("{}/{}", r.kind, r.id),
-                detail: e.to_string(),
-            })?;
+            let bytes = encode(r)?;
             let previous: Option<Vec<u8>> = match overlay.get(&key) {
                 Some(v) => Some(v.clone()),
                 None => self
