@@ -1,8 +1,10 @@
 //! Import benchmark: N synthetic customers into a fresh sled store.
 //!
-//! `cargo bench --bench import -- [ROWS] [RUNS]` (default 1,000,000 rows, 3 runs).
-//! Prints rows/s for each run, their median/min/max, and the process's peak RSS
-//! (VmHWM), which covers generation and every import run.
+//! `cargo bench --bench import -- [ROWS] [RUNS]` (default 1,000,000 rows, 3 runs);
+//! `CRIER_BENCH_CACHE_MB` sets the store cache (default 64, crier's default).
+//! The file is generated once; each run imports it in a fresh child process, so the
+//! peak RSS (VmHWM) reported is that of one import alone. Prints each run, then the
+//! median, min and max.
 
 mod support;
 
@@ -23,11 +25,49 @@ fn peak_rss_mb() -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// One import in this process; prints `rows_per_s peak_rss_mb invalid_phones`.
+fn child(csv: &str, store_dir: &str) {
+    let cache_mb: u64 = std::env::var("CRIER_BENCH_CACHE_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64);
+    let store = open(&StoreConfig {
+        path: store_dir.into(),
+        cache_bytes: cache_mb << 20,
+    })
+    .expect("store");
+    let options = ImportOptions {
+        kind: RecipientKind::Customer,
+        delimiter: Delimiter::Auto,
+        region: parse_region("ZA").expect("ZA"),
+        dry_run: false,
+        strict: false,
+        rejects: None,
+    };
+    let started = Instant::now();
+    let report = import(store.as_ref(), std::path::Path::new(csv), &options).expect("import");
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "{} {} {}",
+        report.inserted as f64 / secs,
+        peak_rss_mb(),
+        report.invalid_phones
+    );
+}
+
+fn median_min_max(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(f64::total_cmp);
+    (v[v.len() / 2], v[0], v[v.len() - 1])
+}
+
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
-        .filter(|a| !a.starts_with("--"))
+        .filter(|a| a != "--bench")
         .collect();
+    if args.first().map(String::as_str) == Some("--child") {
+        return child(&args[1], &args[2]);
+    }
     let rows: u64 = args
         .first()
         .and_then(|a| a.parse().ok())
@@ -37,51 +77,40 @@ fn main() {
     let csv = dir.path().join("customers.csv");
     support::write_customers(&csv, rows, 42).expect("generate");
     println!(
-        "generated {rows} rows ({:.0} MB), peak RSS so far {:.1} MB",
-        std::fs::metadata(&csv).map(|m| m.len()).unwrap_or(0) as f64 / 1e6,
-        peak_rss_mb()
+        "generated {rows} rows ({:.0} MB)",
+        std::fs::metadata(&csv).map(|m| m.len()).unwrap_or(0) as f64 / 1e6
     );
-
-    let mut rates = Vec::new();
+    let (mut rates, mut rss) = (Vec::new(), Vec::new());
     for run in 0..runs {
-        let store = open(&StoreConfig {
-            path: dir.path().join(format!("store-{run}")),
-            cache_bytes: std::env::var("CRIER_BENCH_CACHE_MB")
-                .ok()
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(64)
-                << 20,
-        })
-        .expect("store");
-        let options = ImportOptions {
-            kind: RecipientKind::Customer,
-            delimiter: Delimiter::Auto,
-            region: parse_region("ZA").expect("ZA"),
-            dry_run: false,
-            strict: false,
-            rejects: None,
-        };
-        let started = Instant::now();
-        let report = import(store.as_ref(), &csv, &options).expect("import");
-        let secs = started.elapsed().as_secs_f64();
-        assert_eq!(report.inserted, rows);
-        let rate = rows as f64 / secs;
-        println!(
-            "run {}: {rows} rows in {secs:.2}s = {rate:.0} rows/s (invalid phones {}), peak RSS {:.1} MB",
-            run + 1,
-            report.invalid_phones,
-            peak_rss_mb()
+        let store = dir.path().join(format!("store-{run}"));
+        let out = std::process::Command::new(std::env::current_exe().expect("exe"))
+            .args(["--child", csv.to_str().unwrap(), store.to_str().unwrap()])
+            .output()
+            .expect("child");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
         );
-        rates.push(rate);
-        drop(store);
-        let _ = std::fs::remove_dir_all(dir.path().join(format!("store-{run}")));
+        let text = String::from_utf8_lossy(&out.stdout);
+        let fields: Vec<f64> = text
+            .split_whitespace()
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        println!(
+            "run {}: {:.0} rows/s, peak RSS {:.1} MB ({} invalid phones)",
+            run + 1,
+            fields[0],
+            fields[1],
+            fields[2]
+        );
+        rates.push(fields[0]);
+        rss.push(fields[1]);
+        let _ = std::fs::remove_dir_all(&store);
     }
-    rates.sort_by(f64::total_cmp);
+    let (r_med, r_min, r_max) = median_min_max(rates);
+    let (m_med, m_min, m_max) = median_min_max(rss);
     println!(
-        "import: median {:.0} rows/s (min {:.0}, max {:.0}) over {runs} runs; peak RSS {:.1} MB",
-        rates[rates.len() / 2],
-        rates[0],
-        rates[rates.len() - 1],
-        peak_rss_mb()
+        "| import {rows} rows | {r_med:.0} rows/s | {r_min:.0} | {r_max:.0} | {m_med:.0} MB (min {m_min:.0}, max {m_max:.0}) |"
     );
 }

@@ -57,6 +57,17 @@ pub enum Command {
         after_help = "Example:\n  crier import customers.csv --rejects rejects.csv\n  crier import leads.csv --kind lead --delimiter ';' --dry-run"
     )]
     Import(ImportArgs),
+    /// Mass sendings: list by status and period, show, recipients, cancel, delete.
+    #[command(
+        args_conflicts_with_subcommands = true,
+        after_help = "Example:\n  crier history --status sent_with_error --period last-7-days\n  crier history show 01JDZ8X6Q4T5N0V9K3M2R7W1YB\n  crier history recipients 01JDZ8X6Q4T5N0V9K3M2R7W1YB --state failed --format csv > failed.csv"
+    )]
+    History(HistoryArgs),
+    /// Per-message log of every channel (Splynx's Logs → SMS), filterable and exportable.
+    #[command(
+        after_help = "Example:\n  crier logs --channel sms --state failed --period today\n  crier logs --phone '082 123 4567' --format csv > messages.csv"
+    )]
+    Logs(LogsArgs),
     /// List the recipients a job, or a filter, reaches.
     #[command(
         after_help = "Example:\n  crier recipients jobs/payment-reminder.yaml --limit 20\n  crier recipients --where status=active --where location='Cape Town' --format csv"
@@ -163,6 +174,116 @@ pub struct RecipientsArgs {
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
     /// Show at most N recipients (the count still covers all).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u64>,
+}
+
+/// When: a named period or a custom range (dates in the configured time zone).
+#[derive(Debug, Args, Clone, Default)]
+pub struct PeriodArgs {
+    /// today, yesterday, last-7-days, last-30-days, this-month, last-month.
+    #[arg(long, value_name = "PERIOD")]
+    pub period: Option<String>,
+    /// Start of a custom range: YYYY-MM-DD or YYYY-MM-DDTHH:MM.
+    #[arg(long, value_name = "DATE")]
+    pub from: Option<String>,
+    /// End of a custom range (a date includes that whole day).
+    #[arg(long, value_name = "DATE")]
+    pub to: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    #[command(subcommand)]
+    pub command: Option<HistoryCommand>,
+    #[command(flatten)]
+    pub list: HistoryListArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryListArgs {
+    /// any (all but removed), new, processing, sent, sent_with_error, cancelled, removed.
+    #[arg(long, default_value = "any")]
+    pub status: String,
+    #[command(flatten)]
+    pub period: PeriodArgs,
+    /// Only runs of this job.
+    #[arg(long, value_name = "NAME")]
+    pub job: Option<String>,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// At most N runs (default: 50 in a table, all in csv and json).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HistoryCommand {
+    /// One run: its message, counters and timings.
+    #[command(after_help = "Example:\n  crier history show 01JDZ8X6Q4T5N0V9K3M2R7W1YB")]
+    Show {
+        /// The run id.
+        run: String,
+    },
+    /// The recipients of a run with each one's state.
+    #[command(
+        after_help = "Example:\n  crier history recipients 01JDZ8X6Q4T5N0V9K3M2R7W1YB --state failed --format csv"
+    )]
+    Recipients {
+        run: String,
+        /// Only messages in this state.
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        /// At most N rows (default: all).
+        #[arg(long, value_name = "N")]
+        limit: Option<u64>,
+    },
+    /// Mark a run removed (kept for audit, hidden from listings); --purge deletes it.
+    #[command(
+        after_help = "Example:\n  crier history delete 01JDZ8X6Q4T5N0V9K3M2R7W1YB\n  crier history delete 01JDZ8X6Q4T5N0V9K3M2R7W1YB --purge --yes"
+    )]
+    Delete {
+        run: String,
+        /// Delete the run and its messages for good.
+        #[arg(long)]
+        purge: bool,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Cancel a run: every message still queued becomes cancelled.
+    #[command(after_help = "Example:\n  crier history cancel 01JDZ8X6Q4T5N0V9K3M2R7W1YB")]
+    Cancel { run: String },
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// sms, email or portal.
+    #[arg(long)]
+    pub channel: Option<String>,
+    /// Message state: queued, sending, sent, delivered, undelivered, failed, expired,
+    /// unknown, skipped, cancelled.
+    #[arg(long)]
+    pub state: Option<String>,
+    /// message or test.
+    #[arg(long = "type", value_name = "TYPE")]
+    pub kind: Option<String>,
+    #[command(flatten)]
+    pub period: PeriodArgs,
+    /// A phone number (any local form; compared in E.164) or an email address.
+    #[arg(long, value_name = "NUMBER")]
+    pub phone: Option<String>,
+    /// A recipient id (`lead:ID` for a lead).
+    #[arg(long, value_name = "ID")]
+    pub recipient: Option<String>,
+    /// Only messages of this run.
+    #[arg(long)]
+    pub run: Option<String>,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// At most N messages (default: 50 in a table, all in csv and json).
     #[arg(long, value_name = "N")]
     pub limit: Option<u64>,
 }

@@ -4,6 +4,7 @@
 //! [`Outcome`]; only here and in `main.rs` are errors `anyhow`.
 
 mod config_show;
+mod history;
 mod import;
 mod recipients;
 mod schema;
@@ -42,6 +43,8 @@ pub fn run(cli: &Cli) -> anyhow::Result<Outcome> {
         Command::Schema(args) => schema::run(args),
         Command::Config(ConfigCommand::Show) => config_show::run(&load_config(cli)?),
         Command::Import(args) => import::run(&load_config(cli)?, args),
+        Command::History(args) => history::run(&load_config(cli)?, args),
+        Command::Logs(args) => history::logs(&load_config(cli)?, args),
         Command::Recipients(args) => recipients::run(&load_config(cli)?, args),
     }
 }
@@ -54,4 +57,30 @@ pub(crate) fn open_store(config: &Config) -> anyhow::Result<Box<dyn Store>> {
     let settings = config.store_config();
     store::open(&settings)
         .with_context(|| format!("cannot open the store in {}", settings.path.display()))
+}
+
+/// Prints rows as an aligned table (cells cut at 40 characters).
+pub(crate) fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count()).min(40);
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let mut out = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            let cell: String = cell.chars().take(*w).collect();
+            if i + 1 == cells.len() {
+                out.push_str(&cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(header.iter().map(|h| h.to_uppercase()).collect());
+    for row in rows {
+        line(row.clone());
+    }
 }

@@ -40,6 +40,17 @@ impl RecipientKind {
     }
 }
 
+impl std::str::FromStr for RecipientKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<RecipientKind, String> {
+        match s.trim().to_lowercase().as_str() {
+            "customer" => Ok(RecipientKind::Customer),
+            "lead" => Ok(RecipientKind::Lead),
+            _ => Err(format!("`{s}` is not a recipient kind (customer or lead)")),
+        }
+    }
+}
+
 impl fmt::Display for RecipientKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

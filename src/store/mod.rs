@@ -54,6 +54,42 @@ pub struct StoreConfig {
 
 pub type RecipientIter<'a> = Box<dyn Iterator<Item = Result<Recipient, StoreError>> + 'a>;
 
+/// Key-value pairs in key order.
+pub type KvIter<'a> = Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>), StoreError>> + 'a>;
+
+/// Writes applied together or not at all.
+#[derive(Debug, Default, Clone)]
+pub struct KvBatch {
+    /// `(key, Some(value))` writes, `(key, None)` deletes, applied in order.
+    pub ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl KvBatch {
+    pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.ops.push((key, Some(value)));
+    }
+
+    pub fn delete(&mut self, key: Vec<u8>) {
+        self.ops.push((key, None));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+/// An ordered key space for modules that lay out their own records and indexes (the
+/// history ledger): the backend only promises ordered scans and atomic batches.
+pub trait Kv: Send + Sync {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Pairs with `start <= key < end`, ascending, or descending with `reverse`.
+    fn range(&self, start: &[u8], end: &[u8], reverse: bool) -> KvIter<'_>;
+
+    /// Applies every operation of `batch` atomically.
+    fn apply(&self, batch: KvBatch) -> Result<(), StoreError>;
+}
+
 /// Everything crier keeps between runs.
 pub trait Store: Send + Sync {
     /// The recipient with this id, if any.
@@ -84,6 +120,9 @@ pub trait Store: Send + Sync {
 
     /// How many recipients of `kind` are stored.
     fn count_recipients(&self, kind: RecipientKind) -> Result<u64, StoreError>;
+
+    /// The history ledger's key space.
+    fn history(&self) -> &dyn Kv;
 
     /// Makes every write so far durable on disk before returning.
     fn flush(&self) -> Result<(), StoreError>;
@@ -220,8 +259,33 @@ pub(crate) mod tests {
         assert!(b > a);
     }
 
+    fn kv_ranges_are_ordered_and_batches_atomic(store: &dyn Store) {
+        let kv = store.history();
+        let mut batch = KvBatch::default();
+        for k in [
+            b"a2".to_vec(),
+            b"a1".to_vec(),
+            b"b1".to_vec(),
+            b"a3".to_vec(),
+        ] {
+            batch.put(k.clone(), k);
+        }
+        batch.delete(b"a3".to_vec());
+        kv.apply(batch).unwrap();
+        let keys = |reverse| -> Vec<Vec<u8>> {
+            kv.range(b"a", b"b", reverse)
+                .map(|r| r.unwrap().0)
+                .collect()
+        };
+        assert_eq!(keys(false), vec![b"a1".to_vec(), b"a2".to_vec()]);
+        assert_eq!(keys(true), vec![b"a2".to_vec(), b"a1".to_vec()]);
+        assert_eq!(kv.get(b"b1").unwrap(), Some(b"b1".to_vec()));
+        assert_eq!(kv.get(b"a3").unwrap(), None);
+    }
+
     /// Runs the whole suite on a fresh store from `make` for each case.
     pub(crate) fn conformance(make: &dyn Fn() -> Box<dyn Store>) {
+        kv_ranges_are_ordered_and_batches_atomic(&*make());
         upsert_reports_inserted_updated_unchanged(&*make());
         dry_run_writes_nothing(&*make());
         login_index_follows_login_changes(&*make());

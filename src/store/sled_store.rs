@@ -8,7 +8,9 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use super::{LOCAL_ID_BASE, RecipientIter, Store, StoreConfig, StoreError, Upsert};
+use super::{
+    Kv, KvBatch, KvIter, LOCAL_ID_BASE, RecipientIter, Store, StoreConfig, StoreError, Upsert,
+};
 use crate::recipients::{Recipient, RecipientKind};
 
 pub(super) struct SledStore {
@@ -16,6 +18,46 @@ pub(super) struct SledStore {
     db: sled::Db,
     recipients: sled::Tree,
     meta: sled::Tree,
+    history: SledKv,
+}
+
+/// One sled tree as a [`Kv`].
+struct SledKv {
+    path: PathBuf,
+    tree: sled::Tree,
+}
+
+impl Kv for SledKv {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.tree
+            .get(key)
+            .map(|v| v.map(|v| v.to_vec()))
+            .map_err(|e| map_err(&self.path, e))
+    }
+
+    fn range(&self, start: &[u8], end: &[u8], reverse: bool) -> KvIter<'_> {
+        let iter = self.tree.range(start.to_vec()..end.to_vec());
+        let map = move |item: sled::Result<(sled::IVec, sled::IVec)>| {
+            item.map(|(k, v)| (k.to_vec(), v.to_vec()))
+                .map_err(|e| map_err(&self.path, e))
+        };
+        if reverse {
+            Box::new(iter.rev().map(map))
+        } else {
+            Box::new(iter.map(map))
+        }
+    }
+
+    fn apply(&self, batch: KvBatch) -> Result<(), StoreError> {
+        let mut b = sled::Batch::default();
+        for (key, value) in batch.ops {
+            match value {
+                Some(v) => b.insert(key, v),
+                None => b.remove(key),
+            }
+        }
+        self.tree.apply_batch(b).map_err(|e| map_err(&self.path, e))
+    }
 }
 
 const RECORD: u8 = b'r';
@@ -58,11 +100,16 @@ impl SledStore {
             .map_err(|e| map_err(&path, e))?;
         let recipients = db.open_tree("recipients").map_err(|e| map_err(&path, e))?;
         let meta = db.open_tree("meta").map_err(|e| map_err(&path, e))?;
+        let history = SledKv {
+            path: path.clone(),
+            tree: db.open_tree("history").map_err(|e| map_err(&path, e))?,
+        };
         Ok(SledStore {
             path,
             db,
             recipients,
             meta,
+            history,
         })
     }
 
@@ -232,6 +279,10 @@ impl Store for SledStore {
             n += 1;
         }
         Ok(n)
+    }
+
+    fn history(&self) -> &dyn Kv {
+        &self.history
     }
 
     fn flush(&self) -> Result<(), StoreError> {

@@ -1,0 +1,417 @@
+//! Reading the ledger: runs and messages by status, period, job, channel, address or
+//! recipient, newest first, always through an index so no query scans the whole history.
+//!
+//! Periods are the ones Splynx's history offers (today, yesterday, last 7 days, last 30
+//! days, this month, last month, a custom range), computed in the configured time zone:
+//! a day is local midnight to local midnight, whatever DST does to its length.
+
+use std::str::FromStr;
+
+use chrono::{DateTime, Datelike, Days, Months, NaiveDate, NaiveDateTime, NaiveTime, Utc};
+use chrono_tz::Tz;
+
+use super::ledger::{Ledger, LedgerError, keys, time_bytes};
+use super::{Message, MessageState, MessageType, Millis, Run, RunId, RunStatus};
+use crate::job::Channel;
+use crate::job::schedule::resolve_local;
+use crate::recipients::RecipientKind;
+
+/// A named period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Period {
+    Today,
+    Yesterday,
+    Last7Days,
+    Last30Days,
+    ThisMonth,
+    LastMonth,
+}
+
+impl FromStr for Period {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Period, String> {
+        Ok(match s.trim().to_lowercase().replace('_', "-").as_str() {
+            "today" => Period::Today,
+            "yesterday" => Period::Yesterday,
+            "last-7-days" => Period::Last7Days,
+            "last-30-days" => Period::Last30Days,
+            "this-month" => Period::ThisMonth,
+            "last-month" => Period::LastMonth,
+            _ => {
+                return Err(format!(
+                    "unknown period `{s}` (expected today, yesterday, last-7-days, last-30-days, this-month, last-month, or --from/--to)"
+                ));
+            }
+        })
+    }
+}
+
+/// Local midnight starting `day` in `tz`, in millis (the first instant after a gap, if
+/// midnight itself does not exist there).
+fn midnight(tz: Tz, day: NaiveDate) -> Millis {
+    let local = day.and_time(NaiveTime::MIN);
+    resolve_local(tz, local)
+        .map(|t| t.timestamp_millis())
+        .unwrap_or_else(|| local.and_utc().timestamp_millis())
+}
+
+/// A half-open range `[from, to)` in millis.
+pub type Range = (Millis, Millis);
+
+impl Period {
+    /// The period's range in `tz`, as of `now`.
+    pub fn range(self, tz: Tz, now: DateTime<Utc>) -> Range {
+        let today = now.with_timezone(&tz).date_naive();
+        let tomorrow = today + Days::new(1);
+        let first = today.with_day(1).unwrap_or(today);
+        let (from, to) = match self {
+            Period::Today => (today, tomorrow),
+            Period::Yesterday => (today - Days::new(1), today),
+            Period::Last7Days => (today - Days::new(6), tomorrow),
+            Period::Last30Days => (today - Days::new(29), tomorrow),
+            Period::ThisMonth => (first, first + Months::new(1)),
+            Period::LastMonth => (first - Months::new(1), first),
+        };
+        (midnight(tz, from), midnight(tz, to))
+    }
+}
+
+/// Parses a `--from`/`--to` bound: a date (`2026-11-01`) or a local date and time
+/// (`2026-11-01T08:00`). A date as `to` includes that whole day.
+pub fn parse_bound(s: &str, tz: Tz, is_end: bool) -> Result<Millis, String> {
+    let s = s.trim();
+    if let Ok(day) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        let day = if is_end { day + Days::new(1) } else { day };
+        return Ok(midnight(tz, day));
+    }
+    for format in ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(s, format) {
+            return resolve_local(tz, t)
+                .map(|t| t.timestamp_millis())
+                .ok_or_else(|| format!("`{s}` does not exist in {tz}"));
+        }
+    }
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.timestamp_millis());
+    }
+    Err(format!(
+        "`{s}` is not a date (expected YYYY-MM-DD or YYYY-MM-DDTHH:MM)"
+    ))
+}
+
+/// The range of `--period` or `--from`/`--to` (both optional; none means all time).
+pub fn resolve_range(
+    period: Option<&str>,
+    from: Option<&str>,
+    to: Option<&str>,
+    tz: Tz,
+    now: DateTime<Utc>,
+) -> Result<Option<Range>, String> {
+    match (period, from, to) {
+        (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
+            Err("give --period or --from/--to, not both".into())
+        }
+        (Some(p), None, None) => Ok(Some(p.parse::<Period>()?.range(tz, now))),
+        (None, None, None) => Ok(None),
+        (None, from, to) => {
+            let start = from
+                .map(|f| parse_bound(f, tz, false))
+                .transpose()?
+                .unwrap_or(Millis::MIN);
+            let end = to
+                .map(|t| parse_bound(t, tz, true))
+                .transpose()?
+                .unwrap_or(Millis::MAX);
+            if start >= end {
+                return Err(format!(
+                    "--from {} is not before --to {}",
+                    from.unwrap_or_default(),
+                    to.unwrap_or_default()
+                ));
+            }
+            Ok(Some((start, end)))
+        }
+    }
+}
+
+/// Which runs to list.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    /// `None`: any status except `removed`.
+    pub status: Option<RunStatus>,
+    pub range: Option<Range>,
+    pub job: Option<String>,
+}
+
+impl RunFilter {
+    fn accepts(&self, run: &Run) -> bool {
+        let status = run.status();
+        match self.status {
+            Some(s) => s == status,
+            None => status != RunStatus::Removed,
+        }
+    }
+}
+
+/// Runs matching `filter`, newest first.
+pub fn runs<'a>(
+    ledger: &'a Ledger<'a>,
+    filter: &'a RunFilter,
+) -> Box<dyn Iterator<Item = Result<Run, LedgerError>> + 'a> {
+    let (lo, hi) = filter.range.unwrap_or((Millis::MIN, Millis::MAX));
+    let (start, end) = match &filter.job {
+        Some(job) => {
+            let prefix = keys::job_prefix(job);
+            (
+                [prefix.clone(), time_bytes(lo).to_vec()].concat(),
+                [prefix, time_bytes(hi).to_vec()].concat(),
+            )
+        }
+        None => (
+            [b"T".to_vec(), time_bytes(lo).to_vec()].concat(),
+            [b"T".to_vec(), time_bytes(hi).to_vec()].concat(),
+        ),
+    };
+    Box::new(
+        ledger
+            .kv()
+            .range(&start, &end, true)
+            .map(move |item| {
+                let (key, _) = item?;
+                let id = keys::tail_run(&key).ok_or_else(|| LedgerError::Decode {
+                    key: String::from_utf8_lossy(&key).into_owned(),
+                    detail: "short run index key".into(),
+                })?;
+                ledger.run(id)
+            })
+            .filter(move |r| r.as_ref().map_or(true, |r| filter.accepts(r))),
+    )
+}
+
+/// Which messages to list (`crier logs`).
+#[derive(Debug, Clone, Default)]
+pub struct MessageFilter {
+    pub channel: Option<Channel>,
+    pub state: Option<MessageState>,
+    pub kind: Option<MessageType>,
+    pub range: Option<Range>,
+    /// Exact address: E.164 phone or email.
+    pub address: Option<String>,
+    pub recipient: Option<(Option<RecipientKind>, u64)>,
+    pub run: Option<RunId>,
+}
+
+impl MessageFilter {
+    fn accepts(&self, m: &Message) -> bool {
+        self.channel.is_none_or(|c| c == m.channel)
+            && self.state.is_none_or(|s| s == m.state)
+            && self.kind.is_none_or(|k| k == m.kind)
+            && self
+                .range
+                .is_none_or(|(lo, hi)| m.created_at >= lo && m.created_at < hi)
+            && self.address.as_ref().is_none_or(|a| *a == m.address)
+            && self.recipient.is_none_or(|(kind, id)| {
+                id == m.recipient_id && kind.is_none_or(|k| k == m.recipient_kind)
+            })
+            && self.run.is_none_or(|r| r == m.id.run)
+    }
+}
+
+/// Messages matching `filter`, newest first, read through the narrowest index.
+pub fn messages<'a>(
+    ledger: &'a Ledger<'a>,
+    filter: &'a MessageFilter,
+) -> Box<dyn Iterator<Item = Result<Message, LedgerError>> + 'a> {
+    let kv = ledger.kv();
+    let prefixes: Vec<(Vec<u8>, Vec<u8>)> = if let Some(run) = filter.run {
+        if let Some(state) = filter.state {
+            let p = keys::state_prefix(run, state);
+            vec![(p.clone(), keys::end_of(&p))]
+        } else {
+            let p = keys::messages_of(run);
+            vec![(p.clone(), keys::end_of(&p))]
+        }
+    } else if let Some(address) = &filter.address {
+        let p = keys::address_prefix(address);
+        vec![(p.clone(), keys::end_of(&p))]
+    } else if let Some((kind, id)) = filter.recipient {
+        let kinds = match kind {
+            Some(k) => vec![k],
+            None => RecipientKind::ALL.to_vec(),
+        };
+        kinds
+            .into_iter()
+            .map(|k| {
+                let p = keys::recipient_prefix(k, id);
+                (p.clone(), keys::end_of(&p))
+            })
+            .collect()
+    } else {
+        let (lo, hi) = filter.range.unwrap_or((Millis::MIN, Millis::MAX));
+        vec![(
+            [b"t".to_vec(), time_bytes(lo).to_vec()].concat(),
+            [b"t".to_vec(), time_bytes(hi).to_vec()].concat(),
+        )]
+    };
+    let by_record = filter.run.is_some() && filter.state.is_none();
+    let by_state = filter.run.is_some() && filter.state.is_some();
+    Box::new(
+        prefixes
+            .into_iter()
+            .flat_map(move |(start, end)| kv.range(&start, &end, true))
+            .map(move |item| {
+                let (key, bytes) = item?;
+                if by_record {
+                    return Ledger::decode_message(&key, &bytes);
+                }
+                let id = if by_state {
+                    keys::state_id(&key).map(|(id, _)| id)
+                } else {
+                    keys::tail_id(&key)
+                };
+                let id = id.ok_or_else(|| LedgerError::Decode {
+                    key: String::from_utf8_lossy(&key).into_owned(),
+                    detail: "short message index key".into(),
+                })?;
+                ledger.message(id)
+            })
+            .filter(move |m| m.as_ref().map_or(true, |m| filter.accepts(m))),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn iso(ms: Millis) -> String {
+        DateTime::from_timestamp_millis(ms).unwrap().to_rfc3339()
+    }
+
+    fn range(p: Period, tz: Tz, now: &str) -> (String, String) {
+        let (a, b) = p.range(tz, utc(now));
+        (iso(a), iso(b))
+    }
+
+    #[test]
+    fn periods_in_a_zone_without_dst() {
+        let jnb = chrono_tz::Africa::Johannesburg;
+        // 23:30 UTC on the 31st is already 1 January in Johannesburg.
+        let now = "2026-12-31T23:30:00Z";
+        assert_eq!(
+            range(Period::Today, jnb, now),
+            (
+                "2026-12-31T22:00:00+00:00".into(),
+                "2027-01-01T22:00:00+00:00".into()
+            )
+        );
+        assert_eq!(
+            range(Period::Yesterday, jnb, now),
+            (
+                "2026-12-30T22:00:00+00:00".into(),
+                "2026-12-31T22:00:00+00:00".into()
+            )
+        );
+        assert_eq!(
+            range(Period::ThisMonth, jnb, now),
+            (
+                "2026-12-31T22:00:00+00:00".into(),
+                "2027-01-31T22:00:00+00:00".into()
+            )
+        );
+        assert_eq!(
+            range(Period::LastMonth, jnb, now),
+            (
+                "2026-11-30T22:00:00+00:00".into(),
+                "2026-12-31T22:00:00+00:00".into()
+            )
+        );
+        assert_eq!(
+            range(Period::Last7Days, jnb, now),
+            (
+                "2026-12-25T22:00:00+00:00".into(),
+                "2027-01-01T22:00:00+00:00".into()
+            )
+        );
+        assert_eq!(
+            range(Period::Last30Days, jnb, now).0,
+            "2026-12-02T22:00:00+00:00"
+        );
+    }
+
+    #[test]
+    fn month_ends_and_leap_years() {
+        let utc_tz = chrono_tz::UTC;
+        assert_eq!(
+            range(Period::LastMonth, utc_tz, "2028-03-31T12:00:00Z"),
+            (
+                "2028-02-01T00:00:00+00:00".into(),
+                "2028-03-01T00:00:00+00:00".into()
+            )
+        );
+        assert_eq!(
+            range(Period::ThisMonth, utc_tz, "2028-02-29T23:59:59Z"),
+            (
+                "2028-02-01T00:00:00+00:00".into(),
+                "2028-03-01T00:00:00+00:00".into()
+            )
+        );
+        assert_eq!(
+            range(Period::LastMonth, utc_tz, "2027-01-15T00:00:00Z"),
+            (
+                "2026-12-01T00:00:00+00:00".into(),
+                "2027-01-01T00:00:00+00:00".into()
+            )
+        );
+    }
+
+    #[test]
+    fn a_dst_day_is_23_or_25_hours() {
+        let berlin = chrono_tz::Europe::Berlin;
+        let (a, b) = Period::Today.range(berlin, utc("2026-03-29T12:00:00Z"));
+        assert_eq!(b - a, 23 * 3600 * 1000);
+        assert_eq!(iso(a), "2026-03-28T23:00:00+00:00");
+        let (a, b) = Period::Yesterday.range(berlin, utc("2026-10-26T12:00:00Z"));
+        assert_eq!(b - a, 25 * 3600 * 1000);
+    }
+
+    #[test]
+    fn midnight_that_does_not_exist_starts_after_the_gap() {
+        // Santiago springs forward at 24:00 on 2026-09-05: 2026-09-06 00:00 does not exist.
+        let santiago = chrono_tz::America::Santiago;
+        let start = midnight(santiago, NaiveDate::from_ymd_opt(2026, 9, 6).unwrap());
+        assert_eq!(iso(start), "2026-09-06T04:00:00+00:00");
+    }
+
+    #[test]
+    fn custom_ranges_and_bad_input() {
+        let utc_tz = chrono_tz::UTC;
+        let now = utc("2026-11-27T00:00:00Z");
+        let (a, b) = resolve_range(None, Some("2026-11-01"), Some("2026-11-02"), utc_tz, now)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (iso(a), iso(b)),
+            (
+                "2026-11-01T00:00:00+00:00".into(),
+                "2026-11-03T00:00:00+00:00".into()
+            )
+        );
+        assert!(
+            resolve_range(None, Some("2026-11-05"), Some("2026-11-01"), utc_tz, now)
+                .unwrap_err()
+                .contains("is not before")
+        );
+        assert!(resolve_range(None, Some("yesterday-ish"), None, utc_tz, now).is_err());
+        assert!(resolve_range(Some("today"), Some("2026-11-01"), None, utc_tz, now).is_err());
+        assert!(
+            resolve_range(Some("fortnight"), None, None, utc_tz, now)
+                .unwrap_err()
+                .contains("unknown period")
+        );
+        assert_eq!(resolve_range(None, None, None, utc_tz, now).unwrap(), None);
+    }
+}
