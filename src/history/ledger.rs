@@ -398,9 +398,18 @@ impl<'a> Ledger<'a> {
         run: RunId,
         messages: Vec<NewMessage>,
     ) -> Result<Vec<MessageId>, LedgerError> {
+        self.plan_at(run, messages, now_ms())
+    }
+
+    /// [`Ledger::plan`] with the planning time given (imports, tests, benchmarks).
+    pub fn plan_at(
+        &self,
+        run: RunId,
+        messages: Vec<NewMessage>,
+        now: Millis,
+    ) -> Result<Vec<MessageId>, LedgerError> {
         let _guard = self.lock();
         let mut stored = self.stored_run(run)?;
-        let now = now_ms();
         let mut batch = KvBatch::default();
         let mut ids = Vec::with_capacity(messages.len());
         for m in messages {
@@ -586,11 +595,13 @@ impl<'a> Ledger<'a> {
     /// Deletes a run and every message and index entry of it. Messages go in batches and
     /// the run record last, so a purge cut short can simply be run again.
     pub fn purge(&self, run: RunId) -> Result<u64, LedgerError> {
-        let stored = self.stored_run(run)?;
         let mut deleted = 0;
         let prefix = keys::messages_of(run);
         loop {
             let _guard = self.lock();
+            // Each batch also takes its messages off the run's counters, so the ledger is
+            // consistent at every step of a purge that a crash cuts short.
+            let mut stored = self.stored_run(run)?;
             let mut batch = KvBatch::default();
             let mut n = 0;
             for item in self
@@ -608,21 +619,21 @@ impl<'a> Ledger<'a> {
                     batch.delete(keys::provider_id(&m.provider, pid));
                 }
                 batch.delete(key);
+                stored.run.counters.add(m.state, -1);
                 n += 1;
             }
             if n == 0 {
-                break;
+                batch.delete(keys::run_time(stored.run.created_at, run));
+                batch.delete(keys::run_job(&stored.run.job, stored.run.created_at, run));
+                batch.delete(keys::run(run));
+                self.kv.apply(batch)?;
+                return Ok(deleted);
             }
             deleted += n;
+            stored.run.removed = true;
+            batch.put(keys::run(run), encode(&stored));
             self.kv.apply(batch)?;
         }
-        let _guard = self.lock();
-        let mut batch = KvBatch::default();
-        batch.delete(keys::run_time(stored.run.created_at, run));
-        batch.delete(keys::run_job(&stored.run.job, stored.run.created_at, run));
-        batch.delete(keys::run(run));
-        self.kv.apply(batch)?;
-        Ok(deleted)
     }
 
     /// The ids of a run's messages in `state`, in plan order, without reading other runs.
