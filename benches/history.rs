@@ -131,18 +131,25 @@ fn child_export(dir: &str, rows: usize) {
     let out_path = std::path::Path::new(dir).join("export.csv");
     let out = BufWriter::new(std::fs::File::create(&out_path).expect("export file"));
     let t = Instant::now();
-    let n = messages_csv(&ledger, query::messages(&ledger, &filter).take(rows), out).expect("export");
+    let n =
+        messages_csv(&ledger, query::messages(&ledger, &filter).take(rows), out).expect("export");
     let secs = t.elapsed().as_secs_f64();
     let _ = std::fs::remove_file(out_path);
     println!("{} {}", n as f64 / secs, peak_rss_mb());
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     if args.first().map(String::as_str) == Some("--child-export") {
         return child_export(&args[1], args[2].parse().expect("rows"));
     }
-    let total: u64 = args.first().and_then(|a| a.parse().ok()).unwrap_or(2_000_000);
+    let total: u64 = args
+        .first()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(2_000_000);
     let dir = tempfile::tempdir().expect("temp dir");
     let store_dir = dir.path().join("store");
     let store_dir = store_dir.to_str().expect("utf-8");
@@ -159,14 +166,18 @@ fn main() {
             job: None,
         };
         let (med, min, max, n) = time_ms(|| query::runs(&ledger, &runs).take(50).count(), 21);
-        println!("| run query (sent_with_error, last 7 days, first 50) over {total} messages | {med:.2} ms | {min:.2} | {max:.2} | {n} rows |");
+        println!(
+            "| run query (sent_with_error, last 7 days, first 50) over {total} messages | {med:.2} ms | {min:.2} | {max:.2} | {n} rows |"
+        );
         let failed = MessageFilter {
             state: Some(MessageState::Failed),
             range: Some(week),
             ..MessageFilter::default()
         };
         let (med, min, max, n) = time_ms(|| query::messages(&ledger, &failed).take(50).count(), 21);
-        println!("| message query (failed, last 7 days, first 50) over {total} messages | {med:.2} ms | {min:.2} | {max:.2} | {n} rows |");
+        println!(
+            "| message query (failed, last 7 days, first 50) over {total} messages | {med:.2} ms | {min:.2} | {max:.2} | {n} rows |"
+        );
 
         // Transitions with durability batching: 1,000 per atomic write, each flushed.
         let mut rates = Vec::new();
@@ -177,14 +188,22 @@ fn main() {
             for chunk in 0..(count / 1000) {
                 ids.extend(
                     ledger
-                        .plan(run.id, (0..1000).map(|i| message(chunk * 1000 + i, MessageState::Queued)).collect())
+                        .plan(
+                            run.id,
+                            (0..1000)
+                                .map(|i| message(chunk * 1000 + i, MessageState::Queued))
+                                .collect(),
+                        )
                         .expect("plan"),
                 );
             }
             ledger.flush().expect("flush");
             let t = Instant::now();
             for chunk in ids.chunks(1000) {
-                let sending: Vec<Change> = chunk.iter().map(|id| Change::to(*id, MessageState::Sending)).collect();
+                let sending: Vec<Change> = chunk
+                    .iter()
+                    .map(|id| Change::to(*id, MessageState::Sending))
+                    .collect();
                 ledger.transition(&sending).expect("sending");
                 ledger.flush().expect("flush");
                 let sent: Vec<Change> = chunk
@@ -214,7 +233,11 @@ fn main() {
             .args(["--child-export", store_dir, &rows.to_string()])
             .output()
             .expect("child");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let f: Vec<f64> = String::from_utf8_lossy(&out.stdout)
             .split_whitespace()
             .filter_map(|x| x.parse().ok())
@@ -225,6 +248,8 @@ fn main() {
     }
     let (med, min, max) = stats(rates);
     let (rss_med, _, rss_max) = stats(rss);
-    println!("| CSV export of {rows} messages | {med:.0} rows/s | {min:.0} | {max:.0} | peak RSS {rss_med:.0} MB (max {rss_max:.0}) |");
+    println!(
+        "| CSV export of {rows} messages | {med:.0} rows/s | {min:.0} | {max:.0} | peak RSS {rss_med:.0} MB (max {rss_max:.0}) |"
+    );
     std::io::stdout().flush().ok();
 }

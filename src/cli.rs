@@ -20,10 +20,10 @@ pub struct Cli {
     /// Project config file (default ./crier.yaml; built-in defaults if it does not exist).
     #[arg(long, global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
-    /// More log output (-v debug, -vv trace). RUST_LOG overrides.
+    /// More log output on stderr (-v info, -vv debug, -vvv trace). RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
-    /// Less log output (-q warnings only, -qq errors only).
+    /// Less log output (-q errors only).
     #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "verbose")]
     pub quiet: u8,
     /// Log line format on stderr.
@@ -290,17 +290,21 @@ pub struct LogsArgs {
 
 /// Logs go to stderr, as text or JSON lines; `RUST_LOG` wins over -v/-q.
 pub fn init_logging(cli: &Cli) {
+    // Commands print their results; logs are for the curious (-v) and for the daemon.
     let level = match (cli.verbose, cli.quiet) {
-        (0, 0) => "info",
-        (1, _) => "debug",
-        (v, _) if v >= 2 => "trace",
-        (_, 1) => "warn",
+        (0, 0) => "warn",
+        (1, _) => "info",
+        (2, _) => "debug",
+        (v, _) if v >= 3 => "trace",
         _ => "error",
     };
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(format!("warn,crier={level}")));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     match cli.log_format {
         LogFormat::Text => builder.with_target(false).compact().init(),

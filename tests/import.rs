@@ -339,3 +339,26 @@ fn config_show_redacts_every_secret() {
         missing.stderr
     );
 }
+
+#[test]
+fn logs_are_json_lines_on_stderr_when_asked() {
+    let p = Project::new();
+    p.write("a.csv", "id,name\n1,Ann\n");
+    let run = p.crier(&["--log-format", "json", "-v", "import", "a.csv"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let line = run
+        .stderr
+        .lines()
+        .find(|l| l.contains("Import finished"))
+        .expect("an import log line");
+    let event: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(event["level"], "INFO");
+    assert_eq!(event["fields"]["inserted"], 1);
+    assert!(run.stdout.contains("1 inserted"), "results stay on stdout");
+    let quiet = p.crier(&["import", "a.csv"]);
+    assert!(
+        quiet.stderr.is_empty(),
+        "no log lines by default: {}",
+        quiet.stderr
+    );
+}

@@ -33,6 +33,18 @@ pub(super) fn run(config: &Config, args: &ImportArgs) -> anyhow::Result<Outcome>
     let started = std::time::Instant::now();
     let report = import::import(store.as_ref(), &args.file, &options)?;
     let elapsed = started.elapsed();
+    tracing::info!(
+        file = %args.file.display(),
+        kind = %options.kind,
+        rows = report.rows,
+        inserted = report.inserted,
+        updated = report.updated,
+        unchanged = report.unchanged,
+        rejected = report.rejected,
+        seconds = elapsed.as_secs_f64(),
+        dry_run = report.dry_run,
+        "Import finished."
+    );
 
     for message in &report.messages {
         eprintln!("{message}");

@@ -55,6 +55,7 @@ pub(crate) fn load_config(cli: &Cli) -> anyhow::Result<Config> {
 
 pub(crate) fn open_store(config: &Config) -> anyhow::Result<Box<dyn Store>> {
     let settings = config.store_config();
+    tracing::debug!(path = %settings.path.display(), cache_mb = config.store.cache_mb, "Opening the store.");
     store::open(&settings)
         .with_context(|| format!("cannot open the store in {}", settings.path.display()))
 }

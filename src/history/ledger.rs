@@ -550,6 +550,17 @@ impl<'a> Ledger<'a> {
         Ok(results)
     }
 
+    /// [`Ledger::transition`], then [`Ledger::flush`]: the changes are durable when this
+    /// returns. Callers batch changes (one flush per batch, not per message).
+    pub fn record(
+        &self,
+        changes: &[Change],
+    ) -> Result<Vec<Result<(), IllegalTransition>>, LedgerError> {
+        let results = self.transition(changes)?;
+        self.flush()?;
+        Ok(results)
+    }
+
     /// Updates a run's flags (cancel, remove) atomically.
     fn update_run(&self, run: RunId, f: impl FnOnce(&mut Run)) -> Result<Run, LedgerError> {
         let _guard = self.lock();
