@@ -14,5 +14,6 @@ pub mod history;
 pub mod job;
 pub mod provider;
 pub mod recipients;
+pub mod render;
 pub mod store;
 pub mod throttle;

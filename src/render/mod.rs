@@ -1,0 +1,6 @@
+//! Rendering: turning a recipient and a job's text into the message that goes out.
+//!
+//! So far the SMS side: encoding and part counting ([`sms`]). Templates join with the
+//! dispatch engine.
+
+pub mod sms;
