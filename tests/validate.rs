@@ -127,6 +127,21 @@ fn broken_jobs_fail_with_exact_messages() {
             "missing.yaml:1:1: send_to: missing required field `send_to`",
         ),
         (
+            "field.yaml",
+            "send_to: sms\nmessage: \"Hi {{ customer.nmae }}\"\nrecipients: {}\n",
+            "field.yaml:2:10: message: `customer` has no field `nmae` (did you mean `name`?)",
+        ),
+        (
+            "tfile.yaml",
+            "send_to: sms\ntemplate: bad.sms.j2\nrecipients: {}\n",
+            "bad.sms.j2:2:7: template: `customer` has no field `adrs` (did you mean `attrs`?)",
+        ),
+        (
+            "syntax.yaml",
+            "send_to: sms\nmessage: \"Hi {{ customer.name \"\nrecipients: {}\n",
+            "syntax.yaml:2:10: message: syntax error",
+        ),
+        (
             "yaml.yaml",
             "send_to: sms\nmessage: hi\n  indented: x\nrecipients: {}\n",
             "yaml.yaml:3:11: mapping values are not allowed in this context",
@@ -136,6 +151,7 @@ fn broken_jobs_fail_with_exact_messages() {
         let p = Project::new();
         p.write(file, text);
         p.write("t.sms.j2", "hi");
+        p.write("bad.sms.j2", "Hello\n   {{ customer.adrs }}\n");
         let run = p.crier(&["validate", file]);
         assert_eq!(run.code, 1, "{file} must fail:\n{}", run.stderr);
         let first = run.stderr.lines().next().unwrap_or_default();

@@ -20,6 +20,7 @@ use crate::config::{self, Config, check_provider_ref, parse_timezone};
 use crate::diag::{Diagnostic, Diagnostics, FileReport};
 use crate::recipients::RecipientKind;
 use crate::recipients::filter::{Filter, Where};
+use crate::render::template;
 use crate::throttle::Rate;
 use schedule::{Day, Misfire, Overlap, Schedule, When, Window};
 
@@ -379,6 +380,7 @@ pub fn validate(raw: RawJob, path: &Path, config: &Config, report: &mut FileRepo
             if m.trim().is_empty() {
                 report.error("message", "must not be empty");
             }
+            check_inline_template("message", m, report);
             Some(Body::Inline(m.clone()))
         }
         (Some(t), None) => template_body(t, dir, raw.send_to, report),
@@ -402,6 +404,9 @@ pub fn validate(raw: RawJob, path: &Path, config: &Config, report: &mut FileRepo
     }
     if has_email && raw.subject.as_deref().is_none_or(|s| s.trim().is_empty()) {
         report.error("subject", "an email job needs a `subject`");
+    }
+    if let Some(subject) = &raw.subject {
+        check_inline_template("subject", subject, report);
     }
 
     // How: the provider must exist and carry the channel it is used for.
@@ -495,6 +500,22 @@ fn template_body(t: &str, dir: &Path, send_to: SendTo, report: &mut FileReport) 
         );
         return None;
     }
+    match std::fs::read_to_string(&file) {
+        Ok(source) => {
+            if let Err(errors) = template::check(&source) {
+                for e in errors {
+                    report.diags.0.push(Diagnostic {
+                        file: file.clone(),
+                        line: e.line,
+                        col: e.col,
+                        field: "template".into(),
+                        message: e.message,
+                    });
+                }
+            }
+        }
+        Err(e) => report.error("template", format!("cannot read `{}`: {e}", file.display())),
+    }
     // A template named `x.sms.j2` is for SMS; using it for email is a mistake.
     let file_name = file.file_name().and_then(|n| n.to_str()).unwrap_or("");
     for channel in Channel::ALL {
@@ -510,6 +531,21 @@ fn template_body(t: &str, dir: &Path, send_to: SendTo, report: &mut FileReport) 
         }
     }
     Some(Body::File(file))
+}
+
+/// Checks a template written in the job file itself; positions point into the job file
+/// (with the line inside the template when the value spans several lines).
+fn check_inline_template(field: &str, source: &str, report: &mut FileReport) {
+    if let Err(errors) = template::check(source) {
+        for e in errors {
+            let place = if source.contains('\n') && e.line > 0 {
+                format!(" (template line {}, column {})", e.line, e.col)
+            } else {
+                String::new()
+            };
+            report.error(field, format!("{}{place}", e.message));
+        }
+    }
 }
 
 fn validate_schedule(

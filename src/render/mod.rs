@@ -4,3 +4,4 @@
 //! dispatch engine.
 
 pub mod sms;
+pub mod template;

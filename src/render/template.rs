@@ -1,0 +1,366 @@
+//! Message templates: minijinja (Twig-like, as Splynx's own templates), compiled once,
+//! checked at `crier validate`, rendered per recipient.
+//!
+//! Variables: `customer` (the recipient; `recipient` is the same, so lead templates read
+//! naturally), `job` (`name`, `description`), `run` (`id`, `trigger`), `now` (ISO 8601
+//! in the job's zone) and `vars` (per-recipient values from scripts). Undefined values
+//! are errors, never empty strings: a message with a hole in it fails on its own with a
+//! reason, and the run goes on. A reference to a field no recipient can have
+//! (`customer.nmae`) is caught before any run, with its line and column.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime};
+use minijinja::value::Serde;
+use minijinja::{Environment, ErrorKind, UndefinedBehavior, Value};
+use serde::Serialize;
+
+use crate::diag;
+use crate::recipients::Recipient;
+
+/// The fields a template may read from `customer`.
+pub const RECIPIENT_FIELDS: [&str; 17] = [
+    "kind",
+    "id",
+    "login",
+    "status",
+    "name",
+    "email",
+    "billing_email",
+    "phone",
+    "phone_raw",
+    "category",
+    "location",
+    "billing_type",
+    "partner",
+    "tariffs",
+    "timezone",
+    "attrs",
+    "services",
+];
+
+const TOP_LEVEL: [&str; 6] = ["customer", "recipient", "job", "run", "now", "vars"];
+const JOB_FIELDS: [&str; 2] = ["name", "description"];
+const RUN_FIELDS: [&str; 2] = ["id", "trigger"];
+
+/// A problem in a template, with its place in the template's own text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateError {
+    /// 1-based; 0 when unknown.
+    pub line: usize,
+    pub col: usize,
+    pub message: String,
+}
+
+/// Work budget of one render, so a runaway loop in a template cannot hang a run.
+const FUEL: u64 = 200_000;
+
+fn environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_fuel(Some(FUEL));
+    env.add_filter("money", money);
+    env.add_filter("date", date);
+    env
+}
+
+/// `{{ customer.attrs.balance | money }}` → `R 1 250.00`; `money("USD")` → `$ 1 250.00`.
+fn money(value: Value, currency: Option<String>) -> Result<String, minijinja::Error> {
+    let amount: f64 = match value.as_str() {
+        Some(s) => s.trim().replace([' ', ','], "").parse().map_err(|_| {
+            minijinja::Error::new(
+                ErrorKind::InvalidOperation,
+                format!("money: `{s}` is not a number"),
+            )
+        })?,
+        None => f64::try_from(value.clone()).map_err(|_| {
+            minijinja::Error::new(
+                ErrorKind::InvalidOperation,
+                format!("money: `{value}` is not a number"),
+            )
+        })?,
+    };
+    let symbol = match currency.as_deref().unwrap_or("ZAR") {
+        "ZAR" => "R",
+        "USD" => "$",
+        "EUR" => "€",
+        "GBP" => "£",
+        other => other,
+    };
+    let cents = (amount.abs() * 100.0).round() as u64;
+    let whole = (cents / 100).to_string();
+    let mut grouped = String::new();
+    for (i, c) in whole.chars().enumerate() {
+        if i > 0 && (whole.len() - i).is_multiple_of(3) {
+            grouped.push(' ');
+        }
+        grouped.push(c);
+    }
+    let sign = if amount < 0.0 { "-" } else { "" };
+    Ok(format!("{sign}{symbol} {grouped}.{:02}", cents % 100))
+}
+
+/// `{{ now | date("%d %B %Y") }}`; accepts RFC 3339 times and `YYYY-MM-DD` dates.
+fn date(value: String, format: Option<String>) -> Result<String, minijinja::Error> {
+    let format = format.unwrap_or_else(|| "%Y-%m-%d".into());
+    let bad = || {
+        minijinja::Error::new(
+            ErrorKind::InvalidOperation,
+            format!("date: `{value}` is not a date"),
+        )
+    };
+    if let Ok(t) = DateTime::parse_from_rfc3339(&value) {
+        return Ok(t.format(&format).to_string());
+    }
+    if let Ok(t) = NaiveDateTime::parse_from_str(&value, "%Y-%m-%dT%H:%M:%S") {
+        return Ok(t.format(&format).to_string());
+    }
+    NaiveDate::parse_from_str(&value, "%Y-%m-%d")
+        .map(|d| d.format(&format).to_string())
+        .map_err(|_| bad())
+}
+
+/// Byte offset → 1-based line and column (in characters).
+fn position(source: &str, offset: usize) -> (usize, usize) {
+    let before = &source[..offset.min(source.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+fn from_minijinja(source: &str, e: &minijinja::Error) -> TemplateError {
+    let (line, col) = match (e.range(), e.line()) {
+        (Some(r), _) => position(source, r.start),
+        (None, Some(l)) => (l, 1),
+        _ => (0, 0),
+    };
+    TemplateError {
+        line,
+        col,
+        message: match e.detail() {
+            Some(d) => format!("{}: {d}", e.kind()),
+            None => e.kind().to_string(),
+        },
+    }
+}
+
+/// Checks a template: syntax, and that every variable it reads can exist.
+pub fn check(source: &str) -> Result<(), Vec<TemplateError>> {
+    let env = environment();
+    let template = env
+        .template_from_str(source)
+        .map_err(|e| vec![from_minijinja(source, &e)])?;
+    let mut names: Vec<String> = template.undeclared_variables(true).into_iter().collect();
+    names.sort();
+    let mut errors = Vec::new();
+    for name in names {
+        let mut parts = name.split('.');
+        let top = parts.next().unwrap_or_default();
+        let field = parts.next();
+        let problem = if !TOP_LEVEL.contains(&top) {
+            if is_builtin(top) {
+                None
+            } else {
+                Some(unknown(top, None, &TOP_LEVEL))
+            }
+        } else {
+            match (top, field) {
+                ("customer" | "recipient", Some(f)) if !RECIPIENT_FIELDS.contains(&f) => {
+                    Some(unknown(f, Some(top), &RECIPIENT_FIELDS))
+                }
+                ("job", Some(f)) if !JOB_FIELDS.contains(&f) => {
+                    Some(unknown(f, Some(top), &JOB_FIELDS))
+                }
+                ("run", Some(f)) if !RUN_FIELDS.contains(&f) => {
+                    Some(unknown(f, Some(top), &RUN_FIELDS))
+                }
+                _ => None,
+            }
+        };
+        if let Some(message) = problem {
+            let (line, col) = source.find(&name).map_or((0, 0), |at| position(source, at));
+            errors.push(TemplateError { line, col, message });
+        }
+    }
+    errors.sort_by_key(|e| (e.line, e.col));
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
+fn is_builtin(name: &str) -> bool {
+    matches!(
+        name,
+        "range" | "dict" | "namespace" | "loop" | "debug" | "lipsum" | "cycler" | "joiner"
+    )
+}
+
+fn unknown(field: &str, of: Option<&str>, known: &[&str]) -> String {
+    let hint = match diag::suggest(field, known.iter().copied()) {
+        Some(s) => format!("did you mean `{s}`?"),
+        None => format!("known: {}", known.join(", ")),
+    };
+    match of {
+        Some(parent) => format!("`{parent}` has no field `{field}` ({hint})"),
+        None => format!("unknown variable `{field}` ({hint})"),
+    }
+}
+
+/// What a template sees besides the recipient.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Context {
+    pub job: BTreeMap<String, String>,
+    pub run: BTreeMap<String, String>,
+    /// Now, RFC 3339 in the job's zone.
+    pub now: String,
+    pub vars: BTreeMap<String, serde_json::Value>,
+}
+
+/// A compiled template, rendered once per recipient.
+pub struct Template {
+    env: Environment<'static>,
+}
+
+impl Template {
+    /// Compiles `source` (already [`check`]ed at validation; compiling again is cheap).
+    pub fn compile(source: &str) -> Result<Template, TemplateError> {
+        let mut env = environment();
+        env.add_template_owned("message", source.to_string())
+            .map_err(|e| from_minijinja(source, &e))?;
+        Ok(Template { env })
+    }
+
+    /// Renders for one recipient. An error names what was missing or wrong.
+    pub fn render(&self, recipient: &Recipient, context: &Context) -> Result<String, String> {
+        let template = self
+            .env
+            .get_template("message")
+            .map_err(|e| e.to_string())?;
+        let customer = Value::from(Serde(recipient_view(recipient)));
+        let ctx = minijinja::context! {
+            customer => customer.clone(),
+            recipient => customer,
+            job => Value::from(Serde(&context.job)),
+            run => Value::from(Serde(&context.run)),
+            now => context.now.clone(),
+            vars => Value::from(Serde(&context.vars)),
+        };
+        template
+            .render(ctx)
+            .map(|s| s.trim_end().to_string())
+            .map_err(|e| match e.detail() {
+                Some(d) => format!("template: {d}"),
+                None => format!("template: {}", e.kind()),
+            })
+    }
+}
+
+/// The recipient as templates see it: every field, plus `services`.
+fn recipient_view(r: &Recipient) -> serde_json::Value {
+    let mut v = serde_json::to_value(r).unwrap_or_default();
+    if let Some(map) = v.as_object_mut() {
+        // Absent optional values are left out, so using one is an error, not a blank.
+        map.retain(|_, value| !value.is_null());
+        let services: Vec<String> = r
+            .tariffs
+            .iter()
+            .filter_map(|t| t.service.map(|s| s.to_string()))
+            .collect();
+        map.insert("services".into(), services.into());
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::recipients::{RecipientKind, Status};
+
+    fn ann() -> Recipient {
+        Recipient {
+            kind: RecipientKind::Customer,
+            id: 7,
+            login: Some("000007".into()),
+            status: Status::Active,
+            name: "Ann Dlamini".into(),
+            email: None,
+            billing_email: None,
+            phone: Some("+27821234567".into()),
+            phone_raw: None,
+            category: None,
+            location: Some("Cape Town".into()),
+            billing_type: None,
+            partner: None,
+            tariffs: vec![],
+            timezone: None,
+            attrs: [("balance".to_string(), "-1250.5".to_string())].into(),
+        }
+    }
+
+    #[test]
+    fn renders_fields_attrs_and_filters() {
+        let t = Template::compile(
+            "Hi {{ customer.name | upper }} ({{ recipient.login }}), you owe {{ customer.attrs.balance | money }} as of {{ now | date('%d %b %Y') }}.",
+        )
+        .unwrap();
+        let ctx = Context {
+            now: "2026-12-01T09:00:00+02:00".into(),
+            ..Context::default()
+        };
+        assert_eq!(
+            t.render(&ann(), &ctx).unwrap(),
+            "Hi ANN DLAMINI (000007), you owe -R 1 250.50 as of 01 Dec 2026."
+        );
+    }
+
+    #[test]
+    fn a_missing_value_fails_that_message() {
+        let t = Template::compile("Mail {{ customer.email }}").unwrap();
+        let e = t.render(&ann(), &Context::default()).unwrap_err();
+        assert!(e.contains("undefined"), "{e}");
+        let t = Template::compile("{{ customer.attrs.nope }}").unwrap();
+        assert!(t.render(&ann(), &Context::default()).is_err());
+    }
+
+    #[test]
+    fn check_finds_unknown_fields_with_their_place() {
+        let errors = check("Hello\n  {{ customer.nmae }} and {{ custmer.name }}").unwrap_err();
+        assert_eq!(errors.len(), 2);
+        assert_eq!(
+            errors[0],
+            TemplateError {
+                line: 2,
+                col: 6,
+                message: "`customer` has no field `nmae` (did you mean `name`?)".into()
+            }
+        );
+        assert!(
+            errors[1]
+                .message
+                .contains("unknown variable `custmer` (did you mean `customer`?)")
+        );
+        assert!(check("{{ customer.attrs.anything }} {{ vars.days }} {% for t in customer.tariffs %}{{ t.plan }}{% endfor %}").is_ok());
+    }
+
+    #[test]
+    fn check_reports_syntax_errors_with_line_and_column() {
+        let errors = check("line one\n{{ customer.name ").unwrap_err();
+        assert_eq!(errors[0].line, 2);
+        assert!(
+            errors[0].message.contains("syntax error"),
+            "{:?}",
+            errors[0]
+        );
+    }
+
+    #[test]
+    fn runaway_templates_run_out_of_fuel() {
+        let t = Template::compile(
+            "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
+        )
+        .unwrap();
+        assert!(t.render(&ann(), &Context::default()).is_err());
+    }
+}
