@@ -57,6 +57,11 @@ pub enum Command {
         after_help = "Example:\n  crier import customers.csv --rejects rejects.csv\n  crier import leads.csv --kind lead --delimiter ';' --dry-run"
     )]
     Import(ImportArgs),
+    /// Preview a job: who it reaches, who is skipped and why, the first messages, the cost.
+    #[command(
+        after_help = "Example:\n  crier preview jobs/payment-reminder.yaml --limit 3\n  crier preview jobs/payment-reminder.yaml --recipient 1042"
+    )]
+    Preview(PreviewArgs),
     /// Mass sendings: list by status and period, show, recipients, cancel, delete.
     #[command(
         args_conflicts_with_subcommands = true,
@@ -176,6 +181,18 @@ pub struct RecipientsArgs {
     /// Show at most N recipients (the count still covers all).
     #[arg(long, value_name = "N")]
     pub limit: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct PreviewArgs {
+    /// The job file.
+    pub job: PathBuf,
+    /// How many rendered messages to show.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub limit: usize,
+    /// Show the message for this recipient id only.
+    #[arg(long, value_name = "ID")]
+    pub recipient: Option<u64>,
 }
 
 /// When: a named period or a custom range (dates in the configured time zone).

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod diag;
+pub mod engine;
 pub mod history;
 pub mod job;
 pub mod provider;

@@ -6,6 +6,7 @@
 mod config_show;
 mod history;
 mod import;
+mod preview;
 mod recipients;
 mod schema;
 mod validate;
@@ -43,6 +44,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<Outcome> {
         Command::Schema(args) => schema::run(args),
         Command::Config(ConfigCommand::Show) => config_show::run(&load_config(cli)?),
         Command::Import(args) => import::run(&load_config(cli)?, args),
+        Command::Preview(args) => preview::run(&load_config(cli)?, args),
         Command::History(args) => history::run(&load_config(cli)?, args),
         Command::Logs(args) => history::logs(&load_config(cli)?, args),
         Command::Recipients(args) => recipients::run(&load_config(cli)?, args),

@@ -1,0 +1,150 @@
+//! `crier preview`: Splynx's *Preview* — the count, the skipped and why, the first
+//! messages as they will read, and what the run will cost in SMS parts.
+
+use std::collections::BTreeMap;
+
+use super::{Outcome, open_store};
+use crate::cli::PreviewArgs;
+use crate::config::{self, Config};
+use crate::engine::{Planned, Planner};
+use crate::job::{self, Channel, Source};
+use crate::recipients::source;
+
+pub(super) fn run(config: &Config, args: &PreviewArgs) -> anyhow::Result<Outcome> {
+    let job = match job::load(&args.job, config, &config::env::from_process) {
+        Ok(job) => job,
+        Err(diags) => {
+            eprintln!("{diags}");
+            return Ok(Outcome::Failed);
+        }
+    };
+    let store = match job.recipients.source {
+        Source::Store => Some(open_store(config)?),
+        Source::Csv(_) => None,
+    };
+    let mut planner = Planner::new(&job, config, "preview")?;
+    let channels: Vec<String> = job
+        .send_to
+        .channels()
+        .iter()
+        .map(|c| {
+            let provider = match (c, &job.provider) {
+                (Channel::Portal, _) | (_, None) => config.channels.provider_for(*c).to_string(),
+                (_, Some(p)) => p.clone(),
+            };
+            format!("{c} via {provider}")
+        })
+        .collect();
+    println!("job {}: {}", job.name, channels.join(", "));
+
+    let mut recipients = 0u64;
+    let mut unreadable = 0u64;
+    let mut to_send = 0u64;
+    let mut skipped: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let mut parts = 0usize;
+    let mut by_encoding: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let mut shown: Vec<Planned> = Vec::new();
+    let mut skipped_shown: Vec<Planned> = Vec::new();
+    for item in source::resolve(&job.recipients, store.as_deref(), config.region)? {
+        let r = match item {
+            Ok(r) => r,
+            Err(e) => {
+                unreadable += 1;
+                eprintln!("skipped: {e}");
+                continue;
+            }
+        };
+        if args.recipient.is_some_and(|id| id != r.id) {
+            continue;
+        }
+        recipients += 1;
+        for planned in planner.plan(&r) {
+            match &planned.skip {
+                Some((reason, _)) => {
+                    *skipped.entry(reason.as_str()).or_default() += 1;
+                    if args.recipient.is_some() {
+                        skipped_shown.push(planned);
+                    }
+                }
+                None => {
+                    to_send += 1;
+                    parts += planned.parts;
+                    if let Some(e) = planned.encoding {
+                        *by_encoding.entry(e.as_str()).or_default() += 1;
+                    }
+                    if shown.len() < args.limit {
+                        shown.push(planned);
+                    }
+                }
+            }
+        }
+    }
+    let noun = job.recipients.kind.as_str();
+    println!(
+        "recipients: {recipients} {noun}{}",
+        if recipients == 1 { "" } else { "s" }
+    );
+    let skipped_total: u64 = skipped.values().sum();
+    let reasons: Vec<String> = skipped.iter().map(|(r, n)| format!("{r} {n}")).collect();
+    println!(
+        "messages: {to_send} to send, {skipped_total} skipped{}",
+        if reasons.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", reasons.join(", "))
+        }
+    );
+    if job.send_to.channels().contains(&Channel::Sms) {
+        let enc: Vec<String> = by_encoding
+            .iter()
+            .map(|(e, n)| format!("{e} {n}"))
+            .collect();
+        println!("sms parts: {parts} ({})", enc.join(", "));
+    }
+    if unreadable > 0 {
+        println!("unreadable source rows: {unreadable}");
+    }
+    for (i, m) in shown.iter().enumerate() {
+        let cost = match m.encoding {
+            Some(e) => format!(
+                "  {}, {} part{}",
+                e.as_str(),
+                m.parts,
+                if m.parts == 1 { "" } else { "s" }
+            ),
+            None => String::new(),
+        };
+        println!(
+            "\n--- {}. {} {} {}  {} ({}){cost}",
+            i + 1,
+            m.recipient.kind,
+            m.recipient.id,
+            m.recipient.name,
+            m.address.as_deref().unwrap_or_default(),
+            m.channel,
+        );
+        if let Some(subject) = &m.subject {
+            println!("Subject: {subject}");
+        }
+        println!("{}", m.body);
+    }
+    for m in &skipped_shown {
+        let (reason, detail) = m
+            .skip
+            .as_ref()
+            .map(|(r, d)| (r.as_str(), d.as_str()))
+            .unwrap_or_default();
+        println!(
+            "\n--- {} {} ({}): skipped: {reason}: {detail}",
+            m.recipient.kind, m.recipient.id, m.channel
+        );
+    }
+    if args.recipient.is_some() && recipients == 0 {
+        eprintln!(
+            "no recipient of this job has id {}",
+            args.recipient.unwrap_or_default()
+        );
+        return Ok(Outcome::Failed);
+    }
+    Ok(Outcome::Ok)
+}

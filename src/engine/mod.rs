@@ -1,0 +1,216 @@
+//! The engine: the one module that knows every stage a message passes.
+//!
+//! So far the planning half: recipients → reachability (address per channel, duplicates)
+//! → render → SMS cost. [`Planner`] turns each recipient into [`Planned`] messages, one per
+//! channel of the job, in a stream; `crier preview` prints them, and sending (with the
+//! dispatch issue) will write them to the ledger and hand them to providers.
+
+use std::collections::HashSet;
+
+use chrono::Utc;
+
+use crate::config::Config;
+use crate::job::{Body, Channel, Job};
+use crate::recipients::Recipient;
+use crate::render::sms;
+use crate::render::template::{Context, Template};
+
+/// Why a recipient gets no message on a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SkipReason {
+    /// The phone on file is not a valid number.
+    InvalidPhone,
+    /// No phone on file.
+    NoPhone,
+    /// No email address on file.
+    NoEmail,
+    /// Another recipient of this run already has this address.
+    Duplicate,
+    /// The template could not be rendered for this recipient.
+    RenderFailed,
+}
+
+impl SkipReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::InvalidPhone => "invalid_phone",
+            SkipReason::NoPhone => "no_phone",
+            SkipReason::NoEmail => "no_email",
+            SkipReason::Duplicate => "duplicate",
+            SkipReason::RenderFailed => "render_failed",
+        }
+    }
+}
+
+/// One recipient on one channel, ready to plan.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    pub recipient: Recipient,
+    pub channel: Channel,
+    pub address: Option<String>,
+    pub subject: Option<String>,
+    pub body: String,
+    pub encoding: Option<sms::Encoding>,
+    pub parts: usize,
+    /// `Some` when this message will not be sent, with the detail for people.
+    pub skip: Option<(SkipReason, String)>,
+}
+
+/// Why planning cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("cannot read template {path}: {source}")]
+    Template {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("template {0}: {1}")]
+    Compile(String, String),
+    #[error(
+        "stored template `{0}`: stored templates are not available yet (use `template:` with a file, or `message:`)"
+    )]
+    Stored(String),
+}
+
+/// Turns recipients into planned messages for one job.
+pub struct Planner {
+    job: Job,
+    body: Template,
+    subject: Option<Template>,
+    context: Context,
+    seen: HashSet<(Channel, String)>,
+}
+
+/// The template text a job uses.
+pub fn body_source(job: &Job) -> Result<(String, String), PlanError> {
+    match &job.body {
+        Body::Inline(text) => Ok(("message".into(), text.clone())),
+        Body::File(path) => std::fs::read_to_string(path)
+            .map(|t| (path.display().to_string(), t))
+            .map_err(|source| PlanError::Template {
+                path: path.display().to_string(),
+                source,
+            }),
+        Body::Stored(name) => Err(PlanError::Stored(name.clone())),
+    }
+}
+
+impl Planner {
+    pub fn new(job: &Job, config: &Config, run_id: &str) -> Result<Planner, PlanError> {
+        let (name, source) = body_source(job)?;
+        let body = Template::compile(&source).map_err(|e| {
+            PlanError::Compile(name.clone(), format!("{}:{}: {}", e.line, e.col, e.message))
+        })?;
+        let subject = match &job.subject {
+            Some(s) => Some(
+                Template::compile(s)
+                    .map_err(|e| PlanError::Compile("subject".into(), e.message))?,
+            ),
+            None => None,
+        };
+        let tz = job.schedule.as_ref().map_or(config.tz, |s| s.tz);
+        let context = Context {
+            job: [
+                ("name".to_string(), job.name.clone()),
+                (
+                    "description".to_string(),
+                    job.description.clone().unwrap_or_default(),
+                ),
+            ]
+            .into(),
+            run: [
+                ("id".to_string(), run_id.to_string()),
+                ("trigger".to_string(), "manual".to_string()),
+            ]
+            .into(),
+            now: Utc::now().with_timezone(&tz).to_rfc3339(),
+            vars: Default::default(),
+        };
+        Ok(Planner {
+            job: job.clone(),
+            body,
+            subject,
+            context,
+            seen: HashSet::new(),
+        })
+    }
+
+    /// The messages for one recipient: one per channel of the job.
+    pub fn plan(&mut self, recipient: &Recipient) -> Vec<Planned> {
+        self.job
+            .send_to
+            .channels()
+            .iter()
+            .map(|&channel| self.plan_channel(recipient, channel))
+            .collect()
+    }
+
+    fn plan_channel(&mut self, r: &Recipient, channel: Channel) -> Planned {
+        let mut planned = Planned {
+            recipient: r.clone(),
+            channel,
+            address: None,
+            subject: None,
+            body: String::new(),
+            encoding: None,
+            parts: 0,
+            skip: None,
+        };
+        let address = match channel {
+            Channel::Sms => match (&r.phone, &r.phone_raw) {
+                (Some(p), _) => Ok(p.clone()),
+                (None, Some(raw)) => Err((
+                    SkipReason::InvalidPhone,
+                    format!("`{raw}` is not a valid phone number"),
+                )),
+                (None, None) => Err((SkipReason::NoPhone, "no phone number on file".to_string())),
+            },
+            Channel::Email => r
+                .email
+                .clone()
+                .or_else(|| r.billing_email.clone())
+                .ok_or((SkipReason::NoEmail, "no email address on file".to_string())),
+            Channel::Portal => Ok(r.login.clone().unwrap_or_else(|| r.id.to_string())),
+        };
+        let address = match address {
+            Ok(a) => a,
+            Err(skip) => {
+                planned.skip = Some(skip);
+                return planned;
+            }
+        };
+        planned.address = Some(address.clone());
+        if channel != Channel::Portal && !self.seen.insert((channel, address.to_lowercase())) {
+            planned.skip = Some((
+                SkipReason::Duplicate,
+                format!("{address} already gets this message"),
+            ));
+            return planned;
+        }
+        match self.body.render(r, &self.context) {
+            Ok(body) => planned.body = body,
+            Err(e) => {
+                planned.skip = Some((SkipReason::RenderFailed, e));
+                return planned;
+            }
+        }
+        if channel != Channel::Sms
+            && let Some(subject) = &self.subject
+        {
+            match subject.render(r, &self.context) {
+                Ok(s) => planned.subject = Some(s),
+                Err(e) => {
+                    planned.skip = Some((SkipReason::RenderFailed, format!("subject: {e}")));
+                    return planned;
+                }
+            }
+        }
+        if channel == Channel::Sms {
+            let cost = sms::count(&planned.body);
+            planned.encoding = Some(cost.encoding);
+            planned.parts = cost.parts;
+        }
+        planned
+    }
+}

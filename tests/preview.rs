@@ -1,0 +1,121 @@
+//! `crier preview` end to end: counts, skip reasons, rendering and SMS cost.
+
+mod common;
+
+use common::{Project, root};
+
+fn project() -> Project {
+    let p = Project::new();
+    p.write(
+        "people.csv",
+        "id,name,status,phone,email,location\n\
+         1,Ann,active,082 123 4567,ann@example.com,Cape Town\n\
+         2,Ben,active,083 123 4567,,Cape Town\n\
+         3,Zoë Žižek,active,084 123 4567,zoe@example.com,Cape Town\n\
+         4,Bad Phone,active,12345,bad@example.com,Cape Town\n\
+         5,No Phone,active,,none@example.com,Cape Town\n\
+         6,Ann Twin,active,+27821234567,twin@example.com,Cape Town\n\
+         7,Elsewhere,active,085 123 4567,x@example.com,Durban\n",
+    );
+    let run = p.crier(&["import", "people.csv"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    p
+}
+
+#[test]
+fn preview_counts_skips_and_renders() {
+    let p = project();
+    p.write(
+        "jobs/sms.yaml",
+        "send_to: sms\nmessage: \"Hi {{ customer.name }}, {{ customer.location }} maintenance tonight.\"\nrecipients:\n  where: { location: Cape Town }\n",
+    );
+    let run = p.crier(&["preview", "jobs/sms.yaml", "--limit", "3"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let out = &run.stdout;
+    assert!(out.contains("job sms: sms via outbox"), "{out}");
+    assert!(out.contains("recipients: 6 customers"), "{out}");
+    assert!(
+        out.contains("messages: 3 to send, 3 skipped (duplicate 1, invalid_phone 1, no_phone 1)"),
+        "{out}"
+    );
+    // Zoë Žižek's name makes her message UCS-2.
+    assert!(out.contains("sms parts: 3 (gsm7 2, ucs2 1)"), "{out}");
+    assert!(out.contains("--- 1. customer 1 Ann  +27821234567 (sms)  gsm7, 1 part\nHi Ann, Cape Town maintenance tonight."), "{out}");
+    assert!(
+        out.contains("customer 3 Zoë Žižek  +27841234567 (sms)  ucs2, 1 part"),
+        "{out}"
+    );
+}
+
+#[test]
+fn one_recipient_shows_why_it_is_skipped() {
+    let p = project();
+    p.write(
+        "jobs/sms.yaml",
+        "send_to: sms\nmessage: Hi\nrecipients: {}\n",
+    );
+    let run = p.crier(&["preview", "jobs/sms.yaml", "--recipient", "4"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.contains(
+            "customer 4 (sms): skipped: invalid_phone: `12345` is not a valid phone number"
+        ),
+        "{}",
+        run.stdout
+    );
+    let missing = p.crier(&["preview", "jobs/sms.yaml", "--recipient", "99"]);
+    assert_eq!(missing.code, 1);
+    assert!(
+        missing
+            .stderr
+            .contains("no recipient of this job has id 99")
+    );
+}
+
+#[test]
+fn a_missing_value_fails_only_that_message() {
+    let p = project();
+    p.write(
+        "jobs/mail.yaml",
+        "send_to: email\nsubject: \"Hello {{ customer.name }}\"\nmessage: \"Write to {{ customer.email }}\"\nrecipients:\n  where: { id: 2 }\n",
+    );
+    // `id` is not a filter: validation says so.
+    let bad = p.crier(&["preview", "jobs/mail.yaml"]);
+    assert_eq!(bad.code, 1);
+    assert!(bad.stderr.contains("unknown field `id`"), "{}", bad.stderr);
+    p.write(
+        "jobs/mail.yaml",
+        "send_to: email\nsubject: \"Hello {{ customer.name }}\"\nmessage: \"Your phone: {{ customer.phone }}\"\nrecipients:\n  where: { location: Cape Town }\n",
+    );
+    let run = p.crier(&["preview", "jobs/mail.yaml", "--limit", "1"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    // Ben has no email; Bad Phone and No Phone have no E.164 phone to render.
+    assert!(
+        run.stdout
+            .contains("messages: 3 to send, 3 skipped (no_email 1, render_failed 2)"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("Subject: Hello Ann"), "{}", run.stdout);
+}
+
+#[test]
+fn every_shipped_job_previews_on_the_sample_data() {
+    let p = Project::new();
+    let csv = root().join("jobs/data/customers.csv");
+    assert_eq!(p.crier(&["import", csv.to_str().unwrap()]).code, 0);
+    for entry in std::fs::read_dir(root().join("jobs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let run = p.crier(&["preview", path.to_str().unwrap(), "--limit", "1"]);
+            assert_eq!(run.code, 0, "{}: {}", path.display(), run.stderr);
+            assert!(run.stdout.contains("to send"), "{}", run.stdout);
+            assert!(
+                run.stdout.contains("--- 1."),
+                "{}: shows a message\n{}",
+                path.display(),
+                run.stdout
+            );
+        }
+    }
+}
