@@ -62,6 +62,9 @@ pub enum Command {
         after_help = "Example:\n  crier preview jobs/payment-reminder.yaml --limit 3\n  crier preview jobs/payment-reminder.yaml --recipient 1042"
     )]
     Preview(PreviewArgs),
+    /// The opt-out list: addresses no job ever messages.
+    #[command(subcommand)]
+    Optout(OptoutCommand),
     /// Mass sendings: list by status and period, show, recipients, cancel, delete.
     #[command(
         args_conflicts_with_subcommands = true,
@@ -181,6 +184,36 @@ pub struct RecipientsArgs {
     /// Show at most N recipients (the count still covers all).
     #[arg(long, value_name = "N")]
     pub limit: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OptoutCommand {
+    /// Add phone numbers (any local form) or email addresses.
+    #[command(
+        after_help = "Example:\n  crier optout add '082 123 4567' ann@example.com --reason 'asked by phone'"
+    )]
+    Add {
+        #[arg(required = true)]
+        addresses: Vec<String>,
+        /// Why, for the record.
+        #[arg(long, default_value = "cli")]
+        reason: String,
+    },
+    /// Take addresses off the list.
+    #[command(after_help = "Example:\n  crier optout remove '082 123 4567'")]
+    Remove {
+        #[arg(required = true)]
+        addresses: Vec<String>,
+    },
+    /// Show the list.
+    #[command(after_help = "Example:\n  crier optout list --format csv > optouts.csv")]
+    List {
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Add every address in a file: one per line, or the first column of a CSV.
+    #[command(after_help = "Example:\n  crier optout import stop-replies.csv")]
+    Import { file: PathBuf },
 }
 
 #[derive(Debug, Args)]

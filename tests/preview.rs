@@ -119,3 +119,46 @@ fn every_shipped_job_previews_on_the_sample_data() {
         }
     }
 }
+
+#[test]
+fn opted_out_addresses_are_skipped() {
+    let p = project();
+    p.write(
+        "jobs/sms.yaml",
+        "send_to: sms\nmessage: Hi\nrecipients:\n  where: { location: Cape Town }\n",
+    );
+    let add = p.crier(&["optout", "add", "082 123 4567", "--reason", "asked"]);
+    assert_eq!(add.code, 0, "{}", add.stderr);
+    assert!(add.stdout.contains("1 added"));
+    p.write("stops.csv", "phone\n+27 84 123 4567\n");
+    assert_eq!(p.crier(&["optout", "import", "stops.csv"]).code, 0);
+    let list = p.crier(&["optout", "list", "--format", "csv"]);
+    assert!(
+        list.stdout.contains("+27821234567") && list.stdout.contains("+27841234567"),
+        "{}",
+        list.stdout
+    );
+    let run = p.crier(&["preview", "jobs/sms.yaml"]);
+    // Ann and Zoë are opted out; Ann's twin shares her number, so it stays a duplicate.
+    assert!(
+        run.stdout.contains(
+            "messages: 1 to send, 5 skipped (duplicate 1, invalid_phone 1, no_phone 1, opted_out 2)"
+        ),
+        "{}",
+        run.stdout
+    );
+    let bad = p.crier(&["optout", "add", "12"]);
+    assert_eq!(bad.code, 1);
+    assert!(
+        bad.stderr.contains("not a valid phone number"),
+        "{}",
+        bad.stderr
+    );
+    assert_eq!(p.crier(&["optout", "remove", "+27821234567"]).code, 0);
+    let after = p.crier(&["preview", "jobs/sms.yaml"]);
+    assert!(
+        after.stdout.contains("messages: 2 to send"),
+        "{}",
+        after.stdout
+    );
+}

@@ -6,6 +6,7 @@
 mod config_show;
 mod history;
 mod import;
+mod optout;
 mod preview;
 mod recipients;
 mod schema;
@@ -45,6 +46,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<Outcome> {
         Command::Config(ConfigCommand::Show) => config_show::run(&load_config(cli)?),
         Command::Import(args) => import::run(&load_config(cli)?, args),
         Command::Preview(args) => preview::run(&load_config(cli)?, args),
+        Command::Optout(command) => optout::run(&load_config(cli)?, command),
         Command::History(args) => history::run(&load_config(cli)?, args),
         Command::Logs(args) => history::logs(&load_config(cli)?, args),
         Command::Recipients(args) => recipients::run(&load_config(cli)?, args),

@@ -8,6 +8,7 @@ use crate::cli::PreviewArgs;
 use crate::config::{self, Config};
 use crate::engine::{Planned, Planner};
 use crate::job::{self, Channel, Source};
+use crate::recipients::optout::OptOuts;
 use crate::recipients::source;
 
 pub(super) fn run(config: &Config, args: &PreviewArgs) -> anyhow::Result<Outcome> {
@@ -18,11 +19,13 @@ pub(super) fn run(config: &Config, args: &PreviewArgs) -> anyhow::Result<Outcome
             return Ok(Outcome::Failed);
         }
     };
-    let store = match job.recipients.source {
-        Source::Store => Some(open_store(config)?),
+    // The store holds the opt-out list, so it is opened for CSV-sourced jobs too.
+    let store = open_store(config)?;
+    let from_store = match job.recipients.source {
+        Source::Store => Some(store.as_ref()),
         Source::Csv(_) => None,
     };
-    let mut planner = Planner::new(&job, config, "preview")?;
+    let mut planner = Planner::new(&job, config, "preview", Some(OptOuts::new(store.optouts())))?;
     let channels: Vec<String> = job
         .send_to
         .channels()
@@ -45,7 +48,7 @@ pub(super) fn run(config: &Config, args: &PreviewArgs) -> anyhow::Result<Outcome
     let mut by_encoding: BTreeMap<&'static str, u64> = BTreeMap::new();
     let mut shown: Vec<Planned> = Vec::new();
     let mut skipped_shown: Vec<Planned> = Vec::new();
-    for item in source::resolve(&job.recipients, store.as_deref(), config.region)? {
+    for item in source::resolve(&job.recipients, from_store, config.region)? {
         let r = match item {
             Ok(r) => r,
             Err(e) => {
@@ -58,7 +61,7 @@ pub(super) fn run(config: &Config, args: &PreviewArgs) -> anyhow::Result<Outcome
             continue;
         }
         recipients += 1;
-        for planned in planner.plan(&r) {
+        for planned in planner.plan(&r)? {
             match &planned.skip {
                 Some((reason, _)) => {
                     *skipped.entry(reason.as_str()).or_default() += 1;

@@ -12,8 +12,10 @@ use chrono::Utc;
 use crate::config::Config;
 use crate::job::{Body, Channel, Job};
 use crate::recipients::Recipient;
+use crate::recipients::optout::OptOuts;
 use crate::render::sms;
 use crate::render::template::{Context, Template};
+use crate::store::StoreError;
 
 /// Why a recipient gets no message on a channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -26,6 +28,8 @@ pub enum SkipReason {
     NoEmail,
     /// Another recipient of this run already has this address.
     Duplicate,
+    /// The address is on the opt-out list.
+    OptedOut,
     /// The template could not be rendered for this recipient.
     RenderFailed,
 }
@@ -37,6 +41,7 @@ impl SkipReason {
             SkipReason::NoPhone => "no_phone",
             SkipReason::NoEmail => "no_email",
             SkipReason::Duplicate => "duplicate",
+            SkipReason::OptedOut => "opted_out",
             SkipReason::RenderFailed => "render_failed",
         }
     }
@@ -74,7 +79,8 @@ pub enum PlanError {
 }
 
 /// Turns recipients into planned messages for one job.
-pub struct Planner {
+pub struct Planner<'a> {
+    optouts: Option<OptOuts<'a>>,
     job: Job,
     body: Template,
     subject: Option<Template>,
@@ -96,8 +102,14 @@ pub fn body_source(job: &Job) -> Result<(String, String), PlanError> {
     }
 }
 
-impl Planner {
-    pub fn new(job: &Job, config: &Config, run_id: &str) -> Result<Planner, PlanError> {
+impl<'a> Planner<'a> {
+    /// A planner for `job`; `optouts` is the opt-out list to honour.
+    pub fn new(
+        job: &Job,
+        config: &Config,
+        run_id: &str,
+        optouts: Option<OptOuts<'a>>,
+    ) -> Result<Planner<'a>, PlanError> {
         let (name, source) = body_source(job)?;
         let body = Template::compile(&source).map_err(|e| {
             PlanError::Compile(name.clone(), format!("{}:{}: {}", e.line, e.col, e.message))
@@ -128,6 +140,7 @@ impl Planner {
             vars: Default::default(),
         };
         Ok(Planner {
+            optouts,
             job: job.clone(),
             body,
             subject,
@@ -137,16 +150,15 @@ impl Planner {
     }
 
     /// The messages for one recipient: one per channel of the job.
-    pub fn plan(&mut self, recipient: &Recipient) -> Vec<Planned> {
-        self.job
-            .send_to
-            .channels()
+    pub fn plan(&mut self, recipient: &Recipient) -> Result<Vec<Planned>, StoreError> {
+        let channels = self.job.send_to.channels();
+        channels
             .iter()
             .map(|&channel| self.plan_channel(recipient, channel))
             .collect()
     }
 
-    fn plan_channel(&mut self, r: &Recipient, channel: Channel) -> Planned {
+    fn plan_channel(&mut self, r: &Recipient, channel: Channel) -> Result<Planned, StoreError> {
         let mut planned = Planned {
             recipient: r.clone(),
             channel,
@@ -177,7 +189,7 @@ impl Planner {
             Ok(a) => a,
             Err(skip) => {
                 planned.skip = Some(skip);
-                return planned;
+                return Ok(planned);
             }
         };
         planned.address = Some(address.clone());
@@ -186,13 +198,20 @@ impl Planner {
                 SkipReason::Duplicate,
                 format!("{address} already gets this message"),
             ));
-            return planned;
+            return Ok(planned);
+        }
+        if channel != Channel::Portal
+            && let Some(list) = &self.optouts
+            && list.contains(&address.to_lowercase())?
+        {
+            planned.skip = Some((SkipReason::OptedOut, format!("{address} opted out")));
+            return Ok(planned);
         }
         match self.body.render(r, &self.context) {
             Ok(body) => planned.body = body,
             Err(e) => {
                 planned.skip = Some((SkipReason::RenderFailed, e));
-                return planned;
+                return Ok(planned);
             }
         }
         if channel != Channel::Sms
@@ -202,7 +221,7 @@ impl Planner {
                 Ok(s) => planned.subject = Some(s),
                 Err(e) => {
                     planned.skip = Some((SkipReason::RenderFailed, format!("subject: {e}")));
-                    return planned;
+                    return Ok(planned);
                 }
             }
         }
@@ -211,6 +230,6 @@ impl Planner {
             planned.encoding = Some(cost.encoding);
             planned.parts = cost.parts;
         }
-        planned
+        Ok(planned)
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod filter;
 pub mod import;
+pub mod optout;
 pub mod phone;
 pub mod row;
 pub mod source;

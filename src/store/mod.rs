@@ -124,6 +124,9 @@ pub trait Store: Send + Sync {
     /// The history ledger's key space.
     fn history(&self) -> &dyn Kv;
 
+    /// The opt-out list's key space.
+    fn optouts(&self) -> &dyn Kv;
+
     /// Makes every write so far durable on disk before returning.
     fn flush(&self) -> Result<(), StoreError>;
 

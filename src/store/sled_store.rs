@@ -19,6 +19,7 @@ pub(super) struct SledStore {
     recipients: sled::Tree,
     meta: sled::Tree,
     history: SledKv,
+    optouts: SledKv,
 }
 
 /// One sled tree as a [`Kv`].
@@ -104,12 +105,17 @@ impl SledStore {
             path: path.clone(),
             tree: db.open_tree("history").map_err(|e| map_err(&path, e))?,
         };
+        let optouts = SledKv {
+            path: path.clone(),
+            tree: db.open_tree("optouts").map_err(|e| map_err(&path, e))?,
+        };
         Ok(SledStore {
             path,
             db,
             recipients,
             meta,
             history,
+            optouts,
         })
     }
 
@@ -283,6 +289,10 @@ impl Store for SledStore {
 
     fn history(&self) -> &dyn Kv {
         &self.history
+    }
+
+    fn optouts(&self) -> &dyn Kv {
+        &self.optouts
     }
 
     fn flush(&self) -> Result<(), StoreError> {

@@ -1,0 +1,139 @@
+//! The opt-out list: addresses that must never be messaged, whatever a job selects.
+//!
+//! Phone numbers are kept in E.164 and email addresses in lower case, so `082 123 4567`
+//! and `+27821234567` are one entry. The engine checks every planned message against it
+//! and records a hit as `skipped` with reason `opted_out`. (An SMS reply of STOP arriving
+//! by delivery report will add to it once the HTTP API lands.)
+
+use phonenumber::country::Id;
+use serde::{Deserialize, Serialize};
+
+use super::phone;
+use crate::history::{Millis, now_ms};
+use crate::store::{Kv, KvBatch, StoreError};
+
+/// One opted-out address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OptOut {
+    pub address: String,
+    pub added_at: Millis,
+    /// Where it came from: `cli`, `import`, `reply`, a note.
+    pub reason: String,
+}
+
+/// Normalises an address: E.164 for phones (read in `region`), lower case for email.
+pub fn normalize(address: &str, region: Id) -> Result<String, String> {
+    let a = address.trim();
+    if a.contains('@') {
+        let lower = a.to_lowercase();
+        let (user, domain) = lower.split_once('@').unwrap_or_default();
+        if user.is_empty() || !domain.contains('.') || lower.contains(char::is_whitespace) {
+            return Err(format!("`{a}` is not an email address"));
+        }
+        Ok(lower)
+    } else {
+        phone::to_e164(a, region)
+            .ok_or_else(|| format!("`{a}` is not a valid phone number or email address"))
+    }
+}
+
+fn key(address: &str) -> Vec<u8> {
+    let mut k = b"o".to_vec();
+    k.extend_from_slice(address.as_bytes());
+    k
+}
+
+/// The list, over the store's opt-out key space.
+pub struct OptOuts<'a> {
+    kv: &'a dyn Kv,
+}
+
+impl<'a> OptOuts<'a> {
+    pub fn new(kv: &'a dyn Kv) -> OptOuts<'a> {
+        OptOuts { kv }
+    }
+
+    /// Is this (normalised) address on the list?
+    pub fn contains(&self, address: &str) -> Result<bool, StoreError> {
+        Ok(self.kv.get(&key(address))?.is_some())
+    }
+
+    /// Adds normalised addresses in one atomic write; returns how many were new.
+    pub fn add(&self, addresses: &[String], reason: &str) -> Result<usize, StoreError> {
+        let mut batch = KvBatch::default();
+        let mut added = 0;
+        for a in addresses {
+            if self.contains(a)? {
+                continue;
+            }
+            let entry = OptOut {
+                address: a.clone(),
+                added_at: now_ms(),
+                reason: reason.to_string(),
+            };
+            batch.put(key(a), serde_json::to_vec(&entry).unwrap_or_default());
+            added += 1;
+        }
+        self.kv.apply(batch)?;
+        Ok(added)
+    }
+
+    /// Removes normalised addresses; returns how many were on the list.
+    pub fn remove(&self, addresses: &[String]) -> Result<usize, StoreError> {
+        let mut batch = KvBatch::default();
+        let mut removed = 0;
+        for a in addresses {
+            if self.contains(a)? {
+                batch.delete(key(a));
+                removed += 1;
+            }
+        }
+        self.kv.apply(batch)?;
+        Ok(removed)
+    }
+
+    /// Every entry, in address order.
+    pub fn list(&self) -> impl Iterator<Item = Result<OptOut, StoreError>> + '_ {
+        self.kv.range(b"o", b"p", false).map(|item| {
+            let (k, v) = item?;
+            serde_json::from_slice(&v).map_err(|e| StoreError::Decode {
+                key: String::from_utf8_lossy(&k).into_owned(),
+                detail: e.to_string(),
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{StoreConfig, open};
+
+    #[test]
+    fn one_entry_per_person_whatever_the_spelling() {
+        let za = phone::parse_region("ZA").unwrap();
+        assert_eq!(normalize("082 123 4567", za).unwrap(), "+27821234567");
+        assert_eq!(
+            normalize(" Ann@Example.COM ", za).unwrap(),
+            "ann@example.com"
+        );
+        assert!(normalize("12", za).is_err());
+        assert!(normalize("ann@", za).is_err());
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&StoreConfig {
+            path: dir.path().join("s"),
+            cache_bytes: 8 << 20,
+        })
+        .unwrap();
+        let list = OptOuts::new(store.optouts());
+        let a = normalize("082 123 4567", za).unwrap();
+        let b = normalize("+27 82 123 4567", za).unwrap();
+        assert_eq!(list.add(&[a.clone()], "cli").unwrap(), 1);
+        assert_eq!(list.add(&[b], "cli").unwrap(), 0, "the same number");
+        assert!(list.contains(&a).unwrap());
+        assert_eq!(list.list().count(), 1);
+        assert_eq!(list.remove(&[a.clone()]).unwrap(), 1);
+        assert!(!list.contains(&a).unwrap());
+    }
+}
