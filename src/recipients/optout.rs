@@ -129,11 +129,11 @@ mod tests {
         let list = OptOuts::new(store.optouts());
         let a = normalize("082 123 4567", za).unwrap();
         let b = normalize("+27 82 123 4567", za).unwrap();
-        assert_eq!(list.add(&[a.clone()], "cli").unwrap(), 1);
+        assert_eq!(list.add(std::slice::from_ref(&a), "cli").unwrap(), 1);
         assert_eq!(list.add(&[b], "cli").unwrap(), 0, "the same number");
         assert!(list.contains(&a).unwrap());
         assert_eq!(list.list().count(), 1);
-        assert_eq!(list.remove(&[a.clone()]).unwrap(), 1);
+        assert_eq!(list.remove(std::slice::from_ref(&a)).unwrap(), 1);
         assert!(!list.contains(&a).unwrap());
     }
 }
