@@ -1,12 +1,17 @@
 //! History benchmark: queries, export and transitions over a large ledger.
 //!
-//! `cargo bench --bench history -- [MESSAGES]` (default 2,000,000). Fills a fresh store
+//! `cargo bench --bench history -- [MESSAGES]` (default 1,000,000; the 10,000,000
+//! does not fit: sled's memory grows with the data, about 2 KB per message, and the
+//! process is killed for want of memory near 7.5 million on a 24 GB machine). Progress
+//! lines show the resident memory. `CRIER_BENCH_CACHE_MB` sets the cache. Fills a fresh store
 //! with MESSAGES message records in runs of 1,000 spread over 60 days, then measures, each
 //! as the median of several repeats with min and max:
 //! - a filtered run query (status sent_with_error, last 7 days, first page of 50);
 //! - a filtered message query (state failed, last 7 days, first page of 50);
 //! - a CSV export of 1,000,000 messages to a file, in a child process (rows/s, peak RSS);
 //! - state transitions with durability batching (1,000 per atomic write, flushed).
+
+mod support;
 
 use std::io::{BufWriter, Write};
 use std::time::Instant;
@@ -22,26 +27,16 @@ use crier::store::{Store, StoreConfig, open};
 
 const DAY: i64 = 86_400_000;
 
-fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
 fn open_store(dir: &str) -> Box<dyn Store> {
+    let cache_mb: u64 = std::env::var("CRIER_BENCH_CACHE_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64);
     open(&StoreConfig {
         path: dir.into(),
-        cache_bytes: 64 << 20,
+        cache_bytes: cache_mb << 20,
     })
     .expect("store")
-}
-
-fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
-    v.sort_by(f64::total_cmp);
-    (v[v.len() / 2], v[0], v[v.len() - 1])
 }
 
 fn message(i: u64, state: MessageState) -> NewMessage {
@@ -95,11 +90,15 @@ fn populate(ledger: &Ledger, total: u64) {
             .collect();
         ledger.plan_at(run.id, msgs, at).expect("plan");
         ledger.finish_planning(run.id).expect("finish");
-        if r % 500 == 499 {
+        if std::env::var_os("CRIER_BENCH_FLUSH").is_some() {
+            ledger.flush().expect("flush");
+        }
+        if r % 100 == 99 {
             println!(
-                "  populated {} messages ({:.0}/s)",
+                "  populated {} messages ({:.0}/s), RSS {:.0} MB",
                 (r + 1) * 1000,
-                ((r + 1) * 1000) as f64 / started.elapsed().as_secs_f64()
+                ((r + 1) * 1000) as f64 / started.elapsed().as_secs_f64(),
+                support::rss_mb()
             );
         }
     }
@@ -119,7 +118,7 @@ fn time_ms(f: impl Fn() -> usize, repeats: usize) -> (f64, f64, f64, usize) {
         n = f();
         times.push(t.elapsed().as_secs_f64() * 1000.0);
     }
-    let (a, b, c) = stats(times);
+    let (a, b, c) = support::median_min_max(times);
     (a, b, c, n)
 }
 
@@ -135,7 +134,7 @@ fn child_export(dir: &str, rows: usize) {
         messages_csv(&ledger, query::messages(&ledger, &filter).take(rows), out).expect("export");
     let secs = t.elapsed().as_secs_f64();
     let _ = std::fs::remove_file(out_path);
-    println!("{} {}", n as f64 / secs, peak_rss_mb());
+    println!("{} {}", n as f64 / secs, support::peak_rss_mb());
 }
 
 fn main() {
@@ -149,7 +148,7 @@ fn main() {
     let total: u64 = args
         .first()
         .and_then(|a| a.parse().ok())
-        .unwrap_or(2_000_000);
+        .unwrap_or(1_000_000);
     let dir = tempfile::tempdir().expect("temp dir");
     let store_dir = dir.path().join("store");
     let store_dir = store_dir.to_str().expect("utf-8");
@@ -221,7 +220,7 @@ fn main() {
             println!("  transitions round {}: {rate:.0}/s", round + 1);
             rates.push(rate);
         }
-        let (med, min, max) = stats(rates);
+        let (med, min, max) = support::median_min_max(rates);
         println!("| transitions, 1000 per flushed batch | {med:.0}/s | {min:.0} | {max:.0} | |");
     }
 
@@ -246,8 +245,8 @@ fn main() {
         rates.push(f[0]);
         rss.push(f[1]);
     }
-    let (med, min, max) = stats(rates);
-    let (rss_med, _, rss_max) = stats(rss);
+    let (med, min, max) = support::median_min_max(rates);
+    let (rss_med, _, rss_max) = support::median_min_max(rss);
     println!(
         "| CSV export of {rows} messages | {med:.0} rows/s | {min:.0} | {max:.0} | peak RSS {rss_med:.0} MB (max {rss_max:.0}) |"
     );

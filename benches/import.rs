@@ -15,16 +15,6 @@ use crier::recipients::import::{Delimiter, ImportOptions, import};
 use crier::recipients::phone::parse_region;
 use crier::store::{StoreConfig, open};
 
-fn peak_rss_mb() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
-}
-
 /// One import in this process; prints `rows_per_s peak_rss_mb invalid_phones`.
 fn child(csv: &str, store_dir: &str) {
     let cache_mb: u64 = std::env::var("CRIER_BENCH_CACHE_MB")
@@ -50,14 +40,9 @@ fn child(csv: &str, store_dir: &str) {
     println!(
         "{} {} {}",
         report.inserted as f64 / secs,
-        peak_rss_mb(),
+        support::peak_rss_mb(),
         report.invalid_phones
     );
-}
-
-fn median_min_max(mut v: Vec<f64>) -> (f64, f64, f64) {
-    v.sort_by(f64::total_cmp);
-    (v[v.len() / 2], v[0], v[v.len() - 1])
 }
 
 fn main() {
@@ -108,8 +93,8 @@ fn main() {
         rss.push(fields[1]);
         let _ = std::fs::remove_dir_all(&store);
     }
-    let (r_med, r_min, r_max) = median_min_max(rates);
-    let (m_med, m_min, m_max) = median_min_max(rss);
+    let (r_med, r_min, r_max) = support::median_min_max(rates);
+    let (m_med, m_min, m_max) = support::median_min_max(rss);
     println!(
         "| import {rows} rows | {r_med:.0} rows/s | {r_min:.0} | {r_max:.0} | {m_med:.0} MB (min {m_min:.0}, max {m_max:.0}) |"
     );

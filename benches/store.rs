@@ -5,6 +5,8 @@
 //! `cargo bench --bench store -- [ROWS] [RUNS]` (default 1,000,000 rows, 3 runs);
 //! `CRIER_BENCH_CACHE_MB` sets the cache (default 64).
 
+mod support;
+
 use std::time::Instant;
 
 use crier::recipients::{Recipient, RecipientKind, Status, Tariff};
@@ -32,15 +34,6 @@ fn recipient(id: u64) -> Recipient {
         timezone: None,
         attrs: [("overdue_days".to_string(), (id % 60).to_string())].into(),
     }
-}
-
-fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
 fn main() {
@@ -80,7 +73,7 @@ fn main() {
         println!(
             "run {}: {rate:.0} upserts/s, peak RSS {:.1} MB",
             run + 1,
-            peak_rss_mb()
+            support::peak_rss_mb()
         );
         rates.push(rate);
         drop(store);
@@ -92,6 +85,6 @@ fn main() {
         rates[rates.len() / 2],
         rates[0],
         rates[rates.len() - 1],
-        peak_rss_mb()
+        support::peak_rss_mb()
     );
 }

@@ -14,7 +14,7 @@ use crate::recipients::RecipientKind;
     name = "crier",
     version,
     about = "Scheduled mass messaging (SMS, email, customer portal) for internet providers.",
-    after_help = "Quick start:\n  crier import jobs/data/customers.csv\n  crier recipients jobs/payment-reminder.yaml\n\nSee each command's --help for an example."
+    after_help = "Quick start:\n  crier import jobs/data/customers.csv\n  crier preview jobs/payment-reminder.yaml\n\nSee each command's --help for an example."
 )]
 pub struct Cli {
     /// Project config file (default ./crier.yaml; built-in defaults if it does not exist).

@@ -1,4 +1,6 @@
-//! Synthetic customers for benchmarks: realistic shapes, deterministic, streamed to disk.
+//! Shared by the benchmarks: synthetic customers (realistic shapes, deterministic,
+//! streamed to disk), memory readings and summary statistics. Each bench uses a part.
+#![allow(dead_code)]
 
 use std::io::{BufWriter, Write};
 use std::path::Path;
@@ -96,4 +98,29 @@ pub fn write_customers(path: &Path, rows: u64, seed: u64) -> std::io::Result<()>
         )?;
     }
     out.flush()
+}
+
+/// Peak resident memory of this process so far (VmHWM), in MB.
+pub fn peak_rss_mb() -> f64 {
+    proc_status_mb("VmHWM:")
+}
+
+/// Resident memory of this process now (VmRSS), in MB.
+pub fn rss_mb() -> f64 {
+    proc_status_mb("VmRSS:")
+}
+
+fn proc_status_mb(field: &str) -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// Median, min and max.
+pub fn median_min_max(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(f64::total_cmp);
+    (v[v.len() / 2], v[0], v[v.len() - 1])
 }
