@@ -57,6 +57,7 @@ fn main() {
         let store = open(&StoreConfig {
             path: path.clone(),
             cache_bytes: cache_mb << 20,
+            backend: crier::store::Backend::from_env("CRIER_BENCH_BACKEND"),
         })
         .expect("store");
         let started = Instant::now();

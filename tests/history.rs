@@ -48,6 +48,7 @@ fn fixture() -> Fixture {
     let store = open(&StoreConfig {
         path: project.path().join("data/store"),
         cache_bytes: 8 << 20,
+        backend: crier::store::Backend::Sled,
     })
     .unwrap();
     let ledger = Ledger::new(store.as_ref());

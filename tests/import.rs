@@ -231,6 +231,7 @@ fn a_store_held_by_another_process_is_reported_not_corrupted() {
     let held = crier::store::open(&crier::store::StoreConfig {
         path: p.path().join("data/store"),
         cache_bytes: 8 << 20,
+        backend: crier::store::Backend::Sled,
     })
     .unwrap();
     let run = p.crier(&["import", "a.csv"]);

@@ -13,7 +13,7 @@ use crier::history::ledger::{Change, Ledger, NewMessage, NewRun};
 use crier::history::{MessageState, MessageType, Trigger};
 use crier::job::Channel;
 use crier::recipients::RecipientKind;
-use crier::store::{StoreConfig, open};
+use crier::store::{Backend, StoreConfig, open};
 
 struct Rng(u64);
 
@@ -34,16 +34,25 @@ fn seed() -> u64 {
     nanos | 1
 }
 
-fn store_config(dir: &str) -> StoreConfig {
+fn store_config(dir: &str, backend: Backend) -> StoreConfig {
     StoreConfig {
         path: dir.into(),
         cache_bytes: 8 << 20,
+        backend,
+    }
+}
+
+fn backend_named(name: &str) -> Backend {
+    if name == "redb" {
+        Backend::Redb
+    } else {
+        Backend::Sled
     }
 }
 
 /// Writes forever, until killed.
-fn child(dir: &str) -> ! {
-    let store = open(&store_config(dir)).expect("child opens the store");
+fn child(dir: &str, backend: Backend) -> ! {
+    let store = open(&store_config(dir, backend)).expect("child opens the store");
     let ledger = Ledger::new(store.as_ref());
     let mut rng = Rng(seed());
     let mut round = 0u64;
@@ -114,8 +123,23 @@ fn child(dir: &str) -> ! {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--child") {
-        child(&args[2]);
+        child(&args[2], backend_named(&args[3]));
     }
+    let (mut passed, mut failed) = (0, 0);
+    for backend in ["sled", "redb"] {
+        let (p, f) = rounds_on(backend);
+        passed += p;
+        failed += f;
+    }
+    println!("ledger_crash: {passed} passed, {failed} failed");
+    if failed > 0 || passed == 0 {
+        std::process::exit(1);
+    }
+}
+
+/// Kill-and-verify rounds on one backend; returns (passed, failed).
+fn rounds_on(backend_name: &str) -> (u32, u32) {
+    let backend = backend_named(backend_name);
     let rounds: u32 = std::env::var("CRIER_CRASH_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -128,7 +152,7 @@ fn main() {
     let mut last_messages = 0;
     for round in 1..=rounds {
         let mut child = Command::new(std::env::current_exe().expect("own path"))
-            .args(["--child", store_dir])
+            .args(["--child", store_dir, backend_name])
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -144,12 +168,12 @@ fn main() {
         child.kill().expect("SIGKILL the writer");
         child.wait().expect("reap the writer");
 
-        let store = open(&store_config(store_dir)).expect("reopen after SIGKILL");
+        let store = open(&store_config(store_dir, backend)).expect("reopen after SIGKILL");
         let ledger = Ledger::new(store.as_ref());
         match ledger.verify() {
             Ok(v) => {
                 println!(
-                    "round {round}: killed after {} ms; consistent: {} runs, {} messages, {} index entries",
+                    "{backend_name} round {round}: killed after {} ms; consistent: {} runs, {} messages, {} index entries",
                     wait.as_millis(),
                     v.runs,
                     v.messages,
@@ -159,17 +183,16 @@ fn main() {
                 last_messages = v.messages;
             }
             Err(e) => {
-                println!("round {round}: FAILED: {e}");
+                println!("{backend_name} round {round}: FAILED: {e}");
                 failed += 1;
             }
         }
     }
     if last_messages == 0 {
-        println!("the writer never got a message recorded: the test proved nothing");
+        println!(
+            "{backend_name}: the writer never got a message recorded: the test proved nothing"
+        );
         failed += 1;
     }
-    println!("ledger_crash: {passed} passed, {failed} failed");
-    if failed > 0 || passed == 0 {
-        std::process::exit(1);
-    }
+    (passed, failed)
 }

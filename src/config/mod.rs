@@ -24,7 +24,7 @@ use crate::diag::{self, Diagnostics, FileReport, SourceMap};
 use crate::job::Channel;
 use crate::provider::{ProviderConfig, file::FileConfig, portal::PortalConfig};
 use crate::recipients::phone;
-use crate::store::StoreConfig;
+use crate::store::{Backend, StoreConfig};
 
 /// The file crier reads when `--config` is not given.
 pub const DEFAULT_PATH: &str = "crier.yaml";
@@ -61,6 +61,9 @@ pub struct RawStore {
     /// Upper bound of the store's page cache in MiB (default 64).
     #[serde(default)]
     pub cache_mb: Option<u64>,
+    /// The embedded database: `sled` (default) or `redb` (bounded memory).
+    #[serde(default)]
+    pub backend: Option<Backend>,
 }
 
 /// `channels:` as written.
@@ -98,7 +101,7 @@ pub struct Config {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct StoreSettings {
-    pub backend: &'static str,
+    pub backend: Backend,
     pub cache_mb: u64,
 }
 
@@ -184,6 +187,7 @@ impl Config {
         StoreConfig {
             path: self.data_dir.join("store"),
             cache_bytes: self.store.cache_mb * 1024 * 1024,
+            backend: self.store.backend,
         }
     }
 }
@@ -289,7 +293,7 @@ fn validate(raw: RawConfig, path: Option<&Path>, report: &mut FileReport) -> Con
         timezone,
         tz,
         store: StoreSettings {
-            backend: "sled",
+            backend: raw.store.backend.unwrap_or_default(),
             cache_mb,
         },
         providers,

@@ -826,6 +826,7 @@ mod tests {
         let store = open(&StoreConfig {
             path: dir.path().join("store"),
             cache_bytes: 8 << 20,
+            backend: crate::store::Backend::Sled,
         })
         .unwrap();
         (dir, store)

@@ -124,6 +124,7 @@ mod tests {
         let store = open(&StoreConfig {
             path: dir.path().join("s"),
             cache_bytes: 8 << 20,
+            backend: crate::store::Backend::Sled,
         })
         .unwrap();
         let list = OptOuts::new(store.optouts());

@@ -8,6 +8,7 @@
 //! Keys are laid out for ordered prefix scans: a record kind byte, a recipient kind
 //! byte, then the id in big-endian, so a scan of customers never touches leads.
 
+mod redb_store;
 mod sled_store;
 
 use std::path::{Path, PathBuf};
@@ -43,6 +44,37 @@ pub enum Upsert {
     Unchanged,
 }
 
+/// Which embedded database holds the store.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// sled: the default.
+    #[default]
+    Sled,
+    /// redb: bounded memory; see the README's benchmarks.
+    Redb,
+}
+
+impl Backend {
+    /// `CRIER_BENCH_BACKEND` for benchmarks (sled when unset).
+    pub fn from_env(var: &str) -> Backend {
+        match std::env::var(var).as_deref() {
+            Ok("redb") => Backend::Redb,
+            _ => Backend::Sled,
+        }
+    }
+}
+
 /// Settings for opening a store.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -50,6 +82,7 @@ pub struct StoreConfig {
     pub path: PathBuf,
     /// Upper bound of the page cache, in bytes.
     pub cache_bytes: u64,
+    pub backend: Backend,
 }
 
 pub type RecipientIter<'a> = Box<dyn Iterator<Item = Result<Recipient, StoreError>> + 'a>;
@@ -134,12 +167,69 @@ pub trait Store: Send + Sync {
     fn path(&self) -> &Path;
 }
 
+/// Recipient keys, shared by every ordered-key backend: a record kind byte, the
+/// recipient kind, then the id big-endian (or the login, for the login index).
+pub(super) const RECORD: u8 = b'r';
+pub(super) const LOGIN: u8 = b'l';
+
+pub(super) fn kind_byte(kind: RecipientKind) -> u8 {
+    match kind {
+        RecipientKind::Customer => b'c',
+        RecipientKind::Lead => b'l',
+    }
+}
+
+pub(super) fn record_key(kind: RecipientKind, id: u64) -> [u8; 10] {
+    let mut key = [0u8; 10];
+    key[0] = RECORD;
+    key[1] = kind_byte(kind);
+    key[2..].copy_from_slice(&id.to_be_bytes());
+    key
+}
+
+pub(super) fn login_key(kind: RecipientKind, login: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(2 + login.len());
+    key.push(LOGIN);
+    key.push(kind_byte(kind));
+    key.extend_from_slice(login.as_bytes());
+    key
+}
+
+/// Format of stored recipient records: one version byte, then postcard. postcard is
+/// compact (a record is about a third of its JSON), which keeps sled's pages and cache
+/// small; the version byte lets a later layout be read next to this one.
+const RECORD_V1: u8 = 1;
+
+pub(super) fn encode(r: &Recipient) -> Result<Vec<u8>, StoreError> {
+    let mut bytes = vec![RECORD_V1];
+    postcard::to_io(r, &mut bytes).map_err(|e| StoreError::Decode {
+        key: format!("{}/{}", r.kind, r.id),
+        detail: e.to_string(),
+    })?;
+    Ok(bytes)
+}
+
+pub(super) fn decode(key: &[u8], bytes: &[u8]) -> Result<Recipient, StoreError> {
+    let fail = |detail: String| StoreError::Decode {
+        key: String::from_utf8_lossy(key).into_owned(),
+        detail,
+    };
+    match bytes.split_first() {
+        Some((&RECORD_V1, rest)) => postcard::from_bytes(rest).map_err(|e| fail(e.to_string())),
+        Some((v, _)) => Err(fail(format!("unknown record version {v}"))),
+        None => Err(fail("empty record".into())),
+    }
+}
+
 /// First id crier allocates itself.
 pub const LOCAL_ID_BASE: u64 = 1_000_000_000_000;
 
 /// Opens (creating if needed) the store described by `config`.
 pub fn open(config: &StoreConfig) -> Result<Box<dyn Store>, StoreError> {
-    Ok(Box::new(sled_store::SledStore::open(config)?))
+    Ok(match config.backend {
+        Backend::Sled => Box::new(sled_store::SledStore::open(config)?),
+        Backend::Redb => Box::new(redb_store::RedbStore::open(config)?),
+    })
 }
 
 #[cfg(test)]

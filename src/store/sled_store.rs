@@ -9,7 +9,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use super::{
-    Kv, KvBatch, KvIter, LOCAL_ID_BASE, RecipientIter, Store, StoreConfig, StoreError, Upsert,
+    Kv, KvBatch, KvIter, LOCAL_ID_BASE, RECORD, RecipientIter, Store, StoreConfig, StoreError,
+    Upsert, decode, encode, kind_byte, login_key, record_key,
 };
 use crate::recipients::{Recipient, RecipientKind};
 
@@ -59,32 +60,6 @@ impl Kv for SledKv {
         }
         self.tree.apply_batch(b).map_err(|e| map_err(&self.path, e))
     }
-}
-
-const RECORD: u8 = b'r';
-const LOGIN: u8 = b'l';
-
-fn kind_byte(kind: RecipientKind) -> u8 {
-    match kind {
-        RecipientKind::Customer => b'c',
-        RecipientKind::Lead => b'l',
-    }
-}
-
-fn record_key(kind: RecipientKind, id: u64) -> [u8; 10] {
-    let mut key = [0u8; 10];
-    key[0] = RECORD;
-    key[1] = kind_byte(kind);
-    key[2..].copy_from_slice(&id.to_be_bytes());
-    key
-}
-
-fn login_key(kind: RecipientKind, login: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(2 + login.len());
-    key.push(LOGIN);
-    key.push(kind_byte(kind));
-    key.extend_from_slice(login.as_bytes());
-    key
 }
 
 impl SledStore {
@@ -140,32 +115,6 @@ fn map_err(path: &Path, e: sled::Error) -> StoreError {
             path: path.to_path_buf(),
             detail: other.to_string(),
         },
-    }
-}
-
-/// Format of stored recipient records: one version byte, then postcard. postcard is
-/// compact (a record is about a third of its JSON), which keeps sled's pages and cache
-/// small; the version byte lets a later layout be read next to this one.
-const RECORD_V1: u8 = 1;
-
-fn encode(r: &Recipient) -> Result<Vec<u8>, StoreError> {
-    let mut bytes = vec![RECORD_V1];
-    postcard::to_io(r, &mut bytes).map_err(|e| StoreError::Decode {
-        key: format!("{}/{}", r.kind, r.id),
-        detail: e.to_string(),
-    })?;
-    Ok(bytes)
-}
-
-fn decode(key: &[u8], bytes: &[u8]) -> Result<Recipient, StoreError> {
-    let fail = |detail: String| StoreError::Decode {
-        key: String::from_utf8_lossy(key).into_owned(),
-        detail,
-    };
-    match bytes.split_first() {
-        Some((&RECORD_V1, rest)) => postcard::from_bytes(rest).map_err(|e| fail(e.to_string())),
-        Some((v, _)) => Err(fail(format!("unknown record version {v}"))),
-        None => Err(fail("empty record".into())),
     }
 }
 
@@ -317,6 +266,7 @@ mod tests {
             let store = SledStore::open(&StoreConfig {
                 path: dir.path().join("db"),
                 cache_bytes: 8 << 20,
+                backend: crate::store::Backend::Sled,
             })
             .unwrap();
             dirs.borrow_mut().push(dir);
@@ -330,6 +280,7 @@ mod tests {
         let config = StoreConfig {
             path: dir.path().join("db"),
             cache_bytes: 8 << 20,
+            backend: crate::store::Backend::Sled,
         };
         {
             let store = SledStore::open(&config).unwrap();
