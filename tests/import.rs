@@ -363,3 +363,30 @@ fn logs_are_json_lines_on_stderr_when_asked() {
         quiet.stderr
     );
 }
+
+#[test]
+fn the_redb_backend_serves_the_same_commands() {
+    let p = Project::new();
+    p.write("crier.yaml", "store:\n  backend: redb\n");
+    p.write("nasty.csv", NASTY);
+    let run = p.crier(&["import", "nasty.csv"]);
+    assert!(
+        run.stdout
+            .contains("8 rows: 4 inserted, 1 updated, 0 unchanged, 3 rejected"),
+        "{}",
+        run.stdout
+    );
+    assert!(p.path().join("data/store/crier.redb").is_file());
+    let all = recipients_json(&p, &[]);
+    assert_eq!(all.len(), 4);
+    assert_eq!(all[1]["name"], "José Naidoo Updated");
+    let again = p.crier(&["import", "nasty.csv"]);
+    // The file updates id 2 twice (its two rows), so a re-import replays both updates.
+    assert!(
+        again.stdout.contains("0 inserted, 2 updated, 3 unchanged"),
+        "{}",
+        again.stdout
+    );
+    let show = p.crier(&["config", "show"]);
+    assert!(show.stdout.contains("backend: redb"), "{}", show.stdout);
+}

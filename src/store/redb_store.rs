@@ -83,82 +83,62 @@ impl RedbStore {
             db,
         })
     }
+}
 
-    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        let txn = self.db.begin_read().map_err(|e| fail(&self.path, e))?;
-        let t = txn.open_table(table).map_err(|e| fail(&self.path, e))?;
-        let value = t.get(key).map_err(|e| fail(&self.path, e))?;
-        Ok(value.map(|v| v.value().to_vec()))
-    }
+/// One raw entry as a range yields it.
+type Entry = Result<
+    (
+        redb::AccessGuard<'static, &'static [u8]>,
+        redb::AccessGuard<'static, &'static [u8]>,
+    ),
+    redb::StorageError,
+>;
 
-    fn scan(&self, table: Table, start: Vec<u8>, end: Vec<u8>, reverse: bool) -> KvIter<'_> {
-        let path = self.path.clone();
-        let range = (|| {
-            let txn = self.db.begin_read().map_err(|e| fail(&path, e))?;
-            let t = txn.open_table(table).map_err(|e| fail(&path, e))?;
-            t.range(start.as_slice()..end.as_slice())
-                .map_err(|e| fail(&path, e))
-        })();
-        match range {
-            Err(e) => Box::new(std::iter::once(Err(e))),
-            Ok(range) => {
-                let map = move |item: Result<
-                    (
-                        redb::AccessGuard<'static, &'static [u8]>,
-                        redb::AccessGuard<'static, &'static [u8]>,
-                    ),
-                    redb::StorageError,
-                >| {
-                    item.map(|(k, v)| (k.value().to_vec(), v.value().to_vec()))
-                        .map_err(|e| fail(&path, e))
-                };
-                if reverse {
-                    Box::new(range.rev().map(map))
-                } else {
-                    Box::new(range.map(map))
-                }
-            }
-        }
+fn get_in(
+    db: &Database,
+    path: &Path,
+    table: Table,
+    key: &[u8],
+) -> Result<Option<Vec<u8>>, StoreError> {
+    let txn = db.begin_read().map_err(|e| fail(path, e))?;
+    let t = txn.open_table(table).map_err(|e| fail(path, e))?;
+    let value = t.get(key).map_err(|e| fail(path, e))?;
+    Ok(value.map(|v| v.value().to_vec()))
+}
+
+/// `start <= key < end` of `table`, in a read transaction the iterator keeps alive.
+fn range_in(
+    db: &Database,
+    path: &Path,
+    table: Table,
+    start: &[u8],
+    end: &[u8],
+    reverse: bool,
+) -> KvIter<'static> {
+    let range = (|| {
+        let txn = db.begin_read().map_err(|e| fail(path, e))?;
+        let t = txn.open_table(table).map_err(|e| fail(path, e))?;
+        t.range(start..end).map_err(|e| fail(path, e))
+    })();
+    let path = path.to_path_buf();
+    let map = move |item: Entry| {
+        item.map(|(k, v)| (k.value().to_vec(), v.value().to_vec()))
+            .map_err(|e| fail(&path, e))
+    };
+    match range {
+        Err(e) => Box::new(std::iter::once(Err(e))),
+        Ok(range) if reverse => Box::new(range.rev().map(map)),
+        Ok(range) => Box::new(range.map(map)),
     }
 }
 
 impl Kv for RedbKv {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        let txn = self.db.begin_read().map_err(|e| fail(&self.path, e))?;
-        let t = txn
-            .open_table(self.table)
-            .map_err(|e| fail(&self.path, e))?;
-        let value = t.get(key).map_err(|e| fail(&self.path, e))?;
-        Ok(value.map(|v| v.value().to_vec()))
+        get_in(&self.db, &self.path, self.table, key)
     }
 
     fn range(&self, start: &[u8], end: &[u8], reverse: bool) -> KvIter<'_> {
-        let path = self.path.clone();
-        let range = (|| {
-            let txn = self.db.begin_read().map_err(|e| fail(&path, e))?;
-            let t = txn.open_table(self.table).map_err(|e| fail(&path, e))?;
-            t.range(start..end).map_err(|e| fail(&path, e))
-        })();
-        match range {
-            Err(e) => Box::new(std::iter::once(Err(e))),
-            Ok(range) => {
-                let map = move |item: Result<
-                    (
-                        redb::AccessGuard<'static, &'static [u8]>,
-                        redb::AccessGuard<'static, &'static [u8]>,
-                    ),
-                    redb::StorageError,
-                >| {
-                    item.map(|(k, v)| (k.value().to_vec(), v.value().to_vec()))
-                        .map_err(|e| fail(&path, e))
-                };
-                if reverse {
-                    Box::new(range.rev().map(map))
-                } else {
-                    Box::new(range.map(map))
-                }
-            }
-        }
+        range_in(&self.db, &self.path, self.table, start, end, reverse)
     }
 
     fn apply(&self, batch: KvBatch) -> Result<(), StoreError> {
@@ -186,7 +166,7 @@ impl Kv for RedbKv {
 impl Store for RedbStore {
     fn recipient(&self, kind: RecipientKind, id: u64) -> Result<Option<Recipient>, StoreError> {
         let key = record_key(kind, id);
-        match self.get(RECIPIENTS, &key)? {
+        match get_in(&self.db, &self.path, RECIPIENTS, &key)? {
             Some(bytes) => decode(&key, &bytes).map(Some),
             None => Ok(None),
         }
@@ -197,7 +177,7 @@ impl Store for RedbStore {
         kind: RecipientKind,
         login: &str,
     ) -> Result<Option<u64>, StoreError> {
-        let value = self.get(RECIPIENTS, &login_key(kind, login))?;
+        let value = get_in(&self.db, &self.path, RECIPIENTS, &login_key(kind, login))?;
         Ok(value.and_then(|v| {
             <[u8; 8]>::try_from(v.as_slice())
                 .ok()
@@ -284,17 +264,19 @@ impl Store for RedbStore {
     fn recipients(&self, kind: RecipientKind) -> RecipientIter<'_> {
         let start = vec![RECORD, kind_byte(kind)];
         let end = vec![RECORD, kind_byte(kind) + 1];
-        Box::new(self.scan(RECIPIENTS, start, end, false).map(|item| {
-            let (key, value) = item?;
-            decode(&key, &value)
-        }))
+        Box::new(
+            range_in(&self.db, &self.path, RECIPIENTS, &start, &end, false).map(|item| {
+                let (key, value) = item?;
+                decode(&key, &value)
+            }),
+        )
     }
 
     fn count_recipients(&self, kind: RecipientKind) -> Result<u64, StoreError> {
         let start = vec![RECORD, kind_byte(kind)];
         let end = vec![RECORD, kind_byte(kind) + 1];
         let mut n = 0;
-        for item in self.scan(RECIPIENTS, start, end, false) {
+        for item in range_in(&self.db, &self.path, RECIPIENTS, &start, &end, false) {
             item?;
             n += 1;
         }
