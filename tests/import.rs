@@ -390,3 +390,44 @@ fn the_redb_backend_serves_the_same_commands() {
     let show = p.crier(&["config", "show"]);
     assert!(show.stdout.contains("backend: redb"), "{}", show.stdout);
 }
+
+#[test]
+fn large_files_keep_file_order_across_chunks() {
+    // Several thousand rows cross the parser threads' chunk boundaries: the later of two
+    // rows with one id must still win, and line numbers must still be the file's.
+    let p = Project::new();
+    let mut csv = String::from("id,name,status\n");
+    for i in 1..=5000 {
+        let name = if i == 4500 {
+            "Late Duplicate".to_string()
+        } else {
+            format!("Customer {i}")
+        };
+        let id = if i == 4500 { 7 } else { i };
+        let status = if i == 3333 { "bogus" } else { "active" };
+        csv.push_str(&format!("{id},{name},{status}\n"));
+    }
+    p.write("big.csv", csv);
+    let run = p.crier(&["import", "big.csv", "--rejects", "r.csv"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stdout
+            .contains("5000 rows: 4998 inserted, 1 updated, 0 unchanged, 1 rejected"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stderr.contains("line 3334: rejected: status: `bogus`"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("line 4501: warning: id 7 appears again"),
+        "{}",
+        run.stderr
+    );
+    let seven = recipients_json(&p, &["--where", "name=Late*"]);
+    assert_eq!(seven.len(), 1);
+    assert_eq!(seven[0]["id"], 7);
+}

@@ -7,10 +7,12 @@
 //! line, column and value and copied to the rejects file; a bad phone number only warns,
 //! since the customer still exists and email or portal jobs can still reach them.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use csv::StringRecord;
 use phonenumber::country::Id;
@@ -252,9 +254,11 @@ pub fn import(
 
 /// One pass over the file. Without a store it only parses (the strict pre-check).
 ///
-/// Two threads, so both cores work: this one writes batches to the store while a reader
-/// thread parses the next rows (phone-number validation is the costly part of parsing).
-/// The channel between them holds two batches, so memory stays flat.
+/// Three stages, so both cores work: a reader thread cuts the file into chunks of rows
+/// (with their real line numbers), two parser threads turn chunks into recipients
+/// (phone-number validation is the costly part), and this thread puts the chunks back in
+/// file order and writes them to the store in batches. Every channel is bounded, so
+/// memory stays flat whatever the file's size.
 fn scan(
     store: Option<&dyn Store>,
     path: &Path,
@@ -271,7 +275,7 @@ fn scan(
             ),
         });
     }
-    let rejects = match &options.rejects {
+    let mut rejects = match &options.rejects {
         Some(p) if store.is_some() || options.strict => Some(Rejects::create(p, &header)?),
         _ => None,
     };
@@ -280,31 +284,55 @@ fn scan(
         ..ImportReport::default()
     };
     let mut notes = Notes::default();
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<(u64, ParsedRow)>>(2);
-    let parsed = std::thread::scope(|scope| {
-        let reader = scope.spawn(|| read_rows(csv, header, rejects, path, options, tx));
+    let header = &header;
+    std::thread::scope(|scope| -> Result<(), ImportError> {
+        let (out_tx, out_rx) = sync_channel::<ParsedChunk>(2 * PARSERS);
+        let mut work = Vec::with_capacity(PARSERS);
+        for _ in 0..PARSERS {
+            let (tx, rx) = sync_channel::<RawChunk>(2);
+            work.push(tx);
+            let out_tx = out_tx.clone();
+            scope.spawn(move || parse_chunks(rx, out_tx, header, options));
+        }
+        drop(out_tx);
+        let reader = scope.spawn(move || read_chunks(csv, header, work, path));
+
         let mut batch = Batch::default();
-        let mut applied = Ok(());
-        for rows in rx {
-            batch.rows = rows;
-            applied = batch.apply(store, options, &mut report, &mut notes);
-            if applied.is_err() {
-                break; // Dropping `rx` stops the reader.
+        let mut waiting: BTreeMap<u64, ParsedChunk> = BTreeMap::new();
+        let mut next = 0;
+        let mut written = Ok(());
+        'chunks: for chunk in out_rx {
+            waiting.insert(chunk.seq, chunk);
+            while let Some(chunk) = waiting.remove(&next) {
+                next += 1;
+                written = take_chunk(
+                    chunk,
+                    &mut batch,
+                    store,
+                    options,
+                    &mut report,
+                    &mut notes,
+                    rejects.as_mut(),
+                    header,
+                );
+                if written.is_err() {
+                    break 'chunks; // Dropping the receiver stops the parsers and the reader.
+                }
             }
         }
-        let read = reader.join().unwrap_or_else(|_| {
+        written?;
+        reader.join().unwrap_or_else(|_| {
             Err(ImportError::Csv {
                 path: path.to_path_buf(),
                 line: 0,
                 message: "the CSV reader thread panicked".into(),
             })
-        });
-        applied.and(read)
+        })?;
+        batch.apply(store, options, &mut report, &mut notes)
     })?;
-    report.rows = parsed.rows;
-    report.rejected = parsed.rejected;
-    report.invalid_phones = parsed.invalid_phones;
-    notes.merge(parsed.notes);
+    if let Some(r) = rejects {
+        r.finish()?;
+    }
     report.messages = notes.finish();
     if let Some(store) = store
         && !options.dry_run
@@ -314,84 +342,145 @@ fn scan(
     Ok(report)
 }
 
-/// What the reader thread counted.
-#[derive(Default)]
-struct ReadReport {
-    rows: u64,
-    rejected: u64,
-    invalid_phones: u64,
-    notes: Notes,
+/// Parser threads.
+const PARSERS: usize = 2;
+/// Rows per chunk handed to a parser.
+const CHUNK: usize = 1024;
+
+/// Rows as read, with their file lines; `bad` are rows the CSV reader could not read.
+struct RawChunk {
+    seq: u64,
+    rows: Vec<(u64, StringRecord)>,
+    bad: Vec<(u64, String)>,
 }
 
-/// Reads and parses every row, sending accepted ones on in batches.
-fn read_rows(
+/// A chunk after parsing.
+struct ParsedChunk {
+    seq: u64,
+    ok: Vec<(u64, ParsedRow)>,
+    rejected: Vec<(u64, StringRecord, String)>,
+    bad: Vec<(u64, String)>,
+}
+
+/// Reads the file into chunks, dealt round-robin to the parsers.
+fn read_chunks(
     mut csv: csv::Reader<Box<dyn Read + Send>>,
-    header: Header,
-    mut rejects: Option<Rejects>,
+    header: &Header,
+    work: Vec<SyncSender<RawChunk>>,
     path: &Path,
-    options: &ImportOptions,
-    tx: std::sync::mpsc::SyncSender<Vec<(u64, ParsedRow)>>,
-) -> Result<ReadReport, ImportError> {
-    let mut out = ReadReport::default();
-    let mut pending = Vec::with_capacity(BATCH);
-    let mut record = StringRecord::new();
+) -> Result<(), ImportError> {
     let mut lines = Lines::default();
     lines.advance(&header.record);
+    let mut seq = 0u64;
+    let mut chunk = RawChunk {
+        seq,
+        rows: Vec::with_capacity(CHUNK),
+        bad: Vec::new(),
+    };
     loop {
+        let mut record = StringRecord::new();
         match csv.read_record(&mut record) {
-            Ok(true) => {}
+            Ok(true) => {
+                let line = lines.start(&record);
+                lines.advance(&record);
+                chunk.rows.push((line, record));
+            }
             Ok(false) => break,
             Err(e) if e.is_io_error() => return Err(csv_error(path, &e)),
             Err(e) => {
                 // A malformed row (e.g. invalid UTF-8) is rejected; the file goes on.
-                out.rows += 1;
-                out.rejected += 1;
                 let line = e.position().map(|p| p.line()).unwrap_or(0) + lines.hidden;
-                out.notes.add(line, format!("rejected: {e}"));
-                continue;
+                chunk.bad.push((line, e.to_string()));
             }
         }
-        out.rows += 1;
-        let line = lines.start(&record);
-        lines.advance(&record);
-        match row::parse(&header, &record, options.kind, options.region) {
-            Err(errors) => {
-                out.rejected += 1;
-                let reason = describe(&errors);
-                out.notes.add(line, format!("rejected: {reason}"));
-                if let Some(r) = &mut rejects {
-                    r.write(&record, header.names.len(), line, &reason)?;
-                }
+        if chunk.rows.len() + chunk.bad.len() >= CHUNK {
+            let full = std::mem::replace(
+                &mut chunk,
+                RawChunk {
+                    seq: seq + 1,
+                    rows: Vec::with_capacity(CHUNK),
+                    bad: Vec::new(),
+                },
+            );
+            if work[(seq % PARSERS as u64) as usize].send(full).is_err() {
+                return Ok(()); // The writer stopped; its error is reported.
             }
-            Ok(parsed) => {
-                if parsed.invalid_phone {
-                    out.invalid_phones += 1;
-                    let raw = parsed.recipient.phone_raw.as_deref().unwrap_or_default();
-                    out.notes.add(
-                        line,
-                        format!(
-                            "warning: phone `{raw}` is not a valid number; stored without one (SMS jobs skip it)"
-                        ),
-                    );
-                }
-                pending.push((line, parsed));
-                if pending.len() >= BATCH
-                    && tx
-                        .send(std::mem::replace(&mut pending, Vec::with_capacity(BATCH)))
-                        .is_err()
-                {
-                    return Ok(out); // The writer stopped; its error is reported.
-                }
-            }
+            seq += 1;
         }
     }
-    if !pending.is_empty() {
-        let _ = tx.send(pending);
+    if !chunk.rows.is_empty() || !chunk.bad.is_empty() {
+        let _ = work[(seq % PARSERS as u64) as usize].send(chunk);
     }
-    if let Some(r) = rejects {
-        r.finish()?;
+    Ok(())
+}
+
+/// Parses chunks until the reader is done.
+fn parse_chunks(
+    rx: Receiver<RawChunk>,
+    out: SyncSender<ParsedChunk>,
+    header: &Header,
+    options: &ImportOptions,
+) {
+    for raw in rx {
+        let mut parsed = ParsedChunk {
+            seq: raw.seq,
+            ok: Vec::with_capacity(raw.rows.len()),
+            rejected: Vec::new(),
+            bad: raw.bad,
+        };
+        for (line, record) in raw.rows {
+            match row::parse(header, &record, options.kind, options.region) {
+                Ok(row) => parsed.ok.push((line, row)),
+                Err(errors) => parsed.rejected.push((line, record, describe(&errors))),
+            }
+        }
+        if out.send(parsed).is_err() {
+            return;
+        }
     }
-    Ok(out)
+}
+
+/// Counts, notes and queues one parsed chunk, in file order.
+#[allow(clippy::too_many_arguments)]
+fn take_chunk(
+    chunk: ParsedChunk,
+    batch: &mut Batch,
+    store: Option<&dyn Store>,
+    options: &ImportOptions,
+    report: &mut ImportReport,
+    notes: &mut Notes,
+    mut rejects: Option<&mut Rejects>,
+    header: &Header,
+) -> Result<(), ImportError> {
+    for (line, message) in chunk.bad {
+        report.rows += 1;
+        report.rejected += 1;
+        notes.add(line, format!("rejected: {message}"));
+    }
+    for (line, record, reason) in chunk.rejected {
+        report.rows += 1;
+        report.rejected += 1;
+        notes.add(line, format!("rejected: {reason}"));
+        if let Some(r) = rejects.as_deref_mut() {
+            r.write(&record, header.names.len(), line, &reason)?;
+        }
+    }
+    for (line, parsed) in chunk.ok {
+        report.rows += 1;
+        if parsed.invalid_phone {
+            report.invalid_phones += 1;
+            let raw = parsed.recipient.phone_raw.as_deref().unwrap_or_default();
+            notes.add(
+                line,
+                format!("warning: phone `{raw}` is not a valid number; stored without one (SMS jobs skip it)"),
+            );
+        }
+        batch.rows.push((line, parsed));
+        if batch.rows.len() >= BATCH {
+            batch.apply(store, options, report, notes)?;
+        }
+    }
+    Ok(())
 }
 
 /// The first few rejections and warnings, by line.
@@ -405,10 +494,6 @@ impl Notes {
         }
     }
 
-    fn merge(&mut self, other: Notes) {
-        self.0.extend(other.0);
-    }
-
     fn finish(mut self) -> Vec<String> {
         self.0.sort_by_key(|(line, _)| *line);
         self.0.truncate(MAX_MESSAGES);
@@ -419,11 +504,32 @@ impl Notes {
     }
 }
 
+/// Hashes recipient ids by one multiplication: ids are already well spread, and SipHash
+/// showed in import profiles.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 /// Rows waiting for their atomic write, and what earlier batches saw.
 #[derive(Default)]
 struct Batch {
     rows: Vec<(u64, ParsedRow)>,
-    seen: HashSet<u64>,
+    seen: HashSet<u64, BuildHasherDefault<IdHasher>>,
     /// Logins given fresh ids during this import (dry runs invent them).
     new_logins: HashMap<String, u64>,
     invented: u64,
