@@ -303,7 +303,6 @@ impl Store for RedbStore {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
 
     #[test]
     fn redb_passes_the_store_conformance_suite() {

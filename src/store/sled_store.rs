@@ -256,7 +256,6 @@ impl Store for SledStore {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
 
     #[test]
     fn sled_passes_the_store_conformance_suite() {
