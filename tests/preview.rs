@@ -162,3 +162,38 @@ fn opted_out_addresses_are_skipped() {
         after.stdout
     );
 }
+
+#[test]
+fn gsm_safe_and_max_parts() {
+    let p = project();
+    // A curly apostrophe alone would make every message UCS-2.
+    p.write(
+        "jobs/curly.yaml",
+        "send_to: sms\nmessage: \"It\u{2019}s {{ customer.name }}\u{2026}\"\nrecipients:\n  where: { location: Durban }\nsms: { gsm_safe: true }\n",
+    );
+    let run = p.crier(&["preview", "jobs/curly.yaml"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.contains("sms parts: 1 (gsm7 1)"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("It's Elsewhere..."), "{}", run.stdout);
+    // Names push some messages over one part: those fail as too_long, the rest go.
+    p.write(
+        "jobs/long.yaml",
+        &format!(
+            "send_to: sms\nmessage: \"{} {{{{ customer.name }}}}\"\nrecipients:\n  where: {{ location: Cape Town }}\nsms: {{ max_parts: 1 }}\n",
+            "x".repeat(155)
+        ),
+    );
+    let long = p.crier(&["preview", "jobs/long.yaml"]);
+    assert_eq!(long.code, 0, "{}", long.stderr);
+    // "Ann" and "Ben" fit in 160 septets; "Zoë Žižek" is UCS-2 and longer.
+    assert!(
+        long.stdout.contains("messages: 2 to send"),
+        "{}",
+        long.stdout
+    );
+    assert!(long.stdout.contains("too_long 1"), "{}", long.stdout);
+}

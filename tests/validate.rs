@@ -142,6 +142,19 @@ fn broken_jobs_fail_with_exact_messages() {
             "syntax.yaml:2:10: message: syntax error",
         ),
         (
+            "long.yaml",
+            &format!(
+                "send_to: sms\nmessage: \"{} {{{{ customer.name }}}}\"\nrecipients: {{}}\nsms:\n  max_parts: 1\n",
+                "x".repeat(200)
+            ),
+            "long.yaml:5:14: sms.max_parts: the text alone is 2 gsm7 parts (200 septets), over max_parts 1",
+        ),
+        (
+            "smsmail.yaml",
+            "send_to: email\nsubject: Hi\nmessage: hi\nrecipients: {}\nsms: { gsm_safe: true }\n",
+            "smsmail.yaml:5:6: sms: `sms` settings need `send_to: sms`",
+        ),
+        (
             "yaml.yaml",
             "send_to: sms\nmessage: hi\n  indented: x\nrecipients: {}\n",
             "yaml.yaml:3:11: mapping values are not allowed in this context",

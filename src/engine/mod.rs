@@ -32,6 +32,8 @@ pub enum SkipReason {
     OptedOut,
     /// The template could not be rendered for this recipient.
     RenderFailed,
+    /// The rendered SMS costs more parts than the job's `sms.max_parts`.
+    TooLong,
 }
 
 impl SkipReason {
@@ -43,6 +45,7 @@ impl SkipReason {
             SkipReason::Duplicate => "duplicate",
             SkipReason::OptedOut => "opted_out",
             SkipReason::RenderFailed => "render_failed",
+            SkipReason::TooLong => "too_long",
         }
     }
 }
@@ -226,9 +229,24 @@ impl<'a> Planner<'a> {
             }
         }
         if channel == Channel::Sms {
+            if self.job.sms.gsm_safe {
+                planned.body = sms::gsm_safe(&planned.body);
+            }
             let cost = sms::count(&planned.body);
             planned.encoding = Some(cost.encoding);
             planned.parts = cost.parts;
+            if let Some(max) = self.job.sms.max_parts
+                && cost.parts > max as usize
+            {
+                planned.skip = Some((
+                    SkipReason::TooLong,
+                    format!(
+                        "{} parts ({}), over max_parts {max}",
+                        cost.parts,
+                        cost.encoding.as_str()
+                    ),
+                ));
+            }
         }
         Ok(planned)
     }

@@ -20,7 +20,7 @@ use crate::config::{self, Config, check_provider_ref, parse_timezone};
 use crate::diag::{Diagnostic, Diagnostics, FileReport};
 use crate::recipients::RecipientKind;
 use crate::recipients::filter::{Filter, Where};
-use crate::render::template;
+use crate::render::{sms, template};
 use crate::throttle::Rate;
 use schedule::{Day, Misfire, Overlap, Schedule, When, Window};
 
@@ -135,6 +135,23 @@ pub struct RawJob {
     /// Most messages this job sends per second, minute or hour: `10/s`, `600/min`.
     #[serde(default)]
     pub rate: Option<String>,
+    /// SMS settings.
+    #[serde(default)]
+    pub sms: Option<SmsSettings>,
+}
+
+/// `sms:` settings of a job.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SmsSettings {
+    /// Most parts one message may cost; a longer message fails with reason `too_long`
+    /// (and the job fails validation when its text alone is longer).
+    #[serde(default)]
+    pub max_parts: Option<u32>,
+    /// Replace typographic quotes, dashes, ellipses and the like with their GSM-7
+    /// equivalents, so one curly apostrophe does not turn the message into UCS-2.
+    #[serde(default)]
+    pub gsm_safe: bool,
 }
 
 /// `schedule:` as written.
@@ -235,6 +252,7 @@ pub struct Job {
     pub attach: Vec<DocumentKind>,
     pub provider: Option<String>,
     pub rate: Option<Rate>,
+    pub sms: SmsSettings,
 }
 
 /// Reads and validates one job file.
@@ -418,6 +436,24 @@ pub fn validate(raw: RawJob, path: &Path, config: &Config, report: &mut FileRepo
         };
         check_provider_ref(&config.providers, provider, channel, "provider", report);
     }
+    let sms = raw.sms.clone().unwrap_or_default();
+    if raw.sms.is_some() && !channels.contains(&Channel::Sms) {
+        report.error("sms", "`sms` settings need `send_to: sms`");
+    }
+    if sms.max_parts == Some(0) {
+        report.error("sms.max_parts", "must be at least 1");
+    }
+    if let (Some(max), Some(Body::Inline(text))) = (sms.max_parts, &body)
+        && channels.contains(&Channel::Sms)
+    {
+        check_template_length(text, max, &sms, report);
+    }
+    if let (Some(max), Some(Body::File(path))) = (sms.max_parts, &body)
+        && channels.contains(&Channel::Sms)
+        && let Ok(text) = std::fs::read_to_string(path)
+    {
+        check_template_length(&text, max, &sms, report);
+    }
     let rate = raw.rate.as_deref().and_then(|r| match r.parse::<Rate>() {
         Ok(rate) => Some(rate),
         Err(e) => {
@@ -476,6 +512,7 @@ pub fn validate(raw: RawJob, path: &Path, config: &Config, report: &mut FileRepo
         attach: raw.attach,
         provider: raw.provider,
         rate,
+        sms,
     })
 }
 
@@ -531,6 +568,55 @@ fn template_body(t: &str, dir: &Path, send_to: SendTo, report: &mut FileReport) 
         }
     }
     Some(Body::File(file))
+}
+
+/// Reports a template whose fixed text alone (without what `{{ … }}` and `{% … %}` add)
+/// is already over `max` SMS parts.
+fn check_template_length(text: &str, max: u32, sms: &SmsSettings, report: &mut FileReport) {
+    let mut fixed = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find(['{']) {
+        fixed.push_str(&rest[..start]);
+        let tail = &rest[start..];
+        let close = if tail.starts_with("{{") {
+            "}}"
+        } else if tail.starts_with("{%") {
+            "%}"
+        } else if tail.starts_with("{#") {
+            "#}"
+        } else {
+            fixed.push('{');
+            rest = &tail[1..];
+            continue;
+        };
+        match tail.find(close) {
+            Some(end) => rest = &tail[end + 2..],
+            None => break,
+        }
+    }
+    fixed.push_str(rest);
+    let fixed = if sms.gsm_safe {
+        sms::gsm_safe(fixed.trim())
+    } else {
+        fixed.trim().to_string()
+    };
+    let cost = sms::count(&fixed);
+    if cost.parts > max as usize {
+        report.error(
+            "sms.max_parts",
+            format!(
+                "the text alone is {} {} parts ({} {}), over max_parts {max}",
+                cost.parts,
+                cost.encoding.as_str(),
+                cost.units,
+                if cost.encoding == sms::Encoding::Gsm7 {
+                    "septets"
+                } else {
+                    "UCS-2 units"
+                },
+            ),
+        );
+    }
 }
 
 /// Checks a template written in the job file itself; positions point into the job file
