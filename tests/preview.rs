@@ -182,7 +182,7 @@ fn gsm_safe_and_max_parts() {
     // Names push some messages over one part: those fail as too_long, the rest go.
     p.write(
         "jobs/long.yaml",
-        &format!(
+        format!(
             "send_to: sms\nmessage: \"{} {{{{ customer.name }}}}\"\nrecipients:\n  where: {{ location: Cape Town }}\nsms: {{ max_parts: 1 }}\n",
             "x".repeat(155)
         ),
