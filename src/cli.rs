@@ -62,6 +62,9 @@ pub enum Command {
         after_help = "Example:\n  crier preview jobs/payment-reminder.yaml --limit 3\n  crier preview jobs/payment-reminder.yaml --recipient 1042"
     )]
     Preview(PreviewArgs),
+    /// Stored templates that jobs use as `template: stored:NAME`.
+    #[command(subcommand)]
+    Templates(TemplatesCommand),
     /// The opt-out list: addresses no job ever messages.
     #[command(subcommand)]
     Optout(OptoutCommand),
@@ -184,6 +187,32 @@ pub struct RecipientsArgs {
     /// Show at most N recipients (the count still covers all).
     #[arg(long, value_name = "N")]
     pub limit: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TemplatesCommand {
+    /// Every stored template.
+    #[command(after_help = "Example:\n  crier templates list")]
+    List,
+    /// Print one template.
+    #[command(after_help = "Example:\n  crier templates show reminder")]
+    Show { name: String },
+    /// Save a template file under a name (replacing one of that name); it is checked first.
+    #[command(
+        after_help = "Example:\n  crier templates save reminder --channel sms --file jobs/templates/payment-reminder.sms.j2"
+    )]
+    Save {
+        name: String,
+        /// sms, email or portal.
+        #[arg(long)]
+        channel: String,
+        /// The template file.
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// Delete a stored template.
+    #[command(after_help = "Example:\n  crier templates delete reminder")]
+    Delete { name: String },
 }
 
 #[derive(Debug, Subcommand)]

@@ -197,3 +197,88 @@ fn gsm_safe_and_max_parts() {
     );
     assert!(long.stdout.contains("too_long 1"), "{}", long.stdout);
 }
+
+#[test]
+fn stored_templates_save_use_and_delete() {
+    let p = project();
+    p.write("t/reminder.sms.j2", "Stored hello {{ customer.name }}");
+    p.write("t/broken.sms.j2", "Hi {{ customer.nmae }}");
+    let saved = p.crier(&[
+        "templates",
+        "save",
+        "reminder",
+        "--channel",
+        "sms",
+        "--file",
+        "t/reminder.sms.j2",
+    ]);
+    assert_eq!(saved.code, 0, "{}", saved.stderr);
+    assert!(
+        saved.stdout.contains("saved template `reminder` (sms)"),
+        "{}",
+        saved.stdout
+    );
+    let broken = p.crier(&[
+        "templates",
+        "save",
+        "broken",
+        "--channel",
+        "sms",
+        "--file",
+        "t/broken.sms.j2",
+    ]);
+    assert_eq!(broken.code, 1);
+    assert!(
+        broken
+            .stderr
+            .contains("t/broken.sms.j2:1:7: template: `customer` has no field `nmae`"),
+        "{}",
+        broken.stderr
+    );
+    let list = p.crier(&["templates", "list"]);
+    assert!(
+        list.stdout.contains("reminder") && !list.stdout.contains("broken"),
+        "{}",
+        list.stdout
+    );
+    assert!(
+        p.crier(&["templates", "show", "reminder"])
+            .stdout
+            .contains("Stored hello {{ customer.name }}")
+    );
+
+    p.write(
+        "jobs/stored.yaml",
+        "send_to: sms\ntemplate: stored:reminder\nrecipients:\n  where: { location: Durban }\n",
+    );
+    let run = p.crier(&["preview", "jobs/stored.yaml"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.contains("Stored hello Elsewhere"),
+        "{}",
+        run.stdout
+    );
+
+    p.write(
+        "jobs/wrong.yaml",
+        "send_to: email\nsubject: Hi\ntemplate: stored:reminder\nrecipients: {}\n",
+    );
+    let wrong = p.crier(&["preview", "jobs/wrong.yaml"]);
+    assert_eq!(wrong.code, 1);
+    assert!(
+        wrong
+            .stderr
+            .contains("stored template `reminder` is for sms, but the job sends email"),
+        "{}",
+        wrong.stderr
+    );
+
+    assert_eq!(p.crier(&["templates", "delete", "reminder"]).code, 0);
+    let gone = p.crier(&["preview", "jobs/stored.yaml"]);
+    assert_eq!(gone.code, 1);
+    assert!(
+        gone.stderr.contains("no stored template `reminder`"),
+        "{}",
+        gone.stderr
+    );
+}

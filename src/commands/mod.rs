@@ -10,6 +10,7 @@ mod optout;
 mod preview;
 mod recipients;
 mod schema;
+mod templates;
 mod validate;
 
 use std::process::ExitCode;
@@ -46,6 +47,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<Outcome> {
         Command::Config(ConfigCommand::Show) => config_show::run(&load_config(cli)?),
         Command::Import(args) => import::run(&load_config(cli)?, args),
         Command::Preview(args) => preview::run(&load_config(cli)?, args),
+        Command::Templates(command) => templates::run(&load_config(cli)?, command),
         Command::Optout(command) => optout::run(&load_config(cli)?, command),
         Command::History(args) => history::run(&load_config(cli)?, args),
         Command::Logs(args) => history::logs(&load_config(cli)?, args),

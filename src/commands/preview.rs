@@ -10,6 +10,7 @@ use crate::engine::{Planned, Planner};
 use crate::job::{self, Channel, Source};
 use crate::recipients::optout::OptOuts;
 use crate::recipients::source;
+use crate::render::stored::Templates;
 
 pub(super) fn run(config: &Config, args: &PreviewArgs) -> anyhow::Result<Outcome> {
     let job = match job::load(&args.job, config, &config::env::from_process) {
@@ -25,7 +26,14 @@ pub(super) fn run(config: &Config, args: &PreviewArgs) -> anyhow::Result<Outcome
         Source::Store => Some(store.as_ref()),
         Source::Csv(_) => None,
     };
-    let mut planner = Planner::new(&job, config, "preview", Some(OptOuts::new(store.optouts())))?;
+    let templates = Templates::new(store.templates());
+    let mut planner = Planner::new(
+        &job,
+        config,
+        "preview",
+        Some(OptOuts::new(store.optouts())),
+        Some(&templates),
+    )?;
     let channels: Vec<String> = job
         .send_to
         .channels()

@@ -14,6 +14,7 @@ use crate::job::{Body, Channel, Job};
 use crate::recipients::Recipient;
 use crate::recipients::optout::OptOuts;
 use crate::render::sms;
+use crate::render::stored::Templates;
 use crate::render::template::{Context, Template};
 use crate::store::StoreError;
 
@@ -75,10 +76,12 @@ pub enum PlanError {
     },
     #[error("template {0}: {1}")]
     Compile(String, String),
-    #[error(
-        "stored template `{0}`: stored templates are not available yet (use `template:` with a file, or `message:`)"
-    )]
-    Stored(String),
+    #[error("no stored template `{0}` (see `crier templates list`)")]
+    NoStored(String),
+    #[error("stored template `{0}` is for {1}, but the job sends {2}")]
+    StoredChannel(String, Channel, String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// Turns recipients into planned messages for one job.
@@ -91,8 +94,11 @@ pub struct Planner<'a> {
     seen: HashSet<(Channel, String)>,
 }
 
-/// The template text a job uses.
-pub fn body_source(job: &Job) -> Result<(String, String), PlanError> {
+/// The template text a job uses; `templates` resolves `stored:NAME`.
+pub fn body_source(
+    job: &Job,
+    templates: Option<&Templates>,
+) -> Result<(String, String), PlanError> {
     match &job.body {
         Body::Inline(text) => Ok(("message".into(), text.clone())),
         Body::File(path) => std::fs::read_to_string(path)
@@ -101,7 +107,21 @@ pub fn body_source(job: &Job) -> Result<(String, String), PlanError> {
                 path: path.display().to_string(),
                 source,
             }),
-        Body::Stored(name) => Err(PlanError::Stored(name.clone())),
+        Body::Stored(name) => {
+            let stored = match templates {
+                Some(t) => t.get(name)?,
+                None => None,
+            }
+            .ok_or_else(|| PlanError::NoStored(name.clone()))?;
+            if !job.send_to.channels().contains(&stored.channel) {
+                return Err(PlanError::StoredChannel(
+                    name.clone(),
+                    stored.channel,
+                    job.send_to.as_str().to_string(),
+                ));
+            }
+            Ok((format!("stored:{name}"), stored.body))
+        }
     }
 }
 
@@ -112,8 +132,9 @@ impl<'a> Planner<'a> {
         config: &Config,
         run_id: &str,
         optouts: Option<OptOuts<'a>>,
+        templates: Option<&Templates>,
     ) -> Result<Planner<'a>, PlanError> {
-        let (name, source) = body_source(job)?;
+        let (name, source) = body_source(job, templates)?;
         let body = Template::compile(&source).map_err(|e| {
             PlanError::Compile(name.clone(), format!("{}:{}: {}", e.line, e.col, e.message))
         })?;

@@ -4,4 +4,5 @@
 //! dispatch engine.
 
 pub mod sms;
+pub mod stored;
 pub mod template;

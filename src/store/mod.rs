@@ -160,6 +160,9 @@ pub trait Store: Send + Sync {
     /// The opt-out list's key space.
     fn optouts(&self) -> &dyn Kv;
 
+    /// The stored templates' key space.
+    fn templates(&self) -> &dyn Kv;
+
     /// Makes every write so far durable on disk before returning.
     fn flush(&self) -> Result<(), StoreError>;
 

@@ -23,12 +23,14 @@ const RECIPIENTS: Table = TableDefinition::new("recipients");
 const META: Table = TableDefinition::new("meta");
 const HISTORY: Table = TableDefinition::new("history");
 const OPTOUTS: Table = TableDefinition::new("optouts");
+const TEMPLATES: Table = TableDefinition::new("templates");
 
 pub(super) struct RedbStore {
     path: PathBuf,
     db: Arc<Database>,
     history: RedbKv,
     optouts: RedbKv,
+    templates: RedbKv,
 }
 
 /// One redb table as a [`Kv`].
@@ -66,7 +68,7 @@ impl RedbStore {
             })?;
         // Tables must exist before a read transaction may open them.
         let txn = db.begin_write().map_err(|e| fail(&path, e))?;
-        for table in [RECIPIENTS, META, HISTORY, OPTOUTS] {
+        for table in [RECIPIENTS, META, HISTORY, OPTOUTS, TEMPLATES] {
             txn.open_table(table).map_err(|e| fail(&path, e))?;
         }
         txn.commit().map_err(|e| fail(&path, e))?;
@@ -79,6 +81,7 @@ impl RedbStore {
         Ok(RedbStore {
             history: kv(HISTORY),
             optouts: kv(OPTOUTS),
+            templates: kv(TEMPLATES),
             path,
             db,
         })
@@ -289,6 +292,10 @@ impl Store for RedbStore {
 
     fn optouts(&self) -> &dyn Kv {
         &self.optouts
+    }
+
+    fn templates(&self) -> &dyn Kv {
+        &self.templates
     }
 
     fn flush(&self) -> Result<(), StoreError> {

@@ -21,6 +21,7 @@ pub(super) struct SledStore {
     meta: sled::Tree,
     history: SledKv,
     optouts: SledKv,
+    templates: SledKv,
 }
 
 /// One sled tree as a [`Kv`].
@@ -84,6 +85,10 @@ impl SledStore {
             path: path.clone(),
             tree: db.open_tree("optouts").map_err(|e| map_err(&path, e))?,
         };
+        let templates = SledKv {
+            path: path.clone(),
+            tree: db.open_tree("templates").map_err(|e| map_err(&path, e))?,
+        };
         Ok(SledStore {
             path,
             db,
@@ -91,6 +96,7 @@ impl SledStore {
             meta,
             history,
             optouts,
+            templates,
         })
     }
 
@@ -242,6 +248,10 @@ impl Store for SledStore {
 
     fn optouts(&self) -> &dyn Kv {
         &self.optouts
+    }
+
+    fn templates(&self) -> &dyn Kv {
+        &self.templates
     }
 
     fn flush(&self) -> Result<(), StoreError> {
