@@ -268,14 +268,34 @@ fn usage_errors_exit_2_and_help_lists_every_command() {
     assert_eq!(p.crier(&["import"]).code, 2);
     let help = p.crier(&["--help"]);
     assert_eq!(help.code, 0);
-    for cmd in ["validate", "schema", "config", "import", "recipients"] {
-        assert!(help.stdout.contains(cmd), "--help lists {cmd}");
-        let sub = p.crier(&[cmd, "--help"]);
-        let text = if cmd == "config" {
-            p.crier(&["config", "show", "--help"]).stdout
-        } else {
-            sub.stdout
-        };
-        assert!(text.contains("Example"), "{cmd} --help has an example");
+    // Every command, and every subcommand of the command groups, shows an example.
+    let commands: &[&[&str]] = &[
+        &["validate"],
+        &["schema"],
+        &["config", "show"],
+        &["import"],
+        &["recipients"],
+        &["preview"],
+        &["templates", "list"],
+        &["templates", "show"],
+        &["templates", "save"],
+        &["templates", "delete"],
+        &["optout", "add"],
+        &["optout", "remove"],
+        &["optout", "list"],
+        &["optout", "import"],
+        &["history"],
+        &["history", "show"],
+        &["history", "recipients"],
+        &["history", "delete"],
+        &["history", "cancel"],
+        &["logs"],
+    ];
+    for cmd in commands {
+        assert!(help.stdout.contains(cmd[0]), "--help lists {}", cmd[0]);
+        let mut args = cmd.to_vec();
+        args.push("--help");
+        let text = p.crier(&args).stdout;
+        assert!(text.contains("Example"), "{cmd:?} --help has an example");
     }
 }
