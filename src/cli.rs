@@ -14,7 +14,7 @@ use crate::recipients::RecipientKind;
     name = "crier",
     version,
     about = "Scheduled mass messaging (SMS, email, customer portal) for internet providers.",
-    after_help = "Quick start:\n  crier import jobs/data/customers.csv\n  crier preview jobs/payment-reminder.yaml\n\nSee each command's --help for an example."
+    after_help = "Quick start:\n  crier import jobs/data/customers.csv\n  crier send jobs/payment-reminder.yaml --yes\n\nSee each command's --help for an example."
 )]
 pub struct Cli {
     /// Project config file (default ./crier.yaml; built-in defaults if it does not exist).
@@ -62,6 +62,11 @@ pub enum Command {
         after_help = "Example:\n  crier preview jobs/payment-reminder.yaml --limit 3\n  crier preview jobs/payment-reminder.yaml --recipient 1042"
     )]
     Preview(PreviewArgs),
+    /// Send a job now: the preview, a confirmation, then every message, recorded in the history.
+    #[command(
+        after_help = "Example:\n  crier send jobs/payment-reminder.yaml          # asks before sending\n  crier send jobs/payment-reminder.yaml --yes\n  crier send jobs/payment-reminder.yaml --test-to '082 123 4567' --recipient 1042"
+    )]
+    Send(SendArgs),
     /// Stored templates that jobs use as `template: stored:NAME`.
     #[command(subcommand)]
     Templates(TemplatesCommand),
@@ -243,6 +248,24 @@ pub enum OptoutCommand {
     /// Add every address in a file: one per line, or the first column of a CSV.
     #[command(after_help = "Example:\n  crier optout import stop-replies.csv")]
     Import { file: PathBuf },
+}
+
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// The job file.
+    pub job: PathBuf,
+    /// Send without asking (needed when there is no terminal).
+    #[arg(long)]
+    pub yes: bool,
+    /// Show what would be sent, send nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Send as test: one message to this phone number or email address.
+    #[arg(long, value_name = "ADDRESS")]
+    pub test_to: Option<String>,
+    /// With --test-to: render with this recipient's data (default: the first).
+    #[arg(long, value_name = "ID", requires = "test_to")]
+    pub recipient: Option<u64>,
 }
 
 #[derive(Debug, Args)]

@@ -10,6 +10,7 @@ mod optout;
 mod preview;
 mod recipients;
 mod schema;
+mod send;
 mod templates;
 mod validate;
 
@@ -47,6 +48,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<Outcome> {
         Command::Config(ConfigCommand::Show) => config_show::run(&load_config(cli)?),
         Command::Import(args) => import::run(&load_config(cli)?, args),
         Command::Preview(args) => preview::run(&load_config(cli)?, args),
+        Command::Send(args) => send::run(&load_config(cli)?, args),
         Command::Templates(command) => templates::run(&load_config(cli)?, command),
         Command::Optout(command) => optout::run(&load_config(cli)?, command),
         Command::History(args) => history::run(&load_config(cli)?, args),

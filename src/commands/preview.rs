@@ -7,10 +7,11 @@ use super::{Outcome, open_store};
 use crate::cli::PreviewArgs;
 use crate::config::{self, Config};
 use crate::engine::{Planned, Planner};
-use crate::job::{self, Channel, Source};
+use crate::job::{self, Channel, Job, Source};
 use crate::recipients::optout::OptOuts;
 use crate::recipients::source;
 use crate::render::stored::Templates;
+use crate::store::Store;
 
 pub(super) fn run(config: &Config, args: &PreviewArgs) -> anyhow::Result<Outcome> {
     let job = match job::load(&args.job, config, &config::env::from_process) {
@@ -22,13 +23,24 @@ pub(super) fn run(config: &Config, args: &PreviewArgs) -> anyhow::Result<Outcome
     };
     // The store holds the opt-out list, so it is opened for CSV-sourced jobs too.
     let store = open_store(config)?;
+    Ok(show(config, &job, store.as_ref(), args.limit, args.recipient)?.0)
+}
+
+/// Prints the preview of `job`; returns the outcome and how many messages would go.
+pub(super) fn show(
+    config: &Config,
+    job: &Job,
+    store: &dyn Store,
+    limit: usize,
+    recipient: Option<u64>,
+) -> anyhow::Result<(Outcome, u64)> {
     let from_store = match job.recipients.source {
-        Source::Store => Some(store.as_ref()),
+        Source::Store => Some(store),
         Source::Csv(_) => None,
     };
     let templates = Templates::new(store.templates());
     let mut planner = Planner::new(
-        &job,
+        job,
         config,
         "preview",
         Some(OptOuts::new(store.optouts())),
@@ -65,7 +77,7 @@ pub(super) fn run(config: &Config, args: &PreviewArgs) -> anyhow::Result<Outcome
                 continue;
             }
         };
-        if args.recipient.is_some_and(|id| id != r.id) {
+        if recipient.is_some_and(|id| id != r.id) {
             continue;
         }
         recipients += 1;
@@ -73,7 +85,7 @@ pub(super) fn run(config: &Config, args: &PreviewArgs) -> anyhow::Result<Outcome
             match &planned.skip {
                 Some((reason, _)) => {
                     *skipped.entry(reason.as_str()).or_default() += 1;
-                    if args.recipient.is_some() {
+                    if recipient.is_some() {
                         skipped_shown.push(planned);
                     }
                 }
@@ -83,7 +95,7 @@ pub(super) fn run(config: &Config, args: &PreviewArgs) -> anyhow::Result<Outcome
                     if let Some(e) = planned.encoding {
                         *by_encoding.entry(e.as_str()).or_default() += 1;
                     }
-                    if shown.len() < args.limit {
+                    if shown.len() < limit {
                         shown.push(planned);
                     }
                 }
@@ -150,12 +162,12 @@ pub(super) fn run(config: &Config, args: &PreviewArgs) -> anyhow::Result<Outcome
             m.recipient.kind, m.recipient.id, m.channel
         );
     }
-    if args.recipient.is_some() && recipients == 0 {
+    if recipient.is_some() && recipients == 0 {
         eprintln!(
             "no recipient of this job has id {}",
-            args.recipient.unwrap_or_default()
+            recipient.unwrap_or_default()
         );
-        return Ok(Outcome::Failed);
+        return Ok((Outcome::Failed, 0));
     }
-    Ok(Outcome::Ok)
+    Ok((Outcome::Ok, to_send))
 }

@@ -25,7 +25,9 @@ use crate::throttle::Rate;
 use schedule::{Day, Misfire, Overlap, Schedule, When, Window};
 
 /// A channel a message travels on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Channel {
     Sms,

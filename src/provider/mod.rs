@@ -87,6 +87,34 @@ impl ProviderConfig {
     }
 }
 
+/// A message on its way out: everything a provider needs, nothing it may not see.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RoutedMessage {
+    /// crier's message id (run and sequence), the client reference providers echo back.
+    pub id: String,
+    pub channel: Channel,
+    /// E.164 phone, email address, or portal login.
+    pub to: String,
+    pub subject: Option<String>,
+    pub body: String,
+}
+
+/// What became of one send, classified by the provider in one place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendOutcome {
+    /// Accepted, with the provider's message id.
+    Sent { provider_id: String },
+    /// A transient failure: try again later.
+    Retry { reason: String },
+    /// Try again after this long (the provider said so).
+    RetryAfter {
+        after: std::time::Duration,
+        reason: String,
+    },
+    /// Refused for good.
+    Rejected { code: String, text: String },
+}
+
 /// Throughput limits shared by every network provider.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

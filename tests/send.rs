@@ -1,0 +1,142 @@
+//! `crier send` end to end through the `file` outbox: confirmation, dry run, the run and
+//! its messages in the history, send-as-test.
+
+mod common;
+
+use common::Project;
+
+fn project() -> Project {
+    let p = Project::new();
+    p.write(
+        "people.csv",
+        "id,name,status,phone,email,location\n\
+         1,Ann,active,082 123 4567,ann@example.com,Cape Town\n\
+         2,Ben,active,083 123 4567,,Cape Town\n\
+         3,Bad Phone,active,12345,bad@example.com,Cape Town\n",
+    );
+    assert_eq!(p.crier(&["import", "people.csv"]).code, 0);
+    p.write(
+        "jobs/sms.yaml",
+        "send_to: sms\nmessage: \"Hi {{ customer.name }}\"\nrecipients: {}\n",
+    );
+    p
+}
+
+fn outbox(p: &Project, channel: &str) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(p.path().join(format!("data/outbox/{channel}.jsonl")))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn refuses_without_a_terminal_and_dry_run_sends_nothing() {
+    let p = project();
+    let refused = p.crier(&["send", "jobs/sms.yaml"]);
+    assert_eq!(refused.code, 1);
+    assert!(
+        refused
+            .stderr
+            .contains("refusing to send 2 messages without confirmation"),
+        "{}",
+        refused.stderr
+    );
+    let dry = p.crier(&["send", "jobs/sms.yaml", "--dry-run"]);
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    assert!(
+        dry.stdout
+            .contains("messages: 2 to send, 1 skipped (invalid_phone 1)"),
+        "{}",
+        dry.stdout
+    );
+    assert!(dry.stdout.contains("dry run: nothing was sent"));
+    assert!(outbox(&p, "sms").is_empty());
+    assert!(p.crier(&["history"]).stdout.contains("0 runs"));
+}
+
+#[test]
+fn sends_records_every_message_and_writes_the_outbox() {
+    let p = project();
+    let run = p.crier(&["send", "jobs/sms.yaml", "--yes"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout
+            .contains("(sent): 2 sent, 0 failed, 1 skipped (invalid_phone 1); 2 SMS parts"),
+        "{}",
+        run.stdout
+    );
+    let lines = outbox(&p, "sms");
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["to"], "+27821234567");
+    assert_eq!(lines[0]["body"], "Hi Ann");
+
+    let csv = p.crier(&["logs", "--format", "csv"]).stdout;
+    let mut reader = csv::Reader::from_reader(csv.as_bytes());
+    let header: Vec<String> = reader.headers().unwrap().iter().map(String::from).collect();
+    let col = |n: &str| header.iter().position(|h| h == n).unwrap();
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 3);
+    let sent: Vec<_> = rows.iter().filter(|r| &r[col("state")] == "sent").collect();
+    assert_eq!(sent.len(), 2);
+    // The outbox line and the ledger agree on the message id.
+    assert!(
+        sent.iter()
+            .any(|r| r[col("message_id")] == *lines[0]["id"].as_str().unwrap())
+    );
+    assert!(
+        sent.iter()
+            .all(|r| &r[col("attempts")] == "1" && &r[col("encoding")] == "gsm7")
+    );
+    let skipped = rows.iter().find(|r| &r[col("state")] == "skipped").unwrap();
+    assert_eq!(&skipped[col("reason")], "invalid_phone");
+    let history = p.crier(&["history", "--format", "csv"]).stdout;
+    assert!(
+        history.lines().nth(1).unwrap().contains(",sms-") || history.contains(",sent,manual,"),
+        "{history}"
+    );
+}
+
+#[test]
+fn send_as_test_goes_to_one_address_only() {
+    let p = project();
+    let run = p.crier(&[
+        "send",
+        "jobs/sms.yaml",
+        "--test-to",
+        "084 555 0000",
+        "--recipient",
+        "2",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let lines = outbox(&p, "sms");
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["to"], "+27845550000");
+    assert_eq!(lines[0]["body"], "Hi Ben");
+    let tests = p
+        .crier(&["logs", "--type", "test", "--format", "csv"])
+        .stdout;
+    assert_eq!(tests.lines().count(), 2, "{tests}");
+    let wrong = p.crier(&["send", "jobs/sms.yaml", "--test-to", "ann@example.com"]);
+    assert_eq!(wrong.code, 1);
+    assert!(
+        wrong
+            .stderr
+            .contains("is an email address but the job sends sms"),
+        "{}",
+        wrong.stderr
+    );
+}
+
+#[test]
+fn other_providers_are_refused_for_now() {
+    let p = project();
+    p.write(
+        "crier.yaml",
+        "providers:\n  bulksms:\n    type: bulksms\n    token_id: id\n    token_secret: s\nchannels:\n  sms: bulksms\n",
+    );
+    let run = p.crier(&["send", "jobs/sms.yaml", "--yes"]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("provider `bulksms` is of type bulksms; this version sends through `file` providers only"), "{}", run.stderr);
+    assert!(outbox(&p, "sms").is_empty());
+}
