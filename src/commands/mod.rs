@@ -61,6 +61,17 @@ pub(crate) fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     Ok(Config::load(cli.config.as_deref())?)
 }
 
+/// Loads and validates one job file; on problems prints them and returns `None`.
+pub(crate) fn load_job(path: &std::path::Path, config: &Config) -> Option<crate::job::Job> {
+    match crate::job::load(path, config, &crate::config::env::from_process) {
+        Ok(job) => Some(job),
+        Err(diags) => {
+            eprintln!("{diags}");
+            None
+        }
+    }
+}
+
 pub(crate) fn open_store(config: &Config) -> anyhow::Result<Box<dyn Store>> {
     let settings = config.store_config();
     tracing::debug!(path = %settings.path.display(), cache_mb = config.store.cache_mb, "Opening the store.");

@@ -3,23 +3,19 @@
 
 use std::collections::BTreeMap;
 
-use super::{Outcome, open_store};
+use super::{Outcome, load_job, open_store};
 use crate::cli::PreviewArgs;
-use crate::config::{self, Config};
+use crate::config::Config;
 use crate::engine::{Planned, Planner};
-use crate::job::{self, Channel, Job, Source};
+use crate::job::{Channel, Job, Source};
 use crate::recipients::optout::OptOuts;
 use crate::recipients::source;
 use crate::render::stored::Templates;
 use crate::store::Store;
 
 pub(super) fn run(config: &Config, args: &PreviewArgs) -> anyhow::Result<Outcome> {
-    let job = match job::load(&args.job, config, &config::env::from_process) {
-        Ok(job) => job,
-        Err(diags) => {
-            eprintln!("{diags}");
-            return Ok(Outcome::Failed);
-        }
+    let Some(job) = load_job(&args.job, config) else {
+        return Ok(Outcome::Failed);
     };
     // The store holds the opt-out list, so it is opened for CSV-sourced jobs too.
     let store = open_store(config)?;

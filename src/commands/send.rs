@@ -8,20 +8,16 @@ use std::io::{IsTerminal, Write};
 
 use anyhow::bail;
 
-use super::{Outcome, open_store, preview};
+use super::{Outcome, load_job, open_store, preview};
 use crate::cli::SendArgs;
-use crate::config::{self, Config};
+use crate::config::Config;
 use crate::engine::send::{SendOptions, send};
-use crate::job::{self, Channel};
+use crate::job::Channel;
 use crate::recipients::optout::normalize;
 
 pub(super) fn run(config: &Config, args: &SendArgs) -> anyhow::Result<Outcome> {
-    let job = match job::load(&args.job, config, &config::env::from_process) {
-        Ok(job) => job,
-        Err(diags) => {
-            eprintln!("{diags}");
-            return Ok(Outcome::Failed);
-        }
+    let Some(job) = load_job(&args.job, config) else {
+        return Ok(Outcome::Failed);
     };
     let store = open_store(config)?;
     let mut options = SendOptions::default();
