@@ -224,6 +224,47 @@ pub(super) fn decode(key: &[u8], bytes: &[u8]) -> Result<Recipient, StoreError> 
     }
 }
 
+/// What one recipient upsert writes, decided from the record stored before it. Every
+/// backend applies the same plan, so they agree on outcomes and on the login index.
+pub(super) struct UpsertPlan {
+    pub outcome: Upsert,
+    pub key: [u8; 10],
+    pub bytes: Vec<u8>,
+    /// A login index entry that no longer points at this recipient.
+    pub drop_login: Option<Vec<u8>>,
+    /// The login index entry to write: key and id.
+    pub put_login: Option<(Vec<u8>, [u8; 8])>,
+}
+
+pub(super) fn plan_upsert(
+    r: &Recipient,
+    previous: Option<&[u8]>,
+) -> Result<UpsertPlan, StoreError> {
+    let key = record_key(r.kind, r.id);
+    let bytes = encode(r)?;
+    let outcome = match previous {
+        None => Upsert::Inserted,
+        Some(old) if old == bytes.as_slice() => Upsert::Unchanged,
+        Some(_) => Upsert::Updated,
+    };
+    let old_login = match previous {
+        Some(old) if outcome == Upsert::Updated => decode(&key, old)?.login,
+        _ => None,
+    };
+    Ok(UpsertPlan {
+        outcome,
+        key,
+        drop_login: old_login
+            .filter(|old| Some(old) != r.login.as_ref())
+            .map(|old| login_key(r.kind, &old)),
+        put_login: r
+            .login
+            .as_ref()
+            .map(|login| (login_key(r.kind, login), r.id.to_be_bytes())),
+        bytes,
+    })
+}
+
 /// First id crier allocates itself.
 pub const LOCAL_ID_BASE: u64 = 1_000_000_000_000;
 

@@ -13,7 +13,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::{
     Kv, KvBatch, KvIter, LOCAL_ID_BASE, RECORD, RecipientIter, Store, StoreConfig, StoreError,
-    Upsert, decode, encode, kind_byte, login_key, record_key,
+    Upsert, decode, kind_byte, login_key, plan_upsert, record_key,
 };
 use crate::recipients::{Recipient, RecipientKind};
 
@@ -199,40 +199,24 @@ impl Store for RedbStore {
         {
             let mut t = txn.open_table(RECIPIENTS).map_err(|e| err(&e))?;
             for r in recipients {
-                let key = record_key(r.kind, r.id);
-                let bytes = encode(r)?;
                 // Reads inside the write transaction see this batch's earlier writes.
                 let previous = t
-                    .get(key.as_slice())
+                    .get(record_key(r.kind, r.id).as_slice())
                     .map_err(|e| err(&e))?
                     .map(|v| v.value().to_vec());
-                let outcome = match &previous {
-                    None => Upsert::Inserted,
-                    Some(old) if *old == bytes => Upsert::Unchanged,
-                    Some(_) => Upsert::Updated,
-                };
-                outcomes.push(outcome);
-                if outcome == Upsert::Unchanged {
+                let plan = plan_upsert(r, previous.as_deref())?;
+                outcomes.push(plan.outcome);
+                if plan.outcome == Upsert::Unchanged {
                     continue;
                 }
-                let old_login = match &previous {
-                    Some(old) => decode(&key, old)?.login,
-                    None => None,
-                };
-                if old_login != r.login
-                    && let Some(old) = old_login
-                {
-                    t.remove(login_key(r.kind, &old).as_slice())
+                if let Some(old) = plan.drop_login {
+                    t.remove(old.as_slice()).map_err(|e| err(&e))?;
+                }
+                if let Some((login, id)) = plan.put_login {
+                    t.insert(login.as_slice(), id.as_slice())
                         .map_err(|e| err(&e))?;
                 }
-                if let Some(login) = &r.login {
-                    t.insert(
-                        login_key(r.kind, login).as_slice(),
-                        r.id.to_be_bytes().as_slice(),
-                    )
-                    .map_err(|e| err(&e))?;
-                }
-                t.insert(key.as_slice(), bytes.as_slice())
+                t.insert(plan.key.as_slice(), plan.bytes.as_slice())
                     .map_err(|e| err(&e))?;
             }
         }

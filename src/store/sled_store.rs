@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use super::{
     Kv, KvBatch, KvIter, LOCAL_ID_BASE, RECORD, RecipientIter, Store, StoreConfig, StoreError,
-    Upsert, decode, encode, kind_byte, login_key, record_key,
+    Upsert, decode, kind_byte, login_key, plan_upsert, record_key,
 };
 use crate::recipients::{Recipient, RecipientKind};
 
@@ -156,7 +156,6 @@ impl Store for SledStore {
         let mut outcomes = Vec::with_capacity(recipients.len());
         for r in recipients {
             let key = record_key(r.kind, r.id);
-            let bytes = encode(r)?;
             let previous: Option<Vec<u8>> = match overlay.get(&key) {
                 Some(v) => Some(v.clone()),
                 None => self
@@ -165,29 +164,19 @@ impl Store for SledStore {
                     .map_err(|e| self.err(e))?
                     .map(|v| v.to_vec()),
             };
-            let outcome = match &previous {
-                None => Upsert::Inserted,
-                Some(old) if *old == bytes => Upsert::Unchanged,
-                Some(_) => Upsert::Updated,
-            };
-            outcomes.push(outcome);
-            if outcome == Upsert::Unchanged {
+            let plan = plan_upsert(r, previous.as_deref())?;
+            outcomes.push(plan.outcome);
+            if plan.outcome == Upsert::Unchanged {
                 continue;
             }
-            let old_login = match &previous {
-                Some(old) => decode(&key, old)?.login,
-                None => None,
-            };
-            if old_login != r.login
-                && let Some(old) = old_login
-            {
-                batch.remove(login_key(r.kind, &old));
+            if let Some(old) = plan.drop_login {
+                batch.remove(old);
             }
-            if let Some(login) = &r.login {
-                batch.insert(login_key(r.kind, login), &r.id.to_be_bytes());
+            if let Some((login, id)) = plan.put_login {
+                batch.insert(login, &id);
             }
-            batch.insert(&key, bytes.as_slice());
-            overlay.insert(key, bytes);
+            batch.insert(&plan.key, plan.bytes.as_slice());
+            overlay.insert(plan.key, plan.bytes);
         }
         if write {
             self.recipients
