@@ -229,19 +229,7 @@ fn main() {
     let mut rates = Vec::new();
     let mut rss = Vec::new();
     for _ in 0..3 {
-        let out = std::process::Command::new(std::env::current_exe().expect("exe"))
-            .args(["--child-export", store_dir, &rows.to_string()])
-            .output()
-            .expect("child");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let f: Vec<f64> = String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .filter_map(|x| x.parse().ok())
-            .collect();
+        let f = support::run_child(&["--child-export", store_dir, &rows.to_string()]);
         println!("  export: {:.0} rows/s, peak RSS {:.1} MB", f[0], f[1]);
         rates.push(f[0]);
         rss.push(f[1]);

@@ -69,20 +69,8 @@ fn main() {
     let (mut rates, mut rss) = (Vec::new(), Vec::new());
     for run in 0..runs {
         let store = dir.path().join(format!("store-{run}"));
-        let out = std::process::Command::new(std::env::current_exe().expect("exe"))
-            .args(["--child", csv.to_str().unwrap(), store.to_str().unwrap()])
-            .output()
-            .expect("child");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = String::from_utf8_lossy(&out.stdout);
-        let fields: Vec<f64> = text
-            .split_whitespace()
-            .filter_map(|f| f.parse().ok())
-            .collect();
+        let fields =
+            support::run_child(&["--child", csv.to_str().unwrap(), store.to_str().unwrap()]);
         println!(
             "run {}: {:.0} rows/s, peak RSS {:.1} MB ({} invalid phones)",
             run + 1,

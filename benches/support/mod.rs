@@ -124,3 +124,21 @@ pub fn median_min_max(mut v: Vec<f64>) -> (f64, f64, f64) {
     v.sort_by(f64::total_cmp);
     (v[v.len() / 2], v[0], v[v.len() - 1])
 }
+
+/// Runs this bench binary again with `args` (its child mode) and returns the numbers the
+/// child printed on stdout, so each measured run has a process, and a peak RSS, of its own.
+pub fn run_child(args: &[&str]) -> Vec<f64> {
+    let out = std::process::Command::new(std::env::current_exe().expect("own path"))
+        .args(args)
+        .output()
+        .expect("start the child");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect()
+}
