@@ -21,7 +21,7 @@ use crate::recipients::{Recipient, RecipientKind};
 #[derive(Debug, Error)]
 pub enum StoreError {
     #[error(
-        "the store at {0} is in use by another crier process (stop it, or talk to it once `crier run` serves)"
+        "the store at {0} is still in use by another crier process after 3 s (stop it, or talk to it once `crier run` serves)"
     )]
     Locked(PathBuf),
     #[error("the store at {path} is corrupt: {detail}")]
@@ -268,8 +268,26 @@ pub(super) fn plan_upsert(
 /// First id crier allocates itself.
 pub const LOCAL_ID_BASE: u64 = 1_000_000_000_000;
 
-/// Opens (creating if needed) the store described by `config`.
+/// How long [`open`] waits for another process (or a just-closed handle whose
+/// background threads are still finishing) to let go of the store.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Opens (creating if needed) the store described by `config`, waiting up to
+/// [`LOCK_WAIT`] while it is locked, as SQLite's busy timeout does: a `crier history`
+/// started as a `crier send` ends should not fail.
 pub fn open(config: &StoreConfig) -> Result<Box<dyn Store>, StoreError> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match open_once(config) {
+            Err(StoreError::Locked(_)) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn open_once(config: &StoreConfig) -> Result<Box<dyn Store>, StoreError> {
     Ok(match config.backend {
         Backend::Sled => Box::new(sled_store::SledStore::open(config)?),
         Backend::Redb => Box::new(redb_store::RedbStore::open(config)?),
