@@ -269,12 +269,18 @@ fn send_batch(
         }
         let p = &batch[*i];
         let (_, outbox) = &outboxes[&p.channel];
-        let outcome = outbox.send(&RoutedMessage {
+        let outcome = outbox.write(&RoutedMessage {
             id: id.to_string(),
             channel: p.channel,
             to: p.address.clone().unwrap_or_default(),
             subject: p.subject.clone(),
             body: p.body.clone(),
+            html: None,
+            encoding: p.encoding,
+            parts: p.parts as u32,
+            recipient_id: p.recipient.id,
+            attach: vec![],
+            dedup_id: 0,
         });
         outcomes.push((*id, p.parts, outcome));
     }
@@ -291,13 +297,15 @@ fn send_batch(
                     summary.parts += *parts as u64;
                     c.provider_message_id = Some(provider_id.clone());
                 }
-                SendOutcome::Retry { reason } | SendOutcome::RetryAfter { reason, .. } => {
+                SendOutcome::Retry { reason }
+                | SendOutcome::RetryAfter { reason, .. }
+                | SendOutcome::Unknown { reason } => {
                     // No retries yet: a transient failure fails the message, with its reason.
                     summary.failed += 1;
                     c.to = MessageState::Failed;
                     c.error = Some(("retry".into(), reason.clone()));
                 }
-                SendOutcome::Rejected { code, text } => {
+                SendOutcome::Rejected { code, text } | SendOutcome::Halt { code, text } => {
                     summary.failed += 1;
                     c.to = MessageState::Failed;
                     c.error = Some((code.clone(), text.clone()));

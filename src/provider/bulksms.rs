@@ -41,3 +41,34 @@ impl BulkSmsConfig {
         self.limits.check(field, report);
     }
 }
+
+/// The BulkSMS client. (Skeleton: the request and its classification land next.)
+pub struct BulkSms {
+    #[allow(dead_code)]
+    config: BulkSmsConfig,
+    #[allow(dead_code)]
+    http: reqwest::Client,
+}
+
+impl BulkSms {
+    pub fn new(config: &BulkSmsConfig, http: reqwest::Client) -> BulkSms {
+        BulkSms {
+            config: config.clone(),
+            http,
+        }
+    }
+}
+
+impl super::Provider for BulkSms {
+    fn send<'a>(
+        &'a self,
+        _message: &'a super::RoutedMessage,
+    ) -> super::BoxFuture<'a, super::SendOutcome> {
+        Box::pin(async {
+            super::SendOutcome::Rejected {
+                code: "unimplemented".into(),
+                text: "not implemented yet".into(),
+            }
+        })
+    }
+}

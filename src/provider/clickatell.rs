@@ -36,3 +36,34 @@ impl ClickatellConfig {
         self.limits.check(field, report);
     }
 }
+
+/// The Clickatell client. (Skeleton: the request and its classification land next.)
+pub struct Clickatell {
+    #[allow(dead_code)]
+    config: ClickatellConfig,
+    #[allow(dead_code)]
+    http: reqwest::Client,
+}
+
+impl Clickatell {
+    pub fn new(config: &ClickatellConfig, http: reqwest::Client) -> Clickatell {
+        Clickatell {
+            config: config.clone(),
+            http,
+        }
+    }
+}
+
+impl super::Provider for Clickatell {
+    fn send<'a>(
+        &'a self,
+        _message: &'a super::RoutedMessage,
+    ) -> super::BoxFuture<'a, super::SendOutcome> {
+        Box::pin(async {
+            super::SendOutcome::Rejected {
+                code: "unimplemented".into(),
+                text: "not implemented yet".into(),
+            }
+        })
+    }
+}

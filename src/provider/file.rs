@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{RoutedMessage, SendOutcome};
+use super::{BoxFuture, Provider, RoutedMessage, SendOutcome};
 use crate::job::Channel;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
@@ -43,7 +43,7 @@ impl FileOutbox {
     }
 
     /// Appends the message as one JSON line; its id is crier's own.
-    pub fn send(&self, message: &RoutedMessage) -> SendOutcome {
+    pub fn write(&self, message: &RoutedMessage) -> SendOutcome {
         let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
         let result = (|| -> std::io::Result<()> {
             let w = match files.entry(message.channel) {
@@ -78,5 +78,16 @@ impl FileOutbox {
             w.get_ref().sync_data()?;
         }
         Ok(())
+    }
+}
+
+impl Provider for FileOutbox {
+    fn send<'a>(&'a self, message: &'a RoutedMessage) -> BoxFuture<'a, SendOutcome> {
+        Box::pin(async move { self.write(message) })
+    }
+
+    fn sync(&self) -> Result<(), String> {
+        self.flush()
+            .map_err(|e| format!("outbox {}: {e}", self.dir.display()))
     }
 }

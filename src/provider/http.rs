@@ -119,6 +119,37 @@ impl HttpConfig {
     }
 }
 
+/// The generic HTTP gateway client. (Skeleton: the request and its classification land next.)
+pub struct HttpGateway {
+    #[allow(dead_code)]
+    config: HttpConfig,
+    #[allow(dead_code)]
+    http: reqwest::Client,
+}
+
+impl HttpGateway {
+    pub fn new(config: &HttpConfig, http: reqwest::Client) -> Result<HttpGateway, String> {
+        Ok(HttpGateway {
+            config: config.clone(),
+            http,
+        })
+    }
+}
+
+impl super::Provider for HttpGateway {
+    fn send<'a>(
+        &'a self,
+        _message: &'a super::RoutedMessage,
+    ) -> super::BoxFuture<'a, super::SendOutcome> {
+        Box::pin(async {
+            super::SendOutcome::Rejected {
+                code: "unimplemented".into(),
+                text: "not implemented yet".into(),
+            }
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,11 +15,18 @@ pub mod smtp;
 pub mod twilio;
 pub mod vonage;
 
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::time::Duration;
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::diag::FileReport;
-use crate::job::Channel;
+use crate::job::{Channel, DocumentKind};
+use crate::render::sms::Encoding;
+use crate::store::Kv;
 use crate::throttle::Rate;
 
 /// One configured provider, tagged by `type`.
@@ -97,6 +104,23 @@ pub struct RoutedMessage {
     pub to: String,
     pub subject: Option<String>,
     pub body: String,
+    /// The HTML alternative of an email body.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub html: Option<String>,
+    /// GSM-7 or UCS-2, for SMS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<Encoding>,
+    /// SMS parts the body costs.
+    pub parts: u32,
+    /// Whose message this is (portal inbox, documents to attach).
+    pub recipient_id: u64,
+    /// Financial documents to attach (email).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub attach: Vec<DocumentKind>,
+    /// A number unique to this message among everything this store sent in the last
+    /// 12 hours: BulkSMS's `deduplication-id`, so a retried submission cannot send twice.
+    #[serde(skip)]
+    pub dedup_id: u32,
 }
 
 /// What became of one send, classified by the provider in one place.
@@ -104,7 +128,7 @@ pub struct RoutedMessage {
 pub enum SendOutcome {
     /// Accepted, with the provider's message id.
     Sent { provider_id: String },
-    /// A transient failure: try again later.
+    /// A transient failure that did not send the message: try again later.
     Retry { reason: String },
     /// Try again after this long (the provider said so).
     RetryAfter {
@@ -113,6 +137,135 @@ pub enum SendOutcome {
     },
     /// Refused for good.
     Rejected { code: String, text: String },
+    /// The request may have reached the provider but its answer was lost (a timeout or a
+    /// dropped connection after sending). Not retried: resending could send it twice.
+    Unknown { reason: String },
+    /// The account cannot send at all (no credit, bad credentials): this message was
+    /// not sent, and the run pauses instead of failing every other recipient the same way.
+    Halt { code: String, text: String },
+}
+
+/// What a provider reports of its account.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Balance {
+    pub amount: f64,
+    /// Currency code, or `credits`.
+    pub unit: String,
+}
+
+/// A boxed future, so providers can sit behind `dyn Provider`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One configured provider, ready to send. One `impl` per file of this module.
+pub trait Provider: Send + Sync {
+    /// Sends one message and classifies the answer. Never panics, never returns a bare
+    /// error: every failure is one of [`SendOutcome`]'s kinds.
+    fn send<'a>(&'a self, message: &'a RoutedMessage) -> BoxFuture<'a, SendOutcome>;
+
+    /// Makes what `send` wrote durable (the file outbox); called before outcomes are
+    /// recorded as sent.
+    fn sync(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Checks the credentials and reads the balance where the API has one (`Ok(None)`
+    /// when it has none).
+    fn balance(&self) -> BoxFuture<'_, Result<Option<Balance>, String>> {
+        Box::pin(async { Ok(None) })
+    }
+}
+
+/// What providers share when they are built for a run.
+pub struct BuildContext<'a> {
+    /// One HTTP client for every network provider (connection reuse).
+    pub http: reqwest::Client,
+    /// `data_dir`, for the file outbox.
+    pub data_dir: &'a Path,
+    /// The customer-portal inbox.
+    pub inbox: &'a dyn Kv,
+}
+
+/// Builds the client of provider `name`.
+pub fn build<'a>(
+    name: &str,
+    config: &ProviderConfig,
+    ctx: &BuildContext<'a>,
+) -> Result<Box<dyn Provider + 'a>, String> {
+    let _ = name;
+    Ok(match config {
+        ProviderConfig::File(c) => Box::new(file::FileOutbox::new(
+            &c.dir.clone().unwrap_or_else(|| ctx.data_dir.join("outbox")),
+        )),
+        ProviderConfig::Http(c) => Box::new(http::HttpGateway::new(c, ctx.http.clone())?),
+        ProviderConfig::Bulksms(c) => Box::new(bulksms::BulkSms::new(c, ctx.http.clone())),
+        ProviderConfig::Clickatell(c) => Box::new(clickatell::Clickatell::new(c, ctx.http.clone())),
+        ProviderConfig::Twilio(c) => Box::new(twilio::Twilio::new(c, ctx.http.clone())),
+        ProviderConfig::Vonage(c) => Box::new(vonage::Vonage::new(c, ctx.http.clone())),
+        ProviderConfig::Smtp(c) => Box::new(smtp::Smtp::new(c)?),
+        ProviderConfig::Portal(_) => Box::new(portal::Inbox::new(ctx.inbox)),
+    })
+}
+
+/// The HTTP client every network provider shares: rustls (ring), no proxy from the
+/// environment surprises, bounded idle pool.
+pub fn http_client() -> reqwest::Client {
+    // Installing twice is harmless: the second call reports the first one is in place.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .user_agent(concat!("crier/", env!("CARGO_PKG_VERSION")))
+        .pool_max_idle_per_host(64)
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .build()
+        .unwrap_or_else(|_| reqwest::Client::new())
+}
+
+/// Classifies a request that got no HTTP answer. A connection that never opened sent
+/// nothing, so it is retried; any later failure may have sent the message, so it is
+/// retried only when the provider deduplicates resubmissions (`idempotent`).
+pub(crate) fn transport_outcome(error: &reqwest::Error, idempotent: bool) -> SendOutcome {
+    // Never print the URL (some gateways take credentials in it): the kind of failure
+    // and its causes only.
+    let mut reason = String::from(if error.is_timeout() {
+        "timed out"
+    } else if error.is_connect() {
+        "could not connect"
+    } else if error.is_body() || error.is_decode() {
+        "the response was cut off"
+    } else {
+        "the request failed"
+    });
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        reason.push_str(": ");
+        reason.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    if error.is_connect() || idempotent {
+        SendOutcome::Retry { reason }
+    } else {
+        SendOutcome::Unknown { reason }
+    }
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is rare among these APIs and read as absent).
+pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
+}
+
+/// The request timeout of `limits` (default 30 s).
+pub(crate) fn timeout(limits: &Limits) -> Duration {
+    limits
+        .timeout
+        .as_deref()
+        .and_then(|t| humantime::parse_duration(t).ok())
+        .unwrap_or(Duration::from_secs(30))
 }
 
 /// Throughput limits shared by every network provider.
@@ -131,17 +284,25 @@ pub struct Limits {
     /// Time allowed for one request, connect to last byte, e.g. `10s` (default 30s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
+    /// Retries of a transient failure before the message fails (default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+    /// First wait before a retry, doubled each time with jitter, e.g. `1s` (default 1s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff: Option<String>,
 }
 
 impl Limits {
     pub(crate) fn check(&self, field: &str, report: &mut FileReport) {
-        if let Some(t) = &self.timeout
-            && humantime::parse_duration(t).is_err()
-        {
-            report.error(
-                &format!("{field}.limits.timeout"),
-                format!("`{t}` is not a duration (e.g. `10s`, `1m`)"),
-            );
+        for (name, value) in [("timeout", &self.timeout), ("backoff", &self.backoff)] {
+            if let Some(t) = value
+                && humantime::parse_duration(t).is_err()
+            {
+                report.error(
+                    &format!("{field}.limits.{name}"),
+                    format!("`{t}` is not a duration (e.g. `10s`, `1m`)"),
+                );
+            }
         }
         if self.concurrency == Some(0) {
             report.error(&format!("{field}.limits.concurrency"), "must be at least 1");

@@ -65,3 +65,31 @@ impl SmtpConfig {
         self.limits.check(field, report);
     }
 }
+
+/// The SMTP client. (Skeleton: lettre transport lands next.)
+pub struct Smtp {
+    #[allow(dead_code)]
+    config: SmtpConfig,
+}
+
+impl Smtp {
+    pub fn new(config: &SmtpConfig) -> Result<Smtp, String> {
+        Ok(Smtp {
+            config: config.clone(),
+        })
+    }
+}
+
+impl super::Provider for Smtp {
+    fn send<'a>(
+        &'a self,
+        _message: &'a super::RoutedMessage,
+    ) -> super::BoxFuture<'a, super::SendOutcome> {
+        Box::pin(async {
+            super::SendOutcome::Rejected {
+                code: "unimplemented".into(),
+                text: "not implemented yet".into(),
+            }
+        })
+    }
+}

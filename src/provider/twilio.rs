@@ -62,3 +62,34 @@ impl TwilioConfig {
         self.limits.check(field, report);
     }
 }
+
+/// The Twilio client. (Skeleton: the request and its classification land next.)
+pub struct Twilio {
+    #[allow(dead_code)]
+    config: TwilioConfig,
+    #[allow(dead_code)]
+    http: reqwest::Client,
+}
+
+impl Twilio {
+    pub fn new(config: &TwilioConfig, http: reqwest::Client) -> Twilio {
+        Twilio {
+            config: config.clone(),
+            http,
+        }
+    }
+}
+
+impl super::Provider for Twilio {
+    fn send<'a>(
+        &'a self,
+        _message: &'a super::RoutedMessage,
+    ) -> super::BoxFuture<'a, super::SendOutcome> {
+        Box::pin(async {
+            super::SendOutcome::Rejected {
+                code: "unimplemented".into(),
+                text: "not implemented yet".into(),
+            }
+        })
+    }
+}

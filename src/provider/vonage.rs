@@ -34,3 +34,34 @@ impl VonageConfig {
         self.limits.check(field, report);
     }
 }
+
+/// The Vonage client. (Skeleton: the request and its classification land next.)
+pub struct Vonage {
+    #[allow(dead_code)]
+    config: VonageConfig,
+    #[allow(dead_code)]
+    http: reqwest::Client,
+}
+
+impl Vonage {
+    pub fn new(config: &VonageConfig, http: reqwest::Client) -> Vonage {
+        Vonage {
+            config: config.clone(),
+            http,
+        }
+    }
+}
+
+impl super::Provider for Vonage {
+    fn send<'a>(
+        &'a self,
+        _message: &'a super::RoutedMessage,
+    ) -> super::BoxFuture<'a, super::SendOutcome> {
+        Box::pin(async {
+            super::SendOutcome::Rejected {
+                code: "unimplemented".into(),
+                text: "not implemented yet".into(),
+            }
+        })
+    }
+}

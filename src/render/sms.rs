@@ -9,7 +9,8 @@
 //! follows Twilio's segment calculator, as recorded in `shared/specs/providers.md` §5.
 
 /// How the text is encoded on the air.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Encoding {
     Gsm7,
     Ucs2,

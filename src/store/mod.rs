@@ -163,6 +163,9 @@ pub trait Store: Send + Sync {
     /// The stored templates' key space.
     fn templates(&self) -> &dyn Kv;
 
+    /// The customer-portal inbox's key space.
+    fn inbox(&self) -> &dyn Kv;
+
     /// Makes every write so far durable on disk before returning.
     fn flush(&self) -> Result<(), StoreError>;
 
@@ -456,6 +459,9 @@ pub(crate) mod tests {
             let mut batch = KvBatch::default();
             batch.put(b"k".to_vec(), b"v".to_vec());
             store.history().apply(batch).unwrap();
+            let mut batch = KvBatch::default();
+            batch.put(b"k".to_vec(), b"inbox".to_vec());
+            store.inbox().apply(batch).unwrap();
             store.flush().unwrap();
         }
         let store = open(&config(dir.path(), backend)).unwrap();
@@ -466,6 +472,9 @@ pub(crate) mod tests {
             Some(9)
         );
         assert_eq!(store.history().get(b"k").unwrap(), Some(b"v".to_vec()));
+        // Each key space is its own: the same key holds different values.
+        assert_eq!(store.inbox().get(b"k").unwrap(), Some(b"inbox".to_vec()));
+        assert_eq!(store.optouts().get(b"k").unwrap(), None);
     }
 
     fn a_second_open_is_refused_as_in_use(backend: Backend) {

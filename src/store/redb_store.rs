@@ -24,6 +24,7 @@ const META: Table = TableDefinition::new("meta");
 const HISTORY: Table = TableDefinition::new("history");
 const OPTOUTS: Table = TableDefinition::new("optouts");
 const TEMPLATES: Table = TableDefinition::new("templates");
+const INBOX: Table = TableDefinition::new("inbox");
 
 pub(super) struct RedbStore {
     path: PathBuf,
@@ -31,6 +32,7 @@ pub(super) struct RedbStore {
     history: RedbKv,
     optouts: RedbKv,
     templates: RedbKv,
+    inbox: RedbKv,
 }
 
 /// One redb table as a [`Kv`].
@@ -68,7 +70,7 @@ impl RedbStore {
             })?;
         // Tables must exist before a read transaction may open them.
         let txn = db.begin_write().map_err(|e| fail(&path, e))?;
-        for table in [RECIPIENTS, META, HISTORY, OPTOUTS, TEMPLATES] {
+        for table in [RECIPIENTS, META, HISTORY, OPTOUTS, TEMPLATES, INBOX] {
             txn.open_table(table).map_err(|e| fail(&path, e))?;
         }
         txn.commit().map_err(|e| fail(&path, e))?;
@@ -82,6 +84,7 @@ impl RedbStore {
             history: kv(HISTORY),
             optouts: kv(OPTOUTS),
             templates: kv(TEMPLATES),
+            inbox: kv(INBOX),
             path,
             db,
         })
@@ -280,6 +283,10 @@ impl Store for RedbStore {
 
     fn templates(&self) -> &dyn Kv {
         &self.templates
+    }
+
+    fn inbox(&self) -> &dyn Kv {
+        &self.inbox
     }
 
     fn flush(&self) -> Result<(), StoreError> {

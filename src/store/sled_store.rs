@@ -22,6 +22,7 @@ pub(super) struct SledStore {
     history: SledKv,
     optouts: SledKv,
     templates: SledKv,
+    inbox: SledKv,
 }
 
 /// One sled tree as a [`Kv`].
@@ -89,6 +90,10 @@ impl SledStore {
             path: path.clone(),
             tree: db.open_tree("templates").map_err(|e| map_err(&path, e))?,
         };
+        let inbox = SledKv {
+            path: path.clone(),
+            tree: db.open_tree("inbox").map_err(|e| map_err(&path, e))?,
+        };
         Ok(SledStore {
             path,
             db,
@@ -97,6 +102,7 @@ impl SledStore {
             history,
             optouts,
             templates,
+            inbox,
         })
     }
 
@@ -241,6 +247,10 @@ impl Store for SledStore {
 
     fn templates(&self) -> &dyn Kv {
         &self.templates
+    }
+
+    fn inbox(&self) -> &dyn Kv {
+        &self.inbox
     }
 
     fn flush(&self) -> Result<(), StoreError> {
