@@ -149,6 +149,9 @@ fn kind_byte(k: RecipientKind) -> u8 {
     }
 }
 
+/// Deduplication ids are non-negative `i32`s (BulkSMS's type).
+const DEDUP_SPACE: u64 = 1 << 31;
+
 pub(crate) mod keys {
     use super::*;
 
@@ -165,6 +168,15 @@ pub(crate) mod keys {
     }
     pub fn message(id: MessageId) -> Vec<u8> {
         key(b'M', &[&id.run.to_bytes(), &id.seq.to_be_bytes()])
+    }
+    /// The store-wide counter of deduplication ids.
+    pub const DEDUP_COUNTER: &[u8] = b"d";
+    /// The first deduplication id of the block a plan batch starting at `seq` reserved.
+    pub fn dedup(run: RunId, seq: u32) -> Vec<u8> {
+        key(b'D', &[&run.to_bytes(), &seq.to_be_bytes()])
+    }
+    pub fn dedups_of(run: RunId) -> Vec<u8> {
+        key(b'D', &[&run.to_bytes()])
     }
     pub fn messages_of(run: RunId) -> Vec<u8> {
         key(b'M', &[&run.to_bytes()])
@@ -412,6 +424,22 @@ impl<'a> Ledger<'a> {
         let mut stored = self.stored_run(run)?;
         let mut batch = KvBatch::default();
         let mut ids = Vec::with_capacity(messages.len());
+        if !messages.is_empty() {
+            // Reserve this batch's block of deduplication ids, in the same atomic write.
+            let base = match self.kv.get(keys::DEDUP_COUNTER)? {
+                Some(b) => u32::from_be_bytes(b.as_slice().try_into().unwrap_or([0; 4])),
+                None => 0,
+            };
+            let next = (base as u64 + messages.len() as u64) % DEDUP_SPACE;
+            batch.put(
+                keys::DEDUP_COUNTER.to_vec(),
+                (next as u32).to_be_bytes().to_vec(),
+            );
+            batch.put(
+                keys::dedup(run, stored.next_seq),
+                base.to_be_bytes().to_vec(),
+            );
+        }
         for m in messages {
             let id = MessageId {
                 run,
@@ -455,6 +483,29 @@ impl<'a> Ledger<'a> {
         batch.put(keys::run(run), encode(&stored));
         self.kv.apply(batch)?;
         Ok(ids)
+    }
+
+    /// The message's deduplication id: unique among the last 2^31 messages this store
+    /// planned, so BulkSMS (which remembers ids for about 12 hours) never mistakes one
+    /// message for another, and the same for every retry of one message, even after a
+    /// restart.
+    pub fn dedup_id(&self, id: MessageId) -> Result<u32, LedgerError> {
+        let start = keys::dedup(id.run, 0);
+        let end = keys::dedup(id.run, id.seq.saturating_add(1));
+        let block = match id.seq.checked_add(1) {
+            Some(_) => self.kv.range(&start, &end, true).next(),
+            None => self
+                .kv
+                .range(&start, &keys::end_of(&keys::dedups_of(id.run)), true)
+                .next(),
+        };
+        let Some(entry) = block else {
+            return Err(LedgerError::NoSuchMessage(id));
+        };
+        let (key, value) = entry?;
+        let first = u32::from_be_bytes(key[key.len() - 4..].try_into().unwrap_or([0; 4]));
+        let base = u32::from_be_bytes(value.as_slice().try_into().unwrap_or([0; 4]));
+        Ok(((base as u64 + (id.seq - first) as u64) % DEDUP_SPACE) as u32)
     }
 
     /// Marks that every recipient of the run has been planned.
@@ -634,6 +685,10 @@ impl<'a> Ledger<'a> {
                 n += 1;
             }
             if n == 0 {
+                let dedups = keys::dedups_of(run);
+                for item in self.kv.range(&dedups, &keys::end_of(&dedups), false) {
+                    batch.delete(item?.0);
+                }
                 batch.delete(keys::run_time(stored.run.created_at, run));
                 batch.delete(keys::run_job(&stored.run.job, stored.run.created_at, run));
                 batch.delete(keys::run(run));
@@ -972,6 +1027,37 @@ mod tests {
             .collect();
         assert_eq!(sending, vec![ids_a[3]]);
         assert_eq!(ledger.messages_of(b.id, None).count(), 7);
+    }
+
+    #[test]
+    fn dedup_ids_are_unique_across_runs_and_stable_per_message() {
+        let (_d, store) = store();
+        let ledger = Ledger::new(store.as_ref());
+        let a = ledger.create_run(new_run("a")).unwrap();
+        let b = ledger.create_run(new_run("b")).unwrap();
+        let mut all = Vec::new();
+        for run in [a.id, b.id, a.id] {
+            let ids = ledger.plan(run, (0..5).map(msg).collect()).unwrap();
+            all.extend(ids);
+        }
+        let dedups: Vec<u32> = all.iter().map(|id| ledger.dedup_id(*id).unwrap()).collect();
+        let unique: std::collections::HashSet<_> = dedups.iter().collect();
+        assert_eq!(unique.len(), 15, "{dedups:?}");
+        // Asking again gives the same id (a retry after a restart resubmits it).
+        assert_eq!(ledger.dedup_id(all[12]).unwrap(), dedups[12]);
+        assert!(dedups.iter().all(|d| *d <= i32::MAX as u32));
+        // A purged run leaves no dedup blocks behind.
+        ledger.finish_planning(b.id).unwrap();
+        ledger.purge(b.id).unwrap();
+        let prefix = keys::dedups_of(b.id);
+        assert_eq!(
+            store
+                .history()
+                .range(&prefix, &keys::end_of(&prefix), false)
+                .count(),
+            0
+        );
+        assert_eq!(ledger.dedup_id(all[0]).unwrap(), dedups[0]);
     }
 
     #[test]
