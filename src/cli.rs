@@ -84,6 +84,12 @@ pub enum Command {
         after_help = "Example:\n  crier logs --channel sms --state failed --period today\n  crier logs --phone '082 123 4567' --format csv > messages.csv"
     )]
     Logs(LogsArgs),
+    /// Providers: check credentials and read balances.
+    #[command(subcommand)]
+    Providers(ProvidersCommand),
+    /// The customer-portal inbox: what the `portal` channel delivered.
+    #[command(subcommand)]
+    Portal(PortalCommand),
     /// List the recipients a job, or a filter, reaches.
     #[command(
         after_help = "Example:\n  crier recipients jobs/payment-reminder.yaml --limit 20\n  crier recipients --where status=active --where location='Cape Town' --format csv"
@@ -250,6 +256,31 @@ pub enum OptoutCommand {
     Import { file: PathBuf },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum ProvidersCommand {
+    /// Check each provider's credentials and read its balance (Splynx's balance check).
+    #[command(after_help = "Example:\n  crier providers check\n  crier providers check bulksms")]
+    Check {
+        /// One provider (default: all configured).
+        name: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PortalCommand {
+    /// List a customer's portal inbox.
+    #[command(after_help = "Example:\n  crier portal inbox 1042 --format json")]
+    Inbox {
+        /// Customer id.
+        customer: u64,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Mark a message of a customer's inbox read.
+    #[command(after_help = "Example:\n  crier portal read 1042 01JDZ8X6Q4T5N0V9K3M2R7W1YB-7")]
+    Read { customer: u64, message: String },
+}
+
 #[derive(Debug, Args)]
 pub struct SendArgs {
     /// The job file.
@@ -407,7 +438,7 @@ pub fn init_logging(cli: &Cli) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
-        .with_writer(std::io::stderr);
+        .with_writer(crate::logging::writer);
     match cli.log_format {
         LogFormat::Text => builder.with_target(false).compact().init(),
         LogFormat::Json => builder.json().init(),

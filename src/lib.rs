@@ -13,6 +13,7 @@ pub mod diag;
 pub mod engine;
 pub mod history;
 pub mod job;
+pub mod logging;
 pub mod provider;
 pub mod recipients;
 pub mod render;

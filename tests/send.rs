@@ -127,16 +127,3 @@ fn send_as_test_goes_to_one_address_only() {
         wrong.stderr
     );
 }
-
-#[test]
-fn other_providers_are_refused_for_now() {
-    let p = project();
-    p.write(
-        "crier.yaml",
-        "providers:\n  bulksms:\n    type: bulksms\n    token_id: id\n    token_secret: s\nchannels:\n  sms: bulksms\n",
-    );
-    let run = p.crier(&["send", "jobs/sms.yaml", "--yes"]);
-    assert_eq!(run.code, 1);
-    assert!(run.stderr.contains("provider `bulksms` is of type bulksms; this version sends through `file` providers only"), "{}", run.stderr);
-    assert!(outbox(&p, "sms").is_empty());
-}

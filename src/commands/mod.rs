@@ -7,7 +7,9 @@ mod config_show;
 mod history;
 mod import;
 mod optout;
+mod portal;
 mod preview;
+mod providers;
 mod recipients;
 mod schema;
 mod send;
@@ -54,6 +56,8 @@ pub fn run(cli: &Cli) -> anyhow::Result<Outcome> {
         Command::History(args) => history::run(&load_config(cli)?, args),
         Command::Logs(args) => history::logs(&load_config(cli)?, args),
         Command::Recipients(args) => recipients::run(&load_config(cli)?, args),
+        Command::Providers(command) => providers::run(&load_config(cli)?, command),
+        Command::Portal(command) => portal::run(&load_config(cli)?, command),
     }
 }
 

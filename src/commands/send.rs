@@ -21,6 +21,7 @@ pub(super) fn run(config: &Config, args: &SendArgs) -> anyhow::Result<Outcome> {
     };
     let store = open_store(config)?;
     let mut options = SendOptions::default();
+    let mut expected = 1;
     if let Some(to) = &args.test_to {
         let address = normalize(to, config.region).map_err(anyhow::Error::msg)?;
         let is_email = address.contains('@');
@@ -47,6 +48,7 @@ pub(super) fn run(config: &Config, args: &SendArgs) -> anyhow::Result<Outcome> {
             println!("\ndry run: nothing was sent");
             return Ok(Outcome::Ok);
         }
+        expected = to_send;
         if to_send == 0 {
             println!("\nnothing to send");
             return Ok(Outcome::Ok);
@@ -67,7 +69,17 @@ pub(super) fn run(config: &Config, args: &SendArgs) -> anyhow::Result<Outcome> {
             }
         }
     }
-    let summary = send(&job, config, store.as_ref(), &options)?;
+    let bar = progress_bar(expected);
+    if let Some(bar) = &bar {
+        let bar = bar.clone();
+        options.progress = Some(std::sync::Arc::new(move |n| bar.set_position(n)));
+    }
+    let summary = send(&job, config, store.as_ref(), &options);
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+        crate::logging::set_progress(None);
+    }
+    let summary = summary?;
     let run = summary
         .run
         .as_ref()
@@ -79,8 +91,17 @@ pub(super) fn run(config: &Config, args: &SendArgs) -> anyhow::Result<Outcome> {
         .iter()
         .map(|(r, n)| format!("{r} {n}"))
         .collect();
+    let mut extra = String::new();
+    for (n, what) in [
+        (summary.expired, "expired"),
+        (summary.unknown, "unknown (answer lost, not resent)"),
+    ] {
+        if n > 0 {
+            extra.push_str(&format!(", {n} {what}"));
+        }
+    }
     println!(
-        "\nrun {id} ({status}): {} sent, {} failed, {skipped} skipped{}; {} SMS parts",
+        "\nrun {id} ({status}): {} sent, {} failed{extra}, {skipped} skipped{}; {} SMS parts, {} retries",
         summary.sent,
         summary.failed,
         if reasons.is_empty() {
@@ -89,11 +110,34 @@ pub(super) fn run(config: &Config, args: &SendArgs) -> anyhow::Result<Outcome> {
             format!(" ({})", reasons.join(", "))
         },
         summary.parts,
+        summary.retries,
     );
+    if let Some(reason) = &summary.paused {
+        println!(
+            "paused: {reason}; {} messages still queued (nothing was sent twice)",
+            summary.queued
+        );
+    }
     println!("details: crier history show {id}");
-    Ok(if summary.failed > 0 {
-        Outcome::Failed
-    } else {
+    Ok(if summary.all_sent() {
         Outcome::Ok
+    } else {
+        Outcome::Failed
     })
+}
+
+/// A progress bar on stderr when it is a terminal; log lines print above it.
+fn progress_bar(total: u64) -> Option<indicatif::ProgressBar> {
+    if !std::io::stderr().is_terminal() || total < 2 {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} ({per_sec}, eta {eta})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    crate::logging::set_progress(Some(bar.clone()));
+    Some(bar)
 }

@@ -1,33 +1,58 @@
-//! Sending a run, first version: synchronous, through the `file` outbox provider.
+//! Sending a run: a streaming pipeline with bounded queues, group-committed to the ledger.
 //!
-//! The order is the one every provider will keep: recipients are planned into the ledger
-//! in batches (queued, or skipped with their reason), each batch goes to `sending`
-//! durably before the provider is called, the outbox is synced, and the outcomes are
-//! recorded durably. A crash therefore leaves at most one batch in `sending`, never a
-//! message sent twice without a trace. The job's `rate:` is honoured with governor.
-//! Network providers, retries, expiry and the async pipeline come with the rest of the
-//! dispatch issue; until then a job whose provider is not `file` is refused.
+//! Three parts run at once, joined by bounded channels so memory does not grow with the
+//! number of recipients:
+//!
+//! - the **planner** thread resolves recipients, renders them ([`Planner`]) and writes
+//!   them to the ledger in batches (`queued`, or `skipped` with the reason), then hands
+//!   the sendable ones on;
+//! - the **dispatcher** (async, on a small tokio runtime) drives up to
+//!   [`MAX_IN_FLIGHT`] messages at once. For each: the job's and the provider's rate limits
+//!   (governor; both hold), a concurrency permit of the provider (reqwest does not cap
+//!   connections per host), the durable `sending` mark, the provider call, and the
+//!   classified outcome: retries with exponential backoff and jitter (or the provider's
+//!   `Retry-After`) until the provider's `retries` or the job's `expire_after` run out;
+//!   `halt` (no credit, bad credentials) pauses the run, leaving the rest `queued`;
+//! - the **recorder** thread group-commits state changes: whatever has arrived is one
+//!   ledger write and one flush, and a message's `sending` mark is durable before its
+//!   provider is called. A crash leaves only messages actually in flight in `sending`.
+//!
+//! A message cancelled meanwhile (`crier history cancel`) is never sent: its `sending`
+//! transition is refused by the ledger and the dispatcher drops it.
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use governor::{Quota, RateLimiter};
 use thiserror::Error;
+use tokio::sync::oneshot;
 
 use super::{PlanError, Planned, Planner};
 use crate::config::Config;
 use crate::history::ledger::{Change, Ledger, LedgerError, NewMessage, NewRun};
-use crate::history::{MessageState, MessageType, Run, Trigger};
+use crate::history::{MessageId, MessageState, MessageType, Run, Trigger};
 use crate::job::{Channel, Job, Source};
-use crate::provider::file::FileOutbox;
-use crate::provider::{ProviderConfig, RoutedMessage, SendOutcome};
+use crate::provider::{self, BuildContext, Provider, ProviderConfig, RoutedMessage, SendOutcome};
 use crate::recipients::optout::OptOuts;
 use crate::recipients::source::{self, SourceError};
 use crate::render::stored::Templates;
 use crate::store::{Store, StoreError};
+use crate::throttle::Rate;
 
-/// Messages planned and sent per durable step.
+/// Messages planned per ledger write.
 const BATCH: usize = 500;
+/// Messages the dispatcher works on at once (waiting for a rate limit, a permit, a
+/// retry, or an answer).
+pub const MAX_IN_FLIGHT: usize = 1024;
+/// Most state changes in one group commit.
+const COMMIT_MAX: usize = 4096;
+/// Longest wait between two attempts.
+const BACKOFF_CAP: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Error)]
 pub enum SendError {
@@ -39,25 +64,45 @@ pub enum SendError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Source(#[from] SourceError),
-    #[error(
-        "provider `{name}` is of type {kind}; this version sends through `file` providers only (the others arrive with the dispatch issue)"
-    )]
-    Unsupported { name: String, kind: &'static str },
     #[error("provider `{0}` is not configured")]
     NoProvider(String),
-    #[error("the outbox cannot be written: {0}")]
-    Outbox(std::io::Error),
+    #[error("provider `{name}` (type {kind}) cannot carry {channel} messages")]
+    WrongChannel {
+        name: String,
+        kind: &'static str,
+        channel: Channel,
+    },
+    #[error("provider `{0}` cannot be set up: {1}")]
+    Build(String, String),
+    #[error("provider `{0}` refused the balance check: {1}")]
+    Balance(String, String),
+    #[error(
+        "provider `{name}` balance is {balance} {unit}, below the job's min_balance {min}: top up before sending"
+    )]
+    LowBalance {
+        name: String,
+        balance: f64,
+        unit: String,
+        min: f64,
+    },
+    #[error("cannot start the sending runtime: {0}")]
+    Runtime(std::io::Error),
     #[error("no recipient of this job has id {0}")]
     NoRecipient(u64),
 }
 
+/// Reports how many messages are settled so far.
+pub type ProgressFn = dyn Fn(u64) + Send + Sync;
+
 /// How to send.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct SendOptions {
     /// Send as test: one message to this address, with one recipient's data.
     pub test_to: Option<String>,
     /// With `test_to`: whose data (default: the first recipient).
     pub recipient: Option<u64>,
+    /// Called as messages settle (a progress bar).
+    pub progress: Option<Arc<ProgressFn>>,
 }
 
 /// What a run did.
@@ -66,34 +111,89 @@ pub struct Summary {
     pub run: Option<Run>,
     pub sent: u64,
     pub failed: u64,
+    pub expired: u64,
+    /// Outcome lost (a timeout after the request went out): not resent.
+    pub unknown: u64,
     pub skipped: BTreeMap<&'static str, u64>,
+    /// SMS parts of the sent messages.
     pub parts: u64,
+    /// Attempts beyond the first.
+    pub retries: u64,
+    /// Messages left `queued` by a pause.
+    pub queued: u64,
+    /// Why the run paused, if it did.
+    pub paused: Option<String>,
 }
 
-/// The provider name and outbox directory for `channel` of `job`.
-fn outbox_for(
-    job: &Job,
-    config: &Config,
-    channel: Channel,
-) -> Result<(String, FileOutbox), SendError> {
-    let name = match (&job.provider, channel) {
+impl Summary {
+    /// Did every message that could be sent go out?
+    pub fn all_sent(&self) -> bool {
+        self.failed == 0 && self.expired == 0 && self.unknown == 0 && self.paused.is_none()
+    }
+}
+
+type Limiter = RateLimiter<
+    governor::state::NotKeyed,
+    governor::state::InMemoryState,
+    governor::clock::DefaultClock,
+>;
+
+fn limiter(rate: Rate, burst: Option<u32>) -> Limiter {
+    let per_message = rate.per / rate.count.get();
+    let quota = Quota::with_period(per_message)
+        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
+        .allow_burst(burst.and_then(NonZeroU32::new).unwrap_or(NonZeroU32::MIN));
+    RateLimiter::direct(quota)
+}
+
+/// One provider as a run uses it: the client, its limits, its retry policy.
+struct Lane<'a> {
+    name: String,
+    provider: Box<dyn Provider + 'a>,
+    limiter: Option<Limiter>,
+    permits: tokio::sync::Semaphore,
+    retries: u32,
+    backoff: Duration,
+}
+
+/// The provider name `job` uses for `channel`.
+fn provider_name(job: &Job, config: &Config, channel: Channel) -> String {
+    match (&job.provider, channel) {
         (Some(p), c) if c != Channel::Portal => p.clone(),
         _ => config.channels.provider_for(channel).to_string(),
-    };
-    match config.providers.get(&name) {
-        Some(ProviderConfig::File(f)) => {
-            let dir = f
-                .dir
-                .clone()
-                .unwrap_or_else(|| config.data_dir.join("outbox"));
-            Ok((name, FileOutbox::new(&dir)))
-        }
-        Some(other) => Err(SendError::Unsupported {
-            name,
-            kind: other.type_name(),
-        }),
-        None => Err(SendError::NoProvider(name)),
     }
+}
+
+fn lane<'a>(
+    name: &str,
+    config: &ProviderConfig,
+    ctx: &BuildContext<'a>,
+) -> Result<Lane<'a>, SendError> {
+    let provider =
+        provider::build(name, config, ctx).map_err(|e| SendError::Build(name.to_string(), e))?;
+    let limits = match config {
+        ProviderConfig::Http(c) => Some(&c.limits),
+        ProviderConfig::Bulksms(c) => Some(&c.limits),
+        ProviderConfig::Clickatell(c) => Some(&c.limits),
+        ProviderConfig::Twilio(c) => Some(&c.limits),
+        ProviderConfig::Vonage(c) => Some(&c.limits),
+        ProviderConfig::Smtp(c) => Some(&c.limits),
+        ProviderConfig::File(_) | ProviderConfig::Portal(_) => None,
+    };
+    let default = provider::Limits::default();
+    let limits = limits.unwrap_or(&default);
+    Ok(Lane {
+        name: name.to_string(),
+        provider,
+        limiter: limits.rate.map(|r| limiter(r, limits.burst)),
+        permits: tokio::sync::Semaphore::new(limits.concurrency.unwrap_or(8) as usize),
+        retries: limits.retries.unwrap_or(5),
+        backoff: limits
+            .backoff
+            .as_deref()
+            .and_then(|b| humantime::parse_duration(b).ok())
+            .unwrap_or(Duration::from_secs(1)),
+    })
 }
 
 /// Sends `job` (or one test message), writing every message's fate to the ledger.
@@ -103,10 +203,64 @@ pub fn send(
     store: &dyn Store,
     options: &SendOptions,
 ) -> Result<Summary, SendError> {
-    let mut outboxes = BTreeMap::new();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("crier-send")
+        .enable_all()
+        .build()
+        .map_err(SendError::Runtime)?;
+    // lettre's pool and reqwest expect a runtime around them from the start.
+    let _entered = runtime.enter();
+
+    let ctx = BuildContext {
+        http: provider::http_client(),
+        data_dir: &config.data_dir,
+        inbox: store.inbox(),
+    };
+    let mut lanes: Vec<Lane> = Vec::new();
+    let mut lane_of: BTreeMap<Channel, usize> = BTreeMap::new();
     for &channel in job.send_to.channels() {
-        outboxes.insert(channel, outbox_for(job, config, channel)?);
+        let name = provider_name(job, config, channel);
+        let Some(pc) = config.providers.get(&name) else {
+            return Err(SendError::NoProvider(name));
+        };
+        if !pc.carries(channel) {
+            return Err(SendError::WrongChannel {
+                name,
+                kind: pc.type_name(),
+                channel,
+            });
+        }
+        let index = match lanes.iter().position(|l| l.name == name) {
+            Some(i) => i,
+            None => {
+                lanes.push(lane(&name, pc, &ctx)?);
+                lanes.len() - 1
+            }
+        };
+        lane_of.insert(channel, index);
     }
+    if let Some(min) = job.min_balance {
+        for lane in &lanes {
+            match runtime.block_on(lane.provider.balance()) {
+                Ok(Some(b)) if b.amount < min => {
+                    return Err(SendError::LowBalance {
+                        name: lane.name.clone(),
+                        balance: b.amount,
+                        unit: b.unit,
+                        min,
+                    });
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => tracing::warn!(
+                    provider = %lane.name,
+                    "The provider has no balance to check against min_balance."
+                ),
+                Err(e) => return Err(SendError::Balance(lane.name.clone(), e)),
+            }
+        }
+    }
+
     let templates = Templates::new(store.templates());
     let testing = options.test_to.is_some();
     let optouts = (!testing).then(|| OptOuts::new(store.optouts()));
@@ -120,96 +274,220 @@ pub fn send(
             Trigger::Manual
         },
         channels: job.send_to.channels().to_vec(),
-        provider: outboxes
-            .values()
-            .map(|(n, _)| n.clone())
+        provider: lanes
+            .iter()
+            .map(|l| l.name.clone())
             .collect::<Vec<_>>()
             .join("+"),
         body,
         subject: job.subject.clone(),
     })?;
-    let mut planner = Planner::new(job, config, &run.id.to_string(), optouts, Some(&templates))?;
-    let limiter = job.rate.map(|rate| {
-        let per_message = rate.per / rate.count.get();
-        let quota = Quota::with_period(per_message)
-            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
-            .allow_burst(NonZeroU32::MIN);
-        RateLimiter::direct(quota)
-    });
+    let planner = Planner::new(job, config, &run.id.to_string(), optouts, Some(&templates))?;
+    let span = tracing::info_span!("run", job = %job.name, run = %run.id);
+    let _span = span.enter();
+    tracing::info!("Sending.");
 
-    let from_store = match job.recipients.source {
-        Source::Store => Some(store),
+    let stop = Stop::default();
+    let (work_tx, work_rx) = tokio::sync::mpsc::channel::<Work>(BATCH * 2);
+    let (record_tx, record_rx) = mpsc::channel::<Record>();
+    let dispatch = Dispatch {
+        lanes: &lanes,
+        job_limiter: job.rate.map(|r| limiter(r, None)),
+        expire_after: job.expire_after,
+        record: record_tx,
+        stop: &stop,
+        progress: options.progress.clone(),
+    };
+    let (planned, mut summary, recorded) = std::thread::scope(|s| {
+        let plan = s.spawn(|| {
+            let _span = span.enter();
+            plan_all(
+                PlanInput {
+                    job,
+                    config,
+                    store,
+                    ledger: &ledger,
+                    run: &run,
+                    lane_of: &lane_of,
+                    lanes: &lanes,
+                    options,
+                    testing,
+                },
+                planner,
+                work_tx,
+                &stop,
+            )
+        });
+        let record = s.spawn(|| {
+            let _span = span.enter();
+            record_all(&ledger, &lanes, record_rx, &stop)
+        });
+        let summary = runtime.block_on(dispatch.run(work_rx));
+        drop(dispatch);
+        let planned = plan.join().unwrap_or_else(|_| Err(panicked("planner")));
+        let recorded = record.join().unwrap_or_else(|_| Err(panicked("recorder")));
+        (planned, summary, recorded)
+    });
+    recorded?;
+    let planned = planned?;
+    summary.skipped = planned.skipped;
+    summary.paused = stop.reason();
+    if planned.complete && summary.paused.is_none() {
+        ledger.finish_planning(run.id)?;
+    }
+    ledger.flush()?;
+    let run = ledger.run(run.id)?;
+    summary.queued = run.counters.get(MessageState::Queued);
+    summary.run = Some(run);
+    tracing::info!(
+        sent = summary.sent,
+        failed = summary.failed,
+        paused = summary.paused.is_some(),
+        "Run done."
+    );
+    Ok(summary)
+}
+
+fn panicked(part: &str) -> SendError {
+    SendError::Ledger(LedgerError::Store(StoreError::Corrupt {
+        path: part.into(),
+        detail: format!("the {part} thread panicked"),
+    }))
+}
+
+/// Why the run stopped early, shared by every part of the pipeline.
+#[derive(Default)]
+struct Stop {
+    stopped: AtomicBool,
+    reason: Mutex<Option<String>>,
+}
+
+impl Stop {
+    fn stop(&self, reason: String) {
+        let mut r = self.reason.lock().unwrap_or_else(|e| e.into_inner());
+        if r.is_none() {
+            tracing::error!(reason = %reason, "Run paused.");
+            *r = Some(reason);
+        }
+        self.stopped.store(true, Ordering::SeqCst);
+    }
+
+    fn stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+
+    fn reason(&self) -> Option<String> {
+        self.reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// A planned message on its way to a provider.
+struct Work {
+    id: MessageId,
+    lane: usize,
+    message: RoutedMessage,
+    planned_at: Instant,
+}
+
+struct PlanInput<'s, 'a> {
+    job: &'s Job,
+    config: &'s Config,
+    store: &'s dyn Store,
+    ledger: &'s Ledger<'a>,
+    run: &'s Run,
+    lane_of: &'s BTreeMap<Channel, usize>,
+    lanes: &'s [Lane<'a>],
+    options: &'s SendOptions,
+    testing: bool,
+}
+
+struct PlanResult {
+    skipped: BTreeMap<&'static str, u64>,
+    /// Every recipient was planned (not cut short by a pause).
+    complete: bool,
+}
+
+fn plan_all(
+    input: PlanInput,
+    mut planner: Planner,
+    work: tokio::sync::mpsc::Sender<Work>,
+    stop: &Stop,
+) -> Result<PlanResult, SendError> {
+    let result = plan_inner(&input, &mut planner, &work, stop);
+    if let Err(e) = &result {
+        stop.stop(format!("planning failed: {e}"));
+    }
+    result
+}
+
+fn plan_inner(
+    input: &PlanInput,
+    planner: &mut Planner,
+    work: &tokio::sync::mpsc::Sender<Work>,
+    stop: &Stop,
+) -> Result<PlanResult, SendError> {
+    let from_store = match input.job.recipients.source {
+        Source::Store => Some(input.store),
         Source::Csv(_) => None,
     };
-    let mut summary = Summary::default();
+    let mut result = PlanResult {
+        skipped: BTreeMap::new(),
+        complete: false,
+    };
     let mut pending: Vec<Planned> = Vec::with_capacity(BATCH);
     let mut found = false;
-    for item in source::resolve(&job.recipients, from_store, config.region)? {
+    for item in source::resolve(&input.job.recipients, from_store, input.config.region)? {
+        if stop.stopped() {
+            return Ok(result);
+        }
         let r = item?;
-        if let Some(id) = options.recipient
+        if let Some(id) = input.options.recipient
             && id != r.id
         {
             continue;
         }
         found = true;
         for mut planned in planner.plan(&r)? {
-            if let Some(to) = &options.test_to {
+            if let Some(to) = &input.options.test_to {
                 planned.address = Some(to.clone());
                 planned.skip = None;
             }
             pending.push(planned);
         }
-        if testing {
+        if input.testing {
             break;
         }
-        if pending.len() >= BATCH {
-            send_batch(
-                &ledger,
-                &run,
-                std::mem::take(&mut pending),
-                &outboxes,
-                limiter.as_ref(),
-                testing,
-                &mut summary,
-            )?;
+        if pending.len() >= BATCH
+            && !hand_on(input, std::mem::take(&mut pending), work, &mut result)?
+        {
+            return Ok(result);
         }
     }
-    if let Some(id) = options.recipient
+    if let Some(id) = input.options.recipient
         && !found
     {
         return Err(SendError::NoRecipient(id));
     }
-    send_batch(
-        &ledger,
-        &run,
-        pending,
-        &outboxes,
-        limiter.as_ref(),
-        testing,
-        &mut summary,
-    )?;
-    summary.run = Some(ledger.finish_planning(run.id)?);
-    ledger.flush()?;
-    Ok(summary)
+    if !hand_on(input, pending, work, &mut result)? {
+        return Ok(result);
+    }
+    result.complete = true;
+    Ok(result)
 }
 
-type Limiter = RateLimiter<
-    governor::state::NotKeyed,
-    governor::state::InMemoryState,
-    governor::clock::DefaultClock,
->;
-
-fn send_batch(
-    ledger: &Ledger,
-    run: &Run,
+/// Writes one batch to the ledger and passes the sendable messages to the dispatcher.
+/// `false` when the dispatcher has stopped taking messages.
+fn hand_on(
+    input: &PlanInput,
     batch: Vec<Planned>,
-    outboxes: &BTreeMap<Channel, (String, FileOutbox)>,
-    limiter: Option<&Limiter>,
-    testing: bool,
-    summary: &mut Summary,
-) -> Result<(), SendError> {
+    work: &tokio::sync::mpsc::Sender<Work>,
+    result: &mut PlanResult,
+) -> Result<bool, SendError> {
     if batch.is_empty() {
-        return Ok(());
+        return Ok(true);
     }
     let messages: Vec<NewMessage> = batch
         .iter()
@@ -218,11 +496,8 @@ fn send_batch(
             recipient_id: p.recipient.id,
             address: p.address.clone().unwrap_or_default(),
             channel: p.channel,
-            provider: outboxes
-                .get(&p.channel)
-                .map(|(n, _)| n.clone())
-                .unwrap_or_default(),
-            kind: if testing {
+            provider: input.lanes[input.lane_of[&p.channel]].name.clone(),
+            kind: if input.testing {
                 MessageType::Test
             } else {
                 MessageType::Message
@@ -239,81 +514,344 @@ fn send_batch(
             reason: p.skip.as_ref().map(|(r, _)| r.as_str().to_string()),
         })
         .collect();
-    let ids = ledger.plan(run.id, messages)?;
-    let to_send: Vec<(usize, _)> = batch
-        .iter()
-        .zip(&ids)
-        .enumerate()
-        .filter(|(_, (p, _))| p.skip.is_none())
-        .map(|(i, (_, id))| (i, *id))
-        .collect();
-    for p in &batch {
+    let ids = input.ledger.plan(input.run.id, messages)?;
+    let dedup_base = match ids.first() {
+        Some(first) => input.ledger.dedup_id(*first)?,
+        None => 0,
+    };
+    let now = Instant::now();
+    for (i, (p, id)) in batch.into_iter().zip(ids).enumerate() {
         if let Some((reason, _)) = &p.skip {
-            *summary.skipped.entry(reason.as_str()).or_default() += 1;
+            *result.skipped.entry(reason.as_str()).or_default() += 1;
+            continue;
         }
-    }
-    // Durably `sending` before any provider call.
-    let sending: Vec<Change> = to_send
-        .iter()
-        .map(|(_, id)| Change::to(*id, MessageState::Sending))
-        .collect();
-    ledger.record(&sending)?;
-    let mut outcomes = Vec::with_capacity(to_send.len());
-    for (i, id) in &to_send {
-        if let Some(l) = limiter {
-            while let Err(not_until) = l.check() {
-                std::thread::sleep(not_until.wait_time_from(governor::clock::Clock::now(
-                    &governor::clock::DefaultClock::default(),
-                )));
-            }
-        }
-        let p = &batch[*i];
-        let (_, outbox) = &outboxes[&p.channel];
-        let outcome = outbox.write(&RoutedMessage {
+        let message = RoutedMessage {
             id: id.to_string(),
             channel: p.channel,
-            to: p.address.clone().unwrap_or_default(),
-            subject: p.subject.clone(),
-            body: p.body.clone(),
+            to: p.address.unwrap_or_default(),
+            subject: p.subject,
+            body: p.body,
             html: None,
             encoding: p.encoding,
             parts: p.parts as u32,
             recipient_id: p.recipient.id,
-            attach: vec![],
-            dedup_id: 0,
-        });
-        outcomes.push((*id, p.parts, outcome));
+            attach: if p.channel == Channel::Email {
+                input.job.attach.clone()
+            } else {
+                Vec::new()
+            },
+            dedup_id: ((dedup_base as u64 + i as u64) % (1 << 31)) as u32,
+        };
+        let item = Work {
+            id,
+            lane: input.lane_of[&p.channel],
+            message,
+            planned_at: now,
+        };
+        if work.blocking_send(item).is_err() {
+            return Ok(false);
+        }
     }
-    for (_, outbox) in outboxes.values() {
-        outbox.flush().map_err(SendError::Outbox)?;
-    }
-    let changes: Vec<Change> = outcomes
-        .iter()
-        .map(|(id, parts, outcome)| {
-            let mut c = Change::to(*id, MessageState::Sent);
-            match outcome {
-                SendOutcome::Sent { provider_id } => {
-                    summary.sent += 1;
-                    summary.parts += *parts as u64;
-                    c.provider_message_id = Some(provider_id.clone());
-                }
-                SendOutcome::Retry { reason }
-                | SendOutcome::RetryAfter { reason, .. }
-                | SendOutcome::Unknown { reason } => {
-                    // No retries yet: a transient failure fails the message, with its reason.
-                    summary.failed += 1;
-                    c.to = MessageState::Failed;
-                    c.error = Some(("retry".into(), reason.clone()));
-                }
-                SendOutcome::Rejected { code, text } | SendOutcome::Halt { code, text } => {
-                    summary.failed += 1;
-                    c.to = MessageState::Failed;
-                    c.error = Some((code.clone(), text.clone()));
+    Ok(true)
+}
+
+/// A state change for the recorder; `ack` hears whether it is durable.
+struct Record {
+    change: Change,
+    ack: Option<oneshot::Sender<Ack>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ack {
+    /// Durable.
+    Done,
+    /// The ledger refused the transition (the message was cancelled meanwhile).
+    Refused,
+    /// The store failed; the run stops.
+    Failed,
+}
+
+/// The recorder: group-commits whatever changes have arrived, one flush per group.
+fn record_all(
+    ledger: &Ledger,
+    lanes: &[Lane],
+    records: mpsc::Receiver<Record>,
+    stop: &Stop,
+) -> Result<(), SendError> {
+    let mut failure = None;
+    while let Ok(first) = records.recv() {
+        let mut group = vec![first];
+        while group.len() < COMMIT_MAX {
+            match records.try_recv() {
+                Ok(r) => group.push(r),
+                Err(_) => break,
+            }
+        }
+        if failure.is_some() {
+            for r in group {
+                if let Some(ack) = r.ack {
+                    let _ = ack.send(Ack::Failed);
                 }
             }
-            c
-        })
-        .collect();
-    ledger.record(&changes)?;
-    Ok(())
+            continue;
+        }
+        let result = commit(ledger, lanes, &group);
+        match result {
+            Ok(results) => {
+                for (r, ok) in group.into_iter().zip(results) {
+                    if let Some(ack) = r.ack {
+                        let _ = ack.send(if ok { Ack::Done } else { Ack::Refused });
+                    }
+                }
+            }
+            Err(e) => {
+                stop.stop(format!("the history cannot be written: {e}"));
+                for r in group {
+                    if let Some(ack) = r.ack {
+                        let _ = ack.send(Ack::Failed);
+                    }
+                }
+                failure = Some(e);
+            }
+        }
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+fn commit(ledger: &Ledger, lanes: &[Lane], group: &[Record]) -> Result<Vec<bool>, SendError> {
+    if group.iter().any(|r| r.change.to == MessageState::Sent) {
+        // What a provider buffered (the file outbox) is on disk before it counts as sent.
+        for lane in lanes {
+            lane.provider.sync().map_err(|e| {
+                SendError::Store(StoreError::Io {
+                    path: lane.name.clone().into(),
+                    source: std::io::Error::other(e),
+                })
+            })?;
+        }
+    }
+    let changes: Vec<Change> = group.iter().map(|r| r.change.clone()).collect();
+    let results = ledger.record(&changes)?;
+    Ok(results.iter().map(Result::is_ok).collect())
+}
+
+/// How one message ended, for the summary.
+enum Settled {
+    Sent {
+        parts: u32,
+    },
+    Failed,
+    Expired,
+    Unknown,
+    /// Left `queued` (a pause) or no longer ours (cancelled meanwhile).
+    NotSent,
+}
+
+struct Dispatch<'s, 'a> {
+    lanes: &'s [Lane<'a>],
+    job_limiter: Option<Limiter>,
+    expire_after: Duration,
+    record: mpsc::Sender<Record>,
+    stop: &'s Stop,
+    progress: Option<Arc<ProgressFn>>,
+}
+
+impl Dispatch<'_, '_> {
+    async fn run(&self, mut work: tokio::sync::mpsc::Receiver<Work>) -> Summary {
+        let mut summary = Summary::default();
+        let mut in_flight = FuturesUnordered::new();
+        let mut open = true;
+        let mut settled = 0u64;
+        loop {
+            if open && self.stop.stopped() {
+                // Whatever is still in the queue stays `queued` in the ledger.
+                work.close();
+                open = false;
+            }
+            tokio::select! {
+                biased;
+                Some((outcome, retries)) = in_flight.next(), if !in_flight.is_empty() => {
+                    summary.retries += retries;
+                    match outcome {
+                        Settled::Sent { parts } => {
+                            summary.sent += 1;
+                            summary.parts += parts as u64;
+                        }
+                        Settled::Failed => summary.failed += 1,
+                        Settled::Expired => summary.expired += 1,
+                        Settled::Unknown => summary.unknown += 1,
+                        Settled::NotSent => {}
+                    }
+                    settled += 1;
+                    if let Some(p) = &self.progress {
+                        p(settled);
+                    }
+                }
+                item = work.recv(), if open && in_flight.len() < MAX_IN_FLIGHT => match item {
+                    Some(w) => in_flight.push(self.deliver(w)),
+                    None => open = false,
+                },
+                else => break,
+            }
+        }
+        summary
+    }
+
+    /// Hands a change to the recorder; with `wait`, returns once it is durable.
+    async fn record(&self, change: Change, wait: bool) -> Ack {
+        if !wait {
+            return match self.record.send(Record { change, ack: None }) {
+                Ok(()) => Ack::Done,
+                Err(_) => Ack::Failed,
+            };
+        }
+        let (tx, rx) = oneshot::channel();
+        if self
+            .record
+            .send(Record {
+                change,
+                ack: Some(tx),
+            })
+            .is_err()
+        {
+            return Ack::Failed;
+        }
+        rx.await.unwrap_or(Ack::Failed)
+    }
+
+    /// One message from `queued` to its outcome; returns it and the retries it took.
+    async fn deliver(&self, w: Work) -> (Settled, u64) {
+        let lane = &self.lanes[w.lane];
+        let deadline = w.planned_at + self.expire_after;
+        let mut attempts: u32 = 0;
+        loop {
+            if let Some(l) = &self.job_limiter {
+                l.until_ready().await;
+            }
+            if let Some(l) = &lane.limiter {
+                l.until_ready().await;
+            }
+            if self.stop.stopped() {
+                return (Settled::NotSent, attempts.saturating_sub(1) as u64);
+            }
+            if Instant::now() >= deadline {
+                let mut c = Change::to(w.id, MessageState::Expired);
+                c.reason = Some("expired".into());
+                self.record(c, false).await;
+                return (Settled::Expired, attempts.saturating_sub(1) as u64);
+            }
+            let Ok(_permit) = lane.permits.acquire().await else {
+                return (Settled::NotSent, 0);
+            };
+            let mut sending = Change::to(w.id, MessageState::Sending);
+            sending.attempt = true;
+            match self.record(sending, true).await {
+                Ack::Done => {}
+                Ack::Refused | Ack::Failed => {
+                    return (Settled::NotSent, attempts.saturating_sub(1) as u64);
+                }
+            }
+            attempts += 1;
+            let outcome = lane.provider.send(&w.message).await;
+            drop(_permit);
+            let retries = (attempts - 1) as u64;
+            let mut change = Change::to(w.id, MessageState::Sent);
+            let (wait, reason) = match outcome {
+                SendOutcome::Sent { provider_id } => {
+                    change.provider_message_id = Some(provider_id);
+                    self.record(change, false).await;
+                    return (
+                        Settled::Sent {
+                            parts: w.message.parts,
+                        },
+                        retries,
+                    );
+                }
+                SendOutcome::Rejected { code, text } => {
+                    tracing::debug!(message = %w.id, code = %code, "Rejected.");
+                    change.to = MessageState::Failed;
+                    change.error = Some((code, text));
+                    self.record(change, false).await;
+                    return (Settled::Failed, retries);
+                }
+                SendOutcome::Unknown { reason } => {
+                    tracing::warn!(message = %w.id, provider = %lane.name, reason = %reason, "Outcome unknown; not resent.");
+                    change.to = MessageState::Unknown;
+                    change.error = Some(("unknown".into(), reason));
+                    self.record(change, false).await;
+                    return (Settled::Unknown, retries);
+                }
+                SendOutcome::Halt { code, text } => {
+                    self.stop.stop(format!(
+                        "provider `{}` refused to send: {code} {text}",
+                        lane.name
+                    ));
+                    change.to = MessageState::Queued;
+                    change.error = Some((code, text));
+                    self.record(change, false).await;
+                    return (Settled::NotSent, retries);
+                }
+                SendOutcome::Retry { reason } => (None, reason),
+                SendOutcome::RetryAfter { after, reason } => (Some(after), reason),
+            };
+            if attempts > lane.retries {
+                change.to = MessageState::Failed;
+                change.error = Some((
+                    "retries_exhausted".into(),
+                    format!("{attempts} attempts; last: {reason}"),
+                ));
+                self.record(change, false).await;
+                return (Settled::Failed, retries);
+            }
+            let wait = wait.unwrap_or_else(|| backoff(lane.backoff, attempts));
+            if Instant::now() + wait >= deadline {
+                change.to = MessageState::Expired;
+                change.reason = Some("expired".into());
+                change.error = Some(("expired".into(), format!("last attempt: {reason}")));
+                self.record(change, false).await;
+                return (Settled::Expired, retries);
+            }
+            tracing::debug!(message = %w.id, wait_ms = wait.as_millis() as u64, reason = %reason, "Retrying.");
+            change.to = MessageState::Queued;
+            change.error = Some(("retry".into(), reason));
+            self.record(change, false).await;
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// Exponential backoff with full jitter: a random wait in `[base·2^(n-1)/2, base·2^(n-1)]`,
+/// at most [`BACKOFF_CAP`].
+fn backoff(base: Duration, attempt: u32) -> Duration {
+    let ceiling = base
+        .saturating_mul(1u32 << attempt.saturating_sub(1).min(20))
+        .min(BACKOFF_CAP);
+    let half = ceiling / 2;
+    half + half.mul_f64(fastrand::f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_caps() {
+        let base = Duration::from_millis(100);
+        for _ in 0..100 {
+            let first = backoff(base, 1);
+            assert!(
+                first >= Duration::from_millis(50) && first <= base,
+                "{first:?}"
+            );
+            let third = backoff(base, 3);
+            assert!(
+                third >= Duration::from_millis(200) && third <= Duration::from_millis(400),
+                "{third:?}"
+            );
+            assert!(backoff(base, 40) <= BACKOFF_CAP);
+        }
+    }
 }

@@ -140,6 +140,14 @@ pub struct RawJob {
     /// SMS settings.
     #[serde(default)]
     pub sms: Option<SmsSettings>,
+    /// How long a message may wait for its provider (rate limits, retries) before it
+    /// gives up as `expired`, e.g. `6h`, `2d` (Splynx's "days until expiration";
+    /// default `1d`).
+    #[serde(default)]
+    pub expire_after: Option<String>,
+    /// Refuse to start when a provider's balance (`crier providers check`) is below this.
+    #[serde(default)]
+    pub min_balance: Option<f64>,
 }
 
 /// `sms:` settings of a job.
@@ -255,7 +263,12 @@ pub struct Job {
     pub provider: Option<String>,
     pub rate: Option<Rate>,
     pub sms: SmsSettings,
+    pub expire_after: std::time::Duration,
+    pub min_balance: Option<f64>,
 }
+
+/// Default of a job's `expire_after`.
+pub const DEFAULT_EXPIRE_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// Reads and validates one job file.
 pub fn load(
@@ -456,6 +469,28 @@ pub fn validate(raw: RawJob, path: &Path, config: &Config, report: &mut FileRepo
     {
         check_template_length(&text, max, &sms, report);
     }
+    let expire_after = match raw.expire_after.as_deref().map(humantime::parse_duration) {
+        None => DEFAULT_EXPIRE_AFTER,
+        Some(Ok(d)) if !d.is_zero() => d,
+        Some(_) => {
+            report.error(
+                "expire_after",
+                format!(
+                    "`{}` is not a duration above zero (e.g. `6h`, `2d`)",
+                    raw.expire_after.as_deref().unwrap_or_default()
+                ),
+            );
+            DEFAULT_EXPIRE_AFTER
+        }
+    };
+    if let Some(min) = raw.min_balance
+        && !(min.is_finite() && min >= 0.0)
+    {
+        report.error(
+            "min_balance",
+            format!("`{min}` must be a number of 0 or more"),
+        );
+    }
     let rate = raw.rate.as_deref().and_then(|r| match r.parse::<Rate>() {
         Ok(rate) => Some(rate),
         Err(e) => {
@@ -514,6 +549,8 @@ pub fn validate(raw: RawJob, path: &Path, config: &Config, report: &mut FileRepo
         attach: raw.attach,
         provider: raw.provider,
         rate,
+        expire_after,
+        min_balance: raw.min_balance,
         sms,
     })
 }

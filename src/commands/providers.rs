@@ -1,0 +1,66 @@
+//! `crier providers check`: each provider's credentials and balance, as Splynx's balance
+//! check shows them. Exit 1 when any provider refuses.
+
+use anyhow::bail;
+
+use super::{Outcome, open_store, print_table};
+use crate::cli::ProvidersCommand;
+use crate::config::Config;
+use crate::provider::{self, BuildContext};
+
+pub(super) fn run(config: &Config, command: &ProvidersCommand) -> anyhow::Result<Outcome> {
+    let ProvidersCommand::Check { name } = command;
+    let names: Vec<&String> = match name {
+        Some(n) if config.providers.contains_key(n) => vec![n],
+        Some(n) => bail!(
+            "no provider `{n}` in the configuration (configured: {})",
+            config
+                .providers
+                .keys()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        None => config.providers.keys().collect(),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let _entered = runtime.enter();
+    let store = open_store(config)?;
+    let ctx = BuildContext {
+        http: provider::http_client(),
+        data_dir: &config.data_dir,
+        inbox: store.inbox(),
+    };
+    let mut rows = Vec::new();
+    let mut failed = false;
+    for name in names {
+        let pc = &config.providers[name];
+        let (status, balance) = match provider::build(name, pc, &ctx) {
+            Err(e) => {
+                failed = true;
+                (format!("error: {e}"), String::new())
+            }
+            Ok(p) => match runtime.block_on(p.balance()) {
+                Ok(Some(b)) => ("ok".to_string(), format!("{:.2} {}", b.amount, b.unit)),
+                Ok(None) => ("ok".to_string(), "-".to_string()),
+                Err(e) => {
+                    failed = true;
+                    (format!("error: {e}"), String::new())
+                }
+            },
+        };
+        rows.push(vec![
+            name.clone(),
+            pc.type_name().to_string(),
+            status,
+            balance,
+        ]);
+    }
+    print_table(&["provider", "type", "status", "balance"], &rows);
+    if failed {
+        eprintln!("error: a provider failed its check (see the status column)");
+    }
+    Ok(if failed { Outcome::Failed } else { Outcome::Ok })
+}
