@@ -102,6 +102,16 @@ fn broken_jobs_fail_with_exact_messages() {
             "rate.yaml:4:7: rate: expected N/s, N/min or N/h (e.g. `10/s`), got `10/day`",
         ),
         (
+            "html.yaml",
+            "send_to: sms\nmessage: hi\nrecipients: {}\nhtml_template: x.html.j2\n",
+            "html.yaml:4:16: html_template: an HTML part is for email only",
+        ),
+        (
+            "expire.yaml",
+            "send_to: sms\nmessage: hi\nrecipients: {}\nexpire_after: soon\n",
+            "expire.yaml:4:15: expire_after: `soon` is not a duration above zero (e.g. `6h`, `2d`)",
+        ),
+        (
             "template.yaml",
             "send_to: sms\ntemplate: missing.sms.j2\nrecipients: {}\n",
             "template.yaml:2:11: template: template file `",

@@ -61,6 +61,8 @@ pub struct Planned {
     pub address: Option<String>,
     pub subject: Option<String>,
     pub body: String,
+    /// The HTML alternative (email with `html_template`).
+    pub html: Option<String>,
     pub encoding: Option<sms::Encoding>,
     pub parts: usize,
     /// `Some` when this message will not be sent, with the detail for people.
@@ -92,6 +94,7 @@ pub struct Planner<'a> {
     job: Job,
     body: Template,
     subject: Option<Template>,
+    html: Option<Template>,
     context: Context,
     seen: HashSet<(Channel, String)>,
 }
@@ -147,6 +150,20 @@ impl<'a> Planner<'a> {
             ),
             None => None,
         };
+        let html = match &job.html {
+            Some(path) => {
+                let name = path.display().to_string();
+                let source =
+                    std::fs::read_to_string(path).map_err(|source| PlanError::Template {
+                        path: name.clone(),
+                        source,
+                    })?;
+                Some(Template::compile_html(&source).map_err(|e| {
+                    PlanError::Compile(name, format!("{}:{}: {}", e.line, e.col, e.message))
+                })?)
+            }
+            None => None,
+        };
         let tz = job.schedule.as_ref().map_or(config.tz, |s| s.tz);
         let context = Context {
             job: [
@@ -170,6 +187,7 @@ impl<'a> Planner<'a> {
             job: job.clone(),
             body,
             subject,
+            html,
             context,
             seen: HashSet::new(),
         })
@@ -191,6 +209,7 @@ impl<'a> Planner<'a> {
             address: None,
             subject: None,
             body: String::new(),
+            html: None,
             encoding: None,
             parts: 0,
             skip: None,
@@ -247,6 +266,17 @@ impl<'a> Planner<'a> {
                 Ok(s) => planned.subject = Some(s),
                 Err(e) => {
                     planned.skip = Some((SkipReason::RenderFailed, format!("subject: {e}")));
+                    return Ok(planned);
+                }
+            }
+        }
+        if channel == Channel::Email
+            && let Some(html) = &self.html
+        {
+            match html.render(r, &self.context) {
+                Ok(h) => planned.html = Some(h),
+                Err(e) => {
+                    planned.skip = Some((SkipReason::RenderFailed, format!("html: {e}")));
                     return Ok(planned);
                 }
             }

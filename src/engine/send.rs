@@ -531,7 +531,7 @@ fn hand_on(
             to: p.address.unwrap_or_default(),
             subject: p.subject,
             body: p.body,
-            html: None,
+            html: p.html,
             encoding: p.encoding,
             parts: p.parts as u32,
             recipient_id: p.recipient.id,

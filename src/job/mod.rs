@@ -124,6 +124,11 @@ pub struct RawJob {
     /// The message text itself (a minijinja template). Give `template` or `message`.
     #[serde(default)]
     pub message: Option<String>,
+    /// Email only: an HTML alternative of the text, a minijinja file (relative to the job
+    /// file) whose values are HTML-escaped. Mail clients show it; the text stays for the
+    /// rest and for the history.
+    #[serde(default)]
+    pub html_template: Option<String>,
     /// Email subject (and portal message title).
     #[serde(default)]
     pub subject: Option<String>,
@@ -259,6 +264,8 @@ pub struct Job {
     pub send_to: SendTo,
     pub body: Body,
     pub subject: Option<String>,
+    /// The HTML alternative of an email (`html_template`).
+    pub html: Option<PathBuf>,
     pub attach: Vec<DocumentKind>,
     pub provider: Option<String>,
     pub rate: Option<Rate>,
@@ -441,6 +448,13 @@ pub fn validate(raw: RawJob, path: &Path, config: &Config, report: &mut FileRepo
     if let Some(subject) = &raw.subject {
         check_inline_template("subject", subject, report);
     }
+    let html = raw.html_template.as_deref().and_then(|t| {
+        if !has_email {
+            report.error("html_template", "an HTML part is for email only");
+            return None;
+        }
+        template_file("html_template", t, dir, report)
+    });
 
     // How: the provider must exist and carry the channel it is used for.
     if let Some(provider) = &raw.provider {
@@ -546,6 +560,7 @@ pub fn validate(raw: RawJob, path: &Path, config: &Config, report: &mut FileRepo
         send_to: raw.send_to,
         body: body?,
         subject: raw.subject,
+        html,
         attach: raw.attach,
         provider: raw.provider,
         rate,
@@ -565,33 +580,7 @@ fn template_body(t: &str, dir: &Path, send_to: SendTo, report: &mut FileReport) 
         }
         return Some(Body::Stored(name.trim().to_string()));
     }
-    let file = dir.join(t);
-    if !file.is_file() {
-        report.error(
-            "template",
-            format!(
-                "template file `{}` not found (paths are relative to the job file)",
-                file.display()
-            ),
-        );
-        return None;
-    }
-    match std::fs::read_to_string(&file) {
-        Ok(source) => {
-            if let Err(errors) = template::check(&source) {
-                for e in errors {
-                    report.diags.0.push(Diagnostic {
-                        file: file.clone(),
-                        line: e.line,
-                        col: e.col,
-                        field: "template".into(),
-                        message: e.message,
-                    });
-                }
-            }
-        }
-        Err(e) => report.error("template", format!("cannot read `{}`: {e}", file.display())),
-    }
+    let file = template_file("template", t, dir, report)?;
     // A template named `x.sms.j2` is for SMS; using it for email is a mistake.
     let file_name = file.file_name().and_then(|n| n.to_str()).unwrap_or("");
     for channel in Channel::ALL {
@@ -607,6 +596,38 @@ fn template_body(t: &str, dir: &Path, send_to: SendTo, report: &mut FileReport) 
         }
     }
     Some(Body::File(file))
+}
+
+/// Finds and checks the template file `t` (relative to `dir`) of `field`.
+fn template_file(field: &str, t: &str, dir: &Path, report: &mut FileReport) -> Option<PathBuf> {
+    let file = dir.join(t);
+    if !file.is_file() {
+        report.error(
+            field,
+            format!(
+                "template file `{}` not found (paths are relative to the job file)",
+                file.display()
+            ),
+        );
+        return None;
+    }
+    match std::fs::read_to_string(&file) {
+        Ok(source) => {
+            if let Err(errors) = template::check(&source) {
+                for e in errors {
+                    report.diags.0.push(Diagnostic {
+                        file: file.clone(),
+                        line: e.line,
+                        col: e.col,
+                        field: field.into(),
+                        message: e.message,
+                    });
+                }
+            }
+        }
+        Err(e) => report.error(field, format!("cannot read `{}`: {e}", file.display())),
+    }
+    Some(file)
 }
 
 /// Reports a template whose fixed text alone (without what `{{ … }}` and `{% … %}` add)

@@ -232,6 +232,16 @@ impl Template {
         Ok(Template { env })
     }
 
+    /// [`Template::compile`] for HTML: every value printed is HTML-escaped unless marked
+    /// `|safe`.
+    pub fn compile_html(source: &str) -> Result<Template, TemplateError> {
+        let mut env = environment();
+        env.set_auto_escape_callback(|_| minijinja::AutoEscape::Html);
+        env.add_template_owned("message", source.to_string())
+            .map_err(|e| from_minijinja(source, &e))?;
+        Ok(Template { env })
+    }
+
     /// Renders for one recipient. An error names what was missing or wrong.
     pub fn render(&self, recipient: &Recipient, context: &Context) -> Result<String, String> {
         let template = self
