@@ -163,6 +163,8 @@ impl Smtp {
             (None, None) => None,
             _ => return Err("`username` and `password` go together".into()),
         };
+        // Longest first: the PLAIN payload's base64 contains the password's own.
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
         Ok(Smtp {
             host: config.host.clone(),
             port,
@@ -321,7 +323,11 @@ impl Smtp {
         let mut total = 0u64;
         let mut parts = Vec::with_capacity(paths.len());
         for path in paths {
-            let shown = path.strip_prefix(dir).unwrap_or(&path).display().to_string();
+            let shown = path
+                .strip_prefix(dir)
+                .unwrap_or(&path)
+                .display()
+                .to_string();
             let bytes = std::fs::read(&path)
                 .map_err(|e| rejected(format!("attachment `{shown}` could not be read: {e}")))?;
             total += bytes.len() as u64;
@@ -424,7 +430,8 @@ impl super::Provider for Smtp {
                 Err(outcome) => return self.scrub_outcome(outcome),
             };
             let mut stage = Stage::Connect;
-            let result = tokio::time::timeout(self.timeout, self.transmit(&email, &mut stage)).await;
+            let result =
+                tokio::time::timeout(self.timeout, self.transmit(&email, &mut stage)).await;
             let outcome = match result {
                 Ok(Ok(_)) => SendOutcome::Sent {
                     provider_id: message_id(&message.id, self.from.email.domain()),
@@ -434,7 +441,10 @@ impl super::Provider for Smtp {
                     stage,
                     &Failure {
                         kind: FailureKind::Timeout,
-                        text: format!("no answer within {}", humantime::format_duration(self.timeout)),
+                        text: format!(
+                            "no answer within {}",
+                            humantime::format_duration(self.timeout)
+                        ),
                     },
                 ),
             };
@@ -463,7 +473,10 @@ impl super::Provider for Smtp {
                 Ok(Err(failure)) => failure,
                 Err(_) => Failure {
                     kind: FailureKind::Timeout,
-                    text: format!("no answer within {}", humantime::format_duration(self.timeout)),
+                    text: format!(
+                        "no answer within {}",
+                        humantime::format_duration(self.timeout)
+                    ),
                 },
             };
             let what = match (stage, &failure.kind) {
@@ -591,12 +604,10 @@ pub(crate) fn classify(stage: Stage, failure: &Failure) -> SendOutcome {
             code: "smtp:tls".into(),
             text: format!("TLS failed: {text}"),
         },
-        FailureKind::Client if matches!(stage, Stage::Connect | Stage::Auth) => {
-            SendOutcome::Halt {
-                code: "smtp:client".into(),
-                text,
-            }
-        }
+        FailureKind::Client if matches!(stage, Stage::Connect | Stage::Auth) => SendOutcome::Halt {
+            code: "smtp:client".into(),
+            text,
+        },
         FailureKind::Client => SendOutcome::Rejected {
             code: "smtp:client".into(),
             text,
@@ -705,4 +716,284 @@ fn base64(bytes: &[u8]) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(kind: FailureKind, text: &str) -> Failure {
+        Failure {
+            kind,
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn classifies_every_stage_and_failure() {
+        use FailureKind::*;
+        use Stage::*;
+        let retry = |reason: &str| SendOutcome::Retry {
+            reason: reason.into(),
+        };
+        let table: Vec<(Stage, Failure, SendOutcome)> = vec![
+            (
+                Envelope,
+                failure(Reply(450), "4.2.1 busy"),
+                retry("smtp 450: 4.2.1 busy"),
+            ),
+            (
+                Data,
+                failure(Reply(451), "4.3.0 later"),
+                retry("smtp 451: 4.3.0 later"),
+            ),
+            (
+                Connect,
+                failure(Reply(421), "4.3.2 shutting down"),
+                retry("smtp 421: 4.3.2 shutting down"),
+            ),
+            (
+                Envelope,
+                failure(Reply(550), "5.1.1 no such user"),
+                SendOutcome::Rejected {
+                    code: "smtp:550".into(),
+                    text: "5.1.1 no such user".into(),
+                },
+            ),
+            (
+                Data,
+                failure(Reply(554), "5.7.1 spam"),
+                SendOutcome::Rejected {
+                    code: "smtp:554".into(),
+                    text: "5.7.1 spam".into(),
+                },
+            ),
+            (
+                Auth,
+                failure(Reply(535), "5.7.8 bad credentials"),
+                SendOutcome::Halt {
+                    code: "smtp:535".into(),
+                    text: "the server refused the login: 5.7.8 bad credentials".into(),
+                },
+            ),
+            (
+                Envelope,
+                failure(Reply(530), "5.7.0 authentication required"),
+                SendOutcome::Halt {
+                    code: "smtp:530".into(),
+                    text: "the server refused the login: 5.7.0 authentication required".into(),
+                },
+            ),
+            (
+                Connect,
+                failure(Reply(554), "5.7.1 you are blocked"),
+                SendOutcome::Halt {
+                    code: "smtp:554".into(),
+                    text: "the server refused the connection: 5.7.1 you are blocked".into(),
+                },
+            ),
+            (
+                Connect,
+                failure(Lost, "Connection error: refused"),
+                retry("could not connect: Connection error: refused"),
+            ),
+            (
+                Connect,
+                failure(Timeout, "no answer"),
+                retry("could not connect: no answer"),
+            ),
+            (
+                Envelope,
+                failure(Lost, "network error: reset"),
+                retry("network error: reset"),
+            ),
+            (Envelope, failure(Timeout, "no answer"), retry("no answer")),
+            (
+                Data,
+                failure(Timeout, "no answer within 300ms"),
+                SendOutcome::Unknown {
+                    reason: "after the message was sent: no answer within 300ms".into(),
+                },
+            ),
+            (
+                Data,
+                failure(Lost, "incomplete response"),
+                SendOutcome::Unknown {
+                    reason: "after the message was sent: incomplete response".into(),
+                },
+            ),
+            (
+                Connect,
+                failure(Tls, "bad certificate"),
+                SendOutcome::Halt {
+                    code: "smtp:tls".into(),
+                    text: "TLS failed: bad certificate".into(),
+                },
+            ),
+            (
+                Auth,
+                failure(Client, "no compatible mechanism"),
+                SendOutcome::Halt {
+                    code: "smtp:client".into(),
+                    text: "no compatible mechanism".into(),
+                },
+            ),
+            (
+                Envelope,
+                failure(Client, "no SMTPUTF8"),
+                SendOutcome::Rejected {
+                    code: "smtp:client".into(),
+                    text: "no SMTPUTF8".into(),
+                },
+            ),
+        ];
+        for (stage, failure, expected) in table {
+            assert_eq!(classify(stage, &failure), expected, "{stage:?} {failure:?}");
+        }
+    }
+
+    #[test]
+    fn lists_documents_sorted_by_name_kind_by_kind() {
+        let dir = tempfile::tempdir().unwrap();
+        for file in [
+            "5/invoices/b.pdf",
+            "5/invoices/a.pdf",
+            "5/payments/z.pdf",
+            "6/invoices/x.pdf",
+        ] {
+            let path = dir.path().join(file);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, b"x").unwrap();
+        }
+        std::fs::create_dir_all(dir.path().join("5/invoices/subfolder")).unwrap();
+        let found = documents(
+            dir.path(),
+            5,
+            &[DocumentKind::Payments, DocumentKind::Invoices],
+        )
+        .unwrap();
+        let names: Vec<_> = found
+            .iter()
+            .map(|p| {
+                p.strip_prefix(dir.path())
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(
+            names,
+            ["5/payments/z.pdf", "5/invoices/a.pdf", "5/invoices/b.pdf"]
+        );
+    }
+
+    #[test]
+    fn a_missing_folder_attaches_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let kinds = [DocumentKind::CreditNotes, DocumentKind::ProformaInvoices];
+        assert_eq!(
+            documents(dir.path(), 1, &kinds).unwrap(),
+            Vec::<PathBuf>::new()
+        );
+    }
+
+    #[test]
+    fn a_missing_documents_dir_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope");
+        let error = documents(&missing, 1, &[DocumentKind::Invoices]).unwrap_err();
+        assert!(error.contains("documents_dir"), "{error}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn refuses_a_symlink_leading_outside() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("other.pdf"), b"x").unwrap();
+        std::fs::create_dir_all(dir.path().join("3/invoices")).unwrap();
+        std::os::unix::fs::symlink(
+            outside.path().join("other.pdf"),
+            dir.path().join("3/invoices/mine.pdf"),
+        )
+        .unwrap();
+        let error = documents(dir.path(), 3, &[DocumentKind::Invoices]).unwrap_err();
+        assert!(
+            error.contains("`3/invoices/mine.pdf` leads outside documents_dir"),
+            "{error}"
+        );
+
+        // A symlinked recipient folder pointing outside is refused the same way.
+        std::fs::create_dir_all(outside.path().join("invoices")).unwrap();
+        std::fs::write(outside.path().join("invoices/a.pdf"), b"x").unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("4")).unwrap();
+        let error = documents(dir.path(), 4, &[DocumentKind::Invoices]).unwrap_err();
+        assert!(
+            error.contains("`4/invoices/a.pdf` leads outside"),
+            "{error}"
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn allows_a_symlink_that_stays_inside() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("store")).unwrap();
+        std::fs::write(dir.path().join("store/abc.pdf"), b"x").unwrap();
+        std::fs::create_dir_all(dir.path().join("3/invoices")).unwrap();
+        std::os::unix::fs::symlink("../../store/abc.pdf", dir.path().join("3/invoices/jan.pdf"))
+            .unwrap();
+        let found = documents(dir.path(), 3, &[DocumentKind::Invoices]).unwrap();
+        assert_eq!(found, [dir.path().join("3/invoices/jan.pdf")]);
+    }
+
+    #[test]
+    fn encodes_base64_like_rfc_4648() {
+        for (plain, encoded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foobar", "Zm9vYmFy"),
+            ("\0u\0p", "AHUAcA=="),
+        ] {
+            assert_eq!(base64(plain.as_bytes()), encoded);
+        }
+    }
+
+    #[test]
+    fn scrubs_the_password_in_every_form() {
+        let config: SmtpConfig = serde_yaml::from_str(
+            "host: mail.example\nfrom: a@example.com\nusername: u\npassword: hunter2",
+        )
+        .unwrap();
+        let smtp = Smtp::new(&config).unwrap();
+        let text = format!(
+            "echo hunter2 {} {}",
+            base64(b"hunter2"),
+            base64(b"\0u\0hunter2")
+        );
+        assert_eq!(smtp.scrub(text), "echo <redacted> <redacted> <redacted>");
+        assert!(!format!("{smtp:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn message_ids_are_stable_and_valid() {
+        assert_eq!(
+            message_id("run 7/42", "acme.example"),
+            "<crier.run.7.42@acme.example>"
+        );
+    }
+
+    #[test]
+    fn default_ports_follow_security() {
+        for (security, port) in [("starttls", 587), ("tls", 465), ("plain", 25)] {
+            let config: SmtpConfig = serde_yaml::from_str(&format!(
+                "host: mail.example\nfrom: a@example.com\nsecurity: {security}"
+            ))
+            .unwrap();
+            assert_eq!(Smtp::new(&config).unwrap().port, port);
+        }
+    }
 }
