@@ -198,19 +198,41 @@ impl Smtp {
             conn.abort().await;
         }
         *stage = Stage::Connect;
-        let wrapper = match self.security {
-            Security::Tls => self.tls.clone(),
-            Security::Starttls | Security::Plain => None,
+        let mut conn = match (self.security, &self.tls) {
+            (Security::Tls, Some(tls)) => AsyncSmtpConnection::connect_tokio1(
+                (self.host.as_str(), self.port),
+                Some(self.timeout),
+                &self.hello,
+                Some(tls.clone()),
+                None,
+            )
+            .await
+            .map_err(Failure::from)?,
+            _ => {
+                // Our own socket, to turn Nagle off: lettre writes the body and its final
+                // `.` separately, and the second write would wait for a delayed ACK.
+                let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port));
+                let tcp = match tokio::time::timeout(self.timeout, tcp).await {
+                    Ok(Ok(tcp)) => tcp,
+                    Ok(Err(e)) => {
+                        return Err(Failure {
+                            kind: FailureKind::Lost,
+                            text: format!("{}:{}: {e}", self.host, self.port),
+                        });
+                    }
+                    Err(_) => {
+                        return Err(Failure {
+                            kind: FailureKind::Timeout,
+                            text: format!("{}:{}: connect timed out", self.host, self.port),
+                        });
+                    }
+                };
+                let _ = tcp.set_nodelay(true);
+                AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &self.hello)
+                    .await
+                    .map_err(Failure::from)?
+            }
         };
-        let mut conn = AsyncSmtpConnection::connect_tokio1(
-            (self.host.as_str(), self.port),
-            Some(self.timeout),
-            &self.hello,
-            wrapper,
-            None,
-        )
-        .await
-        .map_err(Failure::from)?;
         if let (Security::Starttls, Some(tls)) = (self.security, &self.tls) {
             conn.starttls(tls.clone(), &self.hello)
                 .await

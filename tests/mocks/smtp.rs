@@ -107,6 +107,7 @@ async fn session(
     state: Arc<Mutex<State>>,
     auth: Option<(String, String)>,
 ) -> std::io::Result<()> {
+    let _ = stream.set_nodelay(true);
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read);
     write
@@ -271,8 +272,8 @@ async fn session(
             }
             _ => "500 5.5.2 command not recognized".into(),
         };
-        write.write_all(reply.as_bytes()).await?;
-        write.write_all(b"\r\n").await?;
+        // One write per reply: a split one meets Nagle and delayed ACKs (200 ms stalls).
+        write.write_all(format!("{reply}\r\n").as_bytes()).await?;
     }
 }
 
