@@ -245,6 +245,12 @@ async fn permanent_refusal_is_rejected_with_code_and_server_text() {
         }
     );
     assert!(server.messages().is_empty());
+
+    // Each refusal reset the transaction; the same connection carries the next message.
+    let outcome = smtp.send(&message("ann@example.net", 1, vec![])).await;
+    assert!(matches!(outcome, SendOutcome::Sent { .. }), "{outcome:?}");
+    assert_eq!(server.messages().len(), 1);
+    assert_eq!(server.connections(), 1);
 }
 
 #[tokio::test]

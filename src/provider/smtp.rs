@@ -77,7 +77,7 @@ impl SmtpConfig {
         if self.port == Some(0) {
             report.error(&format!("{field}.port"), "must be 1 to 65535");
         }
-        if !self.from.contains('@') {
+        if self.from.parse::<Mailbox>().is_err() {
             report.error(
                 &format!("{field}.from"),
                 format!("`{}` is not an email address", self.from),
@@ -195,7 +195,8 @@ impl Smtp {
             if since.elapsed() < MAX_IDLE && conn.test_connected().await {
                 return Ok(conn);
             }
-            conn.abort().await;
+            // Stale or dead: close the socket without waiting for a QUIT answer.
+            drop(conn);
         }
         *stage = Stage::Connect;
         let mut conn = match (self.security, &self.tls) {
@@ -251,39 +252,54 @@ impl Smtp {
         Ok(conn)
     }
 
-    /// Parks a connection for the next send, unless it is broken or the pool is full.
-    async fn release(&self, mut conn: AsyncSmtpConnection) {
-        if !conn.has_broken() {
+    /// Parks a connection for the next send, or closes it when the pool is full.
+    async fn release(&self, conn: AsyncSmtpConnection) {
+        let conn = {
             let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
             if idle.len() < self.max_idle_connections {
                 idle.push((conn, Instant::now()));
                 return;
             }
-        }
-        conn.abort().await;
+            conn
+        };
+        self.close(conn).await;
     }
 
-    /// One SMTP transaction; `stage` follows it so a timeout can be classified.
+    /// Says QUIT, waiting at most `timeout` for the answer, then closes the socket.
+    async fn close(&self, mut conn: AsyncSmtpConnection) {
+        let _ = tokio::time::timeout(self.timeout, conn.abort()).await;
+    }
+
+    /// What to do with a transaction's connection once its outcome is known: park it after
+    /// a success, reset and park it after a refused command, drop it after anything else
+    /// (a timeout leaves it mid-transaction: its late answer must never meet another send).
+    async fn finish(&self, mut conn: AsyncSmtpConnection, result: &TransmitResult) {
+        match result {
+            Ok(Ok(_)) if !conn.has_broken() => self.release(conn).await,
+            Ok(Err(Failure {
+                kind: FailureKind::Reply(_),
+                ..
+            })) if !conn.has_broken() => {
+                let reset = tokio::time::timeout(self.timeout, conn.command("RSET\r\n")).await;
+                if matches!(reset, Ok(Ok(_))) {
+                    self.release(conn).await;
+                }
+            }
+            _ => drop(conn),
+        }
+    }
+
+    /// One SMTP transaction on a connection it leaves in `slot`; `stage` follows it so a
+    /// timeout can be classified.
     async fn transmit(
         &self,
         email: &Message,
         stage: &mut Stage,
+        slot: &mut Option<AsyncSmtpConnection>,
     ) -> Result<lettre::transport::smtp::response::Response, Failure> {
-        let mut conn = self.connection(stage).await?;
+        let conn = slot.insert(self.connection(stage).await?);
         *stage = Stage::Envelope;
-        let result = envelope_and_data(&mut conn, email, stage).await;
-        match &result {
-            Ok(_) => self.release(conn).await,
-            // A refused command leaves the connection usable once the transaction is reset.
-            Err(Failure {
-                kind: FailureKind::Reply(_),
-                ..
-            }) if !conn.has_broken() && conn.command("RSET\r\n").await.is_ok() => {
-                self.release(conn).await
-            }
-            Err(_) => conn.abort().await,
-        }
-        result
+        envelope_and_data(conn, email, stage).await
     }
 
     /// The email crier sends for `message`, or why it cannot be built.
@@ -403,6 +419,11 @@ impl Smtp {
     }
 }
 
+type TransmitResult = Result<
+    Result<lettre::transport::smtp::response::Response, Failure>,
+    tokio::time::error::Elapsed,
+>;
+
 /// `MAIL FROM`, `RCPT TO`, `DATA` and the message, on an open connection.
 async fn envelope_and_data(
     conn: &mut AsyncSmtpConnection,
@@ -452,13 +473,15 @@ impl super::Provider for Smtp {
                 Err(outcome) => return self.scrub_outcome(outcome),
             };
             let mut stage = Stage::Connect;
+            let mut slot = None;
             let result =
-                tokio::time::timeout(self.timeout, self.transmit(&email, &mut stage)).await;
-            let outcome = match result {
+                tokio::time::timeout(self.timeout, self.transmit(&email, &mut stage, &mut slot))
+                    .await;
+            let outcome = match &result {
                 Ok(Ok(_)) => SendOutcome::Sent {
                     provider_id: message_id(&message.id, self.from.email.domain()),
                 },
-                Ok(Err(failure)) => classify(stage, &failure),
+                Ok(Err(failure)) => classify(stage, failure),
                 Err(_) => classify(
                     stage,
                     &Failure {
@@ -470,6 +493,9 @@ impl super::Provider for Smtp {
                     },
                 ),
             };
+            if let Some(conn) = slot {
+                self.finish(conn, &result).await;
+            }
             self.scrub_outcome(outcome)
         })
     }
@@ -483,7 +509,7 @@ impl super::Provider for Smtp {
                     self.release(conn).await;
                     Ok(())
                 } else {
-                    conn.abort().await;
+                    drop(conn);
                     Err(Failure {
                         kind: FailureKind::Lost,
                         text: "the server did not answer NOOP".into(),
@@ -1006,6 +1032,23 @@ mod tests {
             message_id("run 7/42", "acme.example"),
             "<crier.run.7.42@acme.example>"
         );
+    }
+
+    #[test]
+    fn check_reports_a_from_that_is_not_a_mailbox() {
+        let text = "host: mail.example\nfrom: Billing billing.example\n";
+        let config: SmtpConfig = serde_yaml::from_str(text).unwrap();
+        let map = crate::diag::SourceMap::new(text);
+        let mut report = FileReport::new(Path::new("crier.yaml"), &map);
+        config.check("providers.mail", &mut report);
+        let fields: Vec<_> = report.diags.iter().map(|d| d.field.clone()).collect();
+        assert_eq!(fields, ["providers.mail.from"]);
+
+        let good: SmtpConfig =
+            serde_yaml::from_str("host: m\nfrom: Acme ISP <billing@acme.example>\n").unwrap();
+        let mut report = FileReport::new(Path::new("crier.yaml"), &map);
+        good.check("providers.mail", &mut report);
+        assert!(report.diags.is_empty());
     }
 
     #[test]
