@@ -308,10 +308,6 @@ impl Smtp {
             code: "smtp:address".into(),
             text: format!("`{}` is not an email address: {e}", message.to),
         })?;
-        let body = match &message.html {
-            Some(html) => MultiPart::alternative_plain_html(message.body.clone(), html.clone()),
-            None => MultiPart::mixed().singlepart(SinglePart::plain(message.body.clone())),
-        };
         let attachments = self.attachments(message)?;
         let builder = Message::builder()
             .from(self.from.clone())
@@ -322,20 +318,23 @@ impl Smtp {
                 HeaderName::new_from_ascii_str("X-Crier-Message-Id"),
                 message.id.clone(),
             ));
-        let built = if attachments.is_empty() {
-            match &message.html {
-                Some(_) => builder.multipart(body),
-                None => builder.singlepart(SinglePart::plain(message.body.clone())),
+        let plain = || SinglePart::plain(message.body.clone());
+        let alternative = message
+            .html
+            .as_ref()
+            .map(|html| MultiPart::alternative_plain_html(message.body.clone(), html.clone()));
+        // text/plain, or multipart/alternative with the HTML; inside multipart/mixed with
+        // the attachments when there are any.
+        let built = match (alternative, attachments.is_empty()) {
+            (None, true) => builder.singlepart(plain()),
+            (Some(alternative), true) => builder.multipart(alternative),
+            (alternative, false) => {
+                let mixed = match alternative {
+                    Some(alternative) => MultiPart::mixed().multipart(alternative),
+                    None => MultiPart::mixed().singlepart(plain()),
+                };
+                builder.multipart(attachments.into_iter().fold(mixed, MultiPart::singlepart))
             }
-        } else {
-            let mut mixed = match &message.html {
-                Some(_) => MultiPart::mixed().multipart(body),
-                None => MultiPart::mixed().singlepart(SinglePart::plain(message.body.clone())),
-            };
-            for part in attachments {
-                mixed = mixed.singlepart(part);
-            }
-            builder.multipart(mixed)
         };
         built.map_err(|e| SendOutcome::Rejected {
             code: "smtp:message".into(),
