@@ -267,6 +267,19 @@ fn validate(raw: RawConfig, path: Option<&Path>, report: &mut FileReport) -> Con
         }
         provider.check(&field, report);
     }
+    // Folders in provider configs are relative to this file, as `data_dir` is.
+    for provider in providers.values_mut() {
+        let dir = match provider {
+            ProviderConfig::Smtp(c) => c.documents_dir.as_mut(),
+            ProviderConfig::File(c) => c.dir.as_mut(),
+            _ => None,
+        };
+        if let Some(dir) = dir
+            && dir.is_relative()
+        {
+            *dir = base.join(&*dir);
+        }
+    }
     providers
         .entry("outbox".into())
         .or_insert_with(|| ProviderConfig::File(FileConfig::default()));
