@@ -50,7 +50,8 @@ pub struct Success {
     pub body_regex: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+/// `Debug` is written out by hand: it prints the URL redacted, as `Serialize` does.
+#[derive(Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     /// Gateway URL. Query parameters may hold placeholders with GET. Printed with its
@@ -105,6 +106,22 @@ pub fn redact_url(url: &str) -> String {
         out.push_str(&fields.join("&"));
     }
     out
+}
+
+impl std::fmt::Debug for HttpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpConfig")
+            .field("url", &redact_url(&self.url))
+            .field("method", &self.method)
+            .field("content_type", &self.content_type)
+            .field("payload", &self.payload)
+            .field("headers", &self.headers)
+            .field("from", &self.from)
+            .field("success", &self.success)
+            .field("message_id", &self.message_id)
+            .field("limits", &self.limits)
+            .finish()
+    }
 }
 
 fn redacted_url<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
