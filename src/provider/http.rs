@@ -312,7 +312,7 @@ impl Rule {
         let text = format!("HTTP {status}: {}", snippet(body));
         match status {
             429 | 503 => wire::retry(retry_after, text),
-            401 | 402 | 403 => SendOutcome::Halt {
+            401..=403 => SendOutcome::Halt {
                 code: format!("http:{status}"),
                 text,
             },

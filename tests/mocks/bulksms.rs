@@ -159,7 +159,7 @@ fn entry(item: &Value) -> Result<Entry, String> {
         Some(_) => return Err("userSuppliedId must be a string of at most 20 characters".into()),
     };
     if let Some(parts) = item.get("longMessageMaxParts")
-        && !parts.as_u64().is_some_and(|p| p >= 1)
+        && parts.as_u64().is_none_or(|p| p < 1)
     {
         return Err("longMessageMaxParts must be a positive integer".into());
     }

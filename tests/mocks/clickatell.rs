@@ -31,8 +31,13 @@ fn handle(state: &State, req: &Request) -> Response {
     }
 }
 
-/// A message-level error: HTTP status and the `error` object.
-fn check(item: &Value) -> Result<(String, String, Option<String>), (u16, u32, &'static str)> {
+/// A valid message: `to`, `content`, `from`.
+type Valid = (String, String, Option<String>);
+
+/// A message-level error: HTTP status, code, description.
+type Invalid = (u16, u32, &'static str);
+
+fn check(item: &Value) -> Result<Valid, Invalid> {
     let channel = str_field(item, "channel").unwrap_or("sms");
     if channel != "sms" && channel != "whatsapp" {
         return Err((400, 23, "Invalid or missing parameter: channel ."));
