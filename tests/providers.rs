@@ -235,6 +235,29 @@ async fn bulksms_without_a_dedup_id_leaves_a_lost_answer_unknown() {
     );
 }
 
+#[tokio::test]
+async fn bulksms_message_can_be_found_again_by_its_user_supplied_id() {
+    let mock = mocks::bulksms(BULK_ID, BULK_SECRET).await;
+    let outcome = bulksms(&mock.url, BULK_SECRET).send(&message("x")).await;
+    // What a reconciliation after a crash asks: the last 20 characters of crier's id.
+    let tail: String = MESSAGE_ID
+        .chars()
+        .skip(MESSAGE_ID.chars().count() - 20)
+        .collect();
+    let found: serde_json::Value = client()
+        .get(format!("{}/messages", mock.url))
+        .query(&[("filter", format!("userSuppliedId={tail}"))])
+        .basic_auth(BULK_ID, Some(BULK_SECRET))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(found.as_array().unwrap().len(), 1, "{found}");
+    assert_eq!(found[0]["id"], sent_id(&outcome));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bulksms_concurrent_sends_with_dropped_answers_commit_each_message_once() {
     let mock = mocks::bulksms(BULK_ID, BULK_SECRET).await;

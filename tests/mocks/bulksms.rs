@@ -1,5 +1,6 @@
 //! BulkSMS JSON REST API v1 mock (spec §1.6): `POST /v1/messages` with Basic auth,
-//! `deduplication-id` replay, `GET /v1/profile`.
+//! `deduplication-id` replay, `GET /v1/profile`, and the two reconciliation reads
+//! (`GET /v1/messages/{id}`, `GET /v1/messages?filter=userSuppliedId%3D…`).
 
 use std::sync::Arc;
 
@@ -23,6 +24,7 @@ fn handle(state: &State, req: &Request) -> Response {
     }
     match (req.method.as_str(), req.path.as_str()) {
         ("POST", "/v1/messages") => submit(state, req),
+        ("GET", p) if p == "/v1/messages" || p.starts_with("/v1/messages/") => lookup(state, req),
         ("GET", "/v1/profile") => Response::json(
             200,
             json!({
@@ -97,32 +99,59 @@ fn submit(state: &State, req: &Request) -> Response {
     if state.balance() <= 0.0 {
         return problem(403, "insufficient-credits", "Insufficient Credits", None);
     }
-    // Held across check and commit, so two racing resubmissions commit once.
-    let mut seen = state.dedup.lock().unwrap();
-    if let Some(id) = dedup
-        && let Some(previous) = seen.get(&id)
-    {
-        return created(state, previous);
-    }
-    let mut committed = Vec::new();
-    for e in entries {
-        for to in e.to {
-            committed.push(state.commit(Committed {
-                seq: 0,
-                to: to.into(),
-                body: e.body.as_str().into(),
-                from: e.from.as_deref().map(Into::into),
-                tag: e.tag.as_deref().map(Into::into),
-                dedup,
-                unicode: e.unicode,
-            }));
+    // Held across check and commit, so two racing resubmissions commit once; the
+    // answer is built after it is released.
+    let committed: Box<[Arc<Committed>]> = {
+        let mut seen = state.dedup.lock().unwrap();
+        match dedup.and_then(|id| seen.get(&id)) {
+            Some(previous) => previous.clone(),
+            None => {
+                let mut committed = Vec::new();
+                for e in entries {
+                    for to in e.to {
+                        committed.push(state.commit(Committed {
+                            seq: 0,
+                            to: to.into(),
+                            body: e.body.as_str().into(),
+                            from: e.from.as_deref().map(Into::into),
+                            tag: e.tag.as_deref().map(Into::into),
+                            dedup,
+                            unicode: e.unicode,
+                        }));
+                    }
+                }
+                let committed = committed.into_boxed_slice();
+                if let Some(id) = dedup {
+                    seen.insert(id, committed.clone());
+                }
+                committed
+            }
         }
+    };
+    Response::json(
+        201,
+        Value::Array(committed.iter().map(|c| message(state, c)).collect()),
+    )
+}
+
+/// `GET /v1/messages/{id}` and `GET /v1/messages?filter=userSuppliedId%3D…`, for
+/// reconciling after a crash (needs `keep_accepted(true)`, the default).
+fn lookup(state: &State, req: &Request) -> Response {
+    let committed = state.committed_list();
+    if let Some(id) = req.path.strip_prefix("/v1/messages/") {
+        return match committed.iter().find(|c| state.provider_id(c.seq) == id) {
+            Some(c) => Response::json(200, message(state, c)),
+            None => problem(404, "not-found", "Not Found", Some("No such message")),
+        };
     }
-    let response = created(state, &committed);
-    if let Some(id) = dedup {
-        seen.insert(id, committed.into_boxed_slice());
-    }
-    response
+    let filter = req.query_param("filter").unwrap_or_default();
+    let wanted = filter.strip_prefix("userSuppliedId=");
+    let found: Vec<Value> = committed
+        .iter()
+        .filter(|c| wanted.is_none_or(|w| c.tag.as_deref() == Some(w)))
+        .map(|c| message(state, c))
+        .collect();
+    Response::json(200, Value::Array(found))
 }
 
 fn entry(item: &Value) -> Result<Entry, String> {
@@ -178,25 +207,19 @@ fn entry(item: &Value) -> Result<Entry, String> {
     })
 }
 
-/// 201 with one `Message` per committed message (the same answer on a replay).
-fn created(state: &State, committed: &[Arc<Committed>]) -> Response {
-    let messages: Vec<Value> = committed
-        .iter()
-        .map(|c| {
-            json!({
-                "id": state.provider_id(c.seq),
-                "type": "SENT",
-                "from": c.from.as_deref(),
-                "to": &*c.to,
-                "body": &*c.body,
-                "encoding": if c.unicode { "UNICODE" } else { "TEXT" },
-                "protocolId": "IMPLICIT",
-                "messageClass": "SIM_SPECIFIC",
-                "submission": {"id": format!("2-{:017}", c.seq), "date": "2026-11-27T08:00:00+00:00"},
-                "status": {"id": "ACCEPTED.null", "type": "ACCEPTED", "subtype": null},
-                "userSuppliedId": c.tag.as_deref(),
-            })
-        })
-        .collect();
-    Response::json(201, Value::Array(messages))
+/// One `Message` as BulkSMS shows it (the same on a replay).
+fn message(state: &State, c: &Committed) -> Value {
+    json!({
+        "id": state.provider_id(c.seq),
+        "type": "SENT",
+        "from": c.from.as_deref(),
+        "to": &*c.to,
+        "body": &*c.body,
+        "encoding": if c.unicode { "UNICODE" } else { "TEXT" },
+        "protocolId": "IMPLICIT",
+        "messageClass": "SIM_SPECIFIC",
+        "submission": {"id": format!("2-{:017}", c.seq), "date": "2026-11-27T08:00:00+00:00"},
+        "status": {"id": "ACCEPTED.null", "type": "ACCEPTED", "subtype": null},
+        "userSuppliedId": c.tag.as_deref(),
+    })
 }

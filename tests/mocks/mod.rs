@@ -200,6 +200,11 @@ impl State {
         }
     }
 
+    /// The kept committed messages (shared, not copied).
+    pub(crate) fn committed_list(&self) -> Vec<Arc<Committed>> {
+        self.committed.lock().unwrap().clone()
+    }
+
     fn accepted_of(&self, c: &Committed) -> Accepted {
         Accepted {
             to: c.to.to_string(),
@@ -345,6 +350,8 @@ pub(crate) async fn start(
     tokio::spawn(async move {
         loop {
             let Ok((socket, _)) = listener.accept().await else {
+                // Out of file descriptors, most likely: let connections close.
+                tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             };
             let _ = socket.set_nodelay(true);
