@@ -777,9 +777,51 @@ async fn no_outcome_or_error_prints_a_secret() {
         serde_yaml::from_str(&format!("api_key: k\napi_secret: {VSECRET}\nfrom: x\n")).unwrap();
     printed.push(format!("{config:?}"));
 
-    assert_eq!(printed.len(), 17);
+    // Error bodies that echo the request, credentials and all.
+    let echo = mocks::bulksms(BULK_ID, BULK_SECRET).await;
+    echo.state.push_faults([Fault::Status(
+        400,
+        format!(r#"{{"type":"x#validation","title":"Bad Request","status":400,"detail":"token {BULK_SECRET}"}}"#),
+        None,
+    )]);
+    printed.push(format!(
+        "{:?}",
+        bulksms(&echo.url, BULK_SECRET).send(&m).await
+    ));
+    let gw = mocks::http_gateway(GW_KEY).await;
+    gw.state.push_faults([
+        Fault::Status(
+            400,
+            format!("bad request: key={GW_KEY} pass=pw-hunter2"),
+            None,
+        ),
+        Fault::Status(401, format!("Bearer {GW_KEY} refused"), None),
+    ]);
+    let p = gateway(&format!(
+        "url: '{}/send?key={GW_KEY}&to={{to}}'\nmethod: GET\npayload:\n  pass: pw-hunter2\n",
+        gw.url
+    ));
+    printed.push(format!("{:?}", p.send(&m).await));
+    let p = gateway(&format!(
+        "url: '{}/send'\nheaders:\n  Authorization: Bearer {GW_KEY}\n",
+        gw.url
+    ));
+    printed.push(format!("{:?}", p.send(&m).await));
+    assert!(printed[17].contains("token <redacted>"), "{}", printed[17]);
+    assert!(
+        printed[18].contains("key=<redacted> pass=<redacted>"),
+        "{}",
+        printed[18]
+    );
+    assert!(
+        printed[19].contains("HTTP 401: <redacted> refused"),
+        "{}",
+        printed[19]
+    );
+
+    assert_eq!(printed.len(), 20);
     for text in &printed {
-        for secret in [BULK_SECRET, CLICK_KEY, TOKEN, VSECRET, GW_KEY] {
+        for secret in [BULK_SECRET, CLICK_KEY, TOKEN, VSECRET, GW_KEY, "pw-hunter2"] {
             assert!(!text.contains(secret), "{secret} printed in: {text}");
         }
     }

@@ -187,7 +187,10 @@ impl Provider for Clickatell {
                 Err(e) => Err(e),
             };
             match answer {
-                Ok(a) => classify(a.status, a.retry_after, &a.body),
+                Ok(a) => wire::scrub(
+                    classify(a.status, a.retry_after, &a.body),
+                    &[self.config.api_key.expose()],
+                ),
                 Err(e) => super::transport_outcome(&e, false),
             }
         })
@@ -197,21 +200,25 @@ impl Provider for Clickatell {
     /// or a string).
     fn balance(&self) -> BoxFuture<'_, Result<Option<Balance>, String>> {
         Box::pin(async move {
-            let response = self
-                .request(reqwest::Method::GET, "/v1/balance")
-                .send()
-                .await
-                .map_err(wire::request_failed)?;
-            let answer = wire::read(response).await.map_err(wire::request_failed)?;
-            if !(200..300).contains(&answer.status) {
-                return Err(wire::balance_refused(&answer));
+            let result: Result<Option<Balance>, String> = async {
+                let response = self
+                    .request(reqwest::Method::GET, "/v1/balance")
+                    .send()
+                    .await
+                    .map_err(wire::request_failed)?;
+                let answer = wire::read(response).await.map_err(wire::request_failed)?;
+                if !(200..300).contains(&answer.status) {
+                    return Err(wire::balance_refused(&answer));
+                }
+                let reply: serde_json::Value = serde_json::from_str(&answer.body)
+                    .map_err(|_| format!("unreadable balance: {}", snippet(&answer.body)))?;
+                let amount = wire::number(&reply["balance"])
+                    .ok_or_else(|| format!("no balance in: {}", snippet(&answer.body)))?;
+                let unit = reply["currency"].as_str().unwrap_or("credits").to_string();
+                Ok(Some(Balance { amount, unit }))
             }
-            let reply: serde_json::Value = serde_json::from_str(&answer.body)
-                .map_err(|_| format!("unreadable balance: {}", snippet(&answer.body)))?;
-            let amount = wire::number(&reply["balance"])
-                .ok_or_else(|| format!("no balance in: {}", snippet(&answer.body)))?;
-            let unit = reply["currency"].as_str().unwrap_or("credits").to_string();
-            Ok(Some(Balance { amount, unit }))
+            .await;
+            result.map_err(|e| wire::scrub_text(e, &[self.config.api_key.expose()]))
         })
     }
 }

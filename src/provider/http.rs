@@ -165,6 +165,10 @@ pub struct HttpGateway {
     timeout: Duration,
     headers: reqwest::header::HeaderMap,
     rule: Rule,
+    /// What may be a credential, scrubbed from outcome texts in case the gateway echoes
+    /// the request: header values (and their token after `Bearer `), fixed payload
+    /// values, URL query values and user info.
+    secrets: Vec<String>,
 }
 
 impl HttpGateway {
@@ -188,18 +192,49 @@ impl HttpGateway {
             None => None,
         };
         Ok(HttpGateway {
-            timeout: super::timeout(&config.limits),
+            secrets: secrets_of(config),
             rule: Rule {
                 status: success.map(|s| s.status.clone()).unwrap_or_default(),
                 body_contains: success.and_then(|s| s.body_contains.clone()),
                 body_regex,
                 message_id: config.message_id.clone(),
             },
+            timeout: super::timeout(&config.limits),
             headers,
             config: config.clone(),
             http,
         })
     }
+}
+
+fn secrets_of(config: &HttpConfig) -> Vec<String> {
+    let mut secrets = Vec::new();
+    for value in config.headers.values().map(|v| v.expose()) {
+        secrets.push(value.to_string());
+        if let Some((_, token)) = value.split_once(' ') {
+            secrets.push(token.to_string());
+        }
+    }
+    let fixed = config.payload.values().map(|v| v.expose());
+    secrets.extend(fixed.filter(|v| !v.contains('{')).map(str::to_string));
+    let (base, query) = config.url.split_once('?').unwrap_or((&config.url, ""));
+    for value in query
+        .split('&')
+        .filter_map(|kv| kv.split_once('=').map(|(_, v)| v))
+    {
+        if !value.contains('{') {
+            secrets.push(value.to_string());
+        }
+    }
+    if let Some((_, rest)) = base.split_once("://")
+        && let Some((userinfo, _)) = rest.split('/').next().unwrap_or("").rsplit_once('@')
+    {
+        secrets.push(userinfo.to_string());
+        if let Some((_, password)) = userinfo.split_once(':') {
+            secrets.push(password.to_string());
+        }
+    }
+    secrets
 }
 
 /// The values placeholders stand for.
@@ -380,9 +415,11 @@ impl Provider for HttpGateway {
                 Err(e) => Err(e),
             };
             match answer {
-                Ok(a) => self
-                    .rule
-                    .classify(a.status, a.retry_after, &a.body, &message.id),
+                Ok(a) => wire::scrub(
+                    self.rule
+                        .classify(a.status, a.retry_after, &a.body, &message.id),
+                    &self.secrets,
+                ),
                 Err(e) => super::transport_outcome(&e, false),
             }
         })

@@ -173,7 +173,10 @@ impl Provider for Twilio {
                 Err(e) => Err(e),
             };
             match answer {
-                Ok(a) => classify(a.status, a.retry_after, &a.body),
+                Ok(a) => wire::scrub(
+                    classify(a.status, a.retry_after, &a.body),
+                    &[self.config.auth_token.expose()],
+                ),
                 Err(e) => super::transport_outcome(&e, false),
             }
         })
@@ -182,21 +185,25 @@ impl Provider for Twilio {
     /// `GET /2010-04-01/Accounts/{sid}/Balance.json`: `{"balance":"0.05","currency":"USD"}`.
     fn balance(&self) -> BoxFuture<'_, Result<Option<Balance>, String>> {
         Box::pin(async move {
-            let response = self
-                .request(reqwest::Method::GET, "Balance.json")
-                .send()
-                .await
-                .map_err(wire::request_failed)?;
-            let answer = wire::read(response).await.map_err(wire::request_failed)?;
-            if !(200..300).contains(&answer.status) {
-                return Err(wire::balance_refused(&answer));
+            let result: Result<Option<Balance>, String> = async {
+                let response = self
+                    .request(reqwest::Method::GET, "Balance.json")
+                    .send()
+                    .await
+                    .map_err(wire::request_failed)?;
+                let answer = wire::read(response).await.map_err(wire::request_failed)?;
+                if !(200..300).contains(&answer.status) {
+                    return Err(wire::balance_refused(&answer));
+                }
+                let reply: serde_json::Value = serde_json::from_str(&answer.body)
+                    .map_err(|_| format!("unreadable balance: {}", snippet(&answer.body)))?;
+                let amount = wire::number(&reply["balance"])
+                    .ok_or_else(|| format!("no balance in: {}", snippet(&answer.body)))?;
+                let unit = reply["currency"].as_str().unwrap_or("USD").to_string();
+                Ok(Some(Balance { amount, unit }))
             }
-            let reply: serde_json::Value = serde_json::from_str(&answer.body)
-                .map_err(|_| format!("unreadable balance: {}", snippet(&answer.body)))?;
-            let amount = wire::number(&reply["balance"])
-                .ok_or_else(|| format!("no balance in: {}", snippet(&answer.body)))?;
-            let unit = reply["currency"].as_str().unwrap_or("USD").to_string();
-            Ok(Some(Balance { amount, unit }))
+            .await;
+            result.map_err(|e| wire::scrub_text(e, &[self.config.auth_token.expose()]))
         })
     }
 }

@@ -6,6 +6,9 @@
 
 use std::time::Duration;
 
+use super::SendOutcome;
+use crate::config::secret::REDACTED;
+
 /// Most characters of a response body quoted in an outcome or an error.
 const SNIPPET: usize = 200;
 
@@ -54,10 +57,10 @@ pub(crate) fn snippet(body: &str) -> String {
 }
 
 /// `Retry` or, when the provider said how long, `RetryAfter`.
-pub(crate) fn retry(retry_after: Option<Duration>, reason: String) -> super::SendOutcome {
+pub(crate) fn retry(retry_after: Option<Duration>, reason: String) -> SendOutcome {
     match retry_after {
-        Some(after) => super::SendOutcome::RetryAfter { after, reason },
-        None => super::SendOutcome::Retry { reason },
+        Some(after) => SendOutcome::RetryAfter { after, reason },
+        None => SendOutcome::Retry { reason },
     }
 }
 
@@ -92,6 +95,44 @@ pub(crate) fn balance_refused(answer: &Answer) -> String {
     }
 }
 
+/// `outcome` with every occurrence of `secrets` in its text replaced by `<redacted>`:
+/// some gateways echo the request, credentials and all, in their error bodies.
+pub(crate) fn scrub<S: AsRef<str>>(outcome: SendOutcome, secrets: &[S]) -> SendOutcome {
+    match outcome {
+        SendOutcome::Sent { .. } => outcome,
+        SendOutcome::Retry { reason } => SendOutcome::Retry {
+            reason: scrub_text(reason, secrets),
+        },
+        SendOutcome::RetryAfter { after, reason } => SendOutcome::RetryAfter {
+            after,
+            reason: scrub_text(reason, secrets),
+        },
+        SendOutcome::Unknown { reason } => SendOutcome::Unknown {
+            reason: scrub_text(reason, secrets),
+        },
+        SendOutcome::Rejected { code, text } => SendOutcome::Rejected {
+            code,
+            text: scrub_text(text, secrets),
+        },
+        SendOutcome::Halt { code, text } => SendOutcome::Halt {
+            code,
+            text: scrub_text(text, secrets),
+        },
+    }
+}
+
+/// `text` with each secret (of 4 characters or more: shorter ones would redact common
+/// words) replaced by `<redacted>`.
+pub(crate) fn scrub_text<S: AsRef<str>>(mut text: String, secrets: &[S]) -> String {
+    for secret in secrets {
+        let secret = secret.as_ref();
+        if secret.len() >= 4 && text.contains(secret) {
+            text = text.replace(secret, REDACTED);
+        }
+    }
+    text
+}
+
 /// Reads `value` as a number whether the API sends `12.5` or `"12.5"`.
 pub(crate) fn number(value: &serde_json::Value) -> Option<f64> {
     match value {
@@ -112,6 +153,24 @@ mod tests {
         let cut = snippet(&long);
         assert!(cut.ends_with('…'));
         assert!(cut.len() <= SNIPPET + '…'.len_utf8());
+    }
+
+    #[test]
+    fn scrub_replaces_secrets_in_every_text() {
+        let out = scrub(
+            SendOutcome::Rejected {
+                code: "http:400".into(),
+                text: "bad request: password=hunter22&to=1".into(),
+            },
+            &["hunter22", "", "x"],
+        );
+        assert_eq!(
+            out,
+            SendOutcome::Rejected {
+                code: "http:400".into(),
+                text: "bad request: password=<redacted>&to=1".into()
+            }
+        );
     }
 
     #[test]
