@@ -16,6 +16,11 @@ use crier::provider::{Balance, Provider, RoutedMessage, SendOutcome};
 use crier::render::sms::Encoding;
 use mocks::Fault;
 
+/// The clients' request timeout, generous for a loaded machine ...
+const TIMEOUT: &str = "1s";
+/// ... and a delay past it, for the timeout faults.
+const SLOW: Duration = Duration::from_millis(1600);
+
 const MESSAGE_ID: &str = "01JDQ7ZK5X3V9M2C8B4N6P1R0T-42";
 const TO: &str = "+447700900123";
 
@@ -88,7 +93,7 @@ const BULK_SECRET: &str = "bulk-S3CRET-token-value";
 
 fn bulksms(url: &str, secret: &str) -> BulkSms {
     let config: BulkSmsConfig = serde_yaml::from_str(&format!(
-        "token_id: {BULK_ID}\ntoken_secret: {secret}\nfrom: CrierISP\nbase_url: {url}\nlimits: {{timeout: 300ms}}\n"
+        "token_id: {BULK_ID}\ntoken_secret: {secret}\nfrom: CrierISP\nbase_url: {url}\nlimits: {{timeout: {TIMEOUT}}}\n"
     ))
     .unwrap();
     BulkSms::new(&config, client())
@@ -174,13 +179,12 @@ async fn bulksms_lost_answer_is_resubmitted_with_the_same_dedup_id_and_sent_once
 async fn bulksms_timeout_then_retry_commits_once() {
     let mock = mocks::bulksms(BULK_ID, BULK_SECRET).await;
     let provider = bulksms(&mock.url, BULK_SECRET);
-    mock.state
-        .push_faults([Fault::Delay(Duration::from_millis(700))]);
+    mock.state.push_faults([Fault::Delay(SLOW)]);
     let m = message("Slow");
     assert_retry(&provider.send(&m).await);
     sent_id(&provider.send(&m).await);
     // Let the delayed request finish: it finds its dedup id taken and commits nothing.
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    tokio::time::sleep(SLOW).await;
     assert_eq!(mock.state.accepted_count(), 1);
 }
 
@@ -316,7 +320,7 @@ const CLICK_KEY: &str = "click-KEY-Zm9vYmFyYmF6";
 
 fn clickatell(url: &str, key: &str) -> Clickatell {
     let config: ClickatellConfig = serde_yaml::from_str(&format!(
-        "api_key: {key}\nbase_url: {url}\nlimits: {{timeout: 300ms}}\n"
+        "api_key: {key}\nbase_url: {url}\nlimits: {{timeout: {TIMEOUT}}}\n"
     ))
     .unwrap();
     Clickatell::new(&config, client())
@@ -410,7 +414,7 @@ const SERVICE: &str = "MG0123456789abcdef0123456789abcdef";
 
 fn twilio(url: &str, token: &str, sender: &str) -> Twilio {
     let config: TwilioConfig = serde_yaml::from_str(&format!(
-        "account_sid: {SID}\nauth_token: {token}\n{sender}\nbase_url: {url}\nlimits: {{timeout: 300ms}}\n"
+        "account_sid: {SID}\nauth_token: {token}\n{sender}\nbase_url: {url}\nlimits: {{timeout: {TIMEOUT}}}\n"
     ))
     .unwrap();
     Twilio::new(&config, client())
@@ -484,7 +488,7 @@ async fn twilio_errors_and_faults_map_to_their_outcomes() {
         Fault::Status(429, too_many.into(), Some(3)),
         Fault::Status(429, too_many.into(), None),
         Fault::Status(500, String::new(), None),
-        Fault::Delay(Duration::from_millis(700)),
+        Fault::Delay(SLOW),
         Fault::Drop,
     ]);
     assert_retry_after(&provider.send(&m).await, 3);
@@ -497,7 +501,7 @@ async fn twilio_errors_and_faults_map_to_their_outcomes() {
     bad.to = "+12".into();
     assert_eq!(rejected_code(&provider.send(&bad).await), "twilio:21211");
     // The delayed request is answered (and committed) after the client gave up.
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    tokio::time::sleep(SLOW).await;
     assert_eq!(mock.state.accepted_count(), 1);
 }
 
@@ -527,7 +531,7 @@ const VSECRET: &str = "vonage-SECRET-99";
 
 fn vonage(url: &str, secret: &str) -> Vonage {
     let config: VonageConfig = serde_yaml::from_str(&format!(
-        "api_key: {VKEY}\napi_secret: {secret}\nfrom: CrierISP\nbase_url: {url}\nlimits: {{timeout: 300ms}}\n"
+        "api_key: {VKEY}\napi_secret: {secret}\nfrom: CrierISP\nbase_url: {url}\nlimits: {{timeout: {TIMEOUT}}}\n"
     ))
     .unwrap();
     Vonage::new(&config, client())
@@ -761,8 +765,7 @@ async fn no_outcome_or_error_prints_a_secret() {
     // The balance request carries the secret in its query string.
     printed.push(format!("{:?}", vonage(&dead, VSECRET).balance().await));
     let slow = mocks::vonage(VKEY, VSECRET).await;
-    slow.state
-        .push_faults([Fault::Delay(Duration::from_millis(700))]);
+    slow.state.push_faults([Fault::Delay(SLOW)]);
     printed.push(format!("{:?}", vonage(&slow.url, VSECRET).balance().await));
 
     let gw_config = format!(
