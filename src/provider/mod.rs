@@ -14,6 +14,7 @@ pub mod portal;
 pub mod smtp;
 pub mod twilio;
 pub mod vonage;
+mod wire;
 
 use std::future::Future;
 use std::path::Path;
