@@ -15,7 +15,6 @@
 //! 3. Sends a job limited to 200 messages/s for about 30 s and reports the achieved rate
 //!    (from the mock's arrival times) and its error.
 
-#[allow(dead_code)]
 #[path = "../tests/mocks/mod.rs"]
 mod mocks;
 mod support;
@@ -93,7 +92,7 @@ fn count(stdout: &str, what: &str) -> u64 {
         .lines()
         .find(|l| l.starts_with("run "))
         .expect("summary line");
-    let words: Vec<&str> = line.split(|c: char| c == ' ' || c == ',').collect();
+    let words: Vec<&str> = line.split([' ', ',']).collect();
     words
         .windows(2)
         .find(|w| w[1] == what)
@@ -172,7 +171,11 @@ fn main() {
         .current_dir(&seed)
         .output()
         .expect("import");
-    assert!(imported.status.success(), "{}", String::from_utf8_lossy(&imported.stderr));
+    assert!(
+        imported.status.success(),
+        "{}",
+        String::from_utf8_lossy(&imported.stderr)
+    );
 
     let mut rates = Vec::new();
     let mut peaks = Vec::new();
@@ -184,7 +187,9 @@ fn main() {
         let sent = count(&stdout, "sent");
         assert_eq!(mock.state.accepted_count() - before, sent as usize);
         let rate = sent as f64 / secs;
-        println!("run {i}: {sent} sent in {secs:.1} s: {rate:.0} messages/s, peak RSS {peak:.0} MB");
+        println!(
+            "run {i}: {sent} sent in {secs:.1} s: {rate:.0} messages/s, peak RSS {peak:.0} MB"
+        );
         rates.push(rate);
         peaks.push(peak);
         std::fs::remove_dir_all(&dir).ok();
@@ -237,7 +242,10 @@ fn main() {
         let span = arrivals[arrivals.len() - 1] - arrivals[0];
         // n arrivals span n-1 intervals.
         let r = (arrivals.len() - 1) as f64 / span.as_secs_f64();
-        println!("rate run: {sent} sent, {r:.2}/s over {:.1} s", span.as_secs_f64());
+        println!(
+            "rate run: {sent} sent, {r:.2}/s over {:.1} s",
+            span.as_secs_f64()
+        );
         achieved.push(r);
     }
     let (r, rmin, rmax) = support::median_min_max(achieved);

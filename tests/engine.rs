@@ -84,8 +84,7 @@ fn setup(kind: &str, n: usize, limits: &str, job: &str) -> Bench {
 
 impl Bench {
     fn crier(&self, args: &[&str]) -> Run {
-        self.project
-            .crier_env(args, &[("BULKSMS_SECRET", SECRET)])
+        self.project.crier_env(args, &[("BULKSMS_SECRET", SECRET)])
     }
 
     fn send(&self) -> Run {
@@ -106,15 +105,24 @@ impl Bench {
     fn states(&self) -> std::collections::BTreeMap<String, usize> {
         let mut out = std::collections::BTreeMap::new();
         for m in self.messages() {
-            *out.entry(m["state"].as_str().unwrap().to_string()).or_default() += 1;
+            *out.entry(m["state"].as_str().unwrap().to_string())
+                .or_default() += 1;
         }
         out
     }
 }
 
 fn no_secret(run: &Run) {
-    assert!(!run.stdout.contains(SECRET), "secret in stdout: {}", run.stdout);
-    assert!(!run.stderr.contains(SECRET), "secret in stderr: {}", run.stderr);
+    assert!(
+        !run.stdout.contains(SECRET),
+        "secret in stdout: {}",
+        run.stdout
+    );
+    assert!(
+        !run.stderr.contains(SECRET),
+        "secret in stderr: {}",
+        run.stderr
+    );
 }
 
 #[test]
@@ -198,11 +206,16 @@ fn no_credit_pauses_the_run_instead_of_failing_everyone() {
     no_secret(&run);
     assert_eq!(run.code, 1);
     assert!(
-        run.stdout.contains("paused: provider `sms` refused to send"),
+        run.stdout
+            .contains("paused: provider `sms` refused to send"),
         "{}",
         run.stdout
     );
-    assert!(run.stdout.contains("Insufficient Credits"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("Insufficient Credits"),
+        "{}",
+        run.stdout
+    );
     let states = b.states();
     assert_eq!(states.get("failed"), None, "{states:?}");
     assert_eq!(states.get("queued"), Some(&20), "{states:?}");
@@ -317,7 +330,8 @@ fn providers_check_reads_the_balance_and_min_balance_refuses() {
     no_secret(&run);
     assert_eq!(run.code, 1);
     assert!(
-        run.stderr.contains("balance is 7.5 credits, below the job's min_balance 10"),
+        run.stderr
+            .contains("balance is 7.5 credits, below the job's min_balance 10"),
         "{}",
         run.stderr
     );

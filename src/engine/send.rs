@@ -540,7 +540,7 @@ fn hand_on(
             } else {
                 Vec::new()
             },
-            dedup_id: ((dedup_base as u64 + i as u64) % (1 << 31)) as u32,
+            dedup_id: crate::history::ledger::dedup_after(dedup_base, i as u64),
         };
         let item = Work {
             id,

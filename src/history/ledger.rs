@@ -149,8 +149,13 @@ fn kind_byte(k: RecipientKind) -> u8 {
     }
 }
 
-/// Deduplication ids are non-negative `i32`s (BulkSMS's type).
-const DEDUP_SPACE: u64 = 1 << 31;
+/// Deduplication ids are positive `i32`s (BulkSMS's type; 0 means "none").
+const DEDUP_SPACE: u64 = (1 << 31) - 1;
+
+/// The deduplication id `n` places after `first`, wrapping within 1..=2^31-1.
+pub fn dedup_after(first: u32, n: u64) -> u32 {
+    ((first.saturating_sub(1) as u64 + n) % DEDUP_SPACE) as u32 + 1
+}
 
 pub(crate) mod keys {
     use super::*;
@@ -505,7 +510,7 @@ impl<'a> Ledger<'a> {
         let (key, value) = entry?;
         let first = u32::from_be_bytes(key[key.len() - 4..].try_into().unwrap_or([0; 4]));
         let base = u32::from_be_bytes(value.as_slice().try_into().unwrap_or([0; 4]));
-        Ok(((base as u64 + (id.seq - first) as u64) % DEDUP_SPACE) as u32)
+        Ok(dedup_after(base + 1, (id.seq - first) as u64))
     }
 
     /// Marks that every recipient of the run has been planned.
@@ -1045,7 +1050,8 @@ mod tests {
         assert_eq!(unique.len(), 15, "{dedups:?}");
         // Asking again gives the same id (a retry after a restart resubmits it).
         assert_eq!(ledger.dedup_id(all[12]).unwrap(), dedups[12]);
-        assert!(dedups.iter().all(|d| *d <= i32::MAX as u32));
+        assert!(dedups.iter().all(|d| *d >= 1 && *d <= i32::MAX as u32));
+        assert_eq!(dedup_after(i32::MAX as u32, 1), 1);
         // A purged run leaves no dedup blocks behind.
         ledger.finish_planning(b.id).unwrap();
         ledger.purge(b.id).unwrap();

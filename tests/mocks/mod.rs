@@ -21,11 +21,11 @@ pub mod gateway;
 pub mod twilio;
 pub mod vonage;
 
-pub use bulksms::bulksms;
-pub use clickatell::clickatell;
-pub use gateway::http_gateway;
-pub use twilio::twilio;
-pub use vonage::vonage;
+// Each test binary uses some of them.
+#[allow(unused_imports)]
+pub use {
+    bulksms::bulksms, clickatell::clickatell, gateway::http_gateway, twilio::twilio, vonage::vonage,
+};
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -112,6 +112,10 @@ pub struct State {
     pub(crate) dedup: Mutex<HashMap<i32, Box<[Arc<Committed>]>>>,
     last: Mutex<Option<Request>>,
     balance_bits: AtomicU64,
+    /// When each POST arrived (rate checks).
+    arrivals: Mutex<Vec<std::time::Instant>>,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
 }
 
 impl State {
@@ -132,6 +136,9 @@ impl State {
             dedup: Mutex::new(HashMap::new()),
             last: Mutex::new(None),
             balance_bits: AtomicU64::new(1_000_000.0f64.to_bits()),
+            arrivals: Mutex::new(Vec::new()),
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
         }
     }
 
@@ -164,6 +171,20 @@ impl State {
     /// benchmark turns it off to keep memory flat; deduplication still works.
     pub fn keep_accepted(&self, keep: bool) {
         self.keep.store(keep, Ordering::SeqCst);
+    }
+
+    /// When each POST (a send) arrived, faulted ones included.
+    pub fn arrivals(&self) -> Vec<std::time::Instant> {
+        self.arrivals.lock().unwrap().clone()
+    }
+
+    pub fn clear_arrivals(&self) {
+        self.arrivals.lock().unwrap().clear();
+    }
+
+    /// The most requests the mock was working on at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.max_in_flight.load(Ordering::SeqCst)
     }
 
     /// Requests received, faulted ones included.
@@ -373,22 +394,19 @@ async fn connection(mut socket: TcpStream, state: Arc<State>, handler: Handler) 
             _ => return,
         };
         let n = state.requests.fetch_add(1, Ordering::SeqCst) + 1;
-        let response = match state.next_fault(n) {
-            Some(Fault::Drop) => return,
-            Some(Fault::AcceptThenDrop) => {
-                let _ = handler(&state, &request);
-                return;
-            }
-            Some(Fault::Status(status, body, retry_after)) => Response {
-                status,
-                body,
-                retry_after,
-            },
-            Some(Fault::Delay(d)) => {
-                tokio::time::sleep(d).await;
-                answer(&state, request, handler)
-            }
-            None => answer(&state, request, handler),
+        if request.method == "POST" {
+            state
+                .arrivals
+                .lock()
+                .unwrap()
+                .push(std::time::Instant::now());
+        }
+        let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        state.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        let response = respond(&state, request, handler, n).await;
+        state.in_flight.fetch_sub(1, Ordering::SeqCst);
+        let Some(response) = response else {
+            return;
         };
         out.clear();
         write_response(&mut out, &response, close);
@@ -396,6 +414,27 @@ async fn connection(mut socket: TcpStream, state: Arc<State>, handler: Handler) 
             return;
         }
     }
+}
+
+/// The answer to request number `n`, or `None` to drop the connection.
+async fn respond(state: &State, request: Request, handler: Handler, n: usize) -> Option<Response> {
+    Some(match state.next_fault(n) {
+        Some(Fault::Drop) => return None,
+        Some(Fault::AcceptThenDrop) => {
+            let _ = handler(state, &request);
+            return None;
+        }
+        Some(Fault::Status(status, body, retry_after)) => Response {
+            status,
+            body,
+            retry_after,
+        },
+        Some(Fault::Delay(d)) => {
+            tokio::time::sleep(d).await;
+            answer(state, request, handler)
+        }
+        None => answer(state, request, handler),
+    })
 }
 
 fn answer(state: &State, request: Request, handler: Handler) -> Response {
