@@ -84,6 +84,11 @@ pub enum Command {
         after_help = "Example:\n  crier logs --channel sms --state failed --period today\n  crier logs --phone '082 123 4567' --format csv > messages.csv"
     )]
     Logs(LogsArgs),
+    /// Run the HTTP server: delivery reports, the query API, the portal inbox, metrics.
+    #[command(
+        after_help = "Example:\n  CRIER_API_TOKEN=... crier serve\n  crier serve --listen 0.0.0.0:8025"
+    )]
+    Serve(ServeArgs),
     /// Providers: check credentials and read balances.
     #[command(subcommand)]
     Providers(ProvidersCommand),
@@ -254,6 +259,16 @@ pub enum OptoutCommand {
     /// Add every address in a file: one per line, or the first column of a CSV.
     #[command(after_help = "Example:\n  crier optout import stop-replies.csv")]
     Import { file: PathBuf },
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (default: `server.listen` of crier.yaml, else 127.0.0.1:8025).
+    #[arg(long)]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Directory of job files, for `POST /api/jobs/{name}/run`.
+    #[arg(long, default_value = "jobs")]
+    pub jobs: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]

@@ -17,5 +17,6 @@ pub mod logging;
 pub mod provider;
 pub mod recipients;
 pub mod render;
+pub mod server;
 pub mod store;
 pub mod throttle;

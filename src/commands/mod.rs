@@ -13,6 +13,7 @@ mod providers;
 mod recipients;
 mod schema;
 mod send;
+mod serve;
 mod templates;
 mod validate;
 
@@ -56,6 +57,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<Outcome> {
         Command::History(args) => history::run(&load_config(cli)?, args),
         Command::Logs(args) => history::logs(&load_config(cli)?, args),
         Command::Recipients(args) => recipients::run(&load_config(cli)?, args),
+        Command::Serve(args) => serve::run(&load_config(cli)?, args),
         Command::Providers(command) => providers::run(&load_config(cli)?, command),
         Command::Portal(command) => portal::run(&load_config(cli)?, command),
     }

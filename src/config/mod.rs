@@ -52,6 +52,34 @@ pub struct RawConfig {
     /// Default provider per channel.
     #[serde(default)]
     pub channels: RawChannels,
+    /// The HTTP server (`crier serve`; `crier run` when `listen` is set).
+    #[serde(default)]
+    pub server: Option<RawServer>,
+}
+
+/// `server:` as written.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// Address to listen on (default `127.0.0.1:8025`: loopback only unless you say so).
+    #[serde(default)]
+    pub listen: Option<String>,
+    /// Bearer token every `/api` request must carry, e.g. `${CRIER_API_TOKEN}`. Without
+    /// it the API answers 401 to everyone.
+    #[serde(default)]
+    pub token: Option<Secret>,
+    /// Secret path segment of the delivery-report URLs of providers that cannot sign
+    /// them: `/webhooks/bulksms/<webhook_token>`. Twilio's reports are checked by their
+    /// signature instead.
+    #[serde(default)]
+    pub webhook_token: Option<Secret>,
+    /// The URL providers reach this server at (e.g. `https://crier.example.net`), needed
+    /// to check Twilio's signature behind a proxy (default: `http://<listen>`).
+    #[serde(default)]
+    pub public_url: Option<String>,
+    /// Largest request body accepted, in KB (default 1024).
+    #[serde(default)]
+    pub max_body_kb: Option<usize>,
 }
 
 /// `store:` as written.
@@ -97,7 +125,23 @@ pub struct Config {
     pub store: StoreSettings,
     pub providers: BTreeMap<String, ProviderConfig>,
     pub channels: Channels,
+    pub server: ServerSettings,
 }
+
+/// The HTTP server's validated settings.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerSettings {
+    /// Whether `server:` was given at all (`crier run` serves only then).
+    pub configured: bool,
+    pub listen: std::net::SocketAddr,
+    pub token: Option<Secret>,
+    pub webhook_token: Option<Secret>,
+    pub public_url: String,
+    pub max_body_bytes: usize,
+}
+
+/// Default of `server.listen`.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8025";
 
 #[derive(Debug, Clone, Serialize)]
 pub struct StoreSettings {
@@ -298,7 +342,47 @@ fn validate(raw: RawConfig, path: Option<&Path>, report: &mut FileReport) -> Con
         check_provider_ref(&providers, name, channel, &field, report);
     }
 
+    let server = {
+        let raw = raw.server;
+        let configured = raw.is_some();
+        let raw = raw.unwrap_or_default();
+        let listen_text = raw.listen.unwrap_or_else(|| DEFAULT_LISTEN.into());
+        let listen = match listen_text.parse::<std::net::SocketAddr>() {
+            Ok(a) => a,
+            Err(_) => {
+                report.error(
+                    "server.listen",
+                    format!("`{listen_text}` is not an address and port (e.g. `127.0.0.1:8025`)"),
+                );
+                std::net::SocketAddr::from(([127, 0, 0, 1], 8025))
+            }
+        };
+        if let Some(url) = &raw.public_url {
+            crate::provider::check_url(url, "server.public_url", report);
+        }
+        for (field, secret) in [("token", &raw.token), ("webhook_token", &raw.webhook_token)] {
+            if secret.as_ref().is_some_and(|s| s.expose().len() < 16) {
+                report.error(
+                    &format!("server.{field}"),
+                    "must be at least 16 characters (use a random string)",
+                );
+            }
+        }
+        ServerSettings {
+            configured,
+            listen,
+            token: raw.token,
+            webhook_token: raw.webhook_token,
+            public_url: raw
+                .public_url
+                .map(|u| u.trim_end_matches('/').to_string())
+                .unwrap_or_else(|| format!("http://{listen}")),
+            max_body_bytes: raw.max_body_kb.unwrap_or(1024).clamp(1, 64 * 1024) * 1024,
+        }
+    };
+
     Config {
+        server,
         source: path.map(Path::to_path_buf),
         data_dir,
         default_region: default_region.to_ascii_uppercase(),

@@ -299,11 +299,15 @@ struct StoredRun {
     next_seq: u32,
 }
 
+/// Serialises the ledger's read-modify-write steps (run counters) across every `Ledger`
+/// of the process: the send engine, the HTTP server's webhooks and API handlers each
+/// make their own, cheaply, and must not interleave. (One process holds a store.)
+static WRITE: Mutex<()> = Mutex::new(());
+
 /// The ledger over one store.
 pub struct Ledger<'a> {
     kv: &'a dyn Kv,
     store: &'a dyn Store,
-    write: Mutex<()>,
 }
 
 impl<'a> Ledger<'a> {
@@ -311,7 +315,6 @@ impl<'a> Ledger<'a> {
         Ledger {
             kv: store.history(),
             store,
-            write: Mutex::new(()),
         }
     }
 
@@ -321,7 +324,7 @@ impl<'a> Ledger<'a> {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
         // A panic while holding the lock left no partial write (batches are atomic).
-        self.write.lock().unwrap_or_else(|e| e.into_inner())
+        WRITE.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Makes every write so far durable.

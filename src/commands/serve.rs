@@ -1,0 +1,64 @@
+//! `crier serve`: the HTTP server alone, until SIGINT or SIGTERM (then it finishes the
+//! requests in progress and flushes the store).
+
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use super::{Outcome, open_store};
+use crate::cli::ServeArgs;
+use crate::config::Config;
+use crate::server::{self, AppState};
+
+pub(super) fn run(config: &Config, args: &ServeArgs) -> anyhow::Result<Outcome> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let store: Arc<dyn crate::store::Store> = Arc::from(open_store(config)?);
+    let listen = args.listen.unwrap_or(config.server.listen);
+    if config.server.token.is_none() {
+        tracing::warn!("No server.token is configured: every /api request will be refused.");
+    }
+    let state = Arc::new(AppState {
+        config: config.clone(),
+        store: store.clone(),
+        metrics: Default::default(),
+        jobs_dir: args.jobs.clone(),
+    });
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        // Tests and scripts read the actual address (`--listen 127.0.0.1:0`).
+        println!("listening on http://{}", listener.local_addr()?);
+        tracing::info!(%listen, "Serving.");
+        server::serve(listener, state, shutdown_signal()).await?;
+        anyhow::Ok(())
+    })?;
+    store.flush()?;
+    Ok(Outcome::Ok)
+}
+
+/// SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("Shutting down.");
+}

@@ -1,0 +1,131 @@
+//! The HTTP server (axum): delivery-report webhooks, the query and control API, the
+//! customer-portal inbox, health and metrics.
+//!
+//! One [`AppState`] is shared by every handler: the validated config, the store (one
+//! process holds it; handlers make a [`Ledger`](crate::history::ledger::Ledger) over it
+//! as they need, which is cheap and serialised process-wide), and the metrics. The
+//! router is built in one place, [`router`], from each part's own routes:
+//! `api::routes()` behind the bearer token, `webhooks::routes()` authenticated the way
+//! each provider allows. Every request body is size-limited; a malformed one is a 400
+//! with a reason, never a panic.
+
+pub mod api;
+pub mod metrics;
+pub mod webhooks;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+
+use crate::config::Config;
+use crate::store::Store;
+
+/// What every handler sees.
+pub struct AppState {
+    pub config: Config,
+    /// The store, for the life of the server.
+    pub store: Arc<dyn Store>,
+    pub metrics: metrics::Metrics,
+    /// Jobs directory, for `POST /api/jobs/{name}/run`.
+    pub jobs_dir: std::path::PathBuf,
+}
+
+pub type Shared = Arc<AppState>;
+
+/// An API error: a status and a reason, as JSON `{"error": "..."}`.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, message)
+    }
+
+    pub fn internal(message: impl std::fmt::Display) -> ApiError {
+        tracing::error!(error = %message, "Request failed.");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error (see the server log)",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            axum::Json(serde_json::json!({ "error": self.message })),
+        )
+            .into_response()
+    }
+}
+
+/// Compares two byte strings in time that depends only on their lengths.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `Authorization: Bearer <server.token>` or 401, without detail.
+async fn bearer(State(state): State<Shared>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let ok = match (&state.config.server.token, presented) {
+        (Some(token), Some(p)) => constant_time_eq(token.expose().as_bytes(), p.trim().as_bytes()),
+        _ => false,
+    };
+    if !ok {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            axum::Json(serde_json::json!({ "error": "unauthorized" })),
+        )
+            .into_response();
+    }
+    next.run(request).await
+}
+
+/// The whole server.
+pub fn router(state: Shared) -> Router {
+    let api = api::routes().layer(middleware::from_fn_with_state(state.clone(), bearer));
+    Router::new()
+        .merge(api)
+        .merge(webhooks::routes())
+        .merge(api::open_routes())
+        .layer(DefaultBodyLimit::max(state.config.server.max_body_bytes))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` resolves, then finishes the requests in progress.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Shared,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
