@@ -8,8 +8,9 @@
 //!   the sendable ones on;
 //! - the **dispatcher** (async, on a small tokio runtime) drives up to
 //!   [`MAX_IN_FLIGHT`] messages at once. For each: the job's and the provider's rate limits
-//!   (governor; both hold), a concurrency permit of the provider (reqwest does not cap
-//!   connections per host), the durable `sending` mark, the provider call, and the
+//!   (governor; both hold), a slot in the provider's `sending` window (a few times its
+//!   concurrency), the durable `sending` mark, a concurrency permit of the provider
+//!   (reqwest does not cap connections per host), the provider call, and the
 //!   classified outcome: retries with exponential backoff and jitter (or the provider's
 //!   `Retry-After`) until the provider's `retries` or the job's `expire_after` run out;
 //!   `halt` (no credit, bad credentials) pauses the run, leaving the rest `queued`;
@@ -51,6 +52,10 @@ const BATCH: usize = 500;
 pub const MAX_IN_FLIGHT: usize = 1024;
 /// Most state changes in one group commit.
 const COMMIT_MAX: usize = 4096;
+/// Concurrency of providers that write locally (file outbox, portal inbox).
+const LOCAL_CONCURRENCY: usize = 256;
+/// A provider's `sending` window, in multiples of its concurrency.
+const WINDOW_FACTOR: usize = 4;
 /// Longest wait between two attempts.
 const BACKOFF_CAP: Duration = Duration::from_secs(300);
 
@@ -151,6 +156,11 @@ struct Lane<'a> {
     name: String,
     provider: Box<dyn Provider + 'a>,
     limiter: Option<Limiter>,
+    /// Messages of this provider that may be `sending` at once: a few times its
+    /// concurrency, so `sending` marks are group-committed in large groups while requests
+    /// go out. A crash leaves at most this many in `sending`.
+    window: tokio::sync::Semaphore,
+    /// Requests in flight to this provider at once.
     permits: tokio::sync::Semaphore,
     retries: u32,
     backoff: Duration,
@@ -181,12 +191,19 @@ fn lane<'a>(
         ProviderConfig::File(_) | ProviderConfig::Portal(_) => None,
     };
     let default = provider::Limits::default();
+    let local = limits.is_none();
     let limits = limits.unwrap_or(&default);
+    // Local providers (the outbox file, the portal inbox) take whatever comes.
+    let concurrency = match (local, limits.concurrency) {
+        (true, _) => LOCAL_CONCURRENCY,
+        (false, c) => c.unwrap_or(8) as usize,
+    };
     Ok(Lane {
         name: name.to_string(),
         provider,
         limiter: limits.rate.map(|r| limiter(r, limits.burst)),
-        permits: tokio::sync::Semaphore::new(limits.concurrency.unwrap_or(8) as usize),
+        window: tokio::sync::Semaphore::new((concurrency * WINDOW_FACTOR).clamp(64, MAX_IN_FLIGHT)),
+        permits: tokio::sync::Semaphore::new(concurrency),
         retries: limits.retries.unwrap_or(5),
         backoff: limits
             .backoff
@@ -743,7 +760,7 @@ impl Dispatch<'_, '_> {
                 self.record(c, false).await;
                 return (Settled::Expired, attempts.saturating_sub(1) as u64);
             }
-            let Ok(_permit) = lane.permits.acquire().await else {
+            let Ok(slot) = lane.window.acquire().await else {
                 return (Settled::NotSent, 0);
             };
             let mut sending = Change::to(w.id, MessageState::Sending);
@@ -754,9 +771,19 @@ impl Dispatch<'_, '_> {
                     return (Settled::NotSent, attempts.saturating_sub(1) as u64);
                 }
             }
+            let Ok(permit) = lane.permits.acquire().await else {
+                return (Settled::NotSent, 0);
+            };
+            if self.stop.stopped() {
+                // Paused while waiting for a permit: not sent, so back to `queued`.
+                self.record(Change::to(w.id, MessageState::Queued), false)
+                    .await;
+                return (Settled::NotSent, attempts.saturating_sub(1) as u64);
+            }
             attempts += 1;
             let outcome = lane.provider.send(&w.message).await;
-            drop(_permit);
+            drop(permit);
+            drop(slot);
             let retries = (attempts - 1) as u64;
             let mut change = Change::to(w.id, MessageState::Sent);
             let (wait, reason) = match outcome {
