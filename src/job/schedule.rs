@@ -249,3 +249,149 @@ mod tests {
         assert_eq!(twice.with_timezone(&Utc), utc("2026-10-25T00:30:00Z"));
     }
 }
+
+#[cfg(test)]
+mod fire_times {
+    //! Fire times on a table: what ops expect from crontab, across DST.
+    use super::*;
+
+    fn schedule(expr: &str, tz: Tz) -> Schedule {
+        Schedule {
+            when: When::Cron {
+                expr: expr.into(),
+                cron: Box::new(parse_cron(expr).unwrap()),
+            },
+            tz,
+            misfire: Misfire::Run,
+            grace: Duration::from_secs(3600),
+            overlap: Overlap::Skip,
+            window: None,
+        }
+    }
+
+    /// The next `n` fire times after `start` (UTC, RFC 3339), as UTC strings.
+    fn next(expr: &str, tz: Tz, start: &str, n: usize) -> Vec<String> {
+        let s = schedule(expr, tz);
+        let mut t = DateTime::parse_from_rfc3339(start)
+            .unwrap()
+            .with_timezone(&Utc);
+        (0..n)
+            .map(|_| {
+                t = s.next_after(t).unwrap();
+                t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn table() {
+        use chrono_tz::{Africa, America, Europe};
+        let cases: &[(&str, Tz, &str, &[&str])] = &[
+            // Berlin spring forward (02:00 → 03:00 on 29 March): 02:30 does not exist,
+            // so it fires once just after the gap (03:00 CEST), then 02:30 as usual.
+            (
+                "30 2 * * *",
+                Europe::Berlin,
+                "2026-03-28T12:00:00Z",
+                &["2026-03-29T01:00:00Z", "2026-03-30T00:30:00Z"],
+            ),
+            // Berlin fall back (03:00 → 02:00 on 25 October): 02:30 happens twice and
+            // fires once, at the first (CEST); the day after at 02:30 CET.
+            (
+                "30 2 * * *",
+                Europe::Berlin,
+                "2026-10-24T12:00:00Z",
+                &["2026-10-25T00:30:00Z", "2026-10-26T01:30:00Z"],
+            ),
+            // The offset changes with the season: 09:00 local is 07:00 UTC in summer,
+            // 08:00 UTC in winter (tokio-cron-scheduler's issue #107 keeps the old one).
+            (
+                "0 9 * * *",
+                Europe::Berlin,
+                "2026-10-24T12:00:00Z",
+                &["2026-10-25T08:00:00Z", "2026-10-26T08:00:00Z"],
+            ),
+            (
+                "0 9 * * *",
+                Europe::Berlin,
+                "2026-03-28T12:00:00Z",
+                &["2026-03-29T07:00:00Z", "2026-03-30T07:00:00Z"],
+            ),
+            // New York: spring forward 8 March 2026 (02:00 → 03:00), fall back 1 November.
+            (
+                "15 2 * * *",
+                America::New_York,
+                "2026-03-07T12:00:00Z",
+                &["2026-03-08T07:00:00Z", "2026-03-09T06:15:00Z"],
+            ),
+            (
+                "30 1 * * *",
+                America::New_York,
+                "2026-10-31T12:00:00Z",
+                &["2026-11-01T05:30:00Z", "2026-11-02T06:30:00Z"],
+            ),
+            // No DST in Johannesburg: always UTC+2.
+            (
+                "0 9 1 * *",
+                Africa::Johannesburg,
+                "2026-11-27T00:00:00Z",
+                &["2026-12-01T07:00:00Z", "2027-01-01T07:00:00Z"],
+            ),
+            // 6 fields: seconds first.
+            (
+                "30 0 9 * * *",
+                Africa::Johannesburg,
+                "2026-11-27T00:00:00Z",
+                &["2026-11-27T07:00:30Z", "2026-11-28T07:00:30Z"],
+            ),
+            // Month ends: the 31st skips short months.
+            (
+                "0 8 31 * *",
+                Africa::Johannesburg,
+                "2027-01-31T12:00:00Z",
+                &["2027-03-31T06:00:00Z", "2027-05-31T06:00:00Z"],
+            ),
+            // Leap day: only in leap years.
+            (
+                "0 0 29 2 *",
+                Africa::Johannesburg,
+                "2026-01-01T00:00:00Z",
+                &["2028-02-28T22:00:00Z", "2032-02-28T22:00:00Z"],
+            ),
+            // Vixie: day-of-month 1 OR Monday.
+            (
+                "0 9 1 * mon",
+                Africa::Johannesburg,
+                "2026-11-27T00:00:00Z",
+                &[
+                    "2026-11-30T07:00:00Z",
+                    "2026-12-01T07:00:00Z",
+                    "2026-12-07T07:00:00Z",
+                ],
+            ),
+            // Aliases.
+            (
+                "@weekly",
+                Africa::Johannesburg,
+                "2026-11-27T00:00:00Z",
+                &["2026-11-28T22:00:00Z", "2026-12-05T22:00:00Z"],
+            ),
+            // Hourly through the fall-back hour: 02:00 local occurs twice (00:00Z CEST,
+            // 01:00Z CET) and fired at the first, so the repeated hour does not fire
+            // again; a mass-messaging job never sends twice for one local time.
+            (
+                "@hourly",
+                Europe::Berlin,
+                "2026-10-25T00:10:00Z",
+                &["2026-10-25T02:00:00Z", "2026-10-25T03:00:00Z"],
+            ),
+        ];
+        for (expr, tz, start, want) in cases {
+            assert_eq!(
+                &next(expr, *tz, start, want.len()),
+                want,
+                "`{expr}` in {tz} after {start}"
+            );
+        }
+    }
+}
