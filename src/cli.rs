@@ -84,6 +84,17 @@ pub enum Command {
         after_help = "Example:\n  crier logs --channel sms --state failed --period today\n  crier logs --phone '082 123 4567' --format csv > messages.csv"
     )]
     Logs(LogsArgs),
+    /// Run the daemon: fire every scheduled job on time, serve the HTTP API if configured.
+    #[command(
+        after_help = "Example:\n  crier run                 # jobs/ in this directory\n  crier run --jobs /etc/crier/jobs --strict"
+    )]
+    Run(RunArgs),
+    /// Scheduled jobs: their next fire times and last runs.
+    #[command(
+        args_conflicts_with_subcommands = true,
+        after_help = "Example:\n  crier jobs\n  crier jobs next payment-reminder --count 5"
+    )]
+    Jobs(JobsArgs),
     /// Run the HTTP server: delivery reports, the query API, the portal inbox, metrics.
     #[command(
         after_help = "Example:\n  CRIER_API_TOKEN=... crier serve\n  crier serve --listen 0.0.0.0:8025"
@@ -259,6 +270,37 @@ pub enum OptoutCommand {
     /// Add every address in a file: one per line, or the first column of a CSV.
     #[command(after_help = "Example:\n  crier optout import stop-replies.csv")]
     Import { file: PathBuf },
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Directory of job files.
+    #[arg(long, default_value = "jobs")]
+    pub jobs: PathBuf,
+    /// Refuse to start when any job is invalid (default: leave it out, run the others).
+    #[arg(long)]
+    pub strict: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct JobsArgs {
+    #[command(subcommand)]
+    pub command: Option<JobsCommand>,
+    /// Directory of job files.
+    #[arg(long, default_value = "jobs", global = true)]
+    pub jobs: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// The next fire times of one job.
+    #[command(after_help = "Example:\n  crier jobs next payment-reminder --count 5")]
+    Next {
+        /// Job name.
+        job: String,
+        #[arg(long, default_value_t = 5)]
+        count: usize,
+    },
 }
 
 #[derive(Debug, Args)]

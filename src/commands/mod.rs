@@ -6,6 +6,7 @@
 mod config_show;
 mod history;
 mod import;
+mod jobs;
 mod optout;
 mod portal;
 mod preview;
@@ -57,6 +58,11 @@ pub fn run(cli: &Cli) -> anyhow::Result<Outcome> {
         Command::History(args) => history::run(&load_config(cli)?, args),
         Command::Logs(args) => history::logs(&load_config(cli)?, args),
         Command::Recipients(args) => recipients::run(&load_config(cli)?, args),
+        Command::Run(args) => {
+            crate::daemon::run(load_config(cli)?, &args.jobs, args.strict)?;
+            Ok(Outcome::Ok)
+        }
+        Command::Jobs(args) => jobs::run(&load_config(cli)?, args),
         Command::Serve(args) => serve::run(&load_config(cli)?, args),
         Command::Providers(command) => providers::run(&load_config(cli)?, command),
         Command::Portal(command) => portal::run(&load_config(cli)?, command),

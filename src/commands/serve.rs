@@ -33,32 +33,9 @@ pub(super) fn run(config: &Config, args: &ServeArgs) -> anyhow::Result<Outcome> 
         // Tests and scripts read the actual address (`--listen 127.0.0.1:0`).
         println!("listening on http://{}", listener.local_addr()?);
         tracing::info!(%listen, "Serving.");
-        server::serve(listener, state, shutdown_signal()).await?;
+        server::serve(listener, state, crate::daemon::shutdown_signal()).await?;
         anyhow::Ok(())
     })?;
     store.flush()?;
     Ok(Outcome::Ok)
-}
-
-/// SIGINT (Ctrl-C) or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-    tracing::info!("Shutting down.");
 }

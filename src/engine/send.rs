@@ -36,7 +36,7 @@ use tokio::sync::oneshot;
 use super::{PlanError, Planned, Planner};
 use crate::config::Config;
 use crate::history::ledger::{Change, Ledger, LedgerError, NewMessage, NewRun};
-use crate::history::{MessageId, MessageState, MessageType, Run, Trigger};
+use crate::history::{MessageId, MessageState, MessageType, Run, RunId, Trigger};
 use crate::job::{Channel, Job, Source};
 use crate::provider::{self, BuildContext, Provider, ProviderConfig, RoutedMessage, SendOutcome};
 use crate::recipients::optout::OptOuts;
@@ -108,6 +108,13 @@ pub struct SendOptions {
     pub recipient: Option<u64>,
     /// Called as messages settle (a progress bar).
     pub progress: Option<Arc<ProgressFn>>,
+    /// The run's id (the scheduler's deterministic one); default: a new ULID.
+    pub run_id: Option<RunId>,
+    /// What started the run (default: manual, or test with `test_to`).
+    pub trigger: Option<Trigger>,
+    /// Set from outside to stop the run (daemon shutdown): nothing more is planned or
+    /// sent; what is queued stays queued.
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 /// What a run did.
@@ -283,13 +290,13 @@ pub fn send(
     let optouts = (!testing).then(|| OptOuts::new(store.optouts()));
     let ledger = Ledger::new(store);
     let body = super::body_source(job, Some(&templates))?.1;
-    let run = ledger.create_run(NewRun {
+    let new_run = NewRun {
         job: job.name.clone(),
-        trigger: if testing {
+        trigger: options.trigger.clone().unwrap_or(if testing {
             Trigger::Test
         } else {
             Trigger::Manual
-        },
+        }),
         channels: job.send_to.channels().to_vec(),
         provider: lanes
             .iter()
@@ -298,7 +305,13 @@ pub fn send(
             .join("+"),
         body,
         subject: job.subject.clone(),
-    })?;
+    };
+    let run = match options.run_id {
+        Some(id) => {
+            ledger.create_run_with_id(id, new_run, chrono::Utc::now().timestamp_millis())?
+        }
+        None => ledger.create_run(new_run)?,
+    };
     let planner = Planner::new(job, config, &run.id.to_string(), optouts, Some(&templates))?;
     let span = tracing::info_span!("run", job = %job.name, run = %run.id);
     let _span = span.enter();
@@ -314,6 +327,7 @@ pub fn send(
         record: record_tx,
         stop: &stop,
         progress: options.progress.clone(),
+        cancel: options.cancel.clone(),
     };
     let (planned, mut summary, recorded) = std::thread::scope(|s| {
         let plan = s.spawn(|| {
@@ -674,6 +688,7 @@ struct Dispatch<'s, 'a> {
     record: mpsc::Sender<Record>,
     stop: &'s Stop,
     progress: Option<Arc<ProgressFn>>,
+    cancel: Option<Arc<AtomicBool>>,
 }
 
 impl Dispatch<'_, '_> {
@@ -683,6 +698,12 @@ impl Dispatch<'_, '_> {
         let mut open = true;
         let mut settled = 0u64;
         loop {
+            if let Some(cancel) = &self.cancel
+                && cancel.load(Ordering::SeqCst)
+                && !self.stop.stopped()
+            {
+                self.stop.stop("crier is shutting down".into());
+            }
             if open && self.stop.stopped() {
                 // Whatever is still in the queue stays `queued` in the ledger.
                 work.close();

@@ -42,6 +42,8 @@ pub enum LedgerError {
     NoSuchRun(RunId),
     #[error("no message with id {0}")]
     NoSuchMessage(MessageId),
+    #[error("run {0} already exists")]
+    RunExists(RunId),
     #[error("record {key} cannot be read: {detail}")]
     Decode { key: String, detail: String },
 }
@@ -382,6 +384,9 @@ impl<'a> Ledger<'a> {
         created_at: Millis,
     ) -> Result<Run, LedgerError> {
         let _guard = self.lock();
+        if self.kv.get(&keys::run(id))?.is_some() {
+            return Err(LedgerError::RunExists(id));
+        }
         let run = Run {
             id,
             job: new.job,

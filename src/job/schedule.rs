@@ -151,6 +151,8 @@ pub fn resolve_local(tz: Tz, local: NaiveDateTime) -> Option<DateTime<Tz>> {
 impl Schedule {
     /// The first fire time strictly after `after`, or `None` if there is none.
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        // Whole seconds: cron has no finer unit, and croner would carry the fraction.
+        let after = DateTime::from_timestamp(after.timestamp(), 0)?;
         match &self.when {
             When::Cron { cron, .. } => cron
                 .find_next_occurrence(&after.with_timezone(&self.tz), false)

@@ -1,0 +1,542 @@
+//! The daemon behind `crier run`: fires scheduled jobs, serves the HTTP API, reloads jobs.
+//!
+//! tokio-cron-scheduler is the timer: each job has exactly one pending one-shot timer.
+//! The instant itself is computed here ([`Schedule::next_after`], croner in the job's
+//! IANA zone, per occurrence), never by the library's timezone cron jobs, which keep the
+//! UTC offset of the day they were created (its issue #107) and want a seconds field.
+//! When a timer fires, the next one is set from the schedule again, so every occurrence
+//! gets the offset of its own day. The library rounds a one-shot instant down to whole
+//! seconds and looks at its timers every 500 ms, so its timer is set [`LEAD`] early and
+//! the last stretch is a precise tokio sleep to the instant.
+//!
+//! What the library does not do is done here:
+//! - **Overlap**: a job whose previous run is still going is skipped (logged) or, with
+//!   `overlap: queue`, run once after it (one pending run at most).
+//! - **Misfire**: at start, a fire time missed while crier was down is run once when it
+//!   is within `grace` (`misfire: run`, the default), never more than once.
+//! - **Idempotent firing**: a scheduled run's id is derived from (job, instant), so the
+//!   same firing can never start two runs — not after a restart, not from a catch-up.
+//! - **Reload**: the jobs folder is checked every few seconds and on SIGHUP; a changed
+//!   file is validated again and rescheduled; an invalid edit keeps the previous version
+//!   and logs why.
+//! - **Shutdown** on SIGTERM/SIGINT: no new firings, running sends are told to stop
+//!   (what is queued stays queued), the store is flushed, exit 0.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, SystemTime};
+
+use chrono::{DateTime, Utc};
+use tokio::sync::mpsc;
+use tokio_cron_scheduler::{Job as Timer, JobScheduler};
+
+use crate::config::Config;
+use crate::engine::send::{SendOptions, send};
+use crate::history::ledger::Ledger;
+use crate::history::{RunId, Trigger};
+use crate::job::schedule::{Misfire, Overlap, Schedule};
+use crate::job::{self, Job};
+use crate::store::Store;
+
+/// How long before a fire time the library's coarse timer wakes us.
+const LEAD: Duration = Duration::from_secs(2);
+/// How often the jobs folder is checked for edits.
+const RELOAD_EVERY: Duration = Duration::from_secs(2);
+/// How long shutdown waits for running sends to park.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The run id of `job`'s firing at `at`: the instant in the ULID's time part, a stable
+/// hash of the job name in its random part.
+pub fn scheduled_run_id(job: &str, at: DateTime<Utc>) -> RunId {
+    // FNV-1a: stable across Rust versions, unlike std's hasher.
+    let mut h: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+    for b in job.as_bytes() {
+        h ^= *b as u128;
+        h = h.wrapping_mul(0x0000_0000_0100_0000_0000_0000_0000_013B);
+    }
+    let ms = at.timestamp_millis().max(0) as u64;
+    RunId(ulid::Ulid::from_parts(ms, h & ((1u128 << 80) - 1)).0)
+}
+
+/// The latest fire time of a schedule in `(now - grace, now]`, for a catch-up run.
+pub fn missed_fire(schedule: &Schedule, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    if schedule.misfire == Misfire::Skip {
+        return None;
+    }
+    let grace = chrono::Duration::from_std(schedule.grace).ok()?;
+    let mut t = schedule.next_after(now - grace)?;
+    let mut last = None;
+    while t <= now {
+        last = Some(t);
+        t = schedule.next_after(t)?;
+    }
+    last
+}
+
+/// One firing.
+#[derive(Debug, Clone)]
+struct Fire {
+    job: String,
+    at: DateTime<Utc>,
+    /// Which version of the job scheduled it (stale timers of a reloaded job are ignored).
+    version: u64,
+}
+
+enum Event {
+    Fire(Fire),
+    Done { job: String },
+}
+
+/// A job as the daemon keeps it.
+struct Entry {
+    job: Job,
+    modified: Option<SystemTime>,
+    version: u64,
+    running: bool,
+    /// `overlap: queue`: the one firing waiting for the current run.
+    pending: Option<DateTime<Utc>>,
+    timer: Option<uuid::Uuid>,
+}
+
+struct Daemon {
+    config: Config,
+    store: Arc<dyn Store>,
+    jobs_dir: PathBuf,
+    scheduler: JobScheduler,
+    events: mpsc::UnboundedSender<Event>,
+    jobs: BTreeMap<String, Entry>,
+    /// Job files that failed validation, with their modification time (not retried until
+    /// they change).
+    broken: BTreeMap<PathBuf, Option<SystemTime>>,
+    next_version: u64,
+    cancel: Arc<AtomicBool>,
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// Runs the daemon until SIGTERM/SIGINT. `strict`: refuse to start on any invalid job.
+pub fn run(config: Config, jobs_dir: &Path, strict: bool) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let files = job::job_files(&[jobs_dir.to_path_buf()]).map_err(|d| anyhow::anyhow!("{d}"))?;
+    let (jobs, diags) = job::load_all(&files, &config, &crate::config::env::from_process);
+    if !diags.is_empty() {
+        eprintln!("{diags}");
+        if strict {
+            anyhow::bail!("invalid jobs (--strict): not starting");
+        }
+        tracing::error!("Invalid jobs are left out; the others run.");
+    }
+    let store: Arc<dyn Store> = Arc::from(crate::commands::open_store(&config)?);
+    runtime.block_on(async move {
+        let (events, mut inbox) = mpsc::unbounded_channel();
+        let mut daemon = Daemon {
+            config: config.clone(),
+            store: store.clone(),
+            jobs_dir: jobs_dir.to_path_buf(),
+            scheduler: JobScheduler::new().await?,
+            events,
+            jobs: BTreeMap::new(),
+            broken: BTreeMap::new(),
+            next_version: 1,
+            cancel: Arc::new(AtomicBool::new(false)),
+        };
+        daemon.scheduler.start().await?;
+        for job in jobs {
+            daemon.install(job).await;
+        }
+        for file in &files {
+            if !daemon.jobs.values().any(|e| &e.job.file == file) {
+                daemon.broken.insert(file.clone(), modified(file));
+            }
+        }
+        daemon.catch_up();
+
+        let shutdown = Arc::new(tokio::sync::Notify::new());
+        let server = if config.server.configured {
+            let listener = tokio::net::TcpListener::bind(config.server.listen).await?;
+            println!("listening on http://{}", listener.local_addr()?);
+            let state = Arc::new(crate::server::AppState {
+                config: config.clone(),
+                store: store.clone(),
+                metrics: Default::default(),
+                jobs_dir: jobs_dir.to_path_buf(),
+            });
+            let stop = shutdown.clone();
+            Some(tokio::spawn(crate::server::serve(
+                listener,
+                state,
+                async move { stop.notified().await },
+            )))
+        } else {
+            None
+        };
+        println!("crier is running: {} scheduled jobs", daemon.jobs.len());
+
+        let mut hup = hangup()?;
+        let mut reload = tokio::time::interval(RELOAD_EVERY);
+        let term = shutdown_signal();
+        tokio::pin!(term);
+        loop {
+            tokio::select! {
+                Some(event) = inbox.recv() => match event {
+                    Event::Fire(fire) => daemon.fire(fire).await,
+                    Event::Done { job } => daemon.done(&job),
+                },
+                _ = reload.tick() => daemon.reload().await,
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP: reloading jobs.");
+                    daemon.reload().await;
+                }
+                _ = &mut term => break,
+            }
+        }
+        daemon.scheduler.shutdown().await?;
+        daemon
+            .cancel
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_DEADLINE;
+        while daemon.jobs.values().any(|e| e.running) && tokio::time::Instant::now() < deadline {
+            match tokio::time::timeout_at(deadline, inbox.recv()).await {
+                Ok(Some(Event::Done { job })) => daemon.done(&job),
+                Ok(Some(Event::Fire(_))) => {}
+                _ => break,
+            }
+        }
+        shutdown.notify_waiters();
+        if let Some(server) = server {
+            let _ = server.await;
+        }
+        store.flush()?;
+        tracing::info!("Stopped.");
+        anyhow::Ok(())
+    })
+}
+
+/// SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("Shutting down.");
+}
+
+/// Sleeps precisely until the fire instant, then reports the firing.
+async fn fire_at(fire: Fire, events: mpsc::UnboundedSender<Event>) {
+    let wait = (fire.at - Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep(wait).await;
+    let _ = events.send(Event::Fire(fire));
+}
+
+fn hangup() -> std::io::Result<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+}
+
+impl Daemon {
+    /// Adds (or replaces) a job and sets its next timer.
+    async fn install(&mut self, job: Job) {
+        let name = job.name.clone();
+        if let Some(old) = self.jobs.remove(&name)
+            && let Some(timer) = old.timer
+        {
+            let _ = self.scheduler.remove(&timer).await;
+        }
+        let version = self.next_version;
+        self.next_version += 1;
+        let mut entry = Entry {
+            modified: modified(&job.file),
+            job,
+            version,
+            running: false,
+            pending: None,
+            timer: None,
+        };
+        entry.timer = self.arm(&entry, Utc::now()).await;
+        self.jobs.insert(name, entry);
+    }
+
+    /// Sets the one timer for the job's next fire time after `after` (now, or the
+    /// instant that just fired, whichever is later).
+    async fn arm(&self, entry: &Entry, after: DateTime<Utc>) -> Option<uuid::Uuid> {
+        if !entry.job.enabled {
+            return None;
+        }
+        let schedule = entry.job.schedule.as_ref()?;
+        let now = Utc::now();
+        let at = schedule.next_after(after.max(now))?;
+        let wait = (at - now).to_std().unwrap_or_default();
+        let fire = Fire {
+            job: entry.job.name.clone(),
+            at,
+            version: entry.version,
+        };
+        let events = self.events.clone();
+        if wait <= LEAD {
+            tokio::spawn(fire_at(fire, events));
+            return None;
+        }
+        let runtime = tokio::runtime::Handle::current();
+        let timer = Timer::new_one_shot_at_instant(
+            std::time::Instant::now() + (wait - LEAD),
+            move |_, _| {
+                runtime.spawn(fire_at(fire.clone(), events.clone()));
+            },
+        );
+        match timer {
+            Ok(timer) => match self.scheduler.add(timer).await {
+                Ok(id) => {
+                    tracing::info!(
+                        job = %entry.job.name,
+                        next = %at.with_timezone(&schedule.tz).format("%Y-%m-%d %H:%M:%S %Z"),
+                        "Scheduled."
+                    );
+                    Some(id)
+                }
+                Err(e) => {
+                    tracing::error!(job = %entry.job.name, error = %e, "Cannot set the timer.");
+                    None
+                }
+            },
+            Err(e) => {
+                tracing::error!(job = %entry.job.name, error = %e, "Cannot set the timer.");
+                None
+            }
+        }
+    }
+
+    /// One catch-up run per job for a fire time missed while crier was down.
+    fn catch_up(&mut self) {
+        let now = Utc::now();
+        let missed: Vec<(String, DateTime<Utc>)> = self
+            .jobs
+            .values()
+            .filter(|e| e.job.enabled)
+            .filter_map(|e| {
+                let at = missed_fire(e.job.schedule.as_ref()?, now)?;
+                Some((e.job.name.clone(), at))
+            })
+            .collect();
+        for (name, at) in missed {
+            let ledger = Ledger::new(self.store.as_ref());
+            if ledger.run(scheduled_run_id(&name, at)).is_ok() {
+                continue;
+            }
+            tracing::warn!(job = %name, missed = %at, "Catching up a fire time missed while down.");
+            self.start(&name, at);
+        }
+    }
+
+    async fn fire(&mut self, fire: Fire) {
+        let Some(entry) = self.jobs.get(&fire.job) else {
+            return;
+        };
+        if entry.version != fire.version {
+            return; // A timer of a version since replaced.
+        }
+        let late_ms = (Utc::now() - fire.at).num_milliseconds();
+        tracing::info!(job = %fire.job, at = %fire.at, late_ms, "Fired.");
+        // The next occurrence first, with its own day's offset.
+        let timer = self.arm(entry, fire.at).await;
+        let Some(entry) = self.jobs.get_mut(&fire.job) else {
+            return;
+        };
+        entry.timer = timer;
+        if entry.running {
+            let overlap = entry
+                .job
+                .schedule
+                .as_ref()
+                .map(|s| s.overlap)
+                .unwrap_or_default();
+            match overlap {
+                Overlap::Skip => tracing::warn!(
+                    job = %fire.job, at = %fire.at,
+                    "Skipped: the previous run is still going (overlap: skip)."
+                ),
+                Overlap::Queue => {
+                    if entry.pending.replace(fire.at).is_some() {
+                        tracing::warn!(job = %fire.job, "A queued firing was replaced by a newer one.");
+                    }
+                }
+            }
+            return;
+        }
+        self.start(&fire.job, fire.at);
+    }
+
+    /// Starts a scheduled run of `name` for instant `at` (unless that run exists).
+    fn start(&mut self, name: &str, at: DateTime<Utc>) {
+        let Some(entry) = self.jobs.get_mut(name) else {
+            return;
+        };
+        let id = scheduled_run_id(name, at);
+        if Ledger::new(self.store.as_ref()).run(id).is_ok() {
+            tracing::info!(job = %name, run = %id, "This firing already has its run.");
+            return;
+        }
+        entry.running = true;
+        let job = entry.job.clone();
+        let config = self.config.clone();
+        let store = self.store.clone();
+        let events = self.events.clone();
+        let options = SendOptions {
+            run_id: Some(id),
+            trigger: Some(Trigger::Schedule {
+                at: at.timestamp_millis(),
+            }),
+            cancel: Some(self.cancel.clone()),
+            ..SendOptions::default()
+        };
+        tokio::task::spawn_blocking(move || {
+            match send(&job, &config, store.as_ref(), &options) {
+                Ok(summary) => tracing::info!(
+                    job = %job.name, run = %id, sent = summary.sent, failed = summary.failed,
+                    paused = summary.paused.as_deref().unwrap_or(""),
+                    "Run finished."
+                ),
+                Err(e) => tracing::error!(job = %job.name, run = %id, error = %e, "Run failed."),
+            }
+            let _ = events.send(Event::Done { job: job.name });
+        });
+    }
+
+    fn done(&mut self, name: &str) {
+        let pending = match self.jobs.get_mut(name) {
+            Some(entry) => {
+                entry.running = false;
+                entry.pending.take()
+            }
+            None => None,
+        };
+        if let Some(at) = pending {
+            self.start(name, at);
+        }
+    }
+
+    /// Re-reads job files that changed; an invalid edit keeps the previous version.
+    async fn reload(&mut self) {
+        let Ok(files) = job::job_files(&[self.jobs_dir.clone()]) else {
+            return;
+        };
+        for file in &files {
+            let now = modified(file);
+            let known = self.jobs.values().find(|e| &e.job.file == file);
+            let unchanged = match known {
+                Some(e) => e.modified == now,
+                None => self.broken.get(file).is_some_and(|m| *m == now),
+            };
+            if unchanged {
+                continue;
+            }
+            match job::load(file, &self.config, &crate::config::env::from_process) {
+                Ok(job) => {
+                    tracing::info!(job = %job.name, file = %file.display(), "Reloaded.");
+                    self.broken.remove(file);
+                    self.install(job).await;
+                }
+                Err(diags) => {
+                    tracing::error!(file = %file.display(), errors = %diags, "Invalid edit: the previous version stays scheduled.");
+                    if let Some(name) = known.map(|e| e.job.name.clone())
+                        && let Some(entry) = self.jobs.get_mut(&name)
+                    {
+                        entry.modified = now;
+                    } else {
+                        self.broken.insert(file.clone(), now);
+                    }
+                }
+            }
+        }
+        // Deleted files: their jobs stop.
+        let gone: Vec<String> = self
+            .jobs
+            .values()
+            .filter(|e| !files.contains(&e.job.file))
+            .map(|e| e.job.name.clone())
+            .collect();
+        for name in gone {
+            if let Some(entry) = self.jobs.remove(&name) {
+                tracing::info!(job = %name, "Job file removed: unscheduled.");
+                if let Some(timer) = entry.timer {
+                    let _ = self.scheduler.remove(&timer).await;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schedule(expr: &str, misfire: Misfire, grace_s: u64) -> Schedule {
+        Schedule {
+            when: crate::job::schedule::When::Cron {
+                expr: expr.into(),
+                cron: Box::new(crate::job::schedule::parse_cron(expr).unwrap()),
+            },
+            tz: chrono_tz::Africa::Johannesburg,
+            misfire,
+            grace: Duration::from_secs(grace_s),
+            overlap: Overlap::Skip,
+            window: None,
+        }
+    }
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn one_catch_up_for_the_latest_missed_fire_within_grace() {
+        // Every 10 minutes; down from 07:02 to 07:35: three fire times missed, one run.
+        let s = schedule("*/10 * * * *", Misfire::Run, 3600);
+        assert_eq!(
+            missed_fire(&s, utc("2026-11-27T07:35:00Z")),
+            Some(utc("2026-11-27T07:30:00Z"))
+        );
+        // 09:00 local (07:00Z) daily: an hour of grace covers 07:59Z, not 08:01Z.
+        let daily = schedule("0 9 * * *", Misfire::Run, 3600);
+        assert_eq!(
+            missed_fire(&daily, utc("2026-11-27T07:59:00Z")),
+            Some(utc("2026-11-27T07:00:00Z"))
+        );
+        assert_eq!(missed_fire(&daily, utc("2026-11-27T08:01:00Z")), None);
+        // misfire: skip never catches up.
+        let skip = schedule("0 9 * * *", Misfire::Skip, 3600);
+        assert_eq!(missed_fire(&skip, utc("2026-11-27T07:30:00Z")), None);
+    }
+
+    #[test]
+    fn scheduled_run_ids_are_stable_and_distinct() {
+        let at = DateTime::parse_from_rfc3339("2026-12-01T07:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let a = scheduled_run_id("payment-reminder", at);
+        assert_eq!(a, scheduled_run_id("payment-reminder", at));
+        assert_ne!(a, scheduled_run_id("welcome-email", at));
+        assert_ne!(
+            a,
+            scheduled_run_id("payment-reminder", at + chrono::Duration::seconds(1))
+        );
+        // The id sorts by the scheduled instant.
+        assert_eq!(ulid::Ulid(a.0).timestamp_ms(), at.timestamp_millis() as u64);
+    }
+}

@@ -1,0 +1,207 @@
+//! `crier run` end to end: the real binary as a child process firing a job every two
+//! seconds against the BulkSMS mock; overlap skipping; hot reload of a good and a bad
+//! edit; graceful shutdown on SIGTERM.
+
+mod common;
+mod mocks;
+
+use std::io::Read;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Project;
+use mocks::Fault;
+
+const TOKEN_ID: &str = "DAEMON-TOKEN-01-B";
+const SECRET: &str = "daemon-secret-value";
+
+struct Daemon {
+    child: Child,
+}
+
+impl Daemon {
+    fn start(p: &Project) -> Daemon {
+        let child = Command::new(env!("CARGO_BIN_EXE_crier"))
+            .args(["-v", "run"])
+            .current_dir(p.path())
+            .env_remove("RUST_LOG")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start crier run");
+        Daemon { child }
+    }
+
+    /// SIGTERM, then the exit code and the log.
+    fn stop(mut self) -> (i32, String) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(40);
+        let code = loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                break status.code().unwrap_or(-1);
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                break -1;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut log = String::new();
+        if let Some(mut err) = self.child.stderr.take() {
+            let _ = err.read_to_string(&mut log);
+        }
+        (code, log)
+    }
+}
+
+fn project(mock_url: &str, n: usize, job: &str) -> Project {
+    let p = Project::new();
+    let mut csv = String::from("id,name,status,phone\n");
+    for i in 1..=n {
+        csv.push_str(&format!("{i},Customer {i},active,082 555 {i:04}\n"));
+    }
+    p.write("people.csv", csv);
+    assert_eq!(p.crier(&["import", "people.csv"]).code, 0);
+    p.write(
+        "crier.yaml",
+        format!(
+            "providers:\n  bulksms:\n    type: bulksms\n    token_id: {TOKEN_ID}\n    token_secret: {SECRET}\n    base_url: {mock_url}\n    limits: {{ concurrency: 4, backoff: 10ms }}\nchannels:\n  sms: bulksms\n"
+        ),
+    );
+    p.write("jobs/tick.yaml", job);
+    p
+}
+
+fn runs(p: &Project) -> Vec<serde_json::Value> {
+    let out = p.crier(&["history", "--format", "json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    serde_json::from_str::<serde_json::Value>(&out.stdout)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn fires_on_schedule_once_per_instant_and_stops_cleanly() {
+    let rt = runtime();
+    let mock = rt.block_on(mocks::bulksms(TOKEN_ID, SECRET));
+    let p = project(
+        &mock.url,
+        3,
+        "send_to: sms\nmessage: \"Tick for {{ customer.name }}\"\nrecipients: {}\nschedule:\n  cron: \"*/2 * * * * *\"\n  timezone: Europe/Berlin\n",
+    );
+    let daemon = Daemon::start(&p);
+    std::thread::sleep(Duration::from_millis(5_500));
+    let (code, log) = daemon.stop();
+    assert_eq!(code, 0, "{log}");
+    let runs = runs(&p);
+    assert!(runs.len() >= 2, "{runs:?}\n{log}");
+    for run in &runs {
+        assert_eq!(run["trigger"], "schedule", "{run}");
+        assert_eq!(run["status"], "sent", "{run}");
+    }
+    // Every run sent each recipient exactly once.
+    assert_eq!(mock.state.accepted_count(), 3 * runs.len());
+    // A run's id carries its scheduled instant, on an even second.
+    for run in &runs {
+        let id = run["id"].as_str().unwrap();
+        let ms = ulid_ms(id);
+        assert_eq!(ms % 2000, 0, "{id} fired off its instant: {run}");
+    }
+}
+
+fn ulid_ms(id: &str) -> u64 {
+    const ALPHABET: &str = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    id.chars()
+        .take(10)
+        .fold(0u64, |acc, c| acc * 32 + ALPHABET.find(c).unwrap() as u64)
+}
+
+#[test]
+fn a_run_still_going_makes_the_next_firing_skip() {
+    let rt = runtime();
+    let mock = rt.block_on(mocks::bulksms(TOKEN_ID, SECRET));
+    // Each send takes 1.5 s and there are 4 messages at concurrency 4... one at a time:
+    mock.state
+        .set_fault_every(1, Fault::Delay(Duration::from_millis(1500)));
+    let p = project(
+        &mock.url,
+        2,
+        "send_to: sms\nmessage: \"Slow tick\"\nrecipients: {}\nrate: 1/s\nschedule:\n  cron: \"*/1 * * * * *\"\n  overlap: skip\n",
+    );
+    let daemon = Daemon::start(&p);
+    std::thread::sleep(Duration::from_millis(4_500));
+    let (code, log) = daemon.stop();
+    assert_eq!(code, 0, "{log}");
+    assert!(
+        log.contains("Skipped: the previous run is still going"),
+        "{log}"
+    );
+    // Fewer runs than seconds that passed: firings during a run were skipped.
+    let runs = runs(&p);
+    assert!(!runs.is_empty() && runs.len() < 4, "{runs:?}");
+}
+
+#[test]
+fn hot_reload_applies_a_good_edit_and_keeps_the_job_on_a_bad_one() {
+    let rt = runtime();
+    let mock = rt.block_on(mocks::bulksms(TOKEN_ID, SECRET));
+    let p = project(
+        &mock.url,
+        1,
+        "send_to: sms\nmessage: \"version one\"\nrecipients: {}\nschedule:\n  cron: \"*/2 * * * * *\"\n",
+    );
+    let daemon = Daemon::start(&p);
+    std::thread::sleep(Duration::from_millis(2_500));
+    // A bad edit: the old version keeps firing.
+    p.write(
+        "jobs/tick.yaml",
+        "send_to: sms\nmessage: \"broken\"\nrecipients: {}\nschedule:\n  cron: \"*/2 * * *\"\n",
+    );
+    std::thread::sleep(Duration::from_millis(4_500));
+    let bodies_bad: Vec<String> = mock
+        .state
+        .accepted()
+        .iter()
+        .map(|a| a.body.clone())
+        .collect();
+    // A good edit: the new text goes out.
+    p.write(
+        "jobs/tick.yaml",
+        "send_to: sms\nmessage: \"version two\"\nrecipients: {}\nschedule:\n  cron: \"*/2 * * * * *\"\n",
+    );
+    std::thread::sleep(Duration::from_millis(5_000));
+    let (code, log) = daemon.stop();
+    assert_eq!(code, 0, "{log}");
+    assert!(
+        log.contains("Invalid edit: the previous version stays scheduled"),
+        "{log}"
+    );
+    assert!(bodies_bad.len() >= 2, "{bodies_bad:?}");
+    assert!(
+        bodies_bad.iter().all(|b| b == "version one"),
+        "{bodies_bad:?}"
+    );
+    let all: Vec<String> = mock
+        .state
+        .accepted()
+        .iter()
+        .map(|a| a.body.clone())
+        .collect();
+    assert_eq!(
+        all.last().map(String::as_str),
+        Some("version two"),
+        "{all:?}"
+    );
+}
