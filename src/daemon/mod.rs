@@ -433,7 +433,7 @@ impl Daemon {
 
     /// Re-reads job files that changed; an invalid edit keeps the previous version.
     async fn reload(&mut self) {
-        let Ok(files) = job::job_files(&[self.jobs_dir.clone()]) else {
+        let Ok(files) = job::job_files(std::slice::from_ref(&self.jobs_dir)) else {
             return;
         };
         for file in &files {
