@@ -354,6 +354,10 @@ pub struct SendArgs {
     /// With --test-to: render with this recipient's data (default: the first).
     #[arg(long, value_name = "ID", requires = "test_to")]
     pub recipient: Option<u64>,
+    /// Go on with a run left `processing` (a crash, a pause, a shutdown): its queued
+    /// messages are sent, in-flight ones resolved without a blind resend.
+    #[arg(long, value_name = "RUN", conflicts_with_all = ["test_to", "dry_run"])]
+    pub resume: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -205,3 +205,113 @@ fn hot_reload_applies_a_good_edit_and_keeps_the_job_on_a_bad_one() {
         "{all:?}"
     );
 }
+
+/// Starts `crier run`, waits until the mock has `at_least` messages, and kills it hard.
+fn kill_mid_run(p: &Project, mock: &mocks::Mock, at_least: usize) {
+    let mut daemon = Daemon::start(p);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while mock.state.accepted_count() < at_least && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    daemon.child.kill().expect("SIGKILL");
+    let _ = daemon.child.wait();
+}
+
+fn one_shot_job(seconds_ahead: i64, extra: &str) -> String {
+    let at = chrono::Utc::now() + chrono::Duration::seconds(seconds_ahead);
+    format!(
+        "send_to: sms\nmessage: \"Reminder for {{{{ customer.name }}}}\"\nrecipients: {{}}\n{extra}schedule:\n  at: \"{}\"\n  timezone: UTC\n",
+        at.format("%Y-%m-%dT%H:%M:%S")
+    )
+}
+
+#[test]
+fn a_run_killed_mid_way_resumes_with_nobody_missed_or_sent_twice() {
+    let rt = runtime();
+    let mock = rt.block_on(mocks::bulksms(TOKEN_ID, SECRET));
+    mock.state
+        .set_fault_every(1, Fault::Delay(Duration::from_millis(15)));
+    let n = 150;
+    let p = project(&mock.url, n, &one_shot_job(2, ""));
+    kill_mid_run(&p, &mock, 40);
+    let before = mock.state.accepted_count();
+    assert!(before < n, "the run finished before the kill");
+    // Restart: the run left `processing` is resumed.
+    let daemon = Daemon::start(&p);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while mock.state.accepted_count() < n && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let (code, log) = daemon.stop();
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("Resuming an interrupted run"), "{log}");
+    // Everyone exactly once at the provider: in-flight messages were resubmitted with
+    // their deduplication ids, and BulkSMS recognised them.
+    let accepted = mock.state.accepted();
+    let mut to: Vec<&str> = accepted.iter().map(|a| a.to.as_str()).collect();
+    to.sort();
+    to.dedup();
+    assert_eq!(to.len(), n, "recipients missed");
+    assert_eq!(accepted.len(), n, "sent twice");
+    let runs = runs(&p);
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0]["status"], "sent", "{}", runs[0]);
+    assert_eq!(runs[0]["counters"]["sent"], n as u64);
+}
+
+#[test]
+fn without_deduplication_in_flight_messages_become_unknown_never_resent() {
+    let rt = runtime();
+    let sid = "AC0123456789abcdef0123456789abcdef";
+    let mock = rt.block_on(mocks::twilio(sid, SECRET));
+    mock.state
+        .set_fault_every(1, Fault::Delay(Duration::from_millis(15)));
+    let n = 150;
+    let p = project(&mock.url, n, &one_shot_job(2, ""));
+    p.write(
+        "crier.yaml",
+        format!(
+            "providers:\n  twilio:\n    type: twilio\n    account_sid: {sid}\n    auth_token: {SECRET}\n    from: \"+15005550006\"\n    base_url: {}\n    limits: {{ concurrency: 4 }}\nchannels:\n  sms: twilio\n",
+            mock.url
+        ),
+    );
+    kill_mid_run(&p, &mock, 40);
+    let daemon = Daemon::start(&p);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let settled = mock.state.requests();
+        std::thread::sleep(Duration::from_millis(300));
+        if (settled == mock.state.requests() && settled > 40) || Instant::now() > deadline {
+            break;
+        }
+    }
+    let (code, log) = daemon.stop();
+    assert_eq!(code, 0, "{log}");
+    let accepted = mock.state.accepted();
+    let mut to: Vec<&str> = accepted.iter().map(|a| a.to.as_str()).collect();
+    to.sort();
+    to.dedup();
+    // Never sent twice: no blind resend of what was in flight.
+    assert_eq!(to.len(), accepted.len(), "sent twice");
+    let out = p.crier(&["logs", "--format", "json", "--limit", "1000"]);
+    let messages: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let messages = messages.as_array().unwrap();
+    assert_eq!(messages.len(), n, "recipients missing from the ledger");
+    let count = |s: &str| messages.iter().filter(|m| m["state"] == s).count();
+    // Nobody missed: every recipient is sent, or unknown and listed for a person.
+    assert_eq!(count("sent") + count("unknown"), n, "{log}");
+    // Every message the ledger calls sent is one the provider accepted.
+    let ids: std::collections::HashSet<&str> =
+        accepted.iter().map(|a| a.provider_id.as_str()).collect();
+    for m in messages.iter().filter(|m| m["state"] == "sent") {
+        assert!(
+            ids.contains(m["provider_message_id"].as_str().unwrap()),
+            "{m}"
+        );
+    }
+    for m in messages.iter().filter(|m| m["state"] == "unknown") {
+        assert_eq!(m["error_code"], "interrupted");
+    }
+}

@@ -12,7 +12,8 @@ use crate::history::query::{self, RunFilter};
 use crate::job::{self, Job};
 
 fn load(config: &Config, args: &JobsArgs) -> anyhow::Result<Vec<Job>> {
-    let files = job::job_files(std::slice::from_ref(&args.jobs)).map_err(|d| anyhow::anyhow!("{d}"))?;
+    let files =
+        job::job_files(std::slice::from_ref(&args.jobs)).map_err(|d| anyhow::anyhow!("{d}"))?;
     let (jobs, diags) = job::load_all(&files, config, &crate::config::env::from_process);
     if !diags.is_empty() {
         eprintln!("{diags}");

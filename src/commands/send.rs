@@ -22,7 +22,27 @@ pub(super) fn run(config: &Config, args: &SendArgs) -> anyhow::Result<Outcome> {
     let store = open_store(config)?;
     let mut options = SendOptions::default();
     let mut expected = 1;
-    if let Some(to) = &args.test_to {
+    if let Some(run) = &args.resume {
+        let id: crate::history::RunId = run
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--resume {run}: {e}"))?;
+        let ledger = crate::history::ledger::Ledger::new(store.as_ref());
+        let existing = ledger.run(id)?;
+        if existing.job != job.name {
+            bail!(
+                "run {id} belongs to job `{}`, not `{}`",
+                existing.job,
+                job.name
+            );
+        }
+        if existing.status() != crate::history::RunStatus::Processing {
+            bail!(
+                "run {id} is {}: only a processing run can be resumed",
+                existing.status()
+            );
+        }
+        options.resume = Some(id);
+    } else if let Some(to) = &args.test_to {
         let address = normalize(to, config.region).map_err(anyhow::Error::msg)?;
         let is_email = address.contains('@');
         let wants_email = job.send_to.channels().contains(&Channel::Email);

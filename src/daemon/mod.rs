@@ -156,6 +156,7 @@ pub fn run(config: Config, jobs_dir: &Path, strict: bool) -> anyhow::Result<()> 
                 daemon.broken.insert(file.clone(), modified(file));
             }
         }
+        daemon.resume_interrupted();
         daemon.catch_up();
 
         let shutdown = Arc::new(tokio::sync::Notify::new());
@@ -322,6 +323,36 @@ impl Daemon {
         }
     }
 
+    /// Goes on with every run left `processing` (by a crash, a pause or a shutdown).
+    fn resume_interrupted(&mut self) {
+        let ledger = Ledger::new(self.store.as_ref());
+        let filter = crate::history::query::RunFilter {
+            status: Some(crate::history::RunStatus::Processing),
+            ..Default::default()
+        };
+        let runs: Vec<_> = crate::history::query::runs(&ledger, &filter)
+            .filter_map(Result::ok)
+            .collect();
+        for run in runs {
+            let Some(entry) = self.jobs.get(&run.job) else {
+                tracing::error!(job = %run.job, run = %run.id, "Cannot resume: the job is not loaded.");
+                continue;
+            };
+            if entry.running {
+                continue;
+            }
+            tracing::warn!(job = %run.job, run = %run.id, "Resuming an interrupted run.");
+            self.launch(
+                &run.job,
+                SendOptions {
+                    resume: Some(run.id),
+                    cancel: Some(self.cancel.clone()),
+                    ..SendOptions::default()
+                },
+            );
+        }
+    }
+
     /// One catch-up run per job for a fire time missed while crier was down.
     fn catch_up(&mut self) {
         let now = Utc::now();
@@ -384,19 +415,14 @@ impl Daemon {
 
     /// Starts a scheduled run of `name` for instant `at` (unless that run exists).
     fn start(&mut self, name: &str, at: DateTime<Utc>) {
-        let Some(entry) = self.jobs.get_mut(name) else {
+        if !self.jobs.contains_key(name) {
             return;
-        };
+        }
         let id = scheduled_run_id(name, at);
         if Ledger::new(self.store.as_ref()).run(id).is_ok() {
             tracing::info!(job = %name, run = %id, "This firing already has its run.");
             return;
         }
-        entry.running = true;
-        let job = entry.job.clone();
-        let config = self.config.clone();
-        let store = self.store.clone();
-        let events = self.events.clone();
         let options = SendOptions {
             run_id: Some(id),
             trigger: Some(Trigger::Schedule {
@@ -405,6 +431,24 @@ impl Daemon {
             cancel: Some(self.cancel.clone()),
             ..SendOptions::default()
         };
+        self.launch(name, options);
+    }
+
+    /// Runs `name` with `options` on a blocking thread; reports `Done` when it ends.
+    fn launch(&mut self, name: &str, options: SendOptions) {
+        let Some(entry) = self.jobs.get_mut(name) else {
+            return;
+        };
+        entry.running = true;
+        let id = options
+            .resume
+            .or(options.run_id)
+            .map(|i| i.to_string())
+            .unwrap_or_default();
+        let job = entry.job.clone();
+        let config = self.config.clone();
+        let store = self.store.clone();
+        let events = self.events.clone();
         tokio::task::spawn_blocking(move || {
             match send(&job, &config, store.as_ref(), &options) {
                 Ok(summary) => tracing::info!(

@@ -198,6 +198,17 @@ impl<'a> Planner<'a> {
         })
     }
 
+    /// Marks addresses an interrupted run already holds, so a resumed run still finds
+    /// duplicates against them.
+    pub fn already_planned<'x>(&mut self, addresses: impl Iterator<Item = (Channel, &'x str)>) {
+        for (channel, address) in addresses {
+            if channel != Channel::Portal {
+                self.seen
+                    .insert(self.hasher.hash_one((channel, address.to_lowercase())));
+            }
+        }
+    }
+
     /// The messages for one recipient: one per channel of the job.
     pub fn plan(&mut self, recipient: &Recipient) -> Result<Vec<Planned>, StoreError> {
         let channels = self.job.send_to.channels();

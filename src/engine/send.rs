@@ -115,6 +115,9 @@ pub struct SendOptions {
     /// Set from outside to stop the run (daemon shutdown): nothing more is planned or
     /// sent; what is queued stays queued.
     pub cancel: Option<Arc<AtomicBool>>,
+    /// Resume this run (left `processing` by a crash, a pause or a shutdown) instead of
+    /// starting one: see [`recover`].
+    pub resume: Option<RunId>,
 }
 
 /// What a run did.
@@ -306,13 +309,22 @@ pub fn send(
         body,
         subject: job.subject.clone(),
     };
-    let run = match options.run_id {
-        Some(id) => {
-            ledger.create_run_with_id(id, new_run, chrono::Utc::now().timestamp_millis())?
+    let (run, resumed) = match (options.resume, options.run_id) {
+        (Some(id), _) => {
+            let run = ledger.run(id)?;
+            let resumed = recover(&ledger, &run, config)?;
+            (run, Some(resumed))
         }
-        None => ledger.create_run(new_run)?,
+        (None, Some(id)) => (
+            ledger.create_run_with_id(id, new_run, chrono::Utc::now().timestamp_millis())?,
+            None,
+        ),
+        (None, None) => (ledger.create_run(new_run)?, None),
     };
-    let planner = Planner::new(job, config, &run.id.to_string(), optouts, Some(&templates))?;
+    let mut planner = Planner::new(job, config, &run.id.to_string(), optouts, Some(&templates))?;
+    if let Some(resumed) = &resumed {
+        planner.already_planned(resumed.addresses.iter().map(|(c, a)| (*c, a.as_str())));
+    }
     let span = tracing::info_span!("run", job = %job.name, run = %run.id);
     let _span = span.enter();
     tracing::info!("Sending.");
@@ -343,6 +355,7 @@ pub fn send(
                     lanes: &lanes,
                     options,
                     testing,
+                    resumed: resumed.as_ref(),
                 },
                 planner,
                 work_tx,
@@ -362,6 +375,9 @@ pub fn send(
     recorded?;
     let planned = planned?;
     summary.skipped = planned.skipped;
+    if let Some(resumed) = &resumed {
+        summary.unknown += resumed.unknown;
+    }
     summary.paused = stop.reason();
     if planned.complete && summary.paused.is_none() {
         ledger.finish_planning(run.id)?;
@@ -433,6 +449,7 @@ struct PlanInput<'s, 'a> {
     lanes: &'s [Lane<'a>],
     options: &'s SendOptions,
     testing: bool,
+    resumed: Option<&'s Resumed>,
 }
 
 struct PlanResult {
@@ -468,6 +485,16 @@ fn plan_inner(
         skipped: BTreeMap::new(),
         complete: false,
     };
+    if let Some(resumed) = input.resumed {
+        // What the interrupted run had planned and not sent goes first.
+        if !hand_on_queued(input, work)? {
+            return Ok(result);
+        }
+        if resumed.planned_all {
+            result.complete = true;
+            return Ok(result);
+        }
+    }
     let mut pending: Vec<Planned> = Vec::with_capacity(BATCH);
     let mut found = false;
     for item in source::resolve(&input.job.recipients, from_store, input.config.region)? {
@@ -475,6 +502,12 @@ fn plan_inner(
             return Ok(result);
         }
         let r = item?;
+        if input
+            .resumed
+            .is_some_and(|s| s.recipients.contains(&(r.kind, r.id)))
+        {
+            continue; // Planned before the interruption.
+        }
         if let Some(id) = input.options.recipient
             && id != r.id
         {
@@ -580,6 +613,122 @@ fn hand_on(
             planned_at: now,
         };
         if work.blocking_send(item).is_err() {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// What an interrupted run already holds, for [`send`] with `resume`.
+pub struct Resumed {
+    /// The run had planned every recipient.
+    pub planned_all: bool,
+    /// Recipients with a message in the run (not planned again).
+    pub recipients: std::collections::HashSet<(crate::recipients::RecipientKind, u64)>,
+    /// Addresses already in the run, for duplicate detection.
+    pub addresses: Vec<(Channel, String)>,
+    /// Messages in flight when the run stopped, now `unknown` (not resent).
+    pub unknown: u64,
+    /// Messages in flight that were resubmitted safely (BulkSMS deduplication).
+    pub resubmitted: u64,
+}
+
+/// Prepares an interrupted run to go on. Messages left `sending` were in flight when the
+/// process stopped: where the provider deduplicates resubmissions (BulkSMS, with the
+/// message's own `deduplication-id`) they go back to `queued` and are sent again, safely;
+/// elsewhere they become `unknown` — never a blind resend — for a person to decide.
+pub fn recover(ledger: &Ledger, run: &Run, config: &Config) -> Result<Resumed, SendError> {
+    let mut resumed = Resumed {
+        planned_all: run.planned_all,
+        recipients: Default::default(),
+        addresses: Vec::new(),
+        unknown: 0,
+        resubmitted: 0,
+    };
+    let mut changes = Vec::new();
+    for m in ledger.messages_of(run.id, None) {
+        let m = m?;
+        resumed
+            .recipients
+            .insert((m.recipient_kind, m.recipient_id));
+        resumed.addresses.push((m.channel, m.address.clone()));
+        if m.state != MessageState::Sending {
+            continue;
+        }
+        let idempotent = matches!(
+            config.providers.get(&m.provider),
+            Some(ProviderConfig::Bulksms(_))
+        );
+        let mut change = Change::to(m.id, MessageState::Queued);
+        if idempotent {
+            resumed.resubmitted += 1;
+            change.reason = Some("resubmitted after a restart (deduplicated)".into());
+        } else {
+            resumed.unknown += 1;
+            change.to = MessageState::Unknown;
+            change.error = Some((
+                "interrupted".into(),
+                "in flight when crier stopped; not resent".into(),
+            ));
+        }
+        changes.push(change);
+        if changes.len() >= BATCH {
+            ledger.record(&std::mem::take(&mut changes))?;
+        }
+    }
+    ledger.record(&changes)?;
+    Ok(resumed)
+}
+
+/// Hands the run's `queued` messages to the dispatcher, as the ledger holds them.
+fn hand_on_queued(
+    input: &PlanInput,
+    work: &tokio::sync::mpsc::Sender<Work>,
+) -> Result<bool, SendError> {
+    let ids: Vec<MessageId> = input
+        .ledger
+        .ids_in_state(input.run.id, MessageState::Queued)
+        .collect::<Result<_, _>>()?;
+    let now = Instant::now();
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    for id in ids {
+        let m = input.ledger.message(id)?;
+        // `expire_after` counts from when the message was planned, not from the resume.
+        let age = Duration::from_millis((now_ms - m.created_at).max(0) as u64);
+        let planned_at = now.checked_sub(age).unwrap_or(now);
+        let Some(&lane) = input.lane_of.get(&m.channel) else {
+            continue;
+        };
+        let message = RoutedMessage {
+            id: id.to_string(),
+            channel: m.channel,
+            to: m.address,
+            subject: m.subject,
+            body: m.body,
+            html: None,
+            encoding: match m.encoding.as_deref() {
+                Some("ucs2") => Some(crate::render::sms::Encoding::Ucs2),
+                Some("gsm7") => Some(crate::render::sms::Encoding::Gsm7),
+                _ => None,
+            },
+            parts: m.parts,
+            recipient_id: m.recipient_id,
+            attach: if m.channel == Channel::Email {
+                input.job.attach.clone()
+            } else {
+                Vec::new()
+            },
+            dedup_id: input.ledger.dedup_id(id)?,
+        };
+        if work
+            .blocking_send(Work {
+                id,
+                lane,
+                message,
+                planned_at,
+            })
+            .is_err()
+        {
             return Ok(false);
         }
     }
