@@ -127,3 +127,73 @@ fn send_as_test_goes_to_one_address_only() {
         wrong.stderr
     );
 }
+
+#[test]
+fn outside_its_send_window_a_run_pauses_and_resumes_later() {
+    let p = project();
+    // A window that is closed now: it opens in two hours, for one hour, every day.
+    let now = chrono::Utc::now();
+    let from = (now + chrono::Duration::hours(2))
+        .format("%H:%M")
+        .to_string();
+    let to = (now + chrono::Duration::hours(3))
+        .format("%H:%M")
+        .to_string();
+    p.write(
+        "jobs/windowed.yaml",
+        format!(
+            "send_to: sms\nmessage: \"Hi {{{{ customer.name }}}}\"\nrecipients: {{}}\nschedule:\n  cron: \"0 9 * * *\"\n  timezone: UTC\n  window: {{ from: \"{from}\", to: \"{to}\" }}\n"
+        ),
+    );
+    let run = p.crier(&["send", "jobs/windowed.yaml", "--yes"]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains(&format!("paused: outside the send window (it opens ")),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains(&format!("{from} UTC")),
+        "{}",
+        run.stdout
+    );
+    assert!(outbox(&p, "sms").is_empty());
+    let history = p.crier(&["history", "--format", "json"]);
+    let runs: serde_json::Value = serde_json::from_str(&history.stdout).unwrap();
+    assert_eq!(runs[0]["status"], "processing");
+    let id = runs[0]["id"].as_str().unwrap().to_string();
+    // Send-as-test ignores the window: a person asked for it now.
+    let test = p.crier(&["send", "jobs/windowed.yaml", "--test-to", "082 999 0000"]);
+    assert_eq!(test.code, 0, "{}", test.stdout);
+    assert_eq!(outbox(&p, "sms").len(), 1);
+    // With the window gone from the job, --resume sends what was planned, once.
+    p.write(
+        "jobs/windowed.yaml",
+        "send_to: sms\nmessage: \"Hi {{ customer.name }}\"\nrecipients: {}\nschedule:\n  cron: \"0 9 * * *\"\n  timezone: UTC\n",
+    );
+    let resumed = p.crier(&["send", "jobs/windowed.yaml", "--yes", "--resume", &id]);
+    assert_eq!(resumed.code, 0, "{}\n{}", resumed.stdout, resumed.stderr);
+    let sent: Vec<_> = outbox(&p, "sms");
+    assert_eq!(sent.len(), 3, "{sent:?}");
+    let history = p.crier(&["history", "--format", "json"]);
+    let runs: serde_json::Value = serde_json::from_str(&history.stdout).unwrap();
+    let resumed_run = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == id.as_str())
+        .unwrap();
+    assert_eq!(resumed_run["status"], "sent", "{resumed_run}");
+    assert_eq!(resumed_run["counters"]["sent"], 2);
+    // A finished run cannot be resumed again.
+    let again = p.crier(&["send", "jobs/windowed.yaml", "--yes", "--resume", &id]);
+    assert_eq!(again.code, 1);
+    assert!(
+        again
+            .stderr
+            .contains("only a processing run can be resumed"),
+        "{}",
+        again.stderr
+    );
+}

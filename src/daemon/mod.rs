@@ -33,7 +33,7 @@ use tokio::sync::mpsc;
 use tokio_cron_scheduler::{Job as Timer, JobScheduler};
 
 use crate::config::Config;
-use crate::engine::send::{SendOptions, send};
+use crate::engine::send::{OUTSIDE_WINDOW, SendOptions, send};
 use crate::history::ledger::Ledger;
 use crate::history::{RunId, Trigger};
 use crate::job::schedule::{Misfire, Overlap, Schedule};
@@ -86,7 +86,17 @@ struct Fire {
 
 enum Event {
     Fire(Fire),
-    Done { job: String },
+    /// A run ended; `reopen` is set when it paused at the end of its send window: the run
+    /// and when the window opens again.
+    Done {
+        job: String,
+        reopen: Option<(RunId, DateTime<Utc>)>,
+    },
+    /// Time to go on with a run paused by its window.
+    Reopen {
+        job: String,
+        run: RunId,
+    },
 }
 
 /// A job as the daemon keeps it.
@@ -188,7 +198,8 @@ pub fn run(config: Config, jobs_dir: &Path, strict: bool) -> anyhow::Result<()> 
             tokio::select! {
                 Some(event) = inbox.recv() => match event {
                     Event::Fire(fire) => daemon.fire(fire).await,
-                    Event::Done { job } => daemon.done(&job),
+                    Event::Done { job, reopen } => daemon.done(&job, reopen),
+                    Event::Reopen { job, run } => daemon.reopen(&job, run),
                 },
                 _ = reload.tick() => daemon.reload().await,
                 _ = hup.recv() => {
@@ -205,8 +216,8 @@ pub fn run(config: Config, jobs_dir: &Path, strict: bool) -> anyhow::Result<()> 
         let deadline = tokio::time::Instant::now() + SHUTDOWN_DEADLINE;
         while daemon.jobs.values().any(|e| e.running) && tokio::time::Instant::now() < deadline {
             match tokio::time::timeout_at(deadline, inbox.recv()).await {
-                Ok(Some(Event::Done { job })) => daemon.done(&job),
-                Ok(Some(Event::Fire(_))) => {}
+                Ok(Some(Event::Done { job, .. })) => daemon.done(&job, None),
+                Ok(Some(_)) => {}
                 _ => break,
             }
         }
@@ -450,19 +461,68 @@ impl Daemon {
         let store = self.store.clone();
         let events = self.events.clone();
         tokio::task::spawn_blocking(move || {
+            let mut reopen = None;
             match send(&job, &config, store.as_ref(), &options) {
-                Ok(summary) => tracing::info!(
-                    job = %job.name, run = %id, sent = summary.sent, failed = summary.failed,
-                    paused = summary.paused.as_deref().unwrap_or(""),
-                    "Run finished."
-                ),
+                Ok(summary) => {
+                    tracing::info!(
+                        job = %job.name, run = %id, sent = summary.sent, failed = summary.failed,
+                        paused = summary.paused.as_deref().unwrap_or(""),
+                        "Run finished."
+                    );
+                    let by_window = summary
+                        .paused
+                        .as_deref()
+                        .is_some_and(|p| p.starts_with(OUTSIDE_WINDOW));
+                    if let (true, Some(run), Some(schedule)) =
+                        (by_window, &summary.run, &job.schedule)
+                        && let Some(window) = &schedule.window
+                        && let Some(at) = window.next_open(Utc::now(), schedule.tz)
+                    {
+                        reopen = Some((run.id, at));
+                    }
+                }
                 Err(e) => tracing::error!(job = %job.name, run = %id, error = %e, "Run failed."),
             }
-            let _ = events.send(Event::Done { job: job.name });
+            let _ = events.send(Event::Done {
+                job: job.name,
+                reopen,
+            });
         });
     }
 
-    fn done(&mut self, name: &str) {
+    /// A run paused by its window goes on when the window opens (status `processing`
+    /// meanwhile).
+    fn reopen(&mut self, name: &str, run: RunId) {
+        match self.jobs.get(name) {
+            Some(entry) if !entry.running => {
+                tracing::info!(job = %name, run = %run, "The send window is open: resuming.");
+                self.launch(
+                    name,
+                    SendOptions {
+                        resume: Some(run),
+                        cancel: Some(self.cancel.clone()),
+                        ..SendOptions::default()
+                    },
+                );
+            }
+            Some(_) => {}
+            None => {
+                tracing::warn!(job = %name, run = %run, "Job gone: the paused run stays paused.")
+            }
+        }
+    }
+
+    fn done(&mut self, name: &str, reopen: Option<(RunId, DateTime<Utc>)>) {
+        if let Some((run, at)) = reopen {
+            tracing::info!(job = %name, run = %run, opens = %at, "Paused until the send window opens.");
+            let events = self.events.clone();
+            let job = name.to_string();
+            tokio::spawn(async move {
+                let wait = (at - Utc::now()).to_std().unwrap_or_default();
+                tokio::time::sleep(wait).await;
+                let _ = events.send(Event::Reopen { job, run });
+            });
+        }
         let pending = match self.jobs.get_mut(name) {
             Some(entry) => {
                 entry.running = false;

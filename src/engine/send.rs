@@ -52,6 +52,9 @@ const BATCH: usize = 500;
 pub const MAX_IN_FLIGHT: usize = 1024;
 /// Most state changes in one group commit.
 const COMMIT_MAX: usize = 4096;
+/// How a pause at the end of the send window begins (the daemon resumes such runs when
+/// the window opens again).
+pub const OUTSIDE_WINDOW: &str = "outside the send window";
 /// Concurrency of providers that write locally (file outbox, portal inbox).
 const LOCAL_CONCURRENCY: usize = 256;
 /// A provider's `sending` window, in multiples of its concurrency.
@@ -340,6 +343,12 @@ pub fn send(
         stop: &stop,
         progress: options.progress.clone(),
         cancel: options.cancel.clone(),
+        // Send-as-test is one message a person asked for now: no window.
+        window: job
+            .schedule
+            .as_ref()
+            .filter(|_| !testing)
+            .and_then(|s| s.window.clone().map(|w| (w, s.tz))),
     };
     let (planned, mut summary, recorded) = std::thread::scope(|s| {
         let plan = s.spawn(|| {
@@ -838,6 +847,8 @@ struct Dispatch<'s, 'a> {
     stop: &'s Stop,
     progress: Option<Arc<ProgressFn>>,
     cancel: Option<Arc<AtomicBool>>,
+    /// The job's send window and zone.
+    window: Option<(crate::job::schedule::Window, chrono_tz::Tz)>,
 }
 
 impl Dispatch<'_, '_> {
@@ -920,6 +931,17 @@ impl Dispatch<'_, '_> {
             }
             if let Some(l) = &lane.limiter {
                 l.until_ready().await;
+            }
+            if let Some((window, tz)) = &self.window {
+                let now = chrono::Utc::now();
+                if !window.contains(now, *tz) {
+                    let opens = window
+                        .next_open(now, *tz)
+                        .map(|t| t.with_timezone(tz).format("%Y-%m-%d %H:%M %Z").to_string())
+                        .unwrap_or_else(|| "never".into());
+                    self.stop
+                        .stop(format!("{OUTSIDE_WINDOW} (it opens {opens})"));
+                }
             }
             if self.stop.stopped() {
                 return (Settled::NotSent, attempts.saturating_sub(1) as u64);

@@ -59,6 +59,57 @@ pub struct Window {
     pub per_recipient: bool,
 }
 
+impl Day {
+    fn of(weekday: chrono::Weekday) -> Day {
+        use chrono::Weekday::*;
+        match weekday {
+            Mon => Day::Mon,
+            Tue => Day::Tue,
+            Wed => Day::Wed,
+            Thu => Day::Thu,
+            Fri => Day::Fri,
+            Sat => Day::Sat,
+            Sun => Day::Sun,
+        }
+    }
+}
+
+impl Window {
+    /// Whether messages may go out at `now` in zone `tz`. A window whose `to` is before
+    /// its `from` runs overnight (`22:00`–`06:00`); its days are the days it opens.
+    pub fn contains(&self, now: DateTime<Utc>, tz: Tz) -> bool {
+        let local = now.with_timezone(&tz).naive_local();
+        let time = local.time();
+        let day_open = |d: chrono::NaiveDate| {
+            self.days.is_empty() || self.days.contains(&Day::of(chrono::Datelike::weekday(&d)))
+        };
+        if self.from < self.to {
+            day_open(local.date()) && time >= self.from && time < self.to
+        } else {
+            (day_open(local.date()) && time >= self.from)
+                || (local.date().pred_opt().is_some_and(day_open) && time < self.to)
+        }
+    }
+
+    /// The next instant after `after` at which the window opens.
+    pub fn next_open(&self, after: DateTime<Utc>, tz: Tz) -> Option<DateTime<Utc>> {
+        let start = after.with_timezone(&tz).date_naive();
+        (0..9).find_map(|offset| {
+            let date = start + chrono::Duration::days(offset);
+            let open = self.days.is_empty()
+                || self
+                    .days
+                    .contains(&Day::of(chrono::Datelike::weekday(&date)));
+            if !open {
+                return None;
+            }
+            resolve_local(tz, date.and_time(self.from))
+                .map(|t| t.with_timezone(&Utc))
+                .filter(|t| *t > after)
+        })
+    }
+}
+
 /// The fire rule.
 #[derive(Debug, Clone)]
 pub enum When {
@@ -249,6 +300,59 @@ mod tests {
         // 2026-10-25 02:30 happens twice: the first (CEST) one.
         let twice = resolve_local(berlin, parse_at("2026-10-25T02:30").unwrap()).unwrap();
         assert_eq!(twice.with_timezone(&Utc), utc("2026-10-25T00:30:00Z"));
+    }
+}
+
+#[cfg(test)]
+mod windows {
+    use super::*;
+
+    fn window(from: &str, to: &str, days: &[Day]) -> Window {
+        Window {
+            from: parse_time_of_day(from).unwrap(),
+            to: parse_time_of_day(to).unwrap(),
+            days: days.to_vec(),
+            per_recipient: false,
+        }
+    }
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn office_hours_on_weekdays_in_the_jobs_zone() {
+        let tz = chrono_tz::Africa::Johannesburg;
+        let w = window(
+            "08:00",
+            "20:00",
+            &[Day::Mon, Day::Tue, Day::Wed, Day::Thu, Day::Fri],
+        );
+        // Friday 27 November 2026, 09:00 SAST = 07:00Z.
+        assert!(w.contains(utc("2026-11-27T07:00:00Z"), tz));
+        // 20:00 SAST is closed (the end is exclusive); 07:59 too.
+        assert!(!w.contains(utc("2026-11-27T18:00:00Z"), tz));
+        assert!(!w.contains(utc("2026-11-27T05:59:00Z"), tz));
+        // Saturday is closed; it next opens Monday 08:00 SAST.
+        assert!(!w.contains(utc("2026-11-28T10:00:00Z"), tz));
+        assert_eq!(
+            w.next_open(utc("2026-11-27T18:30:00Z"), tz),
+            Some(utc("2026-11-30T06:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn an_overnight_window_belongs_to_the_day_it_opens() {
+        let tz = chrono_tz::Europe::Berlin;
+        let w = window("22:00", "06:00", &[Day::Fri]);
+        // Friday 23:00 and Saturday 05:00 (Berlin, CET) are inside; Saturday 23:00 not.
+        assert!(w.contains(utc("2026-11-27T22:00:00Z"), tz));
+        assert!(w.contains(utc("2026-11-28T04:00:00Z"), tz));
+        assert!(!w.contains(utc("2026-11-28T22:00:00Z"), tz));
+        assert_eq!(
+            w.next_open(utc("2026-11-28T10:00:00Z"), tz),
+            Some(utc("2026-12-04T21:00:00Z"))
+        );
     }
 }
 
