@@ -149,7 +149,7 @@ fn outside_its_send_window_a_run_pauses_and_resumes_later() {
     assert_eq!(run.code, 1, "{}", run.stdout);
     assert!(
         run.stdout
-            .contains(&format!("paused: outside the send window (it opens ")),
+            .contains("paused: outside the send window (it opens "),
         "{}",
         run.stdout
     );
