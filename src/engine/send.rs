@@ -8,8 +8,8 @@
 //!   the sendable ones on;
 //! - the **dispatcher** (async, on a small tokio runtime) drives up to
 //!   [`MAX_IN_FLIGHT`] messages at once. For each: the job's and the provider's rate limits
-//!   (governor; both hold), a slot in the provider's `sending` window (a few times its
-//!   concurrency), the durable `sending` mark, a concurrency permit of the provider
+//!   (governor; both hold), a slot in the provider's `sending` window (its concurrency,
+//!   or four times it where a resubmission is safe), the durable `sending` mark, a concurrency permit of the provider
 //!   (reqwest does not cap connections per host), the provider call, and the
 //!   classified outcome: retries with exponential backoff and jitter (or the provider's
 //!   `Retry-After`) until the provider's `retries` or the job's `expire_after` run out;
@@ -57,7 +57,7 @@ const COMMIT_MAX: usize = 4096;
 pub const OUTSIDE_WINDOW: &str = "outside the send window";
 /// Concurrency of providers that write locally (file outbox, portal inbox).
 const LOCAL_CONCURRENCY: usize = 256;
-/// A provider's `sending` window, in multiples of its concurrency.
+/// The `sending` window of a provider that deduplicates, in multiples of its concurrency.
 const WINDOW_FACTOR: usize = 4;
 /// Longest wait between two attempts.
 const BACKOFF_CAP: Duration = Duration::from_secs(300);
@@ -169,9 +169,9 @@ struct Lane<'a> {
     name: String,
     provider: Box<dyn Provider + 'a>,
     limiter: Option<Limiter>,
-    /// Messages of this provider that may be `sending` at once: a few times its
-    /// concurrency, so `sending` marks are group-committed in large groups while requests
-    /// go out. A crash leaves at most this many in `sending`.
+    /// Messages of this provider that may be `sending` at once, so `sending` marks are
+    /// group-committed in large groups while requests go out. A crash leaves at most this
+    /// many in `sending`.
     window: tokio::sync::Semaphore,
     /// Requests in flight to this provider at once.
     permits: tokio::sync::Semaphore,
@@ -211,11 +211,20 @@ fn lane<'a>(
         (true, _) => LOCAL_CONCURRENCY,
         (false, c) => c.unwrap_or(8) as usize,
     };
+    // A crash leaves the window's messages `sending`. Where resubmitting is safe (local
+    // providers, BulkSMS's deduplication) a wide window buys throughput; elsewhere those
+    // messages would become `unknown`, so the window is the concurrency itself.
+    let deduplicates = local || matches!(config, ProviderConfig::Bulksms(_));
+    let window = if deduplicates {
+        (concurrency * WINDOW_FACTOR).clamp(64, MAX_IN_FLIGHT)
+    } else {
+        concurrency
+    };
     Ok(Lane {
         name: name.to_string(),
         provider,
         limiter: limits.rate.map(|r| limiter(r, limits.burst)),
-        window: tokio::sync::Semaphore::new((concurrency * WINDOW_FACTOR).clamp(64, MAX_IN_FLIGHT)),
+        window: tokio::sync::Semaphore::new(window),
         permits: tokio::sync::Semaphore::new(concurrency),
         retries: limits.retries.unwrap_or(5),
         backoff: limits
