@@ -82,7 +82,7 @@ pub struct HttpConfig {
     /// How this gateway's delivery reports read, when it posts them to
     /// `/webhooks/http/<provider name>/<server.webhook_token>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub delivery_reports: Option<DeliveryReports>,
+    pub delivery_reports: Option<Box<DeliveryReports>>,
 }
 
 /// Where a report carries its fields.

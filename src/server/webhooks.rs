@@ -161,8 +161,9 @@ fn refuse(status: StatusCode) -> Response {
     (status, axum::Json(serde_json::json!({ "error": text }))).into_response()
 }
 
-/// Checks the URL token; the refusal to send when it is wrong (or none is configured).
-fn check_token(state: &Shared, presented: &str) -> Result<(), Response> {
+/// Checks the URL token: `None` when it is right, else the refusal to send (also when
+/// none is configured).
+fn check_token(state: &Shared, presented: &str) -> Option<Response> {
     let ok = state
         .config
         .server
@@ -170,14 +171,14 @@ fn check_token(state: &Shared, presented: &str) -> Result<(), Response> {
         .as_ref()
         .is_some_and(|t| constant_time_eq(t.expose().as_bytes(), presented.as_bytes()));
     if ok {
-        Ok(())
+        None
     } else {
         state
             .metrics
             .reports_rejected
             .fetch_add(1, Ordering::Relaxed);
         tracing::warn!("Refused a delivery report with a wrong webhook token.");
-        Err(refuse(StatusCode::FORBIDDEN))
+        Some(refuse(StatusCode::FORBIDDEN))
     }
 }
 
@@ -203,7 +204,7 @@ fn providers_of(state: &Shared, type_name: &str) -> Vec<String> {
 }
 
 async fn bulksms(State(state): State<Shared>, Path(token): Path<String>, body: Bytes) -> Response {
-    if let Err(r) = check_token(&state, &token) {
+    if let Some(r) = check_token(&state, &token) {
         return r;
     }
     match parse_bulksms(&body) {
@@ -221,7 +222,7 @@ async fn clickatell(
     RawQuery(query): RawQuery,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = check_token(&state, &token) {
+    if let Some(r) = check_token(&state, &token) {
         return r;
     }
     match parse_clickatell(&body, query.as_deref()) {
@@ -239,7 +240,7 @@ async fn vonage(
     RawQuery(query): RawQuery,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = check_token(&state, &token) {
+    if let Some(r) = check_token(&state, &token) {
         return r;
     }
     match parse_vonage(&body, query.as_deref()) {
@@ -257,11 +258,11 @@ async fn http_gateway(
     RawQuery(query): RawQuery,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = check_token(&state, &token) {
+    if let Some(r) = check_token(&state, &token) {
         return r;
     }
     let mapping = match state.config.providers.get(&provider) {
-        Some(ProviderConfig::Http(c)) => c.delivery_reports.clone(),
+        Some(ProviderConfig::Http(c)) => c.delivery_reports.as_deref().cloned(),
         _ => None,
     };
     let Some(mapping) = mapping else {
