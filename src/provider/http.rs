@@ -79,6 +79,89 @@ pub struct HttpConfig {
     pub message_id: Option<String>,
     #[serde(default)]
     pub limits: Limits,
+    /// How this gateway's delivery reports read, when it posts them to
+    /// `/webhooks/http/<provider name>/<server.webhook_token>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery_reports: Option<Box<DeliveryReports>>,
+}
+
+/// Where a report carries its fields.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ReportFormat {
+    /// A JSON object, or an array of them (several reports in one request).
+    #[default]
+    Json,
+    /// An `application/x-www-form-urlencoded` body.
+    Form,
+    /// The query string (GET or POST).
+    Query,
+}
+
+/// The field mapping of the generic gateway's delivery reports.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryReports {
+    /// `json` (default), `form` or `query`.
+    #[serde(default)]
+    pub format: ReportFormat,
+    /// Field of the gateway's message id (the one its send answer gave); a dotted path in
+    /// JSON, e.g. `data.id`.
+    pub message_id: String,
+    /// Field of the delivery status.
+    pub status: String,
+    /// Field of the gateway's error code, if it sends one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<String>,
+    /// Field of the event time (RFC 3339, `YYYY-MM-DD HH:MM:SS` in UTC, or Unix seconds
+    /// or milliseconds); the time of arrival when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
+    /// Status values meaning delivered to the handset, e.g. `[DELIVRD, delivered]`.
+    pub delivered: Vec<String>,
+    /// Status values meaning the network could not deliver it, e.g. `[UNDELIV, EXPIRED]`.
+    #[serde(default)]
+    pub undelivered: Vec<String>,
+    /// Status values meaning the gateway refused it, e.g. `[REJECTD]`.
+    #[serde(default)]
+    pub failed: Vec<String>,
+    /// Status values meaning the recipient opted out (the message fails and the number
+    /// goes on the opt-out list). Any other status is progress and changes nothing.
+    #[serde(default)]
+    pub opted_out: Vec<String>,
+}
+
+impl DeliveryReports {
+    fn check(&self, field: &str, report: &mut FileReport) {
+        let field = format!("{field}.delivery_reports");
+        for (name, value) in [("message_id", &self.message_id), ("status", &self.status)] {
+            if value.trim().is_empty() {
+                report.error(&format!("{field}.{name}"), "must name a field");
+            }
+        }
+        if self.delivered.is_empty() {
+            report.error(
+                &format!("{field}.delivered"),
+                "must list at least one status value (e.g. `[DELIVRD]`)",
+            );
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (list, values) in [
+            ("delivered", &self.delivered),
+            ("undelivered", &self.undelivered),
+            ("failed", &self.failed),
+            ("opted_out", &self.opted_out),
+        ] {
+            for v in values {
+                if !seen.insert(v.as_str()) {
+                    report.error(
+                        &format!("{field}.{list}"),
+                        format!("`{v}` is listed under two outcomes"),
+                    );
+                }
+            }
+        }
+    }
 }
 
 /// `https://u:p@host/send?key=abc&to={to}` → `https://<redacted>@host/send?key=<redacted>&to=<redacted>`.
@@ -120,6 +203,7 @@ impl std::fmt::Debug for HttpConfig {
             .field("success", &self.success)
             .field("message_id", &self.message_id)
             .field("limits", &self.limits)
+            .field("delivery_reports", &self.delivery_reports)
             .finish()
     }
 }
@@ -155,6 +239,9 @@ impl HttpConfig {
             }
         }
         self.limits.check(field, report);
+        if let Some(reports) = &self.delivery_reports {
+            reports.check(field, report);
+        }
     }
 }
 
@@ -363,7 +450,12 @@ impl Rule {
 /// The string or number at dotted `path` (`data.id`, `messages.0.id`) in JSON `body`.
 fn json_path(body: &str, path: &str) -> Option<String> {
     let root: serde_json::Value = serde_json::from_str(body).ok()?;
-    let mut node = &root;
+    json_value(&root, path)
+}
+
+/// The string or number at dotted `path` in `root`.
+pub(crate) fn json_value(root: &serde_json::Value, path: &str) -> Option<String> {
+    let mut node = root;
     for key in path.split('.') {
         node = match node {
             serde_json::Value::Array(items) => items.get(key.parse::<usize>().ok()?)?,
