@@ -103,7 +103,15 @@ pub struct SendOptions {
     pub recipient: Option<u64>,
     /// Called as messages settle (a progress bar).
     pub progress: Option<Arc<ProgressFn>>,
+    /// Called once the run exists in the ledger, before anything is planned (the HTTP
+    /// API answers `202 Accepted` with the run id then).
+    pub on_run: Option<Arc<RunFn>>,
+    /// What started the run (default: `manual`, or `test` with `test_to`).
+    pub trigger: Option<Trigger>,
 }
+
+/// Told the run that was just created.
+pub type RunFn = dyn Fn(&Run) + Send + Sync;
 
 /// What a run did.
 #[derive(Debug, Clone, Default)]
@@ -271,7 +279,7 @@ pub fn send(
         trigger: if testing {
             Trigger::Test
         } else {
-            Trigger::Manual
+            options.trigger.clone().unwrap_or(Trigger::Manual)
         },
         channels: job.send_to.channels().to_vec(),
         provider: lanes
@@ -282,6 +290,9 @@ pub fn send(
         body,
         subject: job.subject.clone(),
     })?;
+    if let Some(on_run) = &options.on_run {
+        on_run(&run);
+    }
     let planner = Planner::new(job, config, &run.id.to_string(), optouts, Some(&templates))?;
     let span = tracing::info_span!("run", job = %job.name, run = %run.id);
     let _span = span.enter();
