@@ -60,6 +60,8 @@ struct BearerScheme;
 
 impl utoipa::Modify for BearerScheme {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        // Cargo.toml names no licence; an empty one would be invalid.
+        openapi.info.license = None;
         openapi
             .components
             .get_or_insert_with(Default::default)
