@@ -5,18 +5,16 @@
 
 use std::io::{IsTerminal, Write};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use chrono::{DateTime, Utc};
 
 use super::{Outcome, open_store, print_table};
-use crate::cli::{Format, HistoryArgs, HistoryCommand, HistoryListArgs, LogsArgs, PeriodArgs};
+use crate::cli::{Format, HistoryArgs, HistoryCommand, HistoryListArgs, LogsArgs};
 use crate::config::Config;
-use crate::history::export::{iso, messages_csv, runs_csv};
+use crate::history::export::{MessageView, RunView, messages_csv, runs_csv};
 use crate::history::ledger::{Ledger, LedgerError};
-use crate::history::query::{self, MessageFilter, Range, RunFilter};
-use crate::history::{Message, MessageState, MessageType, Millis, Run, RunId, RunStatus};
-use crate::job::Channel;
-use crate::recipients::{RecipientKind, phone};
+use crate::history::query::{self, MessageQuery, RunQuery};
+use crate::history::{Message, MessageState, Millis, RunId};
 
 const TABLE_LIMIT: u64 = 50;
 
@@ -33,34 +31,6 @@ pub(super) fn run(config: &Config, args: &HistoryArgs) -> anyhow::Result<Outcome
         Some(HistoryCommand::Delete { run, purge, yes }) => delete(config, run, *purge, *yes),
         Some(HistoryCommand::Cancel { run }) => cancel(config, run),
     }
-}
-
-fn range(config: &Config, p: &PeriodArgs) -> anyhow::Result<Option<Range>> {
-    query::resolve_range(
-        p.period.as_deref(),
-        p.from.as_deref(),
-        p.to.as_deref(),
-        config.tz,
-        Utc::now(),
-    )
-    .map_err(anyhow::Error::msg)
-}
-
-fn parse_status(s: &str) -> anyhow::Result<Option<RunStatus>> {
-    let key = s.trim().to_lowercase().replace('-', "_");
-    if key == "any" {
-        return Ok(None);
-    }
-    RunStatus::ALL
-        .into_iter()
-        .find(|r| r.as_str() == key)
-        .map(Some)
-        .with_context(|| {
-            format!(
-                "unknown status `{s}` (expected any, {})",
-                RunStatus::ALL.map(|r| r.as_str()).join(", ")
-            )
-        })
 }
 
 fn parse_run(s: &str) -> anyhow::Result<RunId> {
@@ -86,11 +56,15 @@ fn limit_for(format: Format, limit: Option<u64>) -> u64 {
 }
 
 fn list(config: &Config, args: &HistoryListArgs) -> anyhow::Result<Outcome> {
-    let filter = RunFilter {
-        status: parse_status(&args.status)?,
-        range: range(config, &args.period)?,
-        job: args.job.clone(),
-    };
+    let filter = RunQuery {
+        status: Some(&args.status),
+        period: args.period.period.as_deref(),
+        from: args.period.from.as_deref(),
+        to: args.period.to.as_deref(),
+        job: args.job.as_deref(),
+    }
+    .filter(config.tz, Utc::now())
+    .map_err(anyhow::Error::msg)?;
     let store = open_store(config)?;
     let ledger = Ledger::new(store.as_ref());
     let limit = limit_for(args.format, args.limit);
@@ -99,7 +73,7 @@ fn list(config: &Config, args: &HistoryListArgs) -> anyhow::Result<Outcome> {
         Format::Csv => {
             runs_csv(runs, std::io::stdout().lock())?;
         }
-        Format::Json => print_json(runs.map(|r| r.map(|r| run_json(&r))))?,
+        Format::Json => print_json(runs.map(|r| r.map(|r| RunView::from(&r))))?,
         Format::Table => {
             let rows: Vec<Vec<String>> = runs
                 .map(|r| {
@@ -139,56 +113,9 @@ fn list(config: &Config, args: &HistoryListArgs) -> anyhow::Result<Outcome> {
     Ok(Outcome::Ok)
 }
 
-fn run_json(r: &Run) -> serde_json::Value {
-    let counters: serde_json::Map<String, serde_json::Value> = MessageState::ALL
-        .iter()
-        .map(|s| (s.as_str().to_string(), r.counters.get(*s).into()))
-        .collect();
-    serde_json::json!({
-        "id": r.id.to_string(),
-        "job": r.job,
-        "status": r.status(),
-        "trigger": r.trigger.label(),
-        "scheduled_at": match r.trigger { crate::history::Trigger::Schedule { at } => Some(iso(at)), _ => None },
-        "channels": r.channels,
-        "provider": r.provider,
-        "created_at": iso(r.created_at),
-        "started_at": r.started_at.map(iso),
-        "finished_at": r.finished_at.map(iso),
-        "messages": r.counters.total(),
-        "counters": counters,
-    })
-}
-
-fn message_json(m: &Message) -> serde_json::Value {
-    serde_json::json!({
-        "id": m.id.to_string(),
-        "run_id": m.id.run.to_string(),
-        "type": m.kind.as_str(),
-        "channel": m.channel,
-        "provider": m.provider,
-        "recipient_kind": m.recipient_kind,
-        "recipient_id": m.recipient_id,
-        "address": m.address,
-        "state": m.state,
-        "reason": m.reason,
-        "attempts": m.attempts,
-        "encoding": m.encoding,
-        "parts": m.parts,
-        "provider_message_id": m.provider_message_id,
-        "error_code": m.error_code,
-        "error_text": m.error_text,
-        "subject": m.subject,
-        "body": m.body,
-        "created_at": iso(m.created_at),
-        "updated_at": iso(m.updated_at),
-        "transitions": m.transitions.iter().map(|(s, t)| serde_json::json!([s, iso(*t)])).collect::<Vec<_>>(),
-    })
-}
-
 /// A JSON array, streamed.
-fn print_json(
-    items: impl Iterator<Item = Result<serde_json::Value, LedgerError>>,
+fn print_json<T: serde::Serialize>(
+    items: impl Iterator<Item = Result<T, LedgerError>>,
 ) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     out.write_all(b"[")?;
@@ -291,7 +218,7 @@ fn write_messages<'a>(
         Format::Csv => {
             messages_csv(ledger, messages, std::io::stdout().lock())?;
         }
-        Format::Json => print_json(messages.map(|m| m.map(|m| message_json(&m))))?,
+        Format::Json => print_json(messages.map(|m| m.map(|m| MessageView::from(&m))))?,
         Format::Table => {
             let rows: Vec<Vec<String>> = messages
                 .map(|m| {
@@ -386,64 +313,19 @@ fn cancel(config: &Config, run: &str) -> anyhow::Result<Outcome> {
 }
 
 pub(super) fn logs(config: &Config, args: &LogsArgs) -> anyhow::Result<Outcome> {
-    let channel = match args.channel.as_deref() {
-        None => None,
-        Some(c) => Some(
-            Channel::ALL
-                .into_iter()
-                .find(|ch| ch.as_str() == c.trim().to_lowercase())
-                .with_context(|| {
-                    format!("unknown channel `{c}` (expected sms, email or portal)")
-                })?,
-        ),
-    };
-    let state = args
-        .state
-        .as_deref()
-        .map(str::parse::<MessageState>)
-        .transpose()
-        .map_err(anyhow::Error::msg)?;
-    let kind = match args.kind.as_deref().map(|k| k.trim().to_lowercase()) {
-        None => None,
-        Some(k) if k == "message" => Some(MessageType::Message),
-        Some(k) if k == "test" => Some(MessageType::Test),
-        Some(k) => bail!("unknown type `{k}` (expected message or test)"),
-    };
-    let address = match args.phone.as_deref() {
-        None => None,
-        Some(a) if a.contains('@') => Some(a.trim().to_string()),
-        Some(p) => Some(phone::to_e164(p, config.region).with_context(|| {
-            format!(
-                "--phone `{p}` is not a valid phone number in region {}",
-                config.default_region
-            )
-        })?),
-    };
-    let recipient = match args.recipient.as_deref() {
-        None => None,
-        Some(r) => {
-            let (kind, id) = match r.split_once(':') {
-                Some((k, id)) => (
-                    Some(k.parse::<RecipientKind>().map_err(anyhow::Error::msg)?),
-                    id,
-                ),
-                None => (None, r),
-            };
-            let id: u64 = id.trim().parse().with_context(|| {
-                format!("--recipient `{r}` is not a recipient id (e.g. 1042 or lead:7)")
-            })?;
-            Some((kind, id))
-        }
-    };
-    let filter = MessageFilter {
-        channel,
-        state,
-        kind,
-        range: range(config, &args.period)?,
-        address,
-        recipient,
-        run: args.run.as_deref().map(parse_run).transpose()?,
-    };
+    let filter = MessageQuery {
+        channel: args.channel.as_deref(),
+        state: args.state.as_deref(),
+        kind: args.kind.as_deref(),
+        period: args.period.period.as_deref(),
+        from: args.period.from.as_deref(),
+        to: args.period.to.as_deref(),
+        phone: args.phone.as_deref(),
+        recipient: args.recipient.as_deref(),
+        run: args.run.as_deref(),
+    }
+    .filter(config.tz, config.region, &config.default_region, Utc::now())
+    .map_err(anyhow::Error::msg)?;
     let store = open_store(config)?;
     let ledger = Ledger::new(store.as_ref());
     let limit = limit_for(args.format, args.limit) as usize;

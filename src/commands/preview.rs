@@ -1,16 +1,11 @@
 //! `crier preview`: Splynx's *Preview* — the count, the skipped and why, the first
 //! messages as they will read, and what the run will cost in SMS parts.
 
-use std::collections::BTreeMap;
-
 use super::{Outcome, load_job, open_store};
 use crate::cli::PreviewArgs;
 use crate::config::Config;
-use crate::engine::{Planned, Planner};
-use crate::job::{Channel, Job, Source};
-use crate::recipients::optout::OptOuts;
-use crate::recipients::source;
-use crate::render::stored::Templates;
+use crate::engine::preview::{Preview, preview};
+use crate::job::{Channel, Job};
 use crate::store::Store;
 
 pub(super) fn run(config: &Config, args: &PreviewArgs) -> anyhow::Result<Outcome> {
@@ -30,74 +25,28 @@ pub(super) fn show(
     limit: usize,
     recipient: Option<u64>,
 ) -> anyhow::Result<(Outcome, u64)> {
-    let from_store = match job.recipients.source {
-        Source::Store => Some(store),
-        Source::Csv(_) => None,
-    };
-    let templates = Templates::new(store.templates());
-    let mut planner = Planner::new(
-        job,
-        config,
-        "preview",
-        Some(OptOuts::new(store.optouts())),
-        Some(&templates),
-    )?;
-    let channels: Vec<String> = job
-        .send_to
-        .channels()
+    let p = preview(config, job, store, limit, recipient)?;
+    let channels: Vec<String> = p
+        .channels
         .iter()
-        .map(|c| {
-            let provider = match (c, &job.provider) {
-                (Channel::Portal, _) | (_, None) => config.channels.provider_for(*c).to_string(),
-                (_, Some(p)) => p.clone(),
-            };
-            format!("{c} via {provider}")
-        })
+        .map(|(c, provider)| format!("{c} via {provider}"))
         .collect();
     println!("job {}: {}", job.name, channels.join(", "));
-
-    let mut recipients = 0u64;
-    let mut unreadable = 0u64;
-    let mut to_send = 0u64;
-    let mut skipped: BTreeMap<&'static str, u64> = BTreeMap::new();
-    let mut parts = 0usize;
-    let mut by_encoding: BTreeMap<&'static str, u64> = BTreeMap::new();
-    let mut shown: Vec<Planned> = Vec::new();
-    let mut skipped_shown: Vec<Planned> = Vec::new();
-    for item in source::resolve(&job.recipients, from_store, config.region)? {
-        let r = match item {
-            Ok(r) => r,
-            Err(e) => {
-                unreadable += 1;
-                eprintln!("skipped: {e}");
-                continue;
-            }
-        };
-        if recipient.is_some_and(|id| id != r.id) {
-            continue;
-        }
-        recipients += 1;
-        for planned in planner.plan(&r)? {
-            match &planned.skip {
-                Some((reason, _)) => {
-                    *skipped.entry(reason.as_str()).or_default() += 1;
-                    if recipient.is_some() {
-                        skipped_shown.push(planned);
-                    }
-                }
-                None => {
-                    to_send += 1;
-                    parts += planned.parts;
-                    if let Some(e) = planned.encoding {
-                        *by_encoding.entry(e.as_str()).or_default() += 1;
-                    }
-                    if shown.len() < limit {
-                        shown.push(planned);
-                    }
-                }
-            }
-        }
+    for e in &p.unreadable {
+        eprintln!("skipped: {e}");
     }
+    let Preview {
+        recipients,
+        to_send,
+        skipped,
+        parts,
+        by_encoding,
+        shown,
+        skipped_shown,
+        ..
+    } = &p;
+    let (recipients, to_send) = (*recipients, *to_send);
+    let unreadable = p.unreadable.len();
     let noun = job.recipients.kind.as_str();
     println!(
         "recipients: {recipients} {noun}{}",
@@ -147,7 +96,7 @@ pub(super) fn show(
         }
         println!("{}", m.body);
     }
-    for m in &skipped_shown {
+    for m in skipped_shown {
         let (reason, detail) = m
             .skip
             .as_ref()

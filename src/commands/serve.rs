@@ -36,6 +36,10 @@ pub(super) fn run(config: &Config, args: &ServeArgs) -> anyhow::Result<Outcome> 
         server::serve(listener, state, crate::daemon::shutdown_signal()).await?;
         anyhow::Ok(())
     })?;
+    // Runs started through the API go on in the blocking pool: give them a moment to
+    // finish; one still sending is cut short like a crash, which the ledger is built for
+    // (its in-flight messages read `unknown`, the rest stay `queued`).
+    runtime.shutdown_timeout(std::time::Duration::from_secs(10));
     store.flush()?;
     Ok(Outcome::Ok)
 }

@@ -5,6 +5,7 @@
 //! channel of the job, in a stream; `crier preview` prints them, and sending (with the
 //! dispatch issue) will write them to the ledger and hand them to providers.
 
+pub mod preview;
 pub mod send;
 
 use std::collections::HashSet;

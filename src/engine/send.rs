@@ -113,7 +113,7 @@ pub struct SendOptions {
     pub progress: Option<Arc<ProgressFn>>,
     /// The run's id (the scheduler's deterministic one); default: a new ULID.
     pub run_id: Option<RunId>,
-    /// What started the run (default: manual, or test with `test_to`).
+    /// What started the run (default: `manual`, or `test` with `test_to`).
     pub trigger: Option<Trigger>,
     /// Set from outside to stop the run (daemon shutdown): nothing more is planned or
     /// sent; what is queued stays queued.
@@ -121,7 +121,13 @@ pub struct SendOptions {
     /// Resume this run (left `processing` by a crash, a pause or a shutdown) instead of
     /// starting one: see [`recover`].
     pub resume: Option<RunId>,
+    /// Called once the run exists in the ledger, before anything is planned (the HTTP
+    /// API answers `202 Accepted` with the run id then).
+    pub on_run: Option<Arc<RunFn>>,
 }
+
+/// Told the run that was just created.
+pub type RunFn = dyn Fn(&Run) + Send + Sync;
 
 /// What a run did.
 #[derive(Debug, Clone, Default)]
@@ -307,11 +313,11 @@ pub fn send(
     let body = super::body_source(job, Some(&templates))?.1;
     let new_run = NewRun {
         job: job.name.clone(),
-        trigger: options.trigger.clone().unwrap_or(if testing {
+        trigger: if testing {
             Trigger::Test
         } else {
-            Trigger::Manual
-        }),
+            options.trigger.clone().unwrap_or(Trigger::Manual)
+        },
         channels: job.send_to.channels().to_vec(),
         provider: lanes
             .iter()
@@ -333,6 +339,9 @@ pub fn send(
         ),
         (None, None) => (ledger.create_run(new_run)?, None),
     };
+    if let Some(on_run) = &options.on_run {
+        on_run(&run);
+    }
     let mut planner = Planner::new(job, config, &run.id.to_string(), optouts, Some(&templates))?;
     if let Some(resumed) = &resumed {
         planner.already_planned(resumed.addresses.iter().map(|(c, a)| (*c, a.as_str())));

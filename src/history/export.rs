@@ -2,11 +2,17 @@
 //! export of millions of messages runs in constant memory. RFC 4180 quoting (the `csv`
 //! crate), a header row, ISO 8601 UTC timestamps with milliseconds: a spreadsheet opens
 //! the file as is.
+//!
+//! [`RunView`] and [`MessageView`] are the JSON forms of a run and a message, shared by
+//! `crier history --format json` and the HTTP API, so the two print the same fields.
 
 use std::collections::HashMap;
 use std::io::Write;
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, SecondsFormat};
+use serde::Serialize;
 
 use super::ledger::{Ledger, LedgerError};
 use super::{Message, MessageState, Millis, Run, RunId, Trigger};
@@ -164,4 +170,117 @@ pub fn runs_csv<W: Write>(
     }
     w.flush().map_err(csv::Error::from)?;
     Ok(n)
+}
+
+/// A run as JSON.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct RunView {
+    /// The run id (a ULID).
+    pub id: String,
+    pub job: String,
+    /// new, processing, sent, sent_with_error, cancelled or removed.
+    pub status: String,
+    /// schedule, manual, test or api.
+    pub trigger: String,
+    /// The fire instant of a scheduled run.
+    pub scheduled_at: Option<String>,
+    pub channels: Vec<String>,
+    pub provider: String,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    /// How many messages the run has planned.
+    pub messages: u64,
+    /// Messages per state.
+    pub counters: BTreeMap<String, u64>,
+}
+
+impl From<&Run> for RunView {
+    fn from(r: &Run) -> RunView {
+        RunView {
+            id: r.id.to_string(),
+            job: r.job.clone(),
+            status: r.status().to_string(),
+            trigger: r.trigger.label().to_string(),
+            scheduled_at: match r.trigger {
+                Trigger::Schedule { at } => Some(iso(at)),
+                _ => None,
+            },
+            channels: r.channels.iter().map(|c| c.to_string()).collect(),
+            provider: r.provider.clone(),
+            created_at: iso(r.created_at),
+            started_at: r.started_at.map(iso),
+            finished_at: r.finished_at.map(iso),
+            messages: r.counters.total(),
+            counters: MessageState::ALL
+                .iter()
+                .map(|s| (s.as_str().to_string(), r.counters.get(*s)))
+                .collect(),
+        }
+    }
+}
+
+/// A message as JSON.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct MessageView {
+    /// `RUN-SEQ`.
+    pub id: String,
+    pub run_id: String,
+    /// message or test.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub channel: String,
+    pub provider: String,
+    pub recipient_kind: String,
+    pub recipient_id: u64,
+    /// E.164 phone, email address, or portal login.
+    pub address: String,
+    pub state: String,
+    /// Why it was skipped.
+    pub reason: Option<String>,
+    pub attempts: u32,
+    pub encoding: Option<String>,
+    pub parts: u32,
+    pub provider_message_id: Option<String>,
+    pub error_code: Option<String>,
+    pub error_text: Option<String>,
+    pub subject: Option<String>,
+    pub body: String,
+    pub created_at: String,
+    pub updated_at: String,
+    /// Every state entered, as `[state, time]`.
+    #[schema(value_type = Vec<Vec<String>>)]
+    pub transitions: Vec<(String, String)>,
+}
+
+impl From<&Message> for MessageView {
+    fn from(m: &Message) -> MessageView {
+        MessageView {
+            id: m.id.to_string(),
+            run_id: m.id.run.to_string(),
+            kind: m.kind.as_str().to_string(),
+            channel: m.channel.to_string(),
+            provider: m.provider.clone(),
+            recipient_kind: m.recipient_kind.to_string(),
+            recipient_id: m.recipient_id,
+            address: m.address.clone(),
+            state: m.state.to_string(),
+            reason: m.reason.clone(),
+            attempts: m.attempts,
+            encoding: m.encoding.clone(),
+            parts: m.parts,
+            provider_message_id: m.provider_message_id.clone(),
+            error_code: m.error_code.clone(),
+            error_text: m.error_text.clone(),
+            subject: m.subject.clone(),
+            body: m.body.clone(),
+            created_at: iso(m.created_at),
+            updated_at: iso(m.updated_at),
+            transitions: m
+                .transitions
+                .iter()
+                .map(|(s, t)| (s.to_string(), iso(*t)))
+                .collect(),
+        }
+    }
 }

@@ -279,6 +279,134 @@ pub fn messages<'a>(
     )
 }
 
+/// The run filters as people type them (`crier history --status …`, `GET /api/runs?status=…`),
+/// parsed in one place so the CLI and the HTTP API cannot disagree.
+#[derive(Debug, Clone, Default)]
+pub struct RunQuery<'a> {
+    /// A [`RunStatus`] (`-` or `_`), or `any`; `None`: every status but `removed`.
+    pub status: Option<&'a str>,
+    pub period: Option<&'a str>,
+    pub from: Option<&'a str>,
+    pub to: Option<&'a str>,
+    pub job: Option<&'a str>,
+}
+
+impl RunQuery<'_> {
+    /// The filter, with periods in `tz` as of `now`; an error names the bad value.
+    pub fn filter(&self, tz: Tz, now: DateTime<Utc>) -> Result<RunFilter, String> {
+        Ok(RunFilter {
+            status: match self.status {
+                Some(s) => parse_run_status(s)?,
+                None => None,
+            },
+            range: resolve_range(self.period, self.from, self.to, tz, now)?,
+            job: self.job.map(str::to_string),
+        })
+    }
+}
+
+/// The message filters as people type them (`crier logs …`, `GET /api/messages?…`).
+#[derive(Debug, Clone, Default)]
+pub struct MessageQuery<'a> {
+    pub channel: Option<&'a str>,
+    pub state: Option<&'a str>,
+    /// `message` or `test`.
+    pub kind: Option<&'a str>,
+    pub period: Option<&'a str>,
+    pub from: Option<&'a str>,
+    pub to: Option<&'a str>,
+    /// A phone number in any local form (compared in E.164), or an email address.
+    pub phone: Option<&'a str>,
+    /// A recipient id, `lead:ID` for a lead.
+    pub recipient: Option<&'a str>,
+    pub run: Option<&'a str>,
+}
+
+impl MessageQuery<'_> {
+    /// The filter; phones are read in `region` (named `region_name` in errors).
+    pub fn filter(
+        &self,
+        tz: Tz,
+        region: phonenumber::country::Id,
+        region_name: &str,
+        now: DateTime<Utc>,
+    ) -> Result<MessageFilter, String> {
+        Ok(MessageFilter {
+            channel: self.channel.map(parse_channel).transpose()?,
+            state: self.state.map(str::parse::<MessageState>).transpose()?,
+            kind: self.kind.map(parse_message_type).transpose()?,
+            range: resolve_range(self.period, self.from, self.to, tz, now)?,
+            address: self
+                .phone
+                .map(|p| parse_address(p, region, region_name))
+                .transpose()?,
+            recipient: self.recipient.map(parse_recipient).transpose()?,
+            run: self.run.map(str::parse::<RunId>).transpose()?,
+        })
+    }
+}
+
+/// A run status, or `any` (`None`).
+pub fn parse_run_status(s: &str) -> Result<Option<RunStatus>, String> {
+    let key = s.trim().to_lowercase().replace('-', "_");
+    if key == "any" {
+        return Ok(None);
+    }
+    RunStatus::ALL
+        .into_iter()
+        .find(|r| r.as_str() == key)
+        .map(Some)
+        .ok_or_else(|| {
+            format!(
+                "unknown status `{s}` (expected any, {})",
+                RunStatus::ALL.map(|r| r.as_str()).join(", ")
+            )
+        })
+}
+
+/// `sms`, `email` or `portal`.
+pub fn parse_channel(s: &str) -> Result<Channel, String> {
+    Channel::ALL
+        .into_iter()
+        .find(|ch| ch.as_str() == s.trim().to_lowercase())
+        .ok_or_else(|| format!("unknown channel `{s}` (expected sms, email or portal)"))
+}
+
+/// `message` or `test`.
+pub fn parse_message_type(s: &str) -> Result<MessageType, String> {
+    match s.trim().to_lowercase().as_str() {
+        "message" => Ok(MessageType::Message),
+        "test" => Ok(MessageType::Test),
+        _ => Err(format!("unknown type `{s}` (expected message or test)")),
+    }
+}
+
+/// An email address as given, or a phone number in E.164.
+pub fn parse_address(
+    s: &str,
+    region: phonenumber::country::Id,
+    region_name: &str,
+) -> Result<String, String> {
+    if s.contains('@') {
+        return Ok(s.trim().to_string());
+    }
+    crate::recipients::phone::to_e164(s, region)
+        .ok_or_else(|| format!("phone `{s}` is not a valid phone number in region {region_name}"))
+}
+
+/// `1042` (any kind) or `lead:7`.
+pub fn parse_recipient(s: &str) -> Result<(Option<RecipientKind>, u64), String> {
+    let (kind, id) = match s.split_once(':') {
+        Some((k, id)) => (Some(k.parse::<RecipientKind>()?), id),
+        None => (None, s),
+    };
+    let id = id
+        .trim()
+        .parse()
+        .map_err(|_| format!("recipient `{s}` is not a recipient id (e.g. 1042 or lead:7)"))?;
+    Ok((kind, id))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -413,5 +541,107 @@ mod tests {
                 .contains("unknown period")
         );
         assert_eq!(resolve_range(None, None, None, utc_tz, now).unwrap(), None);
+    }
+
+    #[test]
+    fn message_queries_parse_every_filter_or_name_the_bad_value() {
+        let utc_tz = chrono_tz::UTC;
+        let now = utc("2026-11-27T00:00:00Z");
+        let za = phonenumber::country::Id::ZA;
+        let run = RunId::new();
+        let run_text = run.to_string();
+        let q = MessageQuery {
+            channel: Some("SMS"),
+            state: Some("failed"),
+            kind: Some("test"),
+            period: Some("today"),
+            phone: Some("082 123 4567"),
+            recipient: Some("lead:7"),
+            run: Some(&run_text),
+            ..MessageQuery::default()
+        };
+        let f = q.filter(utc_tz, za, "ZA", now).unwrap();
+        assert_eq!(f.channel, Some(Channel::Sms));
+        assert_eq!(f.state, Some(MessageState::Failed));
+        assert_eq!(f.kind, Some(MessageType::Test));
+        assert_eq!(f.address.as_deref(), Some("+27821234567"));
+        assert_eq!(f.recipient, Some((Some(RecipientKind::Lead), 7)));
+        assert_eq!(f.run, Some(run));
+        assert_eq!(f.range, Some(Period::Today.range(utc_tz, now)));
+        let email = MessageQuery {
+            phone: Some(" ann@example.com "),
+            recipient: Some("1042"),
+            ..MessageQuery::default()
+        };
+        let f = email.filter(utc_tz, za, "ZA", now).unwrap();
+        assert_eq!(f.address.as_deref(), Some("ann@example.com"));
+        assert_eq!(f.recipient, Some((None, 1042)));
+        for (bad, expected) in [
+            (
+                MessageQuery {
+                    channel: Some("fax"),
+                    ..MessageQuery::default()
+                },
+                "unknown channel `fax`",
+            ),
+            (
+                MessageQuery {
+                    kind: Some("spam"),
+                    ..MessageQuery::default()
+                },
+                "unknown type `spam`",
+            ),
+            (
+                MessageQuery {
+                    phone: Some("12"),
+                    ..MessageQuery::default()
+                },
+                "phone `12` is not a valid phone number in region ZA",
+            ),
+            (
+                MessageQuery {
+                    recipient: Some("x"),
+                    ..MessageQuery::default()
+                },
+                "recipient `x` is not a recipient id",
+            ),
+            (
+                MessageQuery {
+                    run: Some("nope"),
+                    ..MessageQuery::default()
+                },
+                "`nope` is not a run id",
+            ),
+        ] {
+            let e = bad.filter(utc_tz, za, "ZA", now).unwrap_err();
+            assert!(e.contains(expected), "{e}");
+        }
+    }
+
+    #[test]
+    fn run_queries_take_any_or_a_status() {
+        let now = utc("2026-11-27T00:00:00Z");
+        let any = RunQuery {
+            status: Some("any"),
+            ..RunQuery::default()
+        };
+        assert_eq!(any.filter(chrono_tz::UTC, now).unwrap().status, None);
+        let q = RunQuery {
+            status: Some("sent-with-error"),
+            job: Some("welcome"),
+            ..RunQuery::default()
+        };
+        let f = q.filter(chrono_tz::UTC, now).unwrap();
+        assert_eq!(f.status, Some(RunStatus::SentWithError));
+        assert_eq!(f.job.as_deref(), Some("welcome"));
+        let bad = RunQuery {
+            status: Some("done"),
+            ..RunQuery::default()
+        };
+        assert!(
+            bad.filter(chrono_tz::UTC, now)
+                .unwrap_err()
+                .contains("unknown status `done`")
+        );
     }
 }

@@ -1,17 +1,1058 @@
 //! The query and control API under `/api` (bearer token), plus `/healthz`, `/metrics` and
-//! `/api/openapi.json`. (Skeleton: routes land with the HTTP API issue.)
+//! `/api/openapi.json`.
+//!
+//! Every filter is parsed by `history::query` ([`RunQuery`], [`MessageQuery`]) and
+//! every record is printed by `history::export` ([`RunView`], [`MessageView`], the CSV
+//! writers), the same code `crier history` and `crier logs` use, so the terminal and the
+//! API cannot disagree. Routes are registered through `utoipa_axum`'s `routes!`, which
+//! takes each path and method from the handler's `#[utoipa::path]`: the OpenAPI document
+//! is built from the very table that routes requests, so it cannot drift from it.
+//!
+//! The store is synchronous; every handler reads and writes it on the blocking pool.
+//! CSV is streamed: a blocking task writes rows into a bounded channel that the response
+//! body drains, so an export of millions of messages holds a few chunks in memory.
 
-use axum::Router;
-use axum::routing::get;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
-use super::Shared;
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{IntoParams, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-/// Routes behind the bearer token.
-pub fn routes() -> Router<Shared> {
-    Router::new()
+use super::{ApiError, Shared};
+use crate::engine::preview::preview;
+use crate::engine::send::{SendError, SendOptions, send};
+use crate::history::export::{MessageView, RunView, iso, messages_csv, runs_csv};
+use crate::history::ledger::{Ledger, LedgerError};
+use crate::history::query::{self, MessageQuery, RunQuery};
+use crate::history::{Message, MessageState, Run, RunId, Trigger};
+use crate::provider::portal::Inbox;
+
+/// Rows a JSON listing returns unless `limit` says otherwise.
+const DEFAULT_LIMIT: usize = 100;
+/// Most rows a JSON listing returns (CSV has no limit: it is streamed).
+const MAX_LIMIT: usize = 10_000;
+/// Bytes per chunk of a streamed CSV body.
+const CHUNK: usize = 64 * 1024;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "crier",
+        description = "Scheduled mass messaging (SMS, email, customer portal): history, control and the portal inbox. Every /api route except /api/openapi.json needs `Authorization: Bearer <server.token>`."
+    ),
+    modifiers(&BearerScheme)
+)]
+struct ApiDoc;
+
+struct BearerScheme;
+
+impl utoipa::Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        // Cargo.toml names no licence; an empty one would be invalid.
+        openapi.info.license = None;
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme(
+                "bearer",
+                SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+            );
+    }
 }
 
-/// Routes open to anyone who can reach the server (health and metrics, no data).
-pub fn open_routes() -> Router<Shared> {
-    Router::new().route("/healthz", get(|| async { "ok" }))
+/// The routes behind the bearer token, with their documentation.
+fn secured() -> OpenApiRouter<Shared> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(list_runs))
+        .routes(routes!(get_run, delete_run))
+        .routes(routes!(run_messages))
+        .routes(routes!(list_messages))
+        .routes(routes!(run_job))
+        .routes(routes!(cancel_run))
+        .routes(routes!(portal_inbox))
+        .routes(routes!(portal_read))
+}
+
+/// The open routes, with their documentation.
+fn open() -> OpenApiRouter<Shared> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(metrics))
+        .routes(routes!(openapi_json))
+}
+
+/// The OpenAPI document of every route the server answers (except the webhooks, which
+/// providers call, not people).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut doc = secured().into_openapi();
+    doc.merge(open().into_openapi());
+    doc
+}
+
+/// Routes behind the bearer token.
+pub fn routes() -> Router {
+    secured().split_for_parts().0
+}
+
+type Router = axum::Router<Shared>;
+
+/// Routes open to anyone who can reach the server (health, metrics, the API's document;
+/// no data).
+pub fn open_routes() -> Router {
+    open().split_for_parts().0
+}
+
+// ---------------------------------------------------------------------------------------
+// Request plumbing.
+
+/// The `{"error": "..."}` body of every refusal.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct ErrorBody {
+    error: String,
+}
+
+fn query_of<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    q.map(|Query(t)| t)
+        .map_err(|e| ApiError::bad_request(e.body_text()))
+}
+
+fn path_of<T>(p: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
+    p.map(|Path(t)| t)
+        .map_err(|e| ApiError::bad_request(e.body_text()))
+}
+
+fn run_id(s: &str) -> Result<RunId, ApiError> {
+    s.parse().map_err(ApiError::bad_request)
+}
+
+fn customer_id(s: &str) -> Result<u64, ApiError> {
+    s.trim()
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("`{s}` is not a customer id (a number)")))
+}
+
+fn ledger_error(e: LedgerError) -> ApiError {
+    match e {
+        LedgerError::NoSuchRun(_) | LedgerError::NoSuchMessage(_) => {
+            ApiError::not_found(e.to_string())
+        }
+        e => ApiError::internal(e),
+    }
+}
+
+/// Runs `f` on the blocking pool (the store is synchronous).
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(ApiError::internal)?
+}
+
+/// The rows of a JSON listing: `limit` checked against [`MAX_LIMIT`].
+fn limit_of(limit: Option<usize>) -> Result<usize, ApiError> {
+    match limit.unwrap_or(DEFAULT_LIMIT) {
+        n @ 1..=MAX_LIMIT => Ok(n),
+        n => Err(ApiError::bad_request(format!(
+            "limit {n} is out of range (1 to {MAX_LIMIT}; use format=csv for everything)"
+        ))),
+    }
+}
+
+/// `json` (default) or `csv`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+enum Format {
+    #[default]
+    Json,
+    Csv,
+}
+
+/// A [`Write`] that hands full chunks to a streamed response body; it fails once the
+/// client has gone, which ends the export.
+struct ChunkWriter {
+    tx: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
+    buf: Vec<u8>,
+}
+
+impl ChunkWriter {
+    fn send(&mut self) -> std::io::Result<()> {
+        let chunk = Bytes::from(std::mem::take(&mut self.buf));
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away"))
+    }
+}
+
+impl Write for ChunkWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHUNK {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        self.send()
+    }
+}
+
+/// A `text/csv` response whose body `write` produces on the blocking pool. An error
+/// part-way aborts the body, so a client never mistakes a cut export for a whole one.
+fn csv_response(
+    filename: &str,
+    write: impl FnOnce(&mut ChunkWriter) -> Result<u64, String> + Send + 'static,
+) -> Response {
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+    tokio::task::spawn_blocking(move || {
+        let mut w = ChunkWriter {
+            tx: tx.clone(),
+            buf: Vec::with_capacity(CHUNK),
+        };
+        match write(&mut w).and_then(|n| w.flush().map(|()| n).map_err(|e| e.to_string())) {
+            Ok(rows) => tracing::debug!(rows, "CSV export done."),
+            Err(e) => {
+                tracing::warn!(error = %e, "CSV export stopped.");
+                let _ = tx.blocking_send(Err(std::io::Error::other(e)));
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (chunk, rx))
+    });
+    (
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{filename}\""),
+            ),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+/// Which messages a listing reads.
+enum Messages {
+    /// A run's, in plan order (`crier history recipients`).
+    OfRun(RunId, Option<MessageState>),
+    /// Across runs, newest first (`crier logs`).
+    Filtered(query::MessageFilter),
+}
+
+impl Messages {
+    fn read<'a>(
+        &'a self,
+        ledger: &'a Ledger<'a>,
+    ) -> Box<dyn Iterator<Item = Result<Message, LedgerError>> + 'a> {
+        match self {
+            Messages::OfRun(id, state) => ledger.messages_of(*id, *state),
+            Messages::Filtered(filter) => query::messages(ledger, filter),
+        }
+    }
+}
+
+/// Messages as a JSON array (at most `limit`) or a streamed CSV.
+async fn messages_response(
+    state: Shared,
+    format: Format,
+    limit: usize,
+    which: Messages,
+) -> Result<Response, ApiError> {
+    match format {
+        Format::Csv => Ok(csv_response("messages.csv", move |w| {
+            let ledger = Ledger::new(state.store.as_ref());
+            messages_csv(&ledger, which.read(&ledger), w).map_err(|e| e.to_string())
+        })),
+        Format::Json => {
+            let views = blocking(move || {
+                let ledger = Ledger::new(state.store.as_ref());
+                which
+                    .read(&ledger)
+                    .take(limit)
+                    .map(|m| m.map(|m| MessageView::from(&m)))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(ledger_error)
+            })
+            .await?;
+            Ok(Json(views).into_response())
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// History.
+
+/// Filters of `GET /api/runs` (the same as `crier history`).
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct RunsParams {
+    /// any (all but removed; the default), new, processing, sent, sent_with_error,
+    /// cancelled, removed.
+    status: Option<String>,
+    /// today, yesterday, last-7-days, last-30-days, this-month, last-month.
+    period: Option<String>,
+    /// Start of a custom range: YYYY-MM-DD or YYYY-MM-DDTHH:MM, local time.
+    from: Option<String>,
+    /// End of a custom range (a date includes that whole day).
+    to: Option<String>,
+    /// Only runs of this job.
+    job: Option<String>,
+    /// json (default) or csv.
+    #[param(inline)]
+    format: Option<Format>,
+    /// Most runs in a JSON answer (default 100, at most 10000).
+    limit: Option<usize>,
+}
+
+/// Runs, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/runs",
+    tag = "history",
+    params(RunsParams),
+    responses(
+        (status = 200, description = "Runs, newest first", content(
+            (Vec<RunView> = "application/json"),
+            (String = "text/csv")
+        )),
+        (status = 400, description = "A filter is malformed", body = ErrorBody),
+        (status = 401, description = "No or wrong bearer token", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+async fn list_runs(
+    State(state): State<Shared>,
+    params: Result<Query<RunsParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let p = query_of(params)?;
+    let filter = RunQuery {
+        status: p.status.as_deref(),
+        period: p.period.as_deref(),
+        from: p.from.as_deref(),
+        to: p.to.as_deref(),
+        job: p.job.as_deref(),
+    }
+    .filter(state.config.tz, Utc::now())
+    .map_err(ApiError::bad_request)?;
+    if p.format == Some(Format::Csv) {
+        return Ok(csv_response("runs.csv", move |w| {
+            let ledger = Ledger::new(state.store.as_ref());
+            runs_csv(query::runs(&ledger, &filter), w).map_err(|e| e.to_string())
+        }));
+    }
+    let limit = limit_of(p.limit)?;
+    let views = blocking(move || {
+        let ledger = Ledger::new(state.store.as_ref());
+        query::runs(&ledger, &filter)
+            .take(limit)
+            .map(|r| r.map(|r| RunView::from(&r)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ledger_error)
+    })
+    .await?;
+    Ok(Json(views).into_response())
+}
+
+/// A run with the message it sent.
+#[derive(Debug, Serialize, ToSchema)]
+struct RunDetail {
+    #[serde(flatten)]
+    run: RunView,
+    /// The template or message text as used.
+    body: String,
+    subject: Option<String>,
+}
+
+/// One run.
+#[utoipa::path(
+    get,
+    path = "/api/runs/{id}",
+    tag = "history",
+    params(("id" = String, Path, description = "Run id")),
+    responses(
+        (status = 200, description = "The run", body = RunDetail),
+        (status = 400, description = "Not a run id", body = ErrorBody),
+        (status = 401, description = "No or wrong bearer token", body = ErrorBody),
+        (status = 404, description = "No such run", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+async fn get_run(
+    State(state): State<Shared>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<RunDetail>, ApiError> {
+    let id = run_id(&path_of(id)?)?;
+    blocking(move || {
+        let run = Ledger::new(state.store.as_ref())
+            .run(id)
+            .map_err(ledger_error)?;
+        Ok(Json(RunDetail {
+            run: RunView::from(&run),
+            body: run.body,
+            subject: run.subject,
+        }))
+    })
+    .await
+}
+
+/// Filters of `GET /api/runs/{id}/messages` (the same as `crier history recipients`).
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct RunMessagesParams {
+    /// queued, sending, sent, delivered, undelivered, failed, expired, unknown, skipped,
+    /// cancelled.
+    state: Option<String>,
+    /// json (default) or csv.
+    #[param(inline)]
+    format: Option<Format>,
+    /// Most messages in a JSON answer (default 100, at most 10000).
+    limit: Option<usize>,
+}
+
+/// A run's messages, in plan order.
+#[utoipa::path(
+    get,
+    path = "/api/runs/{id}/messages",
+    tag = "history",
+    params(("id" = String, Path, description = "Run id"), RunMessagesParams),
+    responses(
+        (status = 200, description = "The run's messages", content(
+            (Vec<MessageView> = "application/json"),
+            (String = "text/csv")
+        )),
+        (status = 400, description = "Not a run id, or a malformed filter", body = ErrorBody),
+        (status = 401, description = "No or wrong bearer token", body = ErrorBody),
+        (status = 404, description = "No such run", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+async fn run_messages(
+    State(state): State<Shared>,
+    id: Result<Path<String>, PathRejection>,
+    params: Result<Query<RunMessagesParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let id = run_id(&path_of(id)?)?;
+    let p = query_of(params)?;
+    let message_state = p
+        .state
+        .as_deref()
+        .map(str::parse::<MessageState>)
+        .transpose()
+        .map_err(ApiError::bad_request)?;
+    let limit = limit_of(p.limit)?;
+    let st = state.clone();
+    blocking(move || {
+        Ledger::new(st.store.as_ref())
+            .run(id)
+            .map(drop)
+            .map_err(ledger_error)
+    })
+    .await?;
+    messages_response(
+        state,
+        p.format.unwrap_or_default(),
+        limit,
+        Messages::OfRun(id, message_state),
+    )
+    .await
+}
+
+/// Filters of `GET /api/messages` (the same as `crier logs`).
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct MessagesParams {
+    /// sms, email or portal.
+    channel: Option<String>,
+    /// queued, sending, sent, delivered, undelivered, failed, expired, unknown, skipped,
+    /// cancelled.
+    state: Option<String>,
+    /// message or test.
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    /// today, yesterday, last-7-days, last-30-days, this-month, last-month.
+    period: Option<String>,
+    /// Start of a custom range: YYYY-MM-DD or YYYY-MM-DDTHH:MM, local time.
+    from: Option<String>,
+    /// End of a custom range (a date includes that whole day).
+    to: Option<String>,
+    /// A phone number in any local form (compared in E.164), or an email address.
+    phone: Option<String>,
+    /// A recipient id (`lead:ID` for a lead).
+    recipient: Option<String>,
+    /// Only messages of this run.
+    run: Option<String>,
+    /// json (default) or csv.
+    #[param(inline)]
+    format: Option<Format>,
+    /// Most messages in a JSON answer (default 100, at most 10000).
+    limit: Option<usize>,
+}
+
+/// Messages across runs, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/messages",
+    tag = "history",
+    params(MessagesParams),
+    responses(
+        (status = 200, description = "Messages, newest first", content(
+            (Vec<MessageView> = "application/json"),
+            (String = "text/csv")
+        )),
+        (status = 400, description = "A filter is malformed", body = ErrorBody),
+        (status = 401, description = "No or wrong bearer token", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+async fn list_messages(
+    State(state): State<Shared>,
+    params: Result<Query<MessagesParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let p = query_of(params)?;
+    let config = &state.config;
+    let filter = MessageQuery {
+        channel: p.channel.as_deref(),
+        state: p.state.as_deref(),
+        kind: p.kind.as_deref(),
+        period: p.period.as_deref(),
+        from: p.from.as_deref(),
+        to: p.to.as_deref(),
+        phone: p.phone.as_deref(),
+        recipient: p.recipient.as_deref(),
+        run: p.run.as_deref(),
+    }
+    .filter(config.tz, config.region, &config.default_region, Utc::now())
+    .map_err(ApiError::bad_request)?;
+    let limit = limit_of(p.limit)?;
+    messages_response(
+        state.clone(),
+        p.format.unwrap_or_default(),
+        limit,
+        Messages::Filtered(filter),
+    )
+    .await
+}
+
+// ---------------------------------------------------------------------------------------
+// Control.
+
+/// Options of `POST /api/jobs/{name}/run`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct RunJobParams {
+    /// Plan without sending and answer with the preview counts.
+    dry_run: Option<bool>,
+}
+
+/// A run that has started.
+#[derive(Debug, Serialize, ToSchema)]
+struct Started {
+    run_id: String,
+    job: String,
+    /// Where to follow it.
+    url: String,
+}
+
+/// What a run would do (`dry_run=true`).
+#[derive(Debug, Serialize, ToSchema)]
+struct DryRun {
+    job: String,
+    dry_run: bool,
+    /// Each channel with the provider that would carry it.
+    channels: Vec<ChannelProvider>,
+    recipients: u64,
+    to_send: u64,
+    /// Messages that would be skipped, by reason.
+    skipped: BTreeMap<String, u64>,
+    /// SMS parts of the messages to send.
+    sms_parts: u64,
+    /// SMS messages to send by encoding.
+    sms_encodings: BTreeMap<String, u64>,
+    /// Source rows that could not be read.
+    unreadable: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct ChannelProvider {
+    channel: String,
+    provider: String,
+}
+
+/// The job file `jobs_dir/<name>.yaml` (or `.yml`); names are plain file stems.
+fn job_file(dir: &std::path::Path, name: &str) -> Result<PathBuf, ApiError> {
+    let plain = !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !plain {
+        return Err(ApiError::bad_request(format!(
+            "`{name}` is not a job name (letters, digits, `-`, `_` and `.`)"
+        )));
+    }
+    ["yaml", "yml"]
+        .iter()
+        .map(|ext| dir.join(format!("{name}.{ext}")))
+        .find(|p| p.is_file())
+        .ok_or_else(|| ApiError::not_found(format!("no job `{name}` in the jobs directory")))
+}
+
+/// Runs a job now (or previews it with `dry_run=true`).
+#[utoipa::path(
+    post,
+    path = "/api/jobs/{name}/run",
+    tag = "control",
+    params(("name" = String, Path, description = "Job name: the file jobs/<name>.yaml"), RunJobParams),
+    responses(
+        (status = 202, description = "The run exists and is sending", body = Started),
+        (status = 200, description = "Dry run: what the run would do", body = DryRun),
+        (status = 400, description = "Malformed name or option", body = ErrorBody),
+        (status = 401, description = "No or wrong bearer token", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 422, description = "The job is invalid or cannot be sent (e.g. an unknown provider)", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+async fn run_job(
+    State(state): State<Shared>,
+    name: Result<Path<String>, PathRejection>,
+    params: Result<Query<RunJobParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let name = path_of(name)?;
+    let dry_run = query_of(params)?.dry_run.unwrap_or(false);
+    let file = job_file(&state.jobs_dir, &name)?;
+    let st = state.clone();
+    let job = blocking(move || {
+        crate::job::load(&file, &st.config, &crate::config::env::from_process)
+            .map_err(|d| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, d.to_string()))
+    })
+    .await?;
+
+    if dry_run {
+        let st = state.clone();
+        let p = blocking(move || {
+            preview(&st.config, &job, st.store.as_ref(), 0, None).map_err(send_error)
+        })
+        .await?;
+        let owned = |m: BTreeMap<&'static str, u64>| {
+            m.into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect::<BTreeMap<_, _>>()
+        };
+        return Ok(Json(DryRun {
+            job: name,
+            dry_run: true,
+            channels: p
+                .channels
+                .into_iter()
+                .map(|(c, provider)| ChannelProvider {
+                    channel: c.to_string(),
+                    provider,
+                })
+                .collect(),
+            recipients: p.recipients,
+            to_send: p.to_send,
+            skipped: owned(p.skipped),
+            sms_parts: p.parts,
+            sms_encodings: owned(p.by_encoding),
+            unreadable: p.unreadable.len() as u64,
+        })
+        .into_response());
+    }
+
+    let (tx, rx) = tokio::sync::oneshot::channel::<RunId>();
+    let tx = Mutex::new(Some(tx));
+    let options = SendOptions {
+        trigger: Some(Trigger::Api),
+        on_run: Some(Arc::new(move |run: &Run| {
+            if let Some(tx) = tx.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                let _ = tx.send(run.id);
+            }
+        })),
+        ..SendOptions::default()
+    };
+    let st = state.clone();
+    let task = tokio::task::spawn_blocking(move || {
+        let result = send(&job, &st.config, st.store.as_ref(), &options);
+        match &result {
+            Ok(summary) => {
+                st.metrics
+                    .send_retries
+                    .fetch_add(summary.retries, std::sync::atomic::Ordering::Relaxed);
+            }
+            Err(e) => {
+                tracing::error!(job = %job.name, error = %e, "Run started through the API failed.")
+            }
+        }
+        result
+    });
+    match rx.await {
+        Ok(id) => {
+            state
+                .metrics
+                .api_runs_started
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(job = %name, run = %id, "Run started through the API.");
+            let url = format!("/api/runs/{id}");
+            Ok((
+                StatusCode::ACCEPTED,
+                [(header::LOCATION, url.clone())],
+                Json(Started {
+                    run_id: id.to_string(),
+                    job: name,
+                    url,
+                }),
+            )
+                .into_response())
+        }
+        // The run never came to exist: say why.
+        Err(_) => match task.await {
+            Ok(Err(e)) => Err(send_error(e)),
+            Ok(Ok(_)) => Err(ApiError::internal("the run ended without being recorded")),
+            Err(e) => Err(ApiError::internal(e)),
+        },
+    }
+}
+
+fn send_error(e: SendError) -> ApiError {
+    match e {
+        SendError::Ledger(_) | SendError::Store(_) | SendError::Runtime(_) => ApiError::internal(e),
+        e => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+    }
+}
+
+/// The result of a cancel.
+#[derive(Debug, Serialize, ToSchema)]
+struct Cancelled {
+    run: RunView,
+    /// Queued messages that will now never be sent.
+    cancelled_messages: u64,
+}
+
+/// Cancels a run: every message still queued is cancelled.
+#[utoipa::path(
+    post,
+    path = "/api/runs/{id}/cancel",
+    tag = "control",
+    params(("id" = String, Path, description = "Run id")),
+    responses(
+        (status = 200, description = "Cancelled", body = Cancelled),
+        (status = 400, description = "Not a run id", body = ErrorBody),
+        (status = 401, description = "No or wrong bearer token", body = ErrorBody),
+        (status = 404, description = "No such run", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+async fn cancel_run(
+    State(state): State<Shared>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<Cancelled>, ApiError> {
+    let id = run_id(&path_of(id)?)?;
+    blocking(move || {
+        let ledger = Ledger::new(state.store.as_ref());
+        ledger.run(id).map_err(ledger_error)?;
+        let n = ledger.cancel(id).map_err(ledger_error)?;
+        ledger.flush().map_err(ledger_error)?;
+        let run = ledger.run(id).map_err(ledger_error)?;
+        tracing::info!(run = %id, cancelled = n, "Run cancelled through the API.");
+        Ok(Json(Cancelled {
+            run: RunView::from(&run),
+            cancelled_messages: n,
+        }))
+    })
+    .await
+}
+
+/// Removes a run: hidden from listings (status `removed`), kept for audit.
+#[utoipa::path(
+    delete,
+    path = "/api/runs/{id}",
+    tag = "control",
+    params(("id" = String, Path, description = "Run id")),
+    responses(
+        (status = 200, description = "Removed", body = RunView),
+        (status = 400, description = "Not a run id", body = ErrorBody),
+        (status = 401, description = "No or wrong bearer token", body = ErrorBody),
+        (status = 404, description = "No such run", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+async fn delete_run(
+    State(state): State<Shared>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<RunView>, ApiError> {
+    let id = run_id(&path_of(id)?)?;
+    blocking(move || {
+        let ledger = Ledger::new(state.store.as_ref());
+        ledger.run(id).map_err(ledger_error)?;
+        let run = ledger.remove(id).map_err(ledger_error)?;
+        ledger.flush().map_err(ledger_error)?;
+        tracing::info!(run = %id, "Run removed through the API.");
+        Ok(Json(RunView::from(&run)))
+    })
+    .await
+}
+
+// ---------------------------------------------------------------------------------------
+// The customer-portal inbox.
+
+/// One message of a customer's portal inbox.
+#[derive(Debug, Serialize, ToSchema)]
+struct PortalMessage {
+    /// crier's message id.
+    id: String,
+    title: Option<String>,
+    body: String,
+    created_at: String,
+    /// When the customer read it; `null` while unread.
+    read_at: Option<String>,
+}
+
+/// A customer's portal inbox.
+#[derive(Debug, Serialize, ToSchema)]
+struct PortalInbox {
+    customer_id: u64,
+    unread: u64,
+    /// Oldest first.
+    messages: Vec<PortalMessage>,
+}
+
+/// A customer's portal inbox, oldest first.
+#[utoipa::path(
+    get,
+    path = "/api/portal/{customer_id}/messages",
+    tag = "portal",
+    params(("customer_id" = u64, Path, description = "Customer id")),
+    responses(
+        (status = 200, description = "The inbox (empty for a customer with no messages)", body = PortalInbox),
+        (status = 400, description = "Not a customer id", body = ErrorBody),
+        (status = 401, description = "No or wrong bearer token", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+async fn portal_inbox(
+    State(state): State<Shared>,
+    customer: Result<Path<String>, PathRejection>,
+) -> Result<Json<PortalInbox>, ApiError> {
+    let customer = customer_id(&path_of(customer)?)?;
+    blocking(move || {
+        let items = Inbox::new(state.store.inbox())
+            .list(customer)
+            .map_err(ApiError::internal)?;
+        Ok(Json(PortalInbox {
+            customer_id: customer,
+            unread: items.iter().filter(|i| i.read_at.is_none()).count() as u64,
+            messages: items
+                .into_iter()
+                .map(|i| PortalMessage {
+                    id: i.id,
+                    title: i.title,
+                    body: i.body,
+                    created_at: iso(i.created_at),
+                    read_at: i.read_at.map(iso),
+                })
+                .collect(),
+        }))
+    })
+    .await
+}
+
+/// A message marked read.
+#[derive(Debug, Serialize, ToSchema)]
+struct MarkedRead {
+    id: String,
+    read_at: String,
+}
+
+/// Marks a portal message read (reading twice keeps the first time).
+#[utoipa::path(
+    post,
+    path = "/api/portal/{customer_id}/messages/{message_id}/read",
+    tag = "portal",
+    params(
+        ("customer_id" = u64, Path, description = "Customer id"),
+        ("message_id" = String, Path, description = "Message id (RUN-SEQ)"),
+    ),
+    responses(
+        (status = 200, description = "Read", body = MarkedRead),
+        (status = 400, description = "Not a customer id", body = ErrorBody),
+        (status = 401, description = "No or wrong bearer token", body = ErrorBody),
+        (status = 404, description = "The customer has no such message", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+async fn portal_read(
+    State(state): State<Shared>,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Json<MarkedRead>, ApiError> {
+    let (customer, message) = path_of(path)?;
+    let customer = customer_id(&customer)?;
+    blocking(move || {
+        let inbox = Inbox::new(state.store.inbox());
+        if !inbox
+            .mark_read(customer, &message, Utc::now().timestamp_millis())
+            .map_err(ApiError::internal)?
+        {
+            return Err(ApiError::not_found(format!(
+                "customer {customer} has no message {message} in the portal inbox"
+            )));
+        }
+        state.store.flush().map_err(ApiError::internal)?;
+        let read_at = inbox
+            .list(customer)
+            .map_err(ApiError::internal)?
+            .into_iter()
+            .find(|i| i.id == message)
+            .and_then(|i| i.read_at)
+            .unwrap_or_default();
+        Ok(Json(MarkedRead {
+            id: message,
+            read_at: iso(read_at),
+        }))
+    })
+    .await
+}
+
+// ---------------------------------------------------------------------------------------
+// Open routes.
+
+/// Health of the server's parts.
+#[derive(Debug, Serialize, ToSchema)]
+struct Health {
+    /// `ok` when every part is.
+    status: String,
+    /// `ok`, or why the store cannot be read.
+    store: String,
+    /// There is no scheduler in `crier serve` yet: always `not running`.
+    scheduler: String,
+}
+
+/// Is the server well? 200 when the store answers, else 503.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Healthy", body = Health),
+        (status = 503, description = "The store cannot be read", body = Health),
+    )
+)]
+async fn healthz(State(state): State<Shared>) -> Response {
+    let store = blocking(move || {
+        state
+            .store
+            .history()
+            .get(b"healthz")
+            .map(drop)
+            .map_err(ApiError::internal)
+    })
+    .await;
+    let (code, status, store) = match store {
+        Ok(()) => (StatusCode::OK, "ok", "ok".to_string()),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.message),
+    };
+    (
+        code,
+        Json(Health {
+            status: status.into(),
+            store,
+            scheduler: "not running".into(),
+        }),
+    )
+        .into_response()
+}
+
+/// Prometheus metrics (text format).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain"))
+)]
+async fn metrics(State(state): State<Shared>) -> Result<Response, ApiError> {
+    let text = blocking(move || {
+        let ledger = Ledger::new(state.store.as_ref());
+        super::metrics::render(&state.metrics, &ledger).map_err(ledger_error)
+    })
+    .await?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}
+
+/// This document.
+#[utoipa::path(
+    get,
+    path = "/api/openapi.json",
+    tag = "operations",
+    responses((status = 200, description = "The OpenAPI 3.1 document of this API"))
+)]
+async fn openapi_json() -> Response {
+    static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let doc = DOC.get_or_init(|| openapi().to_json().unwrap_or_default());
+    ([(header::CONTENT_TYPE, "application/json")], doc.clone()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_names_are_plain_file_stems_in_the_jobs_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("welcome.yaml"), "x").unwrap();
+        std::fs::write(dir.path().join("old.yml"), "x").unwrap();
+        assert_eq!(
+            job_file(dir.path(), "welcome").unwrap(),
+            dir.path().join("welcome.yaml")
+        );
+        assert_eq!(
+            job_file(dir.path(), "old").unwrap(),
+            dir.path().join("old.yml")
+        );
+        for bad in ["", "../welcome", ".hidden", "a/b", "a b", "wel\\come"] {
+            let e = job_file(dir.path(), bad).unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST, "{bad}");
+        }
+        assert_eq!(
+            job_file(dir.path(), "missing").unwrap_err().status,
+            StatusCode::NOT_FOUND
+        );
+    }
+
+    #[test]
+    fn json_listings_are_capped() {
+        assert_eq!(limit_of(None).unwrap(), DEFAULT_LIMIT);
+        assert_eq!(limit_of(Some(MAX_LIMIT)).unwrap(), MAX_LIMIT);
+        assert!(limit_of(Some(0)).is_err());
+        assert!(limit_of(Some(MAX_LIMIT + 1)).is_err());
+    }
 }

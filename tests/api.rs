@@ -1,0 +1,1043 @@
+//! The HTTP API end to end: the real `crier serve` binary on a loopback port, real HTTP
+//! requests, and the CLI's answers for the same data to compare with. The store is one
+//! process's at a time, so every CLI command runs before the server starts or after it
+//! stops.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration as StdDuration, Instant};
+
+use chrono::{Duration, Utc};
+use common::Project;
+use crier::history::ledger::{Change, Ledger, NewMessage, NewRun};
+use crier::history::{MessageState, MessageType, RunId, Trigger};
+use crier::job::Channel;
+use crier::recipients::RecipientKind;
+use crier::store::{StoreConfig, open};
+
+const TOKEN: &str = "s3cret-api-token-0123456789";
+const ENV: &[(&str, &str)] = &[("CRIER_API_TOKEN", TOKEN)];
+/// Messages of the bulk run: enough that a CSV export spans many 64 KB chunks.
+const BULK: u64 = 3000;
+
+struct Fixture {
+    project: Project,
+    /// Sent with an error (1 sent, 1 failed, 1 test sent, 1 skipped), 5 minutes ago.
+    reminder: RunId,
+    /// One email, sent, 3 days ago.
+    welcome: RunId,
+    /// Five queued SMS, a minute ago.
+    maintenance: RunId,
+    /// Cancelled, 40 days ago.
+    old: RunId,
+}
+
+fn message(id: u64, address: &str, channel: Channel, kind: MessageType) -> NewMessage {
+    NewMessage {
+        recipient_kind: RecipientKind::Customer,
+        recipient_id: id,
+        address: address.into(),
+        channel,
+        provider: "bulksms".into(),
+        kind,
+        subject: None,
+        body: "Hi Zoë, \"R 1,250.00\" is overdue;\nplease pay 🙏".into(),
+        encoding: Some("ucs2".into()),
+        parts: 2,
+        state: MessageState::Queued,
+        reason: None,
+    }
+}
+
+/// A project with people, two jobs, and a ledger of runs written through the library.
+fn fixture() -> Fixture {
+    let project = Project::new();
+    project.write(
+        "crier.yaml",
+        "timezone: Africa/Johannesburg\nserver:\n  token: ${CRIER_API_TOKEN}\n",
+    );
+    project.write(
+        "people.csv",
+        "id,name,status,phone,email,login\n\
+         1,Ann,active,082 123 4567,ann@example.com,ann\n\
+         2,Ben,active,083 123 4567,,ben\n\
+         3,Bad Phone,active,12345,bad@example.com,bad\n",
+    );
+    project.write(
+        "jobs/sms.yaml",
+        "send_to: sms\nmessage: \"Hi {{ customer.name }}\"\nrecipients: {}\n",
+    );
+    project.write(
+        "jobs/notice.yaml",
+        "send_to: portal\nsubject: \"Maintenance tonight\"\nmessage: \"Hi {{ customer.name }}, the network is down 01:00-03:00.\"\nrecipients: {}\n",
+    );
+    project.write("jobs/broken.yaml", "send_to: fax\nmessage: hi\n");
+    let import = project.crier_env(&["import", "people.csv"], ENV);
+    assert_eq!(import.code, 0, "{}", import.stderr);
+
+    let store = open(&StoreConfig {
+        path: project.path().join("data/store"),
+        cache_bytes: 8 << 20,
+        backend: crier::store::Backend::Sled,
+    })
+    .unwrap();
+    let ledger = Ledger::new(store.as_ref());
+    let now = Utc::now();
+    let run = |job: &str, at: chrono::DateTime<Utc>, channel: Channel| {
+        ledger
+            .create_run_with_id(
+                RunId::new(),
+                NewRun {
+                    job: job.into(),
+                    trigger: Trigger::Schedule {
+                        at: at.timestamp_millis(),
+                    },
+                    channels: vec![channel],
+                    provider: "bulksms".into(),
+                    body: "Hi {{ customer.name }}".into(),
+                    subject: None,
+                },
+                at.timestamp_millis(),
+            )
+            .unwrap()
+            .id
+    };
+    let old = run("payment-reminder", now - Duration::days(40), Channel::Sms);
+    let welcome = run("welcome-email", now - Duration::days(3), Channel::Email);
+    let bulk = run("bulk", now - Duration::days(2), Channel::Sms);
+    let reminder = run("payment-reminder", now - Duration::minutes(5), Channel::Sms);
+    let maintenance = run("maintenance", now - Duration::minutes(1), Channel::Sms);
+    let plan = |run: RunId, msgs: Vec<NewMessage>, at: chrono::DateTime<Utc>| {
+        ledger.plan_at(run, msgs, at.timestamp_millis()).unwrap()
+    };
+
+    let ids = plan(
+        reminder,
+        vec![
+            message(1, "+27821234567", Channel::Sms, MessageType::Message),
+            message(2, "+27831234567", Channel::Sms, MessageType::Message),
+            message(3, "+27841234567", Channel::Sms, MessageType::Test),
+        ],
+        now - Duration::minutes(5),
+    );
+    let mut skipped = message(4, "12345", Channel::Sms, MessageType::Message);
+    skipped.state = MessageState::Skipped;
+    skipped.reason = Some("invalid_phone".into());
+    plan(reminder, vec![skipped], now - Duration::minutes(5));
+    ledger.finish_planning(reminder).unwrap();
+    let sending: Vec<Change> = ids
+        .iter()
+        .map(|id| Change::to(*id, MessageState::Sending))
+        .collect();
+    ledger.transition(&sending).unwrap();
+    let mut ok = Change::to(ids[0], MessageState::Sent);
+    ok.provider_message_id = Some("bulk-1".into());
+    let mut bad = Change::to(ids[1], MessageState::Failed);
+    bad.error = Some(("403".into(), "Insufficient Credits".into()));
+    ledger
+        .transition(&[ok, bad, Change::to(ids[2], MessageState::Sent)])
+        .unwrap();
+
+    let w = plan(
+        welcome,
+        vec![message(
+            5,
+            "ann@example.com",
+            Channel::Email,
+            MessageType::Message,
+        )],
+        now - Duration::days(3),
+    );
+    ledger.finish_planning(welcome).unwrap();
+    ledger
+        .transition(&[Change::to(w[0], MessageState::Sending)])
+        .unwrap();
+    ledger
+        .transition(&[Change::to(w[0], MessageState::Sent)])
+        .unwrap();
+
+    let b = plan(
+        bulk,
+        (0..BULK)
+            .map(|i| {
+                message(
+                    100 + i,
+                    &format!("+2772{:07}", i),
+                    Channel::Sms,
+                    MessageType::Message,
+                )
+            })
+            .collect(),
+        now - Duration::days(2),
+    );
+    ledger.finish_planning(bulk).unwrap();
+    ledger
+        .transition(
+            &b.iter()
+                .map(|id| Change::to(*id, MessageState::Sending))
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+    ledger
+        .transition(
+            &b.iter()
+                .map(|id| Change::to(*id, MessageState::Sent))
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+
+    plan(
+        maintenance,
+        (10..15)
+            .map(|i| {
+                message(
+                    i,
+                    &format!("+2721555{i:04}"),
+                    Channel::Sms,
+                    MessageType::Message,
+                )
+            })
+            .collect(),
+        now - Duration::minutes(1),
+    );
+    plan(
+        old,
+        vec![message(
+            1,
+            "+27821234567",
+            Channel::Sms,
+            MessageType::Message,
+        )],
+        now - Duration::days(40),
+    );
+    ledger.finish_planning(old).unwrap();
+    ledger.cancel(old).unwrap();
+    ledger.flush().unwrap();
+    drop(store);
+    Fixture {
+        project,
+        reminder,
+        welcome,
+        maintenance,
+        old,
+    }
+}
+
+/// A running `crier serve`.
+struct Server {
+    child: Child,
+    base: String,
+    stderr: Arc<Mutex<String>>,
+    rt: tokio::runtime::Runtime,
+    client: reqwest::Client,
+}
+
+struct Answer {
+    status: u16,
+    content_type: String,
+    location: Option<String>,
+    body: String,
+}
+
+impl Answer {
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+impl Server {
+    fn start(p: &Project) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_crier"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--jobs", "jobs"])
+            .current_dir(p.path())
+            .env("RUST_LOG", "crier=debug")
+            .env("NO_COLOR", "1")
+            .env("CRIER_API_TOKEN", TOKEN)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start crier serve");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut err = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+        let base = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| {
+                panic!(
+                    "unexpected first line {line:?}; stderr: {}",
+                    stderr.lock().unwrap()
+                )
+            })
+            .to_string();
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Server {
+            child,
+            base,
+            stderr,
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
+            client: reqwest::Client::builder()
+                .timeout(StdDuration::from_secs(60))
+                .build()
+                .unwrap(),
+        }
+    }
+
+    fn request(&self, method: &str, path: &str, token: Option<&str>) -> Answer {
+        let url = format!("{}{path}", self.base);
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = self.client.request(method, &url);
+        if let Some(t) = token {
+            req = req.header("Authorization", format!("Bearer {t}"));
+        }
+        self.rt.block_on(async {
+            let resp = req.send().await.unwrap_or_else(|e| panic!("{url}: {e}"));
+            let header = |name: &str| {
+                resp.headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(String::from)
+            };
+            let content_type = header("content-type").unwrap_or_default();
+            let location = header("location");
+            let status = resp.status().as_u16();
+            let body = resp.text().await.unwrap();
+            Answer {
+                status,
+                content_type,
+                location,
+                body,
+            }
+        })
+    }
+
+    fn get(&self, path: &str) -> Answer {
+        self.request("GET", path, Some(TOKEN))
+    }
+
+    fn post(&self, path: &str) -> Answer {
+        self.request("POST", path, Some(TOKEN))
+    }
+
+    /// SIGTERM, then the exit: the server finishes and flushes the store.
+    fn stop(mut self) -> String {
+        let pid = self.child.id().to_string();
+        let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(killed.success());
+        let deadline = Instant::now() + StdDuration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "crier serve exited with {status}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "crier serve did not stop");
+            std::thread::sleep(StdDuration::from_millis(50));
+        }
+        // Let the reader thread take the last lines.
+        std::thread::sleep(StdDuration::from_millis(100));
+        let log = self.stderr.lock().unwrap().clone();
+        assert!(!log.contains(TOKEN), "the token is in the log:\n{log}");
+        log
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn ids(v: &serde_json::Value) -> Vec<String> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not an array: {v}"))
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn cli_json(p: &Project, args: &[&str]) -> serde_json::Value {
+    let out = p.crier_env(args, ENV);
+    assert_eq!(out.code, 0, "{args:?}: {}", out.stderr);
+    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}: {}", out.stdout))
+}
+
+fn csv_rows(text: &str) -> Vec<csv::StringRecord> {
+    csv::Reader::from_reader(text.as_bytes())
+        .records()
+        .map(Result::unwrap)
+        .collect()
+}
+
+#[test]
+fn refuses_requests_without_the_right_token() {
+    let f = fixture();
+    let server = Server::start(&f.project);
+    let routes = [
+        ("GET", "/api/runs".to_string()),
+        ("GET", format!("/api/runs/{}", f.reminder)),
+        ("GET", format!("/api/runs/{}/messages", f.reminder)),
+        ("GET", "/api/messages?format=csv".to_string()),
+        ("POST", "/api/jobs/sms/run".to_string()),
+        ("POST", format!("/api/runs/{}/cancel", f.maintenance)),
+        ("DELETE", format!("/api/runs/{}", f.reminder)),
+        ("GET", "/api/portal/2/messages".to_string()),
+        ("POST", "/api/portal/2/messages/x/read".to_string()),
+    ];
+    let wrong = format!("{}x", &TOKEN[..TOKEN.len() - 1]);
+    for (method, path) in &routes {
+        for token in [None, Some(wrong.as_str()), Some(""), Some(&TOKEN[..10])] {
+            let a = server.request(method, path, token);
+            assert_eq!(a.status, 401, "{method} {path} with {token:?}: {}", a.body);
+            // No detail: the same body whatever was wrong.
+            assert_eq!(a.json(), serde_json::json!({"error": "unauthorized"}));
+        }
+    }
+    // Another scheme carrying the right token is still refused.
+    let basic = server.rt.block_on(async {
+        server
+            .client
+            .get(format!("{}/api/runs", server.base))
+            .header("Authorization", format!("Basic {TOKEN}"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    });
+    assert_eq!(basic, 401);
+    // The right token passes; nothing was changed by the refused requests.
+    let runs = server.get("/api/runs?limit=100");
+    assert_eq!(runs.status, 200, "{}", runs.body);
+    assert!(
+        runs.json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["status"] != "removed")
+    );
+    assert_eq!(
+        server.get(&format!("/api/runs/{}", f.maintenance)).json()["status"],
+        "processing"
+    );
+    // Health, metrics and the API's document are open.
+    for path in ["/healthz", "/metrics", "/api/openapi.json"] {
+        assert_eq!(server.request("GET", path, None).status, 200, "{path}");
+    }
+    server.stop();
+}
+
+#[test]
+fn every_filter_answers_what_the_cli_answers() {
+    let f = fixture();
+    let p = &f.project;
+    let from = (Utc::now() - Duration::days(60))
+        .format("%Y-%m-%d")
+        .to_string();
+    let to = (Utc::now() - Duration::days(20))
+        .format("%Y-%m-%d")
+        .to_string();
+    let run = f.reminder.to_string();
+    // (API query, CLI arguments, how many the fixture holds: so no case is vacuous)
+    let message_cases: Vec<(String, Vec<&str>, usize)> = vec![
+        ("".into(), vec![], 100),
+        ("channel=email".into(), vec!["--channel", "email"], 1),
+        (
+            "channel=sms&state=failed".into(),
+            vec!["--channel", "sms", "--state", "failed"],
+            1,
+        ),
+        ("state=queued".into(), vec!["--state", "queued"], 5),
+        ("state=cancelled".into(), vec!["--state", "cancelled"], 1),
+        ("type=test".into(), vec!["--type", "test"], 1),
+        (
+            "type=message&period=today".into(),
+            vec!["--type", "message", "--period", "today"],
+            8,
+        ),
+        (
+            "period=last-7-days&state=sent".into(),
+            vec!["--period", "last-7-days", "--state", "sent"],
+            100,
+        ),
+        ("period=yesterday".into(), vec!["--period", "yesterday"], 0),
+        (
+            format!("from={from}&to={to}"),
+            vec!["--from", &from, "--to", &to],
+            1,
+        ),
+        // Any local form of the number finds the E.164 address.
+        (
+            "phone=082%20123%204567".into(),
+            vec!["--phone", "082 123 4567"],
+            2,
+        ),
+        (
+            "phone=ann@example.com".into(),
+            vec!["--phone", "ann@example.com"],
+            1,
+        ),
+        ("recipient=1".into(), vec!["--recipient", "1"], 2),
+        ("recipient=lead:1".into(), vec!["--recipient", "lead:1"], 0),
+        (
+            "recipient=customer:12&state=queued".into(),
+            vec!["--recipient", "customer:12", "--state", "queued"],
+            1,
+        ),
+        (format!("run={run}"), vec!["--run", &run], 4),
+        (
+            format!("run={run}&state=skipped"),
+            vec!["--run", &run, "--state", "skipped"],
+            1,
+        ),
+    ];
+    let run_cases: Vec<(String, Vec<&str>, usize)> = vec![
+        ("".into(), vec![], 5),
+        (
+            "status=sent_with_error".into(),
+            vec!["--status", "sent_with_error"],
+            1,
+        ),
+        (
+            "status=processing".into(),
+            vec!["--status", "processing"],
+            1,
+        ),
+        ("status=cancelled".into(), vec!["--status", "cancelled"], 1),
+        (
+            "status=sent&period=last-7-days".into(),
+            vec!["--status", "sent", "--period", "last-7-days"],
+            2,
+        ),
+        ("period=today".into(), vec!["--period", "today"], 2),
+        (
+            "job=payment-reminder".into(),
+            vec!["--job", "payment-reminder"],
+            2,
+        ),
+        (
+            "job=payment-reminder&period=last-30-days".into(),
+            vec!["--job", "payment-reminder", "--period", "last-30-days"],
+            1,
+        ),
+        (
+            format!("from={from}&to={to}"),
+            vec!["--from", &from, "--to", &to],
+            1,
+        ),
+    ];
+    // The CLI first: the server will hold the store.
+    let cli_messages: Vec<Vec<String>> = message_cases
+        .iter()
+        .map(|(_, args, _)| {
+            let mut a = vec!["logs", "--format", "json", "--limit", "100"];
+            a.extend(args);
+            ids(&cli_json(p, &a))
+        })
+        .collect();
+    let cli_runs: Vec<serde_json::Value> = run_cases
+        .iter()
+        .map(|(_, args, _)| {
+            let mut a = vec!["history", "--format", "json"];
+            a.extend(args);
+            cli_json(p, &a)
+        })
+        .collect();
+    let cli_run_messages = ids(&cli_json(
+        p,
+        &["history", "recipients", &run, "--format", "json"],
+    ));
+    let cli_run_failed = ids(&cli_json(
+        p,
+        &[
+            "history",
+            "recipients",
+            &run,
+            "--state",
+            "failed",
+            "--format",
+            "json",
+        ],
+    ));
+
+    let server = Server::start(p);
+    for ((query, _, expected), cli) in message_cases.iter().zip(&cli_messages) {
+        let a = server.get(&format!("/api/messages?limit=100&{query}"));
+        assert_eq!(a.status, 200, "{query}: {}", a.body);
+        assert!(a.content_type.starts_with("application/json"));
+        let api = ids(&a.json());
+        assert_eq!(&api, cli, "/api/messages?{query}");
+        assert_eq!(api.len(), *expected, "/api/messages?{query}");
+    }
+    for ((query, _, expected), cli) in run_cases.iter().zip(&cli_runs) {
+        let a = server.get(&format!("/api/runs?{query}"));
+        assert_eq!(a.status, 200, "{query}: {}", a.body);
+        // The whole record, not just the ids: the same view type prints both.
+        assert_eq!(&a.json(), cli, "/api/runs?{query}");
+        assert_eq!(ids(cli).len(), *expected, "/api/runs?{query}");
+    }
+    assert_eq!(
+        ids(&server.get("/api/runs?status=cancelled").json()),
+        vec![f.old.to_string()]
+    );
+    let all = server.get(&format!("/api/runs/{run}/messages"));
+    assert_eq!(ids(&all.json()), cli_run_messages);
+    let failed = server
+        .get(&format!("/api/runs/{run}/messages?state=failed"))
+        .json();
+    assert_eq!(ids(&failed), cli_run_failed);
+    assert_eq!(failed[0]["error_text"], "Insufficient Credits");
+
+    let one = server.get(&format!("/api/runs/{run}"));
+    assert_eq!(one.status, 200);
+    let one = one.json();
+    assert_eq!(one["status"], "sent_with_error");
+    assert_eq!(one["counters"]["failed"], 1);
+    assert_eq!(one["body"], "Hi {{ customer.name }}");
+    assert_eq!(one["trigger"], "schedule");
+
+    // limit caps a JSON answer.
+    assert_eq!(ids(&server.get("/api/messages?limit=7").json()).len(), 7);
+    assert_eq!(ids(&server.get("/api/messages").json()).len(), 100);
+    let missing = server.get(&format!("/api/runs/{}", RunId::new()));
+    assert_eq!(missing.status, 404);
+    assert!(missing.json()["error"].as_str().unwrap().contains("no run"));
+    server.stop();
+}
+
+#[test]
+fn csv_exports_stream_the_rows_the_cli_writes() {
+    let f = fixture();
+    let p = &f.project;
+    let run = f.reminder.to_string();
+    let cli_all = p.crier_env(&["logs", "--format", "csv"], ENV).stdout;
+    let cli_failed = p
+        .crier_env(&["logs", "--state", "failed", "--format", "csv"], ENV)
+        .stdout;
+    let cli_run = p
+        .crier_env(&["history", "recipients", &run, "--format", "csv"], ENV)
+        .stdout;
+    let cli_runs = p
+        .crier_env(&["history", "--status", "any", "--format", "csv"], ENV)
+        .stdout;
+    // Every message of the fixture, in many 64 KB chunks.
+    assert_eq!(csv_rows(&cli_all).len() as u64, BULK + 11);
+    assert!(cli_all.len() > 4 * 64 * 1024, "{}", cli_all.len());
+
+    let server = Server::start(p);
+    let all = server.get("/api/messages?format=csv");
+    assert_eq!(all.status, 200);
+    assert!(
+        all.content_type.starts_with("text/csv"),
+        "{}",
+        all.content_type
+    );
+    assert_eq!(all.body, cli_all);
+    let failed = server.get("/api/messages?state=failed&format=csv");
+    assert_eq!(failed.body, cli_failed);
+    assert_eq!(csv_rows(&failed.body).len(), 1);
+    let of_run = server.get(&format!("/api/runs/{run}/messages?format=csv"));
+    assert_eq!(of_run.body, cli_run);
+    assert_eq!(csv_rows(&of_run.body).len(), 4);
+    let runs = server.get("/api/runs?format=csv");
+    assert_eq!(runs.body, cli_runs);
+    // A CSV export is not capped by the JSON limit.
+    assert_eq!(csv_rows(&all.body).len() as u64, BULK + 11);
+    server.stop();
+}
+
+#[test]
+fn portal_inbox_lists_and_marks_read() {
+    let f = fixture();
+    let p = &f.project;
+    let sent = p.crier_env(&["send", "jobs/notice.yaml", "--yes"], ENV);
+    assert_eq!(sent.code, 0, "{}\n{}", sent.stdout, sent.stderr);
+    let cli = cli_json(p, &["portal", "inbox", "2", "--format", "json"]);
+    let id = cli[0]["id"].as_str().unwrap().to_string();
+
+    let server = Server::start(p);
+    let inbox = server.get("/api/portal/2/messages");
+    assert_eq!(inbox.status, 200, "{}", inbox.body);
+    let inbox = inbox.json();
+    assert_eq!(inbox["customer_id"], 2);
+    assert_eq!(inbox["unread"], 1);
+    assert_eq!(ids(&inbox["messages"]), vec![id.clone()]);
+    assert_eq!(inbox["messages"][0]["title"], "Maintenance tonight");
+    assert_eq!(
+        inbox["messages"][0]["body"],
+        "Hi Ben, the network is down 01:00-03:00."
+    );
+    assert!(inbox["messages"][0]["read_at"].is_null());
+    // Each customer sees only their own message.
+    let ann = server.get("/api/portal/1/messages").json();
+    assert_eq!(ann["messages"].as_array().unwrap().len(), 1);
+    assert_ne!(ann["messages"][0]["id"], id.as_str());
+    assert_eq!(
+        server.get("/api/portal/999/messages").json()["messages"],
+        serde_json::json!([])
+    );
+
+    let read = server.post(&format!("/api/portal/2/messages/{id}/read"));
+    assert_eq!(read.status, 200, "{}", read.body);
+    let read_at = read.json()["read_at"].as_str().unwrap().to_string();
+    let again = server.get("/api/portal/2/messages").json();
+    assert_eq!(again["unread"], 0);
+    assert_eq!(again["messages"][0]["read_at"], read_at.as_str());
+    // Reading twice keeps the first time.
+    let twice = server.post(&format!("/api/portal/2/messages/{id}/read"));
+    assert_eq!(twice.json()["read_at"], read_at.as_str());
+    // Another customer's message is not yours to read.
+    let other = server.post(&format!("/api/portal/1/messages/{id}/read"));
+    assert_eq!(other.status, 404);
+    assert!(
+        other.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("customer 1 has no message")
+    );
+    server.stop();
+
+    // Durable: the CLI sees it read after the server is gone.
+    let after = cli_json(p, &["portal", "inbox", "2", "--format", "json"]);
+    assert!(after[0]["read_at"].is_i64(), "{after}");
+}
+
+#[test]
+fn malformed_input_is_a_400_with_a_reason() {
+    let f = fixture();
+    let server = Server::start(&f.project);
+    let run = f.reminder.to_string();
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("GET", "/api/messages?colour=red".into(), "unknown field"),
+        (
+            "GET",
+            "/api/messages?state=gone".into(),
+            "unknown message state",
+        ),
+        ("GET", "/api/messages?channel=fax".into(), "unknown channel"),
+        ("GET", "/api/messages?type=spam".into(), "unknown type"),
+        (
+            "GET",
+            "/api/messages?period=fortnight".into(),
+            "unknown period",
+        ),
+        (
+            "GET",
+            "/api/messages?period=today&from=2026-01-01".into(),
+            "not both",
+        ),
+        (
+            "GET",
+            "/api/messages?from=yesterday-ish".into(),
+            "is not a date",
+        ),
+        (
+            "GET",
+            "/api/messages?from=2026-11-05&to=2026-11-01".into(),
+            "is not before",
+        ),
+        (
+            "GET",
+            "/api/messages?phone=12".into(),
+            "not a valid phone number",
+        ),
+        (
+            "GET",
+            "/api/messages?recipient=bob".into(),
+            "not a recipient id",
+        ),
+        (
+            "GET",
+            "/api/messages?recipient=alien:3".into(),
+            "recipient kind",
+        ),
+        ("GET", "/api/messages?run=nope".into(), "not a run id"),
+        ("GET", "/api/messages?format=xml".into(), "unknown variant"),
+        ("GET", "/api/messages?limit=0".into(), "out of range"),
+        ("GET", "/api/messages?limit=100001".into(), "out of range"),
+        ("GET", "/api/messages?limit=-1".into(), "limit"),
+        ("GET", "/api/messages?limit=ten".into(), "limit"),
+        ("GET", "/api/runs?status=done".into(), "unknown status"),
+        ("GET", "/api/runs?job=a&jobs=b".into(), "unknown field"),
+        ("GET", "/api/runs/not-a-run".into(), "not a run id"),
+        ("GET", "/api/runs/not-a-run/messages".into(), "not a run id"),
+        (
+            "GET",
+            format!("/api/runs/{run}/messages?state=lost"),
+            "unknown message state",
+        ),
+        (
+            "POST",
+            "/api/runs/%F0%9F%99%8F/cancel".into(),
+            "not a run id",
+        ),
+        ("DELETE", "/api/runs/0000".into(), "not a run id"),
+        ("POST", "/api/jobs/sms/run?dry_run=maybe".into(), "dry_run"),
+        ("POST", "/api/jobs/bad%20name/run".into(), "not a job name"),
+        ("POST", "/api/jobs/..%2Fcrier/run".into(), "not a job name"),
+        (
+            "GET",
+            "/api/portal/ben/messages".into(),
+            "not a customer id",
+        ),
+        ("GET", "/api/portal/-1/messages".into(), "not a customer id"),
+        (
+            "POST",
+            "/api/portal/x/messages/y/read".into(),
+            "not a customer id",
+        ),
+        ("GET", "/api/messages?state=%FF".into(), ""),
+    ];
+    for (method, path, reason) in &cases {
+        let a = server.request(method, path, Some(TOKEN));
+        assert_eq!(a.status, 400, "{method} {path}: {}", a.body);
+        let error = a.json()["error"].as_str().unwrap_or_default().to_string();
+        assert!(!error.is_empty(), "{method} {path}: no reason");
+        assert!(error.contains(reason), "{method} {path}: {error}");
+    }
+    // Still serving after all that.
+    assert_eq!(server.get("/healthz").status, 200);
+    let log = server.stop();
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+#[test]
+fn runs_start_preview_cancel_and_remove_through_the_api() {
+    let f = fixture();
+    let p = &f.project;
+    let preview = p.crier_env(&["preview", "jobs/sms.yaml"], ENV);
+    assert!(
+        preview
+            .stdout
+            .contains("messages: 2 to send, 1 skipped (invalid_phone 1)"),
+        "{}",
+        preview.stdout
+    );
+
+    let server = Server::start(p);
+    let runs_before = ids(&server.get("/api/runs?status=any").json()).len();
+    let dry = server.post("/api/jobs/sms/run?dry_run=true");
+    assert_eq!(dry.status, 200, "{}", dry.body);
+    let dry = dry.json();
+    assert_eq!(dry["dry_run"], true);
+    assert_eq!(dry["recipients"], 3);
+    assert_eq!(dry["to_send"], 2);
+    assert_eq!(dry["skipped"], serde_json::json!({"invalid_phone": 1}));
+    assert_eq!(dry["sms_parts"], 2);
+    assert_eq!(
+        dry["channels"],
+        serde_json::json!([{"channel": "sms", "provider": "outbox"}])
+    );
+    assert_eq!(
+        ids(&server.get("/api/runs?status=any").json()).len(),
+        runs_before,
+        "a dry run records nothing"
+    );
+
+    let started = server.post("/api/jobs/sms/run");
+    assert_eq!(started.status, 202, "{}", started.body);
+    let body = started.json();
+    let id = body["run_id"].as_str().unwrap().to_string();
+    assert_eq!(
+        started.location.as_deref(),
+        Some(format!("/api/runs/{id}").as_str())
+    );
+    assert_eq!(body["job"], "sms");
+    let deadline = Instant::now() + StdDuration::from_secs(30);
+    let run = loop {
+        let r = server.get(&format!("/api/runs/{id}")).json();
+        if r["status"] == "sent" {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "the run did not finish: {r}");
+        std::thread::sleep(StdDuration::from_millis(50));
+    };
+    assert_eq!(run["trigger"], "api");
+    assert_eq!(run["counters"]["sent"], 2);
+    assert_eq!(run["counters"]["skipped"], 1);
+    let outbox = std::fs::read_to_string(p.path().join("data/outbox/sms.jsonl")).unwrap();
+    assert_eq!(outbox.lines().count(), 2);
+
+    assert_eq!(server.post("/api/jobs/nope/run").status, 404);
+    let broken = server.post("/api/jobs/broken/run");
+    assert_eq!(broken.status, 422, "{}", broken.body);
+    assert!(broken.json()["error"].as_str().unwrap().contains("fax"));
+
+    let cancelled = server.post(&format!("/api/runs/{}/cancel", f.maintenance));
+    assert_eq!(cancelled.status, 200, "{}", cancelled.body);
+    let cancelled = cancelled.json();
+    assert_eq!(cancelled["cancelled_messages"], 5);
+    assert_eq!(cancelled["run"]["status"], "cancelled");
+    assert_eq!(
+        server
+            .post(&format!("/api/runs/{}/cancel", RunId::new()))
+            .status,
+        404
+    );
+
+    let removed = server.request("DELETE", &format!("/api/runs/{}", f.welcome), Some(TOKEN));
+    assert_eq!(removed.status, 200, "{}", removed.body);
+    assert_eq!(removed.json()["status"], "removed");
+    let listed = ids(&server.get("/api/runs").json());
+    assert!(!listed.contains(&f.welcome.to_string()));
+    assert_eq!(
+        ids(&server.get("/api/runs?status=removed").json()),
+        vec![f.welcome.to_string()]
+    );
+    let metrics = server.get("/metrics").body;
+    assert!(
+        metrics.contains("crier_api_runs_started_total 1"),
+        "{metrics}"
+    );
+    server.stop();
+
+    // The CLI agrees afterwards.
+    let removed = cli_json(p, &["history", "--status", "removed", "--format", "json"]);
+    assert_eq!(ids(&removed), vec![f.welcome.to_string()]);
+    let cancelled = cli_json(p, &["history", "--status", "cancelled", "--format", "json"]);
+    assert!(ids(&cancelled).contains(&f.maintenance.to_string()));
+    let api_run = cli_json(p, &["history", "--job", "sms", "--format", "json"]);
+    assert_eq!(api_run[0]["trigger"], "api");
+    assert_eq!(api_run[0]["id"], id.as_str());
+}
+
+#[test]
+fn the_openapi_document_lists_every_route() {
+    let f = fixture();
+    let server = Server::start(&f.project);
+    let doc = server.request("GET", "/api/openapi.json", None);
+    assert_eq!(doc.status, 200);
+    let doc = doc.json();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let expected: &[(&str, &str, bool)] = &[
+        ("get", "/api/runs", true),
+        ("get", "/api/runs/{id}", true),
+        ("delete", "/api/runs/{id}", true),
+        ("get", "/api/runs/{id}/messages", true),
+        ("post", "/api/runs/{id}/cancel", true),
+        ("get", "/api/messages", true),
+        ("post", "/api/jobs/{name}/run", true),
+        ("get", "/api/portal/{customer_id}/messages", true),
+        (
+            "post",
+            "/api/portal/{customer_id}/messages/{message_id}/read",
+            true,
+        ),
+        ("get", "/api/openapi.json", false),
+        ("get", "/healthz", false),
+        ("get", "/metrics", false),
+    ];
+    let paths = doc["paths"].as_object().unwrap();
+    for (method, path, secured) in expected {
+        let op = &paths
+            .get(*path)
+            .unwrap_or_else(|| panic!("{path} is not in the document"))[*method];
+        assert!(op.is_object(), "{method} {path} is not in the document");
+        assert_eq!(
+            op["security"].is_array(),
+            *secured,
+            "{method} {path} security"
+        );
+    }
+    let documented: usize = paths
+        .values()
+        .map(|item| {
+            ["get", "post", "delete", "put", "patch"]
+                .iter()
+                .filter(|m| item[**m].is_object())
+                .count()
+        })
+        .sum();
+    assert_eq!(documented, expected.len(), "undocumented extras: {paths:?}");
+    // Every filter of the listing is a documented parameter.
+    let params: Vec<&str> = paths["/api/messages"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    for name in [
+        "channel",
+        "state",
+        "type",
+        "period",
+        "from",
+        "to",
+        "phone",
+        "recipient",
+        "format",
+    ] {
+        assert!(params.contains(&name), "{name} missing from {params:?}");
+    }
+    // And every documented operation is routed: the router answers, never its own 404/405.
+    for (method, path, _) in expected {
+        let concrete = path
+            .replace("{id}", &RunId::new().to_string())
+            .replace("{name}", "nope")
+            .replace("{customer_id}", "7")
+            .replace("{message_id}", "m");
+        let a = server.request(&method.to_uppercase(), &concrete, Some(TOKEN));
+        assert_ne!(a.status, 405, "{method} {path}");
+        assert!(
+            a.status != 404 || a.json()["error"].is_string(),
+            "{method} {path} is not routed"
+        );
+    }
+    assert_eq!(server.get("/api/nothing-here").status, 404);
+    server.stop();
+}
+
+#[test]
+fn health_and_metrics_report_the_store_and_the_ledger() {
+    let f = fixture();
+    let server = Server::start(&f.project);
+    let health = server.request("GET", "/healthz", None);
+    assert_eq!(health.status, 200);
+    assert_eq!(
+        health.json(),
+        serde_json::json!({"status": "ok", "store": "ok", "scheduler": "not running"})
+    );
+    let metrics = server.request("GET", "/metrics", None);
+    assert_eq!(metrics.status, 200);
+    assert!(metrics.content_type.starts_with("text/plain"));
+    let m = metrics.body;
+    for line in [
+        "crier_messages{channel=\"sms\",provider=\"bulksms\",state=\"failed\"} 1",
+        "crier_messages{channel=\"sms\",provider=\"bulksms\",state=\"queued\"} 5",
+        &format!(
+            "crier_messages{{channel=\"sms\",provider=\"bulksms\",state=\"sent\"}} {}",
+            BULK + 2
+        ),
+        "crier_messages{channel=\"email\",provider=\"bulksms\",state=\"sent\"} 1",
+        "crier_queue_depth 5",
+        "crier_runs{status=\"processing\"} 1",
+        "crier_runs{status=\"sent_with_error\"} 1",
+        "crier_runs{status=\"cancelled\"} 1",
+        "crier_delivery_reports_total{outcome=\"applied\"} 0",
+        "# TYPE crier_run_duration_seconds histogram",
+    ] {
+        assert!(m.lines().any(|l| l == line), "missing `{line}` in\n{m}");
+    }
+    server.stop();
+}
