@@ -450,6 +450,15 @@ pub enum HistoryCommand {
     /// Cancel a run: every message still queued becomes cancelled.
     #[command(after_help = "Example:\n  crier history cancel 01JDZ8X6Q4T5N0V9K3M2R7W1YB")]
     Cancel { run: String },
+    /// Queue a run's `unknown` messages again (after checking with the provider that they
+    /// did not arrive); `crier send JOB --resume RUN` or the daemon then sends them.
+    #[command(after_help = "Example:\n  crier history retry 01JDZ8X6Q4T5N0V9K3M2R7W1YB --yes")]
+    Retry {
+        run: String,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -314,4 +314,25 @@ fn without_deduplication_in_flight_messages_become_unknown_never_resent() {
     for m in messages.iter().filter(|m| m["state"] == "unknown") {
         assert_eq!(m["error_code"], "interrupted");
     }
+    // A person checks with the provider, then queues the unknown ones again.
+    let unknown = count("unknown");
+    if unknown > 0 {
+        let run = messages[0]["run_id"].as_str().unwrap().to_string();
+        let asked = p.crier(&["history", "retry", &run]);
+        assert_eq!(asked.code, 1);
+        assert!(asked.stderr.contains("add --yes"), "{}", asked.stderr);
+        let retried = p.crier(&["history", "retry", &run, "--yes"]);
+        assert_eq!(retried.code, 0, "{}", retried.stderr);
+        let resumed = p.crier(&["send", "jobs/tick.yaml", "--yes", "--resume", &run]);
+        assert_eq!(resumed.code, 0, "{}\n{}", resumed.stdout, resumed.stderr);
+        let out = p.crier(&["logs", "--format", "json", "--limit", "1000"]);
+        let messages: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        let sent = messages
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["state"] == "sent")
+            .count();
+        assert_eq!(sent, n);
+    }
 }

@@ -12,7 +12,7 @@ use super::{Outcome, open_store, print_table};
 use crate::cli::{Format, HistoryArgs, HistoryCommand, HistoryListArgs, LogsArgs};
 use crate::config::Config;
 use crate::history::export::{MessageView, RunView, messages_csv, runs_csv};
-use crate::history::ledger::{Ledger, LedgerError};
+use crate::history::ledger::{Change, Ledger, LedgerError};
 use crate::history::query::{self, MessageQuery, RunQuery};
 use crate::history::{Message, MessageState, Millis, RunId};
 
@@ -30,6 +30,7 @@ pub(super) fn run(config: &Config, args: &HistoryArgs) -> anyhow::Result<Outcome
         }) => recipients(config, run, state.as_deref(), *format, *limit),
         Some(HistoryCommand::Delete { run, purge, yes }) => delete(config, run, *purge, *yes),
         Some(HistoryCommand::Cancel { run }) => cancel(config, run),
+        Some(HistoryCommand::Retry { run, yes }) => retry(config, run, *yes),
     }
 }
 
@@ -308,6 +309,41 @@ fn cancel(config: &Config, run: &str) -> anyhow::Result<Outcome> {
     println!(
         "run {id} cancelled: {n} queued messages cancelled; status {}",
         r.status()
+    );
+    Ok(Outcome::Ok)
+}
+
+fn retry(config: &Config, run: &str, yes: bool) -> anyhow::Result<Outcome> {
+    let id = parse_run(run)?;
+    let store = open_store(config)?;
+    let ledger = Ledger::new(store.as_ref());
+    let r = ledger.run(id)?;
+    let unknown: Vec<_> = ledger
+        .ids_in_state(id, MessageState::Unknown)
+        .collect::<Result<_, _>>()?;
+    if unknown.is_empty() {
+        println!("run {id} has no unknown messages");
+        return Ok(Outcome::Ok);
+    }
+    if !yes {
+        anyhow::bail!(
+            "{} unknown messages of run {id} may have reached their recipients already; check with the provider, then add --yes to queue them again",
+            unknown.len()
+        );
+    }
+    let changes: Vec<Change> = unknown
+        .iter()
+        .map(|m| {
+            let mut c = Change::to(*m, MessageState::Queued);
+            c.reason = Some("queued again by `crier history retry`".into());
+            c
+        })
+        .collect();
+    ledger.record(&changes)?;
+    println!(
+        "run {id}: {} unknown messages queued again; `crier send <job file of {}> --resume {id}` (or the daemon, at its next start) sends them",
+        changes.len(),
+        r.job
     );
     Ok(Outcome::Ok)
 }
