@@ -183,6 +183,13 @@ fn message_json(m: &Message) -> serde_json::Value {
         "created_at": iso(m.created_at),
         "updated_at": iso(m.updated_at),
         "transitions": m.transitions.iter().map(|(s, t)| serde_json::json!([s, iso(*t)])).collect::<Vec<_>>(),
+        "failovers": m.failovers.iter().map(|f| serde_json::json!({
+            "provider": f.provider,
+            "at": iso(f.at),
+            "attempts": f.attempts,
+            "error_code": f.error_code,
+            "error_text": f.error_text,
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -302,7 +309,13 @@ fn write_messages<'a>(
                             m.address.clone(),
                             m.channel.to_string(),
                             m.state.to_string(),
-                            m.provider.clone(),
+                            // A failover shows every provider tried, in order.
+                            m.failovers
+                                .iter()
+                                .map(|f| f.provider.as_str())
+                                .chain([m.provider.as_str()])
+                                .collect::<Vec<_>>()
+                                .join("→"),
                             local(config, Some(m.updated_at)),
                             m.reason
                                 .clone()

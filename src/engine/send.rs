@@ -23,7 +23,7 @@
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -32,7 +32,7 @@ use governor::{Quota, RateLimiter};
 use thiserror::Error;
 use tokio::sync::oneshot;
 
-use super::{PlanError, Planned, Planner};
+use super::{PlanError, Planned, Planner, SkipReason};
 use crate::config::Config;
 use crate::history::ledger::{Change, Ledger, LedgerError, NewMessage, NewRun};
 use crate::history::{MessageId, MessageState, MessageType, Run, Trigger};
@@ -121,6 +121,8 @@ pub struct Summary {
     pub retries: u64,
     /// Messages left `queued` by a pause.
     pub queued: u64,
+    /// Recipients the job's `filter` script left out (not recorded as messages).
+    pub filtered: u64,
     /// Why the run paused, if it did.
     pub paused: Option<String>,
 }
@@ -156,8 +158,63 @@ struct Lane<'a> {
     backoff: Duration,
 }
 
+/// Every provider a run may use, by index: the job's own providers, built before the
+/// run starts, and, when the job has a `route` script, every other configured provider
+/// that carries one of the job's channels, built when a route first names it.
+struct Lanes<'a> {
+    slots: Vec<Slot<'a>>,
+    ctx: BuildContext<'a>,
+}
+
+struct Slot<'a> {
+    name: String,
+    config: ProviderConfig,
+    lane: OnceLock<Result<Lane<'a>, String>>,
+}
+
+impl<'a> Lanes<'a> {
+    /// The index of provider `name`, adding it (unbuilt) if it is new.
+    fn add(&mut self, name: &str, config: &ProviderConfig) -> usize {
+        match self.index(name) {
+            Some(i) => i,
+            None => {
+                self.slots.push(Slot {
+                    name: name.to_string(),
+                    config: config.clone(),
+                    lane: OnceLock::new(),
+                });
+                self.slots.len() - 1
+            }
+        }
+    }
+
+    fn index(&self, name: &str) -> Option<usize> {
+        self.slots.iter().position(|s| s.name == name)
+    }
+
+    fn name(&self, i: usize) -> &str {
+        &self.slots[i].name
+    }
+
+    /// The lane at `i`, built on first use.
+    fn get(&self, i: usize) -> Result<&Lane<'a>, &str> {
+        let slot = &self.slots[i];
+        slot.lane
+            .get_or_init(|| lane(&slot.name, &slot.config, &self.ctx).map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(String::as_str)
+    }
+
+    /// The lanes built so far.
+    fn built(&self) -> impl Iterator<Item = &Lane<'a>> {
+        self.slots
+            .iter()
+            .filter_map(|s| s.lane.get().and_then(|l| l.as_ref().ok()))
+    }
+}
+
 /// The provider name `job` uses for `channel`.
-fn provider_name(job: &Job, config: &Config, channel: Channel) -> String {
+pub(super) fn provider_name(job: &Job, config: &Config, channel: Channel) -> String {
     match (&job.provider, channel) {
         (Some(p), c) if c != Channel::Portal => p.clone(),
         _ => config.channels.provider_for(channel).to_string(),
@@ -217,7 +274,10 @@ pub fn send(
         data_dir: &config.data_dir,
         inbox: store.inbox(),
     };
-    let mut lanes: Vec<Lane> = Vec::new();
+    let mut lanes = Lanes {
+        slots: Vec::new(),
+        ctx,
+    };
     let mut lane_of: BTreeMap<Channel, usize> = BTreeMap::new();
     for &channel in job.send_to.channels() {
         let name = provider_name(job, config, channel);
@@ -231,17 +291,36 @@ pub fn send(
                 channel,
             });
         }
-        let index = match lanes.iter().position(|l| l.name == name) {
+        let index = match lanes.index(&name) {
             Some(i) => i,
             None => {
-                lanes.push(lane(&name, pc, &ctx)?);
-                lanes.len() - 1
+                let built = lane(&name, pc, &lanes.ctx)?;
+                let i = lanes.add(&name, pc);
+                let _ = lanes.slots[i].lane.set(Ok(built));
+                i
             }
         };
         lane_of.insert(channel, index);
     }
+    let own: Vec<usize> = {
+        let mut own: Vec<usize> = lane_of.values().copied().collect();
+        own.sort_unstable();
+        own.dedup();
+        own
+    };
+    if job
+        .scripts
+        .as_ref()
+        .is_some_and(|s| s.has(crate::script::Hook::Route))
+    {
+        for (name, pc) in &config.providers {
+            if job.send_to.channels().iter().any(|c| pc.carries(*c)) {
+                lanes.add(name, pc);
+            }
+        }
+    }
     if let Some(min) = job.min_balance {
-        for lane in &lanes {
+        for lane in own.iter().filter_map(|&i| lanes.get(i).ok()) {
             match runtime.block_on(lane.provider.balance()) {
                 Ok(Some(b)) if b.amount < min => {
                     return Err(SendError::LowBalance {
@@ -274,9 +353,9 @@ pub fn send(
             Trigger::Manual
         },
         channels: job.send_to.channels().to_vec(),
-        provider: lanes
+        provider: own
             .iter()
-            .map(|l| l.name.clone())
+            .map(|&i| lanes.name(i))
             .collect::<Vec<_>>()
             .join("+"),
         body,
@@ -331,6 +410,8 @@ pub fn send(
     recorded?;
     let planned = planned?;
     summary.skipped = planned.skipped;
+    summary.failed += planned.failed;
+    summary.filtered = planned.filtered;
     summary.paused = stop.reason();
     if planned.complete && summary.paused.is_none() {
         ledger.finish_planning(run.id)?;
@@ -387,7 +468,8 @@ impl Stop {
 /// A planned message on its way to a provider.
 struct Work {
     id: MessageId,
-    lane: usize,
+    /// The lanes to try, in failover order (at least one).
+    route: Vec<usize>,
     message: RoutedMessage,
     planned_at: Instant,
 }
@@ -399,13 +481,17 @@ struct PlanInput<'s, 'a> {
     ledger: &'s Ledger<'a>,
     run: &'s Run,
     lane_of: &'s BTreeMap<Channel, usize>,
-    lanes: &'s [Lane<'a>],
+    lanes: &'s Lanes<'a>,
     options: &'s SendOptions,
     testing: bool,
 }
 
 struct PlanResult {
     skipped: BTreeMap<&'static str, u64>,
+    /// Messages a script failed for (recorded `failed`).
+    failed: u64,
+    /// Recipients the `filter` script left out.
+    filtered: u64,
     /// Every recipient was planned (not cut short by a pause).
     complete: bool,
 }
@@ -435,6 +521,8 @@ fn plan_inner(
     };
     let mut result = PlanResult {
         skipped: BTreeMap::new(),
+        failed: 0,
+        filtered: 0,
         complete: false,
     };
     let mut pending: Vec<Planned> = Vec::with_capacity(BATCH);
@@ -450,7 +538,13 @@ fn plan_inner(
             continue;
         }
         found = true;
-        for mut planned in planner.plan(&r)? {
+        let planned_for = planner.plan(&r)?;
+        result.filtered = planner.filtered();
+        if planned_for.is_empty() && input.testing && input.options.recipient.is_none() {
+            // A send-as-test uses the first recipient the job's filter keeps.
+            continue;
+        }
+        for mut planned in planned_for {
             if let Some(to) = &input.options.test_to {
                 planned.address = Some(to.clone());
                 planned.skip = None;
@@ -496,7 +590,10 @@ fn hand_on(
             recipient_id: p.recipient.id,
             address: p.address.clone().unwrap_or_default(),
             channel: p.channel,
-            provider: input.lanes[input.lane_of[&p.channel]].name.clone(),
+            provider: match p.route.first() {
+                Some(first) => first.clone(),
+                None => input.lanes.name(input.lane_of[&p.channel]).to_string(),
+            },
             kind: if input.testing {
                 MessageType::Test
             } else {
@@ -506,12 +603,18 @@ fn hand_on(
             body: p.body.clone(),
             encoding: p.encoding.map(|e| e.as_str().to_string()),
             parts: p.parts as u32,
-            state: if p.skip.is_some() {
-                MessageState::Skipped
-            } else {
-                MessageState::Queued
+            state: match &p.skip {
+                Some((SkipReason::ScriptFailed, _)) => MessageState::Failed,
+                Some(_) => MessageState::Skipped,
+                None => MessageState::Queued,
             },
             reason: p.skip.as_ref().map(|(r, _)| r.as_str().to_string()),
+            error: match &p.skip {
+                Some((SkipReason::ScriptFailed, detail)) => {
+                    Some(("script_failed".into(), detail.clone()))
+                }
+                _ => None,
+            },
         })
         .collect();
     let ids = input.ledger.plan(input.run.id, messages)?;
@@ -521,8 +624,13 @@ fn hand_on(
     };
     let now = Instant::now();
     for (i, (p, id)) in batch.into_iter().zip(ids).enumerate() {
-        if let Some((reason, _)) = &p.skip {
-            *result.skipped.entry(reason.as_str()).or_default() += 1;
+        if let Some((reason, detail)) = &p.skip {
+            if *reason == SkipReason::ScriptFailed {
+                tracing::warn!(message = %id, error = %detail, "A script failed; the message failed.");
+                result.failed += 1;
+            } else {
+                *result.skipped.entry(reason.as_str()).or_default() += 1;
+            }
             continue;
         }
         let message = RoutedMessage {
@@ -542,9 +650,20 @@ fn hand_on(
             },
             dedup_id: crate::history::ledger::dedup_after(dedup_base, i as u64),
         };
+        let default = input.lane_of[&p.channel];
+        let route = if p.route.is_empty() {
+            vec![default]
+        } else {
+            // The planner checked every name against the configured providers that
+            // carry the channel, and a lane exists for each of those.
+            p.route
+                .iter()
+                .map(|name| input.lanes.index(name).unwrap_or(default))
+                .collect()
+        };
         let item = Work {
             id,
-            lane: input.lane_of[&p.channel],
+            route,
             message,
             planned_at: now,
         };
@@ -574,7 +693,7 @@ enum Ack {
 /// The recorder: group-commits whatever changes have arrived, one flush per group.
 fn record_all(
     ledger: &Ledger,
-    lanes: &[Lane],
+    lanes: &Lanes,
     records: mpsc::Receiver<Record>,
     stop: &Stop,
 ) -> Result<(), SendError> {
@@ -621,10 +740,10 @@ fn record_all(
     }
 }
 
-fn commit(ledger: &Ledger, lanes: &[Lane], group: &[Record]) -> Result<Vec<bool>, SendError> {
+fn commit(ledger: &Ledger, lanes: &Lanes, group: &[Record]) -> Result<Vec<bool>, SendError> {
     if group.iter().any(|r| r.change.to == MessageState::Sent) {
         // What a provider buffered (the file outbox) is on disk before it counts as sent.
-        for lane in lanes {
+        for lane in lanes.built() {
             lane.provider.sync().map_err(|e| {
                 SendError::Store(StoreError::Io {
                     path: lane.name.clone().into(),
@@ -651,7 +770,7 @@ enum Settled {
 }
 
 struct Dispatch<'s, 'a> {
-    lanes: &'s [Lane<'a>],
+    lanes: &'s Lanes<'a>,
     job_limiter: Option<Limiter>,
     expire_after: Duration,
     record: mpsc::Sender<Record>,
@@ -722,10 +841,47 @@ impl Dispatch<'_, '_> {
         rx.await.unwrap_or(Ack::Failed)
     }
 
-    /// One message from `queued` to its outcome; returns it and the retries it took.
+    /// One message from `queued` to its outcome, along its route; returns the outcome
+    /// and the retries it took.
     async fn deliver(&self, w: Work) -> (Settled, u64) {
-        let lane = &self.lanes[w.lane];
         let deadline = w.planned_at + self.expire_after;
+        let mut retries = 0;
+        for (hop, &lane) in w.route.iter().enumerate() {
+            let next = w.route.get(hop + 1).map(|&i| self.lanes.name(i));
+            match self.deliver_on(&w, lane, next, deadline).await {
+                Hop::Settled(settled, r) => return (settled, retries + r),
+                Hop::Next(r) => retries += r,
+            }
+        }
+        (Settled::NotSent, retries)
+    }
+
+    /// The message on one provider: retries until an outcome, or until the provider
+    /// rejects it or its retries run out and `next` is there to fail over to.
+    async fn deliver_on(
+        &self,
+        w: &Work,
+        lane_index: usize,
+        next: Option<&str>,
+        deadline: Instant,
+    ) -> Hop {
+        let lane = match self.lanes.get(lane_index) {
+            Ok(lane) => lane,
+            Err(e) => {
+                // A provider that cannot be set up rejects every message it is given.
+                let name = self.lanes.name(lane_index);
+                tracing::warn!(provider = %name, error = %e, "Provider cannot be set up.");
+                match self
+                    .record(Change::to(w.id, MessageState::Sending), true)
+                    .await
+                {
+                    Ack::Done => {}
+                    Ack::Refused | Ack::Failed => return Hop::Settled(Settled::NotSent, 0),
+                }
+                let error = ("provider_unavailable".to_string(), e.to_string());
+                return self.give_up(w, name, next, error, 0).await;
+            }
+        };
         let mut attempts: u32 = 0;
         loop {
             if let Some(l) = &self.job_limiter {
@@ -734,25 +890,24 @@ impl Dispatch<'_, '_> {
             if let Some(l) = &lane.limiter {
                 l.until_ready().await;
             }
+            let retries = attempts.saturating_sub(1) as u64;
             if self.stop.stopped() {
-                return (Settled::NotSent, attempts.saturating_sub(1) as u64);
+                return Hop::Settled(Settled::NotSent, retries);
             }
             if Instant::now() >= deadline {
                 let mut c = Change::to(w.id, MessageState::Expired);
                 c.reason = Some("expired".into());
                 self.record(c, false).await;
-                return (Settled::Expired, attempts.saturating_sub(1) as u64);
+                return Hop::Settled(Settled::Expired, retries);
             }
             let Ok(_permit) = lane.permits.acquire().await else {
-                return (Settled::NotSent, 0);
+                return Hop::Settled(Settled::NotSent, 0);
             };
             let mut sending = Change::to(w.id, MessageState::Sending);
             sending.attempt = true;
             match self.record(sending, true).await {
                 Ack::Done => {}
-                Ack::Refused | Ack::Failed => {
-                    return (Settled::NotSent, attempts.saturating_sub(1) as u64);
-                }
+                Ack::Refused | Ack::Failed => return Hop::Settled(Settled::NotSent, retries),
             }
             attempts += 1;
             let outcome = lane.provider.send(&w.message).await;
@@ -763,26 +918,21 @@ impl Dispatch<'_, '_> {
                 SendOutcome::Sent { provider_id } => {
                     change.provider_message_id = Some(provider_id);
                     self.record(change, false).await;
-                    return (
-                        Settled::Sent {
-                            parts: w.message.parts,
-                        },
-                        retries,
-                    );
+                    let parts = w.message.parts;
+                    return Hop::Settled(Settled::Sent { parts }, retries);
                 }
                 SendOutcome::Rejected { code, text } => {
-                    tracing::debug!(message = %w.id, code = %code, "Rejected.");
-                    change.to = MessageState::Failed;
-                    change.error = Some((code, text));
-                    self.record(change, false).await;
-                    return (Settled::Failed, retries);
+                    tracing::debug!(message = %w.id, provider = %lane.name, code = %code, "Rejected.");
+                    return self
+                        .give_up(w, &lane.name, next, (code, text), retries)
+                        .await;
                 }
                 SendOutcome::Unknown { reason } => {
                     tracing::warn!(message = %w.id, provider = %lane.name, reason = %reason, "Outcome unknown; not resent.");
                     change.to = MessageState::Unknown;
                     change.error = Some(("unknown".into(), reason));
                     self.record(change, false).await;
-                    return (Settled::Unknown, retries);
+                    return Hop::Settled(Settled::Unknown, retries);
                 }
                 SendOutcome::Halt { code, text } => {
                     self.stop.stop(format!(
@@ -792,19 +942,17 @@ impl Dispatch<'_, '_> {
                     change.to = MessageState::Queued;
                     change.error = Some((code, text));
                     self.record(change, false).await;
-                    return (Settled::NotSent, retries);
+                    return Hop::Settled(Settled::NotSent, retries);
                 }
                 SendOutcome::Retry { reason } => (None, reason),
                 SendOutcome::RetryAfter { after, reason } => (Some(after), reason),
             };
             if attempts > lane.retries {
-                change.to = MessageState::Failed;
-                change.error = Some((
-                    "retries_exhausted".into(),
+                let error = (
+                    "retries_exhausted".to_string(),
                     format!("{attempts} attempts; last: {reason}"),
-                ));
-                self.record(change, false).await;
-                return (Settled::Failed, retries);
+                );
+                return self.give_up(w, &lane.name, next, error, retries).await;
             }
             let wait = wait.unwrap_or_else(|| backoff(lane.backoff, attempts));
             if Instant::now() + wait >= deadline {
@@ -812,7 +960,7 @@ impl Dispatch<'_, '_> {
                 change.reason = Some("expired".into());
                 change.error = Some(("expired".into(), format!("last attempt: {reason}")));
                 self.record(change, false).await;
-                return (Settled::Expired, retries);
+                return Hop::Settled(Settled::Expired, retries);
             }
             tracing::debug!(message = %w.id, wait_ms = wait.as_millis() as u64, reason = %reason, "Retrying.");
             change.to = MessageState::Queued;
@@ -821,6 +969,40 @@ impl Dispatch<'_, '_> {
             tokio::time::sleep(wait).await;
         }
     }
+
+    /// The provider `name` is done with a `sending` message: it fails, or moves on to
+    /// `next` with `error` kept in its failover history.
+    async fn give_up(
+        &self,
+        w: &Work,
+        name: &str,
+        next: Option<&str>,
+        error: (String, String),
+        retries: u64,
+    ) -> Hop {
+        let mut change = Change::to(w.id, MessageState::Failed);
+        change.error = Some(error);
+        match next {
+            None => {
+                self.record(change, false).await;
+                Hop::Settled(Settled::Failed, retries)
+            }
+            Some(next) => {
+                tracing::info!(message = %w.id, from = %name, to = %next, "Failing over.");
+                change.to = MessageState::Queued;
+                change.failover = Some(next.to_string());
+                self.record(change, false).await;
+                Hop::Next(retries)
+            }
+        }
+    }
+}
+
+/// Where one provider left a message.
+enum Hop {
+    Settled(Settled, u64),
+    /// On to the next provider of the route, after these retries.
+    Next(u64),
 }
 
 /// Exponential backoff with full jitter: a random wait in `[base·2^(n-1)/2, base·2^(n-1)]`,
