@@ -735,76 +735,68 @@ fn validate_scripts(
     config: &Config,
     report: &mut FileReport,
 ) -> Option<Arc<Scripts>> {
-    match Scripts::load(paths, job_file, crate::script::Limits::default()) {
-        Ok(None) => None,
-        Ok(Some(scripts)) => {
-            for (name, line, col) in scripts.route_literals() {
-                let problem = match config.providers.get(name) {
-                    None => Some(format!(
-                        "route returns provider `{name}`, which is not defined in crier.yaml{}",
-                        match crate::diag::suggest(
-                            name,
-                            config.providers.keys().map(String::as_str)
-                        ) {
-                            Some(s) => format!(" (did you mean `{s}`?)"),
-                            None => format!(
-                                " (defined: {})",
-                                config
-                                    .providers
-                                    .keys()
-                                    .cloned()
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
-                            ),
-                        }
-                    )),
-                    Some(p) if !channels.iter().any(|c| p.carries(*c)) => Some(format!(
-                        "route returns provider `{name}` (type {}), which cannot carry {}",
-                        p.type_name(),
-                        channels
-                            .iter()
-                            .map(|c| c.as_str())
-                            .collect::<Vec<_>>()
-                            .join(" or ")
-                    )),
-                    Some(_) => None,
-                };
-                if let Some(message) = problem {
-                    let file = crate::script::project_dir(job_file)
-                        .map(|p| {
-                            crate::script::shown(
-                                &p.join(scripts.route_script().unwrap_or_default()),
-                            )
-                        })
-                        .unwrap_or_default();
-                    report.diags.0.push(Diagnostic {
-                        file,
-                        line: *line,
-                        col: *col,
-                        field: "scripts.route".into(),
-                        message,
-                    });
-                }
-            }
-            Some(Arc::new(scripts))
-        }
-        Err(errors) => {
-            for e in errors {
-                if e.line == 0 {
-                    report.error(&e.field, e.message);
-                } else {
-                    report.diags.0.push(Diagnostic {
-                        file: e.file,
-                        line: e.line,
-                        col: e.col,
-                        field: e.field,
-                        message: e.message,
-                    });
-                }
-            }
-            None
+    let (scripts, errors) = match Scripts::load(paths, job_file, crate::script::Limits::default()) {
+        Ok(None) => return None,
+        Ok(Some(scripts)) => (scripts, Vec::new()),
+        Err(e) => (*e.partial, e.errors),
+    };
+    for e in errors {
+        if e.line == 0 {
+            report.error(&e.field, e.message);
+        } else {
+            report.diags.0.push(Diagnostic {
+                file: e.file,
+                line: e.line,
+                col: e.col,
+                field: e.field,
+                message: e.message,
+            });
         }
     }
+    for (name, line, col) in scripts.route_literals() {
+        let problem = match config.providers.get(name) {
+            None => Some(format!(
+                "route returns provider `{name}`, which is not defined in crier.yaml{}",
+                match crate::diag::suggest(name, config.providers.keys().map(String::as_str)) {
+                    Some(s) => format!(" (did you mean `{s}`?)"),
+                    None => format!(
+                        " (defined: {})",
+                        config
+                            .providers
+                            .keys()
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                }
+            )),
+            Some(p) if !channels.iter().any(|c| p.carries(*c)) => Some(format!(
+                "route returns provider `{name}` (type {}), which cannot carry {}",
+                p.type_name(),
+                channels
+                    .iter()
+                    .map(|c| c.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            )),
+            Some(_) => None,
+        };
+        if let Some(message) = problem {
+            let file = crate::script::project_dir(job_file)
+                .map(|p| crate::script::shown(&p.join(scripts.route_script().unwrap_or_default())))
+                .unwrap_or_default();
+            report.diags.0.push(Diagnostic {
+                file,
+                line: *line,
+                col: *col,
+                field: "scripts.route".into(),
+                message,
+            });
+        }
+    }
+    // With errors the job is invalid anyway; what did compile still serves the template
+    // checks (helper names).
+    Some(Arc::new(scripts))
 }
 
 fn validate_schedule(

@@ -145,6 +145,14 @@ pub struct CompileError {
     pub message: String,
 }
 
+/// Scripts that did not all compile: every problem, and what did compile (so validation
+/// can go on checking templates and routes against it).
+#[derive(Debug)]
+pub struct LoadError {
+    pub errors: Vec<CompileError>,
+    pub partial: Box<Scripts>,
+}
+
 /// A script call that failed: names the script, the function and what went wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{script}: {function}: {message}")]
@@ -312,7 +320,7 @@ impl Scripts {
         paths: &ScriptPaths,
         job_file: &Path,
         limits: Limits,
-    ) -> Result<Option<Scripts>, Vec<CompileError>> {
+    ) -> Result<Option<Scripts>, LoadError> {
         if paths.is_empty() {
             return Ok(None);
         }
@@ -381,14 +389,11 @@ impl Scripts {
                 helpers.insert(f.name.to_string(), c.clone());
             }
         }
-        if !errors.is_empty() {
-            return Err(errors);
-        }
         let route_literals = route
             .as_ref()
             .map(|c| route_literals(&c.ast))
             .unwrap_or_default();
-        Ok(Some(Scripts {
+        let scripts = Scripts {
             engine,
             limits,
             filter,
@@ -396,7 +401,15 @@ impl Scripts {
             route,
             helpers,
             route_literals,
-        }))
+        };
+        if errors.is_empty() {
+            Ok(Some(scripts))
+        } else {
+            Err(LoadError {
+                errors,
+                partial: Box::new(scripts),
+            })
+        }
     }
 
     /// Compiles one script from source (tests and benchmarks), as a job naming it for

@@ -308,7 +308,9 @@ fn imports_outside_scripts_are_refused_at_compile_time() {
         good.route(sms("+27821234567"), &customer(&ann())).unwrap(),
         Route::To(vec!["outbox".into()])
     );
-    let errors = Scripts::load(&paths("bad.rhai"), &job, Limits::default()).unwrap_err();
+    let errors = Scripts::load(&paths("bad.rhai"), &job, Limits::default())
+        .unwrap_err()
+        .errors;
     assert_eq!(errors.len(), 1);
     assert_eq!((errors[0].line, errors[0].col), (1, 8), "{:?}", errors[0]);
     assert!(
@@ -319,7 +321,9 @@ fn imports_outside_scripts_are_refused_at_compile_time() {
         errors[0]
     );
     // And a job cannot name a script outside scripts/ either.
-    let errors = Scripts::load(&paths("../secret.rhai"), &job, Limits::default()).unwrap_err();
+    let errors = Scripts::load(&paths("../secret.rhai"), &job, Limits::default())
+        .unwrap_err()
+        .errors;
     assert!(
         errors[0].message.contains("is not under `scripts/`"),
         "{:?}",
@@ -343,7 +347,9 @@ fn compile_errors_and_missing_hooks_have_places() {
         route: Some("scripts/helpers.rhai".into()),
         ..ScriptPaths::default()
     };
-    let errors = Scripts::load(&paths, &job, Limits::default()).unwrap_err();
+    let errors = Scripts::load(&paths, &job, Limits::default())
+        .unwrap_err()
+        .errors;
     assert_eq!(errors.len(), 2, "{errors:?}");
     assert_eq!(errors[0].field, "scripts.filter");
     assert_eq!(errors[0].line, 3, "{:?}", errors[0]);
