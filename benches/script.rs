@@ -42,7 +42,10 @@ fn recipient(i: u64) -> Recipient {
         timezone: None,
         attrs: BTreeMap::from([
             ("overdue_days".to_string(), (i % 60).to_string()),
-            ("balance".to_string(), format!("{}.50", i % 3000)),
+            (
+                "balance".to_string(),
+                format!("{}.50", (i % 3000) as i64 - 1500),
+            ),
         ]),
     }
 }

@@ -19,7 +19,7 @@ fn ann() -> Recipient {
         tariffs: vec![],
         timezone: None,
         attrs: [
-            ("balance".to_string(), "1250.5".to_string()),
+            ("balance".to_string(), "-1250.5".to_string()),
             ("overdue_days".to_string(), "21".to_string()),
         ]
         .into(),
@@ -151,7 +151,7 @@ fn route_literals_are_found_for_validation() {
 fn shipped_helpers_format_money_and_dates() {
     let s = shipped("format.rhai");
     let money = |args: Vec<Dynamic>| s.helper("money", args).unwrap().to_string();
-    assert_eq!(money(vec!["1250.5".into(), "ZAR".into()]), "R 1 250.50");
+    assert_eq!(money(vec!["1 250.5".into(), "ZAR".into()]), "R 1 250.50");
     assert_eq!(money(vec![Dynamic::from_float(-3.0)]), "-R 3.00");
     assert_eq!(
         money(vec![Dynamic::from_int(1_000_000), "USD".into()]),
@@ -173,6 +173,9 @@ fn shipped_overdue_filter_and_vars() {
     assert_eq!(vars["balance"], serde_json::json!(1250.5));
     r.attrs.insert("overdue_days".into(), "14".into());
     assert!(!s.filter(&customer(&r)).unwrap());
+    r.attrs.insert("overdue_days".into(), "30".into());
+    r.attrs.insert("balance".into(), "20.00".into());
+    assert!(!s.filter(&customer(&r)).unwrap(), "a credit is not a debt");
     r.attrs.clear();
     assert!(!s.filter(&customer(&r)).unwrap());
 }
