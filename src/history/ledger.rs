@@ -126,6 +126,7 @@ const MESSAGE_VERSION: u8 = 2;
 
 /// A message record as version 1 wrote it (postcard is positional: the fields, in order).
 #[derive(serde::Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
 struct MessageV1 {
     id: MessageId,
     recipient_kind: RecipientKind,
@@ -1203,5 +1204,58 @@ mod tests {
             })
             .count();
         assert_eq!(leftovers, 0);
+    }
+
+    #[test]
+    fn version_1_message_records_still_read() {
+        let (_dir, store) = store();
+        let ledger = Ledger::new(store.as_ref());
+        let run = ledger.create_run(new_run("j")).unwrap();
+        let id = ledger.plan(run.id, vec![msg(1)]).unwrap()[0];
+        let current = ledger.message(id).unwrap();
+        assert!(current.failovers.is_empty());
+        // Rewrite the record as crier wrote it before failovers existed.
+        let m = current.clone();
+        let v1 = MessageV1 {
+            id: m.id,
+            recipient_kind: m.recipient_kind,
+            recipient_id: m.recipient_id,
+            address: m.address,
+            channel: m.channel,
+            provider: m.provider,
+            kind: m.kind,
+            subject: m.subject,
+            body: m.body,
+            encoding: m.encoding,
+            parts: m.parts,
+            state: m.state,
+            reason: m.reason,
+            attempts: m.attempts,
+            provider_message_id: m.provider_message_id,
+            error_code: m.error_code,
+            error_text: m.error_text,
+            created_at: m.created_at,
+            updated_at: m.updated_at,
+            transitions: m.transitions,
+        };
+        let mut batch = KvBatch::default();
+        batch.put(keys::message(id), encode(&v1));
+        ledger.kv.apply(batch).unwrap();
+        assert_eq!(ledger.message(id).unwrap(), current);
+        // And it moves on as any other, failover included.
+        ledger
+            .record(&[Change::to(id, MessageState::Sending)])
+            .unwrap();
+        let mut change = Change::to(id, MessageState::Queued);
+        change.error = Some(("bulksms:400".into(), "no route".into()));
+        change.failover = Some("clickatell".into());
+        ledger.record(&[change]).unwrap();
+        let m = ledger.message(id).unwrap();
+        assert_eq!(m.provider, "clickatell");
+        assert_eq!(m.failovers.len(), 1);
+        assert_eq!(m.failovers[0].provider, "bulksms");
+        assert_eq!(m.failovers[0].attempts, 1);
+        assert_eq!(m.failovers[0].error_text, "no route");
+        assert_eq!(m.error_code, None);
     }
 }
