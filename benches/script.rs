@@ -16,7 +16,7 @@ use crier::recipients::{Recipient, RecipientKind, Service, Status, Tariff};
 use crier::script::{self, Limits, MessageView, Route, Scripts};
 
 fn recipient(i: u64) -> Recipient {
-    let phone = if i % 5 == 0 {
+    let phone = if i.is_multiple_of(5) {
         format!("+4479111{:05}", i % 100_000)
     } else {
         format!("+2782{:07}", i % 10_000_000)
