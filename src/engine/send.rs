@@ -12,7 +12,11 @@
 //!   connections per host), the durable `sending` mark, the provider call, and the
 //!   classified outcome: retries with exponential backoff and jitter (or the provider's
 //!   `Retry-After`) until the provider's `retries` or the job's `expire_after` run out;
-//!   `halt` (no credit, bad credentials) pauses the run, leaving the rest `queued`;
+//!   `halt` (no credit, bad credentials) pauses the run, leaving the rest `queued`.
+//!   A message the job's `route` script gave several providers fails over: when one
+//!   rejects it or its retries run out, it goes back to `queued` on the next provider,
+//!   and the ledger keeps the one it left (and why) in the message's `failovers`. Lanes
+//!   for providers only a route names are built on first use;
 //! - the **recorder** thread group-commits state changes: whatever has arrived is one
 //!   ledger write and one flush, and a message's `sending` mark is durable before its
 //!   provider is called. A crash leaves only messages actually in flight in `sending`.
