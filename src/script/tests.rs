@@ -372,3 +372,14 @@ fn print_goes_to_tracing_not_stdout() {
     let s = scripts(r#"fn filter(c) { print("hello"); debug(c.id); true }"#);
     assert!(s.filter(&customer(&ann())).unwrap());
 }
+
+#[test]
+fn one_call_cannot_change_what_the_next_sees() {
+    let s = scripts(
+        r#"fn vars(c) { c.name = "Mallory"; c.attrs.balance = "0"; #{} }
+fn filter(c) { c.name == "Ann Dlamini" && c.attrs.balance == "-1250.5" }"#,
+    );
+    let c = customer(&ann());
+    let _ = s.vars(&c);
+    assert!(s.filter(&c).unwrap());
+}
