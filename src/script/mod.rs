@@ -839,7 +839,10 @@ pub fn customer(r: &Recipient) -> Dynamic {
     // Shared: every call (and every script function it passes `customer` to) gets the
     // same value instead of a deep copy of the map; read-only, so no call can change
     // what the next one sees.
-    Dynamic::from_map(m).into_read_only().into_shared().into_read_only()
+    Dynamic::from_map(m)
+        .into_read_only()
+        .into_shared()
+        .into_read_only()
 }
 
 /// A rendered message as `route` sees it.
