@@ -87,6 +87,11 @@ fn main() {
             s("fn vars(c) { #{} }"),
             s(r#"fn route(m, c) { "bulksms" }"#),
         )
+    } else if let Ok(src) = std::env::var("CRIER_BENCH_VARS") {
+        // For comparison only: another `vars` body.
+        let vars =
+            Scripts::from_source("scripts/v.rhai", &src, Limits::default()).expect("compiles");
+        (vars, load("route.rhai"))
     } else {
         (load("overdue.rhai"), load("route.rhai"))
     };

@@ -866,7 +866,10 @@ pub fn message(m: &MessageView) -> Dynamic {
     map.insert("provider".into(), s(m.provider));
     map.insert("address".into(), s(m.address));
     let (country, code) = country_of(m.address);
-    map.insert("country".into(), country.map_or(Dynamic::UNIT, |c| s(&c)));
+    map.insert(
+        "country".into(),
+        country.map_or(Dynamic::UNIT, Dynamic::from),
+    );
     map.insert(
         "calling_code".into(),
         code.map_or(Dynamic::UNIT, |c| Dynamic::from_int(c as rhai::INT)),
@@ -878,11 +881,34 @@ pub fn message(m: &MessageView) -> Dynamic {
     Dynamic::from_map(map).into_read_only()
 }
 
+/// A number's region code and calling code, where known.
+type Country = (Option<ImmutableString>, Option<u16>);
+
 /// The country of an E.164 number: the main region of its calling code (`+27…` → `ZA`).
-fn country_of(address: &str) -> (Option<String>, Option<u16>) {
+/// Calling codes are 1 to 3 digits, so the first three digits decide; answers are
+/// remembered per thread by them.
+fn country_of(address: &str) -> Country {
+    thread_local! {
+        static SEEN: std::cell::RefCell<std::collections::HashMap<u16, Country>> =
+            std::cell::RefCell::new(std::collections::HashMap::new());
+    }
     let Some(digits) = address.strip_prefix('+') else {
         return (None, None);
     };
+    let Some(key) = digits.get(..3).and_then(|d| d.parse::<u16>().ok()) else {
+        return lookup_country(digits);
+    };
+    SEEN.with(|seen| {
+        if let Some(found) = seen.borrow().get(&key) {
+            return found.clone();
+        }
+        let found = lookup_country(digits);
+        seen.borrow_mut().insert(key, found.clone());
+        found
+    })
+}
+
+fn lookup_country(digits: &str) -> Country {
     for len in 1..=3 {
         let Some(code) = digits.get(..len).and_then(|d| d.parse::<u16>().ok()) else {
             break;
@@ -894,7 +920,7 @@ fn country_of(address: &str) -> (Option<String>, Option<u16>) {
                 .iter()
                 .find(|m| m.is_main_country_for_code())
                 .unwrap_or(first);
-            return (Some(main.id().to_string()), Some(code));
+            return (Some(main.id().into()), Some(code));
         }
     }
     (None, None)
