@@ -42,6 +42,7 @@ fn message(i: u64, state: MessageState) -> NewMessage {
         parts: 1,
         state,
         reason: None,
+        error: None,
     }
 }
 

@@ -54,6 +54,7 @@ fn message(i: u64, state: MessageState) -> NewMessage {
         parts: 1,
         state,
         reason: None,
+        error: None,
     }
 }
 

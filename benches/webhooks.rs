@@ -70,6 +70,7 @@ fn fill(store: &dyn Store, n: u64) {
                 parts: 1,
                 state: MessageState::Queued,
                 reason: None,
+                error: None,
             })
             .collect();
         let ids = ledger.plan(run.id, messages).unwrap();

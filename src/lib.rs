@@ -18,6 +18,7 @@ pub mod logging;
 pub mod provider;
 pub mod recipients;
 pub mod render;
+pub mod script;
 pub mod server;
 pub mod store;
 pub mod throttle;

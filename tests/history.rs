@@ -39,6 +39,7 @@ fn message(id: u64, address: &str, channel: Channel, kind: MessageType) -> NewMe
         parts: 2,
         state: MessageState::Queued,
         reason: None,
+        error: None,
     }
 }
 

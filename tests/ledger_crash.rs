@@ -83,6 +83,7 @@ fn child(dir: &str, backend: Backend) -> ! {
                 parts: 1,
                 state: MessageState::Queued,
                 reason: None,
+                error: None,
             })
             .collect();
         let ids = ledger.plan(run.id, messages).expect("plan");

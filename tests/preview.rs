@@ -102,6 +102,16 @@ fn a_missing_value_fails_only_that_message() {
 #[test]
 fn every_shipped_job_previews_on_the_sample_data() {
     let p = Project::new();
+    // The providers the shipped `route` scripts name (nothing is sent by a preview).
+    p.write(
+        "crier.yaml",
+        "providers:
+  bulksms: { type: bulksms, token_id: ID-01-B, token_secret: s }
+  bulksms-coastal: { type: bulksms, token_id: ID-01-B, token_secret: s, from: CoastalWL }
+  clickatell: { type: clickatell, api_key: k }
+  twilio: { type: twilio, account_sid: AC0123456789abcdef0123456789abcdef, auth_token: t, from: \"+15005550006\" }
+",
+    );
     let csv = root().join("jobs/data/customers.csv");
     assert_eq!(p.crier(&["import", csv.to_str().unwrap()]).code, 0);
     for entry in std::fs::read_dir(root().join("jobs")).unwrap() {

@@ -108,6 +108,7 @@ fn project(messages: &[(&str, &str, &str)]) -> Project {
             parts: 1,
             state: MessageState::Queued,
             reason: None,
+            error: None,
         })
         .collect();
     let ids = ledger.plan(run.id, planned).unwrap();

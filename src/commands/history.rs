@@ -230,7 +230,13 @@ fn write_messages<'a>(
                             m.address.clone(),
                             m.channel.to_string(),
                             m.state.to_string(),
-                            m.provider.clone(),
+                            // A failover shows every provider tried, in order.
+                            m.failovers
+                                .iter()
+                                .map(|f| f.provider.as_str())
+                                .chain([m.provider.as_str()])
+                                .collect::<Vec<_>>()
+                                .join("→"),
                             local(config, Some(m.updated_at)),
                             m.reason
                                 .clone()

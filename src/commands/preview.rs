@@ -31,7 +31,11 @@ pub(super) fn show(
         .iter()
         .map(|(c, provider)| format!("{c} via {provider}"))
         .collect();
-    println!("job {}: {}", job.name, channels.join(", "));
+    let routed = match job.scripts.as_ref().and_then(|s| s.route_script()) {
+        Some(script) => format!(" (routed by {script})"),
+        None => String::new(),
+    };
+    println!("job {}: {}{routed}", job.name, channels.join(", "));
     for e in &p.unreadable {
         eprintln!("skipped: {e}");
     }
@@ -48,9 +52,22 @@ pub(super) fn show(
     let (recipients, to_send) = (*recipients, *to_send);
     let unreadable = p.unreadable.len();
     let noun = job.recipients.kind.as_str();
+    let filtered = p.filtered;
     println!(
-        "recipients: {recipients} {noun}{}",
-        if recipients == 1 { "" } else { "s" }
+        "recipients: {recipients} {noun}{}{}",
+        if recipients == 1 { "" } else { "s" },
+        if job
+            .scripts
+            .as_ref()
+            .is_some_and(|s| s.has(crate::script::Hook::Filter))
+        {
+            format!(
+                " ({filtered} left out by the filter script, {} kept)",
+                recipients - filtered
+            )
+        } else {
+            String::new()
+        }
     );
     let skipped_total: u64 = skipped.values().sum();
     let reasons: Vec<String> = skipped.iter().map(|(r, n)| format!("{r} {n}")).collect();
@@ -82,8 +99,13 @@ pub(super) fn show(
             ),
             None => String::new(),
         };
+        let via = if m.route.is_empty() {
+            String::new()
+        } else {
+            format!("  via {}", m.route.join(" → "))
+        };
         println!(
-            "\n--- {}. {} {} {}  {} ({}){cost}",
+            "\n--- {}. {} {} {}  {} ({}){cost}{via}",
             i + 1,
             m.recipient.kind,
             m.recipient.id,

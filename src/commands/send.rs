@@ -115,6 +115,7 @@ pub(super) fn run(config: &Config, args: &SendArgs) -> anyhow::Result<Outcome> {
     for (n, what) in [
         (summary.expired, "expired"),
         (summary.unknown, "unknown (answer lost, not resent)"),
+        (summary.filtered, "left out by the filter script"),
     ] {
         if n > 0 {
             extra.push_str(&format!(", {n} {what}"));

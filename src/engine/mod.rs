@@ -1,25 +1,29 @@
 //! The engine: the one module that knows every stage a message passes.
 //!
-//! So far the planning half: recipients → reachability (address per channel, duplicates)
-//! → render → SMS cost. [`Planner`] turns each recipient into [`Planned`] messages, one per
-//! channel of the job, in a stream; `crier preview` prints them, and sending (with the
-//! dispatch issue) will write them to the ledger and hand them to providers.
+//! The planning half lives here: recipients → the job's `filter` script → reachability
+//! (address per channel, duplicates) → `vars` script → render → SMS cost → `route`
+//! script. [`Planner`] turns each recipient into [`Planned`] messages, one per channel of
+//! the job, in a stream; `crier preview` prints them, and [`send`] writes them to the
+//! ledger and hands them to providers, failing over along the route.
 
 pub mod preview;
 pub mod send;
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::hash::BuildHasher;
+use std::sync::Arc;
 
 use chrono::Utc;
 
 use crate::config::Config;
 use crate::job::{Body, Channel, Job};
+use crate::provider::ProviderConfig;
 use crate::recipients::Recipient;
 use crate::recipients::optout::OptOuts;
 use crate::render::sms;
 use crate::render::stored::Templates;
 use crate::render::template::{Context, Template};
+use crate::script::{self, Route, Scripts};
 use crate::store::StoreError;
 
 /// Why a recipient gets no message on a channel.
@@ -39,6 +43,11 @@ pub enum SkipReason {
     RenderFailed,
     /// The rendered SMS costs more parts than the job's `sms.max_parts`.
     TooLong,
+    /// The job's `route` script returned `()` for this message.
+    RoutedOut,
+    /// A script failed for this message (an error, or a sandbox limit): the message is
+    /// recorded `failed` with the script's error.
+    ScriptFailed,
 }
 
 impl SkipReason {
@@ -51,6 +60,8 @@ impl SkipReason {
             SkipReason::OptedOut => "opted_out",
             SkipReason::RenderFailed => "render_failed",
             SkipReason::TooLong => "too_long",
+            SkipReason::RoutedOut => "routed_out",
+            SkipReason::ScriptFailed => "script_failed",
         }
     }
 }
@@ -69,6 +80,9 @@ pub struct Planned {
     pub parts: usize,
     /// `Some` when this message will not be sent, with the detail for people.
     pub skip: Option<(SkipReason, String)>,
+    /// The providers the job's `route` script chose, in failover order; empty: the
+    /// job's provider for the channel.
+    pub route: Vec<String>,
 }
 
 /// Why planning cannot start.
@@ -102,6 +116,11 @@ pub struct Planner<'a> {
     /// the address (a collision among a million addresses has odds of about 1 in 10^7).
     seen: HashSet<u64>,
     hasher: std::collections::hash_map::RandomState,
+    scripts: Option<Arc<Scripts>>,
+    providers: BTreeMap<String, ProviderConfig>,
+    /// The job's own provider per channel (what `route` sees as `message.provider`).
+    defaults: BTreeMap<Channel, String>,
+    filtered: u64,
 }
 
 /// The template text a job uses; `templates` resolves `stored:NAME`.
@@ -145,12 +164,13 @@ impl<'a> Planner<'a> {
         templates: Option<&Templates>,
     ) -> Result<Planner<'a>, PlanError> {
         let (name, source) = body_source(job, templates)?;
-        let body = Template::compile(&source).map_err(|e| {
+        let scripts = job.scripts.clone();
+        let body = Template::compile_with(&source, scripts.as_ref()).map_err(|e| {
             PlanError::Compile(name.clone(), format!("{}:{}: {}", e.line, e.col, e.message))
         })?;
         let subject = match &job.subject {
             Some(s) => Some(
-                Template::compile(s)
+                Template::compile_with(s, scripts.as_ref())
                     .map_err(|e| PlanError::Compile("subject".into(), e.message))?,
             ),
             None => None,
@@ -163,9 +183,11 @@ impl<'a> Planner<'a> {
                         path: name.clone(),
                         source,
                     })?;
-                Some(Template::compile_html(&source).map_err(|e| {
-                    PlanError::Compile(name, format!("{}:{}: {}", e.line, e.col, e.message))
-                })?)
+                Some(
+                    Template::compile_html(&source, scripts.as_ref()).map_err(|e| {
+                        PlanError::Compile(name, format!("{}:{}: {}", e.line, e.col, e.message))
+                    })?,
+                )
             }
             None => None,
         };
@@ -196,6 +218,15 @@ impl<'a> Planner<'a> {
             context,
             seen: HashSet::new(),
             hasher: std::collections::hash_map::RandomState::new(),
+            scripts,
+            providers: config.providers.clone(),
+            defaults: job
+                .send_to
+                .channels()
+                .iter()
+                .map(|&c| (c, send::provider_name(job, config, c)))
+                .collect(),
+            filtered: 0,
         })
     }
 
@@ -210,16 +241,115 @@ impl<'a> Planner<'a> {
         }
     }
 
-    /// The messages for one recipient: one per channel of the job.
-    pub fn plan(&mut self, recipient: &Recipient) -> Result<Vec<Planned>, StoreError> {
-        let channels = self.job.send_to.channels();
-        channels
-            .iter()
-            .map(|&channel| self.plan_channel(recipient, channel))
-            .collect()
+    /// Recipients the job's `filter` script left out so far (not recorded anywhere).
+    pub fn filtered(&self) -> u64 {
+        self.filtered
     }
 
-    fn plan_channel(&mut self, r: &Recipient, channel: Channel) -> Result<Planned, StoreError> {
+    /// The messages for one recipient: one per channel of the job.
+    /// The messages for one recipient: one per channel of the job, none when the job's
+    /// `filter` script leaves the recipient out.
+    pub fn plan(&mut self, recipient: &Recipient) -> Result<Vec<Planned>, StoreError> {
+        let channels = self.job.send_to.channels();
+        let Some(scripts) = self.scripts.clone() else {
+            return channels
+                .iter()
+                .map(|&channel| self.plan_channel(recipient, channel, None))
+                .collect();
+        };
+        let customer = script::customer(recipient);
+        let prepared = scripts.filter(&customer).and_then(|keep| {
+            if keep {
+                scripts.vars(&customer).map(Some)
+            } else {
+                Ok(None)
+            }
+        });
+        match prepared {
+            Ok(None) => {
+                self.filtered += 1;
+                Ok(Vec::new())
+            }
+            Ok(Some(vars)) => {
+                self.context.vars = vars;
+                channels
+                    .iter()
+                    .map(|&channel| {
+                        self.plan_channel(recipient, channel, Some((scripts.as_ref(), &customer)))
+                    })
+                    .collect()
+            }
+            Err(e) => Ok(channels
+                .iter()
+                .map(|&channel| Planned {
+                    recipient: recipient.clone(),
+                    channel,
+                    address: None,
+                    subject: None,
+                    body: String::new(),
+                    html: None,
+                    encoding: None,
+                    parts: 0,
+                    skip: Some((SkipReason::ScriptFailed, e.to_string())),
+                    route: Vec::new(),
+                })
+                .collect()),
+        }
+    }
+
+    /// Asks the job's `route` script where `planned` goes.
+    fn route(&self, scripts: &Scripts, customer: &rhai::Dynamic, planned: &mut Planned) {
+        if !scripts.has(script::Hook::Route) {
+            return;
+        }
+        let view = script::MessageView {
+            channel: planned.channel.as_str(),
+            provider: self
+                .defaults
+                .get(&planned.channel)
+                .map_or("", String::as_str),
+            address: planned.address.as_deref().unwrap_or_default(),
+            subject: planned.subject.as_deref(),
+            body: &planned.body,
+            encoding: planned.encoding.map(|e| e.as_str()),
+            parts: planned.parts,
+        };
+        let name = scripts.route_script().unwrap_or("route");
+        match scripts.route(script::message(&view), customer) {
+            Ok(Route::Out) => {
+                planned.skip = Some((SkipReason::RoutedOut, format!("{name} returned ()")));
+            }
+            Ok(Route::To(providers)) => {
+                for p in &providers {
+                    let problem = match self.providers.get(p) {
+                        None => Some(format!("`{p}` is not a provider defined in crier.yaml")),
+                        Some(c) if !c.carries(planned.channel) => Some(format!(
+                            "provider `{p}` (type {}) cannot carry {}",
+                            c.type_name(),
+                            planned.channel
+                        )),
+                        Some(_) => None,
+                    };
+                    if let Some(problem) = problem {
+                        planned.skip = Some((
+                            SkipReason::ScriptFailed,
+                            format!("{name}: route: {problem}"),
+                        ));
+                        return;
+                    }
+                }
+                planned.route = providers;
+            }
+            Err(e) => planned.skip = Some((SkipReason::ScriptFailed, e.to_string())),
+        }
+    }
+
+    fn plan_channel(
+        &mut self,
+        r: &Recipient,
+        channel: Channel,
+        scripts: Option<(&Scripts, &rhai::Dynamic)>,
+    ) -> Result<Planned, StoreError> {
         let mut planned = Planned {
             recipient: r.clone(),
             channel,
@@ -230,6 +360,7 @@ impl<'a> Planner<'a> {
             encoding: None,
             parts: 0,
             skip: None,
+            route: Vec::new(),
         };
         let address = match channel {
             Channel::Sms => match (&r.phone, &r.phone_raw) {
@@ -320,7 +451,11 @@ impl<'a> Planner<'a> {
                         cost.encoding.as_str()
                     ),
                 ));
+                return Ok(planned);
             }
+        }
+        if let Some((scripts, customer)) = scripts {
+            self.route(scripts, customer, &mut planned);
         }
         Ok(planned)
     }

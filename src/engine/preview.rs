@@ -34,6 +34,8 @@ pub struct Preview {
     pub shown: Vec<Planned>,
     /// With one recipient asked for: its skipped messages.
     pub skipped_shown: Vec<Planned>,
+    /// Recipients the job's `filter` script left out (counted in `recipients`).
+    pub filtered: u64,
 }
 
 /// Plans `job` without sending: counts everything, keeps the first `limit` messages, and
@@ -105,5 +107,6 @@ pub fn preview(
             }
         }
     }
+    p.filtered = planner.filtered();
     Ok(p)
 }

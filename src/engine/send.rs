@@ -13,7 +13,11 @@
 //!   (reqwest does not cap connections per host), the provider call, and the
 //!   classified outcome: retries with exponential backoff and jitter (or the provider's
 //!   `Retry-After`) until the provider's `retries` or the job's `expire_after` run out;
-//!   `halt` (no credit, bad credentials) pauses the run, leaving the rest `queued`;
+//!   `halt` (no credit, bad credentials) pauses the run, leaving the rest `queued`.
+//!   A message the job's `route` script gave several providers fails over: when one
+//!   rejects it or its retries run out, it goes back to `queued` on the next provider,
+//!   and the ledger keeps the one it left (and why) in the message's `failovers`. Lanes
+//!   for providers only a route names are built on first use;
 //! - the **recorder** thread group-commits state changes: whatever has arrived is one
 //!   ledger write and one flush, and a message's `sending` mark is durable before its
 //!   provider is called. A crash leaves only messages actually in flight in `sending`.
@@ -24,7 +28,7 @@
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -33,7 +37,7 @@ use governor::{Quota, RateLimiter};
 use thiserror::Error;
 use tokio::sync::oneshot;
 
-use super::{PlanError, Planned, Planner};
+use super::{PlanError, Planned, Planner, SkipReason};
 use crate::config::Config;
 use crate::history::ledger::{Change, Ledger, LedgerError, NewMessage, NewRun};
 use crate::history::{MessageId, MessageState, MessageType, Run, RunId, Trigger};
@@ -145,6 +149,8 @@ pub struct Summary {
     pub retries: u64,
     /// Messages left `queued` by a pause.
     pub queued: u64,
+    /// Recipients the job's `filter` script left out (not recorded as messages).
+    pub filtered: u64,
     /// Why the run paused, if it did.
     pub paused: Option<String>,
 }
@@ -185,8 +191,63 @@ struct Lane<'a> {
     backoff: Duration,
 }
 
+/// Every provider a run may use, by index: the job's own providers, built before the
+/// run starts, and, when the job has a `route` script, every other configured provider
+/// that carries one of the job's channels, built when a route first names it.
+struct Lanes<'a> {
+    slots: Vec<Slot<'a>>,
+    ctx: BuildContext<'a>,
+}
+
+struct Slot<'a> {
+    name: String,
+    config: ProviderConfig,
+    lane: OnceLock<Result<Lane<'a>, String>>,
+}
+
+impl<'a> Lanes<'a> {
+    /// The index of provider `name`, adding it (unbuilt) if it is new.
+    fn add(&mut self, name: &str, config: &ProviderConfig) -> usize {
+        match self.index(name) {
+            Some(i) => i,
+            None => {
+                self.slots.push(Slot {
+                    name: name.to_string(),
+                    config: config.clone(),
+                    lane: OnceLock::new(),
+                });
+                self.slots.len() - 1
+            }
+        }
+    }
+
+    fn index(&self, name: &str) -> Option<usize> {
+        self.slots.iter().position(|s| s.name == name)
+    }
+
+    fn name(&self, i: usize) -> &str {
+        &self.slots[i].name
+    }
+
+    /// The lane at `i`, built on first use.
+    fn get(&self, i: usize) -> Result<&Lane<'a>, &str> {
+        let slot = &self.slots[i];
+        slot.lane
+            .get_or_init(|| lane(&slot.name, &slot.config, &self.ctx).map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(String::as_str)
+    }
+
+    /// The lanes built so far.
+    fn built(&self) -> impl Iterator<Item = &Lane<'a>> {
+        self.slots
+            .iter()
+            .filter_map(|s| s.lane.get().and_then(|l| l.as_ref().ok()))
+    }
+}
+
 /// The provider name `job` uses for `channel`.
-fn provider_name(job: &Job, config: &Config, channel: Channel) -> String {
+pub(super) fn provider_name(job: &Job, config: &Config, channel: Channel) -> String {
     match (&job.provider, channel) {
         (Some(p), c) if c != Channel::Portal => p.clone(),
         _ => config.channels.provider_for(channel).to_string(),
@@ -262,7 +323,10 @@ pub fn send(
         data_dir: &config.data_dir,
         inbox: store.inbox(),
     };
-    let mut lanes: Vec<Lane> = Vec::new();
+    let mut lanes = Lanes {
+        slots: Vec::new(),
+        ctx,
+    };
     let mut lane_of: BTreeMap<Channel, usize> = BTreeMap::new();
     for &channel in job.send_to.channels() {
         let name = provider_name(job, config, channel);
@@ -276,17 +340,36 @@ pub fn send(
                 channel,
             });
         }
-        let index = match lanes.iter().position(|l| l.name == name) {
+        let index = match lanes.index(&name) {
             Some(i) => i,
             None => {
-                lanes.push(lane(&name, pc, &ctx)?);
-                lanes.len() - 1
+                let built = lane(&name, pc, &lanes.ctx)?;
+                let i = lanes.add(&name, pc);
+                let _ = lanes.slots[i].lane.set(Ok(built));
+                i
             }
         };
         lane_of.insert(channel, index);
     }
+    let own: Vec<usize> = {
+        let mut own: Vec<usize> = lane_of.values().copied().collect();
+        own.sort_unstable();
+        own.dedup();
+        own
+    };
+    if job
+        .scripts
+        .as_ref()
+        .is_some_and(|s| s.has(crate::script::Hook::Route))
+    {
+        for (name, pc) in &config.providers {
+            if job.send_to.channels().iter().any(|c| pc.carries(*c)) {
+                lanes.add(name, pc);
+            }
+        }
+    }
     if let Some(min) = job.min_balance {
-        for lane in &lanes {
+        for lane in own.iter().filter_map(|&i| lanes.get(i).ok()) {
             match runtime.block_on(lane.provider.balance()) {
                 Ok(Some(b)) if b.amount < min => {
                     return Err(SendError::LowBalance {
@@ -319,9 +402,9 @@ pub fn send(
             options.trigger.clone().unwrap_or(Trigger::Manual)
         },
         channels: job.send_to.channels().to_vec(),
-        provider: lanes
+        provider: own
             .iter()
-            .map(|l| l.name.clone())
+            .map(|&i| lanes.name(i))
             .collect::<Vec<_>>()
             .join("+"),
         body,
@@ -405,6 +488,8 @@ pub fn send(
     if let Some(resumed) = &resumed {
         summary.unknown += resumed.unknown;
     }
+    summary.failed += planned.failed;
+    summary.filtered = planned.filtered;
     summary.paused = stop.reason();
     if planned.complete && summary.paused.is_none() {
         ledger.finish_planning(run.id)?;
@@ -461,7 +546,8 @@ impl Stop {
 /// A planned message on its way to a provider.
 struct Work {
     id: MessageId,
-    lane: usize,
+    /// The lanes to try, in failover order (at least one).
+    route: Vec<usize>,
     message: RoutedMessage,
     planned_at: Instant,
 }
@@ -473,7 +559,7 @@ struct PlanInput<'s, 'a> {
     ledger: &'s Ledger<'a>,
     run: &'s Run,
     lane_of: &'s BTreeMap<Channel, usize>,
-    lanes: &'s [Lane<'a>],
+    lanes: &'s Lanes<'a>,
     options: &'s SendOptions,
     testing: bool,
     resumed: Option<&'s Resumed>,
@@ -481,6 +567,10 @@ struct PlanInput<'s, 'a> {
 
 struct PlanResult {
     skipped: BTreeMap<&'static str, u64>,
+    /// Messages a script failed for (recorded `failed`).
+    failed: u64,
+    /// Recipients the `filter` script left out.
+    filtered: u64,
     /// Every recipient was planned (not cut short by a pause).
     complete: bool,
 }
@@ -510,6 +600,8 @@ fn plan_inner(
     };
     let mut result = PlanResult {
         skipped: BTreeMap::new(),
+        failed: 0,
+        filtered: 0,
         complete: false,
     };
     if let Some(resumed) = input.resumed {
@@ -541,7 +633,13 @@ fn plan_inner(
             continue;
         }
         found = true;
-        for mut planned in planner.plan(&r)? {
+        let planned_for = planner.plan(&r)?;
+        result.filtered = planner.filtered();
+        if planned_for.is_empty() && input.testing && input.options.recipient.is_none() {
+            // A send-as-test uses the first recipient the job's filter keeps.
+            continue;
+        }
+        for mut planned in planned_for {
             if let Some(to) = &input.options.test_to {
                 planned.address = Some(to.clone());
                 planned.skip = None;
@@ -587,7 +685,10 @@ fn hand_on(
             recipient_id: p.recipient.id,
             address: p.address.clone().unwrap_or_default(),
             channel: p.channel,
-            provider: input.lanes[input.lane_of[&p.channel]].name.clone(),
+            provider: match p.route.first() {
+                Some(first) => first.clone(),
+                None => input.lanes.name(input.lane_of[&p.channel]).to_string(),
+            },
             kind: if input.testing {
                 MessageType::Test
             } else {
@@ -597,12 +698,18 @@ fn hand_on(
             body: p.body.clone(),
             encoding: p.encoding.map(|e| e.as_str().to_string()),
             parts: p.parts as u32,
-            state: if p.skip.is_some() {
-                MessageState::Skipped
-            } else {
-                MessageState::Queued
+            state: match &p.skip {
+                Some((SkipReason::ScriptFailed, _)) => MessageState::Failed,
+                Some(_) => MessageState::Skipped,
+                None => MessageState::Queued,
             },
             reason: p.skip.as_ref().map(|(r, _)| r.as_str().to_string()),
+            error: match &p.skip {
+                Some((SkipReason::ScriptFailed, detail)) => {
+                    Some(("script_failed".into(), detail.clone()))
+                }
+                _ => None,
+            },
         })
         .collect();
     let ids = input.ledger.plan(input.run.id, messages)?;
@@ -612,8 +719,13 @@ fn hand_on(
     };
     let now = Instant::now();
     for (i, (p, id)) in batch.into_iter().zip(ids).enumerate() {
-        if let Some((reason, _)) = &p.skip {
-            *result.skipped.entry(reason.as_str()).or_default() += 1;
+        if let Some((reason, detail)) = &p.skip {
+            if *reason == SkipReason::ScriptFailed {
+                tracing::warn!(message = %id, error = %detail, "A script failed; the message failed.");
+                result.failed += 1;
+            } else {
+                *result.skipped.entry(reason.as_str()).or_default() += 1;
+            }
             continue;
         }
         let message = RoutedMessage {
@@ -633,9 +745,20 @@ fn hand_on(
             },
             dedup_id: crate::history::ledger::dedup_after(dedup_base, i as u64),
         };
+        let default = input.lane_of[&p.channel];
+        let route = if p.route.is_empty() {
+            vec![default]
+        } else {
+            // The planner checked every name against the configured providers that
+            // carry the channel, and a lane exists for each of those.
+            p.route
+                .iter()
+                .map(|name| input.lanes.index(name).unwrap_or(default))
+                .collect()
+        };
         let item = Work {
             id,
-            lane: input.lane_of[&p.channel],
+            route,
             message,
             planned_at: now,
         };
@@ -723,7 +846,12 @@ fn hand_on_queued(
         // `expire_after` counts from when the message was planned, not from the resume.
         let age = Duration::from_millis((now_ms - m.created_at).max(0) as u64);
         let planned_at = now.checked_sub(age).unwrap_or(now);
-        let Some(&lane) = input.lane_of.get(&m.channel) else {
+        // On the provider it was queued for (after a failover, the next one of its route).
+        let Some(lane) = input
+            .lanes
+            .index(&m.provider)
+            .or_else(|| input.lane_of.get(&m.channel).copied())
+        else {
             continue;
         };
         let message = RoutedMessage {
@@ -750,7 +878,7 @@ fn hand_on_queued(
         if work
             .blocking_send(Work {
                 id,
-                lane,
+                route: vec![lane],
                 message,
                 planned_at,
             })
@@ -781,7 +909,7 @@ enum Ack {
 /// The recorder: group-commits whatever changes have arrived, one flush per group.
 fn record_all(
     ledger: &Ledger,
-    lanes: &[Lane],
+    lanes: &Lanes,
     records: mpsc::Receiver<Record>,
     stop: &Stop,
 ) -> Result<(), SendError> {
@@ -828,10 +956,10 @@ fn record_all(
     }
 }
 
-fn commit(ledger: &Ledger, lanes: &[Lane], group: &[Record]) -> Result<Vec<bool>, SendError> {
+fn commit(ledger: &Ledger, lanes: &Lanes, group: &[Record]) -> Result<Vec<bool>, SendError> {
     if group.iter().any(|r| r.change.to == MessageState::Sent) {
         // What a provider buffered (the file outbox) is on disk before it counts as sent.
-        for lane in lanes {
+        for lane in lanes.built() {
             lane.provider.sync().map_err(|e| {
                 SendError::Store(StoreError::Io {
                     path: lane.name.clone().into(),
@@ -858,7 +986,7 @@ enum Settled {
 }
 
 struct Dispatch<'s, 'a> {
-    lanes: &'s [Lane<'a>],
+    lanes: &'s Lanes<'a>,
     job_limiter: Option<Limiter>,
     expire_after: Duration,
     record: mpsc::Sender<Record>,
@@ -938,10 +1066,47 @@ impl Dispatch<'_, '_> {
         rx.await.unwrap_or(Ack::Failed)
     }
 
-    /// One message from `queued` to its outcome; returns it and the retries it took.
+    /// One message from `queued` to its outcome, along its route; returns the outcome
+    /// and the retries it took.
     async fn deliver(&self, w: Work) -> (Settled, u64) {
-        let lane = &self.lanes[w.lane];
         let deadline = w.planned_at + self.expire_after;
+        let mut retries = 0;
+        for (hop, &lane) in w.route.iter().enumerate() {
+            let next = w.route.get(hop + 1).map(|&i| self.lanes.name(i));
+            match self.deliver_on(&w, lane, next, deadline).await {
+                Hop::Settled(settled, r) => return (settled, retries + r),
+                Hop::Next(r) => retries += r,
+            }
+        }
+        (Settled::NotSent, retries)
+    }
+
+    /// The message on one provider: retries until an outcome, or until the provider
+    /// rejects it or its retries run out and `next` is there to fail over to.
+    async fn deliver_on(
+        &self,
+        w: &Work,
+        lane_index: usize,
+        next: Option<&str>,
+        deadline: Instant,
+    ) -> Hop {
+        let lane = match self.lanes.get(lane_index) {
+            Ok(lane) => lane,
+            Err(e) => {
+                // A provider that cannot be set up rejects every message it is given.
+                let name = self.lanes.name(lane_index);
+                tracing::warn!(provider = %name, error = %e, "Provider cannot be set up.");
+                match self
+                    .record(Change::to(w.id, MessageState::Sending), true)
+                    .await
+                {
+                    Ack::Done => {}
+                    Ack::Refused | Ack::Failed => return Hop::Settled(Settled::NotSent, 0),
+                }
+                let error = ("provider_unavailable".to_string(), e.to_string());
+                return self.give_up(w, name, next, error, 0).await;
+            }
+        };
         let mut attempts: u32 = 0;
         loop {
             if let Some(l) = &self.job_limiter {
@@ -961,34 +1126,33 @@ impl Dispatch<'_, '_> {
                         .stop(format!("{OUTSIDE_WINDOW} (it opens {opens})"));
                 }
             }
+            let retries = attempts.saturating_sub(1) as u64;
             if self.stop.stopped() {
-                return (Settled::NotSent, attempts.saturating_sub(1) as u64);
+                return Hop::Settled(Settled::NotSent, retries);
             }
             if Instant::now() >= deadline {
                 let mut c = Change::to(w.id, MessageState::Expired);
                 c.reason = Some("expired".into());
                 self.record(c, false).await;
-                return (Settled::Expired, attempts.saturating_sub(1) as u64);
+                return Hop::Settled(Settled::Expired, retries);
             }
             let Ok(slot) = lane.window.acquire().await else {
-                return (Settled::NotSent, 0);
+                return Hop::Settled(Settled::NotSent, 0);
             };
             let mut sending = Change::to(w.id, MessageState::Sending);
             sending.attempt = true;
             match self.record(sending, true).await {
                 Ack::Done => {}
-                Ack::Refused | Ack::Failed => {
-                    return (Settled::NotSent, attempts.saturating_sub(1) as u64);
-                }
+                Ack::Refused | Ack::Failed => return Hop::Settled(Settled::NotSent, retries),
             }
             let Ok(permit) = lane.permits.acquire().await else {
-                return (Settled::NotSent, 0);
+                return Hop::Settled(Settled::NotSent, 0);
             };
             if self.stop.stopped() {
                 // Paused while waiting for a permit: not sent, so back to `queued`.
                 self.record(Change::to(w.id, MessageState::Queued), false)
                     .await;
-                return (Settled::NotSent, attempts.saturating_sub(1) as u64);
+                return Hop::Settled(Settled::NotSent, retries);
             }
             attempts += 1;
             let outcome = lane.provider.send(&w.message).await;
@@ -1000,26 +1164,21 @@ impl Dispatch<'_, '_> {
                 SendOutcome::Sent { provider_id } => {
                     change.provider_message_id = Some(provider_id);
                     self.record(change, false).await;
-                    return (
-                        Settled::Sent {
-                            parts: w.message.parts,
-                        },
-                        retries,
-                    );
+                    let parts = w.message.parts;
+                    return Hop::Settled(Settled::Sent { parts }, retries);
                 }
                 SendOutcome::Rejected { code, text } => {
-                    tracing::debug!(message = %w.id, code = %code, "Rejected.");
-                    change.to = MessageState::Failed;
-                    change.error = Some((code, text));
-                    self.record(change, false).await;
-                    return (Settled::Failed, retries);
+                    tracing::debug!(message = %w.id, provider = %lane.name, code = %code, "Rejected.");
+                    return self
+                        .give_up(w, &lane.name, next, (code, text), retries)
+                        .await;
                 }
                 SendOutcome::Unknown { reason } => {
                     tracing::warn!(message = %w.id, provider = %lane.name, reason = %reason, "Outcome unknown; not resent.");
                     change.to = MessageState::Unknown;
                     change.error = Some(("unknown".into(), reason));
                     self.record(change, false).await;
-                    return (Settled::Unknown, retries);
+                    return Hop::Settled(Settled::Unknown, retries);
                 }
                 SendOutcome::Halt { code, text } => {
                     self.stop.stop(format!(
@@ -1029,19 +1188,17 @@ impl Dispatch<'_, '_> {
                     change.to = MessageState::Queued;
                     change.error = Some((code, text));
                     self.record(change, false).await;
-                    return (Settled::NotSent, retries);
+                    return Hop::Settled(Settled::NotSent, retries);
                 }
                 SendOutcome::Retry { reason } => (None, reason),
                 SendOutcome::RetryAfter { after, reason } => (Some(after), reason),
             };
             if attempts > lane.retries {
-                change.to = MessageState::Failed;
-                change.error = Some((
-                    "retries_exhausted".into(),
+                let error = (
+                    "retries_exhausted".to_string(),
                     format!("{attempts} attempts; last: {reason}"),
-                ));
-                self.record(change, false).await;
-                return (Settled::Failed, retries);
+                );
+                return self.give_up(w, &lane.name, next, error, retries).await;
             }
             let wait = wait.unwrap_or_else(|| backoff(lane.backoff, attempts));
             if Instant::now() + wait >= deadline {
@@ -1049,7 +1206,7 @@ impl Dispatch<'_, '_> {
                 change.reason = Some("expired".into());
                 change.error = Some(("expired".into(), format!("last attempt: {reason}")));
                 self.record(change, false).await;
-                return (Settled::Expired, retries);
+                return Hop::Settled(Settled::Expired, retries);
             }
             tracing::debug!(message = %w.id, wait_ms = wait.as_millis() as u64, reason = %reason, "Retrying.");
             change.to = MessageState::Queued;
@@ -1058,6 +1215,40 @@ impl Dispatch<'_, '_> {
             tokio::time::sleep(wait).await;
         }
     }
+
+    /// The provider `name` is done with a `sending` message: it fails, or moves on to
+    /// `next` with `error` kept in its failover history.
+    async fn give_up(
+        &self,
+        w: &Work,
+        name: &str,
+        next: Option<&str>,
+        error: (String, String),
+        retries: u64,
+    ) -> Hop {
+        let mut change = Change::to(w.id, MessageState::Failed);
+        change.error = Some(error);
+        match next {
+            None => {
+                self.record(change, false).await;
+                Hop::Settled(Settled::Failed, retries)
+            }
+            Some(next) => {
+                tracing::info!(message = %w.id, from = %name, to = %next, "Failing over.");
+                change.to = MessageState::Queued;
+                change.failover = Some(next.to_string());
+                self.record(change, false).await;
+                Hop::Next(retries)
+            }
+        }
+    }
+}
+
+/// Where one provider left a message.
+enum Hop {
+    Settled(Settled, u64),
+    /// On to the next provider of the route, after these retries.
+    Next(u64),
 }
 
 /// Exponential backoff with full jitter: a random wait in `[base·2^(n-1)/2, base·2^(n-1)]`,

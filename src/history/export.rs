@@ -251,6 +251,20 @@ pub struct MessageView {
     /// Every state entered, as `[state, time]`.
     #[schema(value_type = Vec<Vec<String>>)]
     pub transitions: Vec<(String, String)>,
+    /// Providers this message left for the next one of its route, in order.
+    pub failovers: Vec<FailoverView>,
+}
+
+/// One provider a message failed over from.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct FailoverView {
+    pub provider: String,
+    /// When the message left this provider.
+    pub at: String,
+    /// Send attempts made on it.
+    pub attempts: u32,
+    pub error_code: String,
+    pub error_text: String,
 }
 
 impl From<&Message> for MessageView {
@@ -280,6 +294,17 @@ impl From<&Message> for MessageView {
                 .transitions
                 .iter()
                 .map(|(s, t)| (s.to_string(), iso(*t)))
+                .collect(),
+            failovers: m
+                .failovers
+                .iter()
+                .map(|f| FailoverView {
+                    provider: f.provider.clone(),
+                    at: iso(f.at),
+                    attempts: f.attempts,
+                    error_code: f.error_code.clone(),
+                    error_text: f.error_text.clone(),
+                })
                 .collect(),
         }
     }

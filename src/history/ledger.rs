@@ -27,7 +27,8 @@ use serde::de::DeserializeOwned;
 use thiserror::Error;
 
 use super::{
-    Counters, Message, MessageId, MessageState, MessageType, Millis, Run, RunId, Trigger, now_ms,
+    Counters, Failover, Message, MessageId, MessageState, MessageType, Millis, Run, RunId, Trigger,
+    now_ms,
 };
 use crate::job::Channel;
 use crate::recipients::RecipientKind;
@@ -83,6 +84,8 @@ pub struct NewMessage {
     pub parts: u32,
     pub state: MessageState,
     pub reason: Option<String>,
+    /// Error code and text of a message planned as `failed` (a script failed for it).
+    pub error: Option<(String, String)>,
 }
 
 /// One state change for one message.
@@ -98,6 +101,9 @@ pub struct Change {
     pub reason: Option<String>,
     /// This change starts a new send attempt.
     pub attempt: bool,
+    /// The message moves on to this provider (failover): the current provider, the
+    /// attempts made on it and `error` go to the message's `failovers`.
+    pub failover: Option<String>,
 }
 
 impl Change {
@@ -110,11 +116,87 @@ impl Change {
             error: None,
             reason: None,
             attempt: to == MessageState::Sending,
+            failover: None,
         }
     }
 }
 
 const VERSION: u8 = 1;
+/// Messages are written as version 2 (with `failovers`); version 1 records, written
+/// before failover existed, still read (as having no failovers).
+const MESSAGE_VERSION: u8 = 2;
+
+/// A message record as version 1 wrote it (postcard is positional: the fields, in order).
+#[derive(serde::Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct MessageV1 {
+    id: MessageId,
+    recipient_kind: RecipientKind,
+    recipient_id: u64,
+    address: String,
+    channel: Channel,
+    provider: String,
+    kind: MessageType,
+    subject: Option<String>,
+    body: String,
+    encoding: Option<String>,
+    parts: u32,
+    state: MessageState,
+    reason: Option<String>,
+    attempts: u32,
+    provider_message_id: Option<String>,
+    error_code: Option<String>,
+    error_text: Option<String>,
+    created_at: Millis,
+    updated_at: Millis,
+    transitions: Vec<(MessageState, Millis)>,
+}
+
+impl From<MessageV1> for Message {
+    fn from(m: MessageV1) -> Message {
+        Message {
+            id: m.id,
+            recipient_kind: m.recipient_kind,
+            recipient_id: m.recipient_id,
+            address: m.address,
+            channel: m.channel,
+            provider: m.provider,
+            kind: m.kind,
+            subject: m.subject,
+            body: m.body,
+            encoding: m.encoding,
+            parts: m.parts,
+            state: m.state,
+            reason: m.reason,
+            attempts: m.attempts,
+            provider_message_id: m.provider_message_id,
+            error_code: m.error_code,
+            error_text: m.error_text,
+            created_at: m.created_at,
+            updated_at: m.updated_at,
+            transitions: m.transitions,
+            failovers: Vec::new(),
+        }
+    }
+}
+
+fn encode_message(m: &Message) -> Vec<u8> {
+    let mut out = vec![MESSAGE_VERSION];
+    postcard::to_io(m, &mut out).expect("postcard into Vec");
+    out
+}
+
+fn decode_message(key: &[u8], bytes: &[u8]) -> Result<Message, LedgerError> {
+    match bytes.split_first() {
+        Some((&MESSAGE_VERSION, rest)) => {
+            postcard::from_bytes(rest).map_err(|e| LedgerError::Decode {
+                key: String::from_utf8_lossy(key).into_owned(),
+                detail: e.to_string(),
+            })
+        }
+        _ => decode::<MessageV1>(key, bytes).map(Message::from),
+    }
+}
 
 fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     let mut out = vec![VERSION];
@@ -351,7 +433,7 @@ impl<'a> Ledger<'a> {
     pub fn message(&self, id: MessageId) -> Result<Message, LedgerError> {
         let key = keys::message(id);
         match self.kv.get(&key)? {
-            Some(bytes) => decode(&key, &bytes),
+            Some(bytes) => decode_message(&key, &bytes),
             None => Err(LedgerError::NoSuchMessage(id)),
         }
     }
@@ -475,11 +557,12 @@ impl<'a> Ledger<'a> {
                 reason: m.reason,
                 attempts: 0,
                 provider_message_id: None,
-                error_code: None,
-                error_text: None,
+                error_code: m.error.as_ref().map(|e| e.0.clone()),
+                error_text: m.error.map(|e| e.1),
                 created_at: now,
                 updated_at: now,
                 transitions: vec![(m.state, now)],
+                failovers: Vec::new(),
             };
             stored.run.counters.add(msg.state, 1);
             batch.put(keys::by_state(run, msg.state, id.seq), Vec::new());
@@ -489,7 +572,7 @@ impl<'a> Ledger<'a> {
                 Vec::new(),
             );
             batch.put(keys::address(&msg.address, id), Vec::new());
-            batch.put(keys::message(id), encode(&msg));
+            batch.put(keys::message(id), encode_message(&msg));
             ids.push(id);
         }
         settle(&mut stored.run, now);
@@ -571,6 +654,17 @@ impl<'a> Ledger<'a> {
                 keys::by_state(change.id.run, change.to, change.id.seq),
                 Vec::new(),
             );
+            if let Some(next) = &change.failover {
+                let (code, text) = change.error.clone().unwrap_or_default();
+                let earlier: u32 = msg.failovers.iter().map(|f| f.attempts).sum();
+                msg.failovers.push(Failover {
+                    provider: std::mem::replace(&mut msg.provider, next.clone()),
+                    at: change.at,
+                    attempts: msg.attempts.saturating_sub(earlier),
+                    error_code: code,
+                    error_text: text,
+                });
+            }
             msg.state = change.to;
             msg.updated_at = change.at;
             msg.transitions.push((change.to, change.at));
@@ -586,7 +680,9 @@ impl<'a> Ledger<'a> {
                 );
                 msg.provider_message_id = Some(pid.clone());
             }
-            if let Some((code, text)) = &change.error {
+            if let Some((code, text)) = &change.error
+                && change.failover.is_none()
+            {
                 msg.error_code = Some(code.clone());
                 msg.error_text = Some(text.clone());
             }
@@ -597,7 +693,7 @@ impl<'a> Ledger<'a> {
             results.push(Ok(()));
         }
         for (id, msg) in &touched {
-            batch.put(keys::message(*id), encode(msg));
+            batch.put(keys::message(*id), encode_message(msg));
         }
         for (run_id, (delta, started, at)) in runs {
             let mut stored = self.stored_run(run_id)?;
@@ -685,7 +781,7 @@ impl<'a> Ledger<'a> {
                 .take(2048)
             {
                 let (key, bytes) = item?;
-                let m: Message = decode(&key, &bytes)?;
+                let m: Message = decode_message(&key, &bytes)?;
                 batch.delete(keys::by_state(run, m.state, m.id.seq));
                 batch.delete(keys::message_time(m.created_at, m.id));
                 batch.delete(keys::recipient(m.recipient_kind, m.recipient_id, m.id));
@@ -747,14 +843,14 @@ impl<'a> Ledger<'a> {
                 let end = keys::end_of(&prefix);
                 Box::new(self.kv.range(&prefix, &end, false).map(|item| {
                     let (key, bytes) = item?;
-                    decode(&key, &bytes)
+                    decode_message(&key, &bytes)
                 }))
             }
         }
     }
 
     pub(crate) fn decode_message(key: &[u8], bytes: &[u8]) -> Result<Message, LedgerError> {
-        decode(key, bytes)
+        decode_message(key, bytes)
     }
 }
 
@@ -925,6 +1021,7 @@ mod tests {
             parts: 1,
             state: MessageState::Queued,
             reason: None,
+            error: None,
         }
     }
 
@@ -1112,5 +1209,58 @@ mod tests {
             })
             .count();
         assert_eq!(leftovers, 0);
+    }
+
+    #[test]
+    fn version_1_message_records_still_read() {
+        let (_dir, store) = store();
+        let ledger = Ledger::new(store.as_ref());
+        let run = ledger.create_run(new_run("j")).unwrap();
+        let id = ledger.plan(run.id, vec![msg(1)]).unwrap()[0];
+        let current = ledger.message(id).unwrap();
+        assert!(current.failovers.is_empty());
+        // Rewrite the record as crier wrote it before failovers existed.
+        let m = current.clone();
+        let v1 = MessageV1 {
+            id: m.id,
+            recipient_kind: m.recipient_kind,
+            recipient_id: m.recipient_id,
+            address: m.address,
+            channel: m.channel,
+            provider: m.provider,
+            kind: m.kind,
+            subject: m.subject,
+            body: m.body,
+            encoding: m.encoding,
+            parts: m.parts,
+            state: m.state,
+            reason: m.reason,
+            attempts: m.attempts,
+            provider_message_id: m.provider_message_id,
+            error_code: m.error_code,
+            error_text: m.error_text,
+            created_at: m.created_at,
+            updated_at: m.updated_at,
+            transitions: m.transitions,
+        };
+        let mut batch = KvBatch::default();
+        batch.put(keys::message(id), encode(&v1));
+        ledger.kv.apply(batch).unwrap();
+        assert_eq!(ledger.message(id).unwrap(), current);
+        // And it moves on as any other, failover included.
+        ledger
+            .record(&[Change::to(id, MessageState::Sending)])
+            .unwrap();
+        let mut change = Change::to(id, MessageState::Queued);
+        change.error = Some(("bulksms:400".into(), "no route".into()));
+        change.failover = Some("clickatell".into());
+        ledger.record(&[change]).unwrap();
+        let m = ledger.message(id).unwrap();
+        assert_eq!(m.provider, "clickatell");
+        assert_eq!(m.failovers.len(), 1);
+        assert_eq!(m.failovers[0].provider, "bulksms");
+        assert_eq!(m.failovers[0].attempts, 1);
+        assert_eq!(m.failovers[0].error_text, "no route");
+        assert_eq!(m.error_code, None);
     }
 }

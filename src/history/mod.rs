@@ -375,6 +375,22 @@ pub struct Message {
     pub updated_at: Millis,
     /// Every state the message entered, with when.
     pub transitions: Vec<(MessageState, Millis)>,
+    /// Providers tried before `provider`, in order, each with the error that moved the
+    /// message on (a route's failover). Empty for most messages.
+    #[serde(default)]
+    pub failovers: Vec<Failover>,
+}
+
+/// One provider a message was tried on before it failed over to the next in its route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failover {
+    pub provider: String,
+    /// When the message left this provider.
+    pub at: Millis,
+    /// Send attempts made on this provider.
+    pub attempts: u32,
+    pub error_code: String,
+    pub error_text: String,
 }
 
 #[cfg(test)]

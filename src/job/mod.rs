@@ -12,6 +12,7 @@ pub mod schedule;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -21,6 +22,7 @@ use crate::diag::{Diagnostic, Diagnostics, FileReport};
 use crate::recipients::RecipientKind;
 use crate::recipients::filter::{Filter, Where};
 use crate::render::{sms, template};
+use crate::script::{ScriptPaths, Scripts};
 use crate::throttle::Rate;
 use schedule::{Day, Misfire, Overlap, Schedule, When, Window};
 
@@ -153,6 +155,11 @@ pub struct RawJob {
     /// Refuse to start when a provider's balance (`crier providers check`) is below this.
     #[serde(default)]
     pub min_balance: Option<f64>,
+    /// Rhai scripts for what YAML cannot say: `filter`, `vars`, `route` (each a script
+    /// file defining the function of that name) and `helpers` (files whose functions
+    /// templates may call). Paths start with `scripts/`, relative to the project.
+    #[serde(default)]
+    pub scripts: Option<ScriptPaths>,
 }
 
 /// `sms:` settings of a job.
@@ -272,6 +279,8 @@ pub struct Job {
     pub sms: SmsSettings,
     pub expire_after: std::time::Duration,
     pub min_balance: Option<f64>,
+    /// The job's scripts, compiled once, shared by every thread of a run.
+    pub scripts: Option<Arc<Scripts>>,
 }
 
 /// Default of a job's `expire_after`.
@@ -403,6 +412,16 @@ pub fn validate(raw: RawJob, path: &Path, config: &Config, report: &mut FileRepo
     let channels = raw.send_to.channels();
     let has_email = channels.contains(&Channel::Email);
 
+    // Scripts first: their helpers are functions the templates may call.
+    let scripts = raw
+        .scripts
+        .as_ref()
+        .and_then(|paths| validate_scripts(paths, path, channels, config, report));
+    let helpers: Vec<String> = scripts
+        .as_ref()
+        .map(|s| s.helper_names().map(String::from).collect())
+        .unwrap_or_default();
+
     // What: exactly one of template and message.
     let body = match (&raw.template, &raw.message) {
         (Some(_), Some(_)) => {
@@ -420,10 +439,10 @@ pub fn validate(raw: RawJob, path: &Path, config: &Config, report: &mut FileRepo
             if m.trim().is_empty() {
                 report.error("message", "must not be empty");
             }
-            check_inline_template("message", m, report);
+            check_inline_template("message", m, &helpers, report);
             Some(Body::Inline(m.clone()))
         }
-        (Some(t), None) => template_body(t, dir, raw.send_to, report),
+        (Some(t), None) => template_body(t, dir, raw.send_to, &helpers, report),
     };
 
     if !raw.attach.is_empty() && !has_email {
@@ -446,14 +465,14 @@ pub fn validate(raw: RawJob, path: &Path, config: &Config, report: &mut FileRepo
         report.error("subject", "an email job needs a `subject`");
     }
     if let Some(subject) = &raw.subject {
-        check_inline_template("subject", subject, report);
+        check_inline_template("subject", subject, &helpers, report);
     }
     let html = raw.html_template.as_deref().and_then(|t| {
         if !has_email {
             report.error("html_template", "an HTML part is for email only");
             return None;
         }
-        template_file("html_template", t, dir, report)
+        template_file("html_template", t, dir, &helpers, report)
     });
 
     // How: the provider must exist and carry the channel it is used for.
@@ -567,10 +586,17 @@ pub fn validate(raw: RawJob, path: &Path, config: &Config, report: &mut FileRepo
         expire_after,
         min_balance: raw.min_balance,
         sms,
+        scripts,
     })
 }
 
-fn template_body(t: &str, dir: &Path, send_to: SendTo, report: &mut FileReport) -> Option<Body> {
+fn template_body(
+    t: &str,
+    dir: &Path,
+    send_to: SendTo,
+    helpers: &[String],
+    report: &mut FileReport,
+) -> Option<Body> {
     if let Some(name) = t.strip_prefix("stored:") {
         if name.trim().is_empty() {
             report.error(
@@ -580,7 +606,7 @@ fn template_body(t: &str, dir: &Path, send_to: SendTo, report: &mut FileReport) 
         }
         return Some(Body::Stored(name.trim().to_string()));
     }
-    let file = template_file("template", t, dir, report)?;
+    let file = template_file("template", t, dir, helpers, report)?;
     // A template named `x.sms.j2` is for SMS; using it for email is a mistake.
     let file_name = file.file_name().and_then(|n| n.to_str()).unwrap_or("");
     for channel in Channel::ALL {
@@ -599,7 +625,13 @@ fn template_body(t: &str, dir: &Path, send_to: SendTo, report: &mut FileReport) 
 }
 
 /// Finds and checks the template file `t` (relative to `dir`) of `field`.
-fn template_file(field: &str, t: &str, dir: &Path, report: &mut FileReport) -> Option<PathBuf> {
+fn template_file(
+    field: &str,
+    t: &str,
+    dir: &Path,
+    helpers: &[String],
+    report: &mut FileReport,
+) -> Option<PathBuf> {
     let file = dir.join(t);
     if !file.is_file() {
         report.error(
@@ -613,7 +645,7 @@ fn template_file(field: &str, t: &str, dir: &Path, report: &mut FileReport) -> O
     }
     match std::fs::read_to_string(&file) {
         Ok(source) => {
-            if let Err(errors) = template::check(&source) {
+            if let Err(errors) = template::check_with(&source, helpers) {
                 for e in errors {
                     report.diags.0.push(Diagnostic {
                         file: file.clone(),
@@ -681,8 +713,8 @@ fn check_template_length(text: &str, max: u32, sms: &SmsSettings, report: &mut F
 
 /// Checks a template written in the job file itself; positions point into the job file
 /// (with the line inside the template when the value spans several lines).
-fn check_inline_template(field: &str, source: &str, report: &mut FileReport) {
-    if let Err(errors) = template::check(source) {
+fn check_inline_template(field: &str, source: &str, helpers: &[String], report: &mut FileReport) {
+    if let Err(errors) = template::check_with(source, helpers) {
         for e in errors {
             let place = if source.contains('\n') && e.line > 0 {
                 format!(" (template line {}, column {})", e.line, e.col)
@@ -692,6 +724,79 @@ fn check_inline_template(field: &str, source: &str, report: &mut FileReport) {
             report.error(field, format!("{}{place}", e.message));
         }
     }
+}
+
+/// Compiles the job's scripts, reporting every problem with its file, line and column,
+/// and checks the provider names `route` returns literally.
+fn validate_scripts(
+    paths: &ScriptPaths,
+    job_file: &Path,
+    channels: &[Channel],
+    config: &Config,
+    report: &mut FileReport,
+) -> Option<Arc<Scripts>> {
+    let (scripts, errors) = match Scripts::load(paths, job_file, crate::script::Limits::default()) {
+        Ok(None) => return None,
+        Ok(Some(scripts)) => (scripts, Vec::new()),
+        Err(e) => (*e.partial, e.errors),
+    };
+    for e in errors {
+        if e.line == 0 {
+            report.error(&e.field, e.message);
+        } else {
+            report.diags.0.push(Diagnostic {
+                file: e.file,
+                line: e.line,
+                col: e.col,
+                field: e.field,
+                message: e.message,
+            });
+        }
+    }
+    for (name, line, col) in scripts.route_literals() {
+        let problem = match config.providers.get(name) {
+            None => Some(format!(
+                "route returns provider `{name}`, which is not defined in crier.yaml{}",
+                match crate::diag::suggest(name, config.providers.keys().map(String::as_str)) {
+                    Some(s) => format!(" (did you mean `{s}`?)"),
+                    None => format!(
+                        " (defined: {})",
+                        config
+                            .providers
+                            .keys()
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                }
+            )),
+            Some(p) if !channels.iter().any(|c| p.carries(*c)) => Some(format!(
+                "route returns provider `{name}` (type {}), which cannot carry {}",
+                p.type_name(),
+                channels
+                    .iter()
+                    .map(|c| c.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            )),
+            Some(_) => None,
+        };
+        if let Some(message) = problem {
+            let file = crate::script::project_dir(job_file)
+                .map(|p| crate::script::shown(&p.join(scripts.route_script().unwrap_or_default())))
+                .unwrap_or_default();
+            report.diags.0.push(Diagnostic {
+                file,
+                line: *line,
+                col: *col,
+                field: "scripts.route".into(),
+                message,
+            });
+        }
+    }
+    // With errors the job is invalid anyway; what did compile still serves the template
+    // checks (helper names).
+    Some(Arc::new(scripts))
 }
 
 fn validate_schedule(

@@ -285,7 +285,7 @@ mod tests {
 
     #[test]
     fn client_ref_keeps_the_last_40_characters() {
-        let id = "x".repeat(10) + &"y".repeat(40);
+        let id = "x".repeat(10) + "y".repeat(40).as_str();
         assert_eq!(client_ref(&id), "y".repeat(40));
         assert_eq!(client_ref("short"), "short");
     }

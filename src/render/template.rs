@@ -9,14 +9,16 @@
 //! (`customer.nmae`) is caught before any run, with its line and column.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime};
-use minijinja::value::Serde;
+use minijinja::value::{Rest, Serde};
 use minijinja::{Environment, ErrorKind, UndefinedBehavior, Value};
 use serde::Serialize;
 
 use crate::diag;
 use crate::recipients::Recipient;
+use crate::script::Scripts;
 
 /// The fields a template may read from `customer`.
 pub const RECIPIENT_FIELDS: [&str; 17] = [
@@ -55,13 +57,33 @@ pub struct TemplateError {
 /// Work budget of one render, so a runaway loop in a template cannot hang a run.
 const FUEL: u64 = 200_000;
 
-fn environment() -> Environment<'static> {
+fn environment(scripts: Option<&Arc<Scripts>>) -> Environment<'static> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_fuel(Some(FUEL));
     env.add_filter("money", money);
     env.add_filter("date", date);
+    if let Some(scripts) = scripts {
+        for name in scripts.helper_names() {
+            let scripts = scripts.clone();
+            let helper = name.to_string();
+            env.add_function(name.to_string(), move |args: Rest<Value>| {
+                call_helper(&scripts, &helper, &args)
+            });
+        }
+    }
     env
+}
+
+/// Calls a Rhai helper with template values and hands its result back to the template.
+fn call_helper(scripts: &Scripts, name: &str, args: &[Value]) -> Result<Value, minijinja::Error> {
+    let bad = |message: String| minijinja::Error::new(ErrorKind::InvalidOperation, message);
+    let args = args
+        .iter()
+        .map(|v| rhai::serde::to_dynamic(v).map_err(|e| bad(format!("{name}: {e}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    let out = scripts.helper(name, args).map_err(|e| bad(e.to_string()))?;
+    Ok(Value::from(Serde(out)))
 }
 
 /// `{{ customer.attrs.balance | money }}` → `R 1 250.00`; `money("USD")` → `$ 1 250.00`.
@@ -146,7 +168,12 @@ fn from_minijinja(source: &str, e: &minijinja::Error) -> TemplateError {
 
 /// Checks a template: syntax, and that every variable it reads can exist.
 pub fn check(source: &str) -> Result<(), Vec<TemplateError>> {
-    let env = environment();
+    check_with(source, &[])
+}
+
+/// [`check`] for a job whose scripts define the template functions `helpers`.
+pub fn check_with(source: &str, helpers: &[String]) -> Result<(), Vec<TemplateError>> {
+    let env = environment(None);
     let template = env
         .template_from_str(source)
         .map_err(|e| vec![from_minijinja(source, &e)])?;
@@ -158,7 +185,7 @@ pub fn check(source: &str) -> Result<(), Vec<TemplateError>> {
         let top = parts.next().unwrap_or_default();
         let field = parts.next();
         let problem = if !TOP_LEVEL.contains(&top) {
-            if is_builtin(top) {
+            if is_builtin(top) || helpers.iter().any(|h| h == top) {
                 None
             } else {
                 Some(unknown(top, None, &TOP_LEVEL))
@@ -226,7 +253,15 @@ pub struct Template {
 impl Template {
     /// Compiles `source` (already [`check`]ed at validation; compiling again is cheap).
     pub fn compile(source: &str) -> Result<Template, TemplateError> {
-        let mut env = environment();
+        Template::compile_with(source, None)
+    }
+
+    /// [`Template::compile`] with the job's script helpers as template functions.
+    pub fn compile_with(
+        source: &str,
+        scripts: Option<&Arc<Scripts>>,
+    ) -> Result<Template, TemplateError> {
+        let mut env = environment(scripts);
         env.add_template_owned("message", source.to_string())
             .map_err(|e| from_minijinja(source, &e))?;
         Ok(Template { env })
@@ -234,8 +269,11 @@ impl Template {
 
     /// [`Template::compile`] for HTML: every value printed is HTML-escaped unless marked
     /// `|safe`.
-    pub fn compile_html(source: &str) -> Result<Template, TemplateError> {
-        let mut env = environment();
+    pub fn compile_html(
+        source: &str,
+        scripts: Option<&Arc<Scripts>>,
+    ) -> Result<Template, TemplateError> {
+        let mut env = environment(scripts);
         env.set_auto_escape_callback(|_| minijinja::AutoEscape::Html);
         env.add_template_owned("message", source.to_string())
             .map_err(|e| from_minijinja(source, &e))?;

@@ -442,6 +442,7 @@ fn apply(
             error,
             reason: None,
             attempt: false,
+            failover: None,
         });
     }
     let mut wrote = false;
