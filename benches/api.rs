@@ -134,6 +134,7 @@ fn main() {
         store: store.clone(),
         metrics: Default::default(),
         jobs_dir: dir.path().join("jobs"),
+        scheduler: None,
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -1017,7 +1017,7 @@ fn health_and_metrics_report_the_store_and_the_ledger() {
     assert_eq!(health.status, 200);
     assert_eq!(
         health.json(),
-        serde_json::json!({"status": "ok", "store": "ok", "scheduler": "not running"})
+        serde_json::json!({"status": "ok", "store": "ok", "scheduler": "not running"}) // crier serve has no scheduler
     );
     let metrics = server.request("GET", "/metrics", None);
     assert_eq!(metrics.status, 200);

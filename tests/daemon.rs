@@ -336,3 +336,57 @@ fn without_deduplication_in_flight_messages_become_unknown_never_resent() {
         assert_eq!(sent, n);
     }
 }
+
+/// A plain HTTP GET on loopback; returns the body.
+fn get(addr: &str, path: &str) -> String {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_daemon_serves_health_and_metrics_with_its_scheduler_alive() {
+    let rt = runtime();
+    let mock = rt.block_on(mocks::bulksms(TOKEN_ID, SECRET));
+    let p = project(&mock.url, 3, &one_shot_job(1, "rate: 2/s\n"));
+    let config = std::fs::read_to_string(p.path().join("crier.yaml")).unwrap();
+    p.write(
+        "crier.yaml",
+        format!("{config}server:\n  listen: 127.0.0.1:0\n  token: abcdefghijklmnopqrstuvwxyz\n"),
+    );
+    let mut daemon = Daemon::start(&p);
+    let mut stdout = std::io::BufReader::new(daemon.child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on http://")
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_string();
+    let health: serde_json::Value = serde_json::from_str(&get(&addr, "/healthz")).unwrap();
+    assert_eq!(health["scheduler"], "ok", "{health}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while mock.state.accepted_count() < 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let metrics = get(&addr, "/metrics");
+    let waits: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("crier_rate_limit_waits_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{metrics}"));
+    // Three messages at 2/s: at least two waited for the limiter.
+    assert!(waits >= 2, "{metrics}");
+    assert!(metrics.contains("crier_send_retries_total 0"), "{metrics}");
+    let (code, log) = daemon.stop();
+    assert_eq!(code, 0, "{log}");
+}

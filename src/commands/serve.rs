@@ -25,6 +25,7 @@ pub(super) fn run(config: &Config, args: &ServeArgs) -> anyhow::Result<Outcome> 
         store: store.clone(),
         metrics: Default::default(),
         jobs_dir: args.jobs.clone(),
+        scheduler: None,
     });
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(listen)

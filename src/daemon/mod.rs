@@ -66,11 +66,11 @@ pub fn missed_fire(schedule: &Schedule, now: DateTime<Utc>) -> Option<DateTime<U
         return None;
     }
     let grace = chrono::Duration::from_std(schedule.grace).ok()?;
-    let mut t = schedule.next_after(now - grace)?;
+    let mut next = schedule.next_after(now - grace);
     let mut last = None;
-    while t <= now {
+    while let Some(t) = next.filter(|t| *t <= now) {
         last = Some(t);
-        t = schedule.next_after(t)?;
+        next = schedule.next_after(t);
     }
     last
 }
@@ -170,6 +170,7 @@ pub fn run(config: Config, jobs_dir: &Path, strict: bool) -> anyhow::Result<()> 
         daemon.catch_up();
 
         let shutdown = Arc::new(tokio::sync::Notify::new());
+        let alive = Arc::new(AtomicBool::new(true));
         let server = if config.server.configured {
             let listener = tokio::net::TcpListener::bind(config.server.listen).await?;
             println!("listening on http://{}", listener.local_addr()?);
@@ -178,6 +179,7 @@ pub fn run(config: Config, jobs_dir: &Path, strict: bool) -> anyhow::Result<()> 
                 store: store.clone(),
                 metrics: Default::default(),
                 jobs_dir: jobs_dir.to_path_buf(),
+                scheduler: Some(alive.clone()),
             });
             let stop = shutdown.clone();
             Some(tokio::spawn(crate::server::serve(
@@ -209,6 +211,7 @@ pub fn run(config: Config, jobs_dir: &Path, strict: bool) -> anyhow::Result<()> 
                 _ = &mut term => break,
             }
         }
+        alive.store(false, std::sync::atomic::Ordering::SeqCst);
         daemon.scheduler.shutdown().await?;
         daemon
             .cancel
@@ -623,6 +626,18 @@ mod tests {
             Some(utc("2026-11-27T07:00:00Z"))
         );
         assert_eq!(missed_fire(&daily, utc("2026-11-27T08:01:00Z")), None);
+        // A one-shot missed by a few minutes runs once.
+        let mut once = schedule("0 9 * * *", Misfire::Run, 3600);
+        once.when = crate::job::schedule::When::At(
+            chrono::NaiveDate::from_ymd_opt(2026, 11, 27)
+                .unwrap()
+                .and_hms_opt(9, 0, 0)
+                .unwrap(),
+        );
+        assert_eq!(
+            missed_fire(&once, utc("2026-11-27T07:10:00Z")),
+            Some(utc("2026-11-27T07:00:00Z"))
+        );
         // misfire: skip never catches up.
         let skip = schedule("0 9 * * *", Misfire::Skip, 3600);
         assert_eq!(missed_fire(&skip, utc("2026-11-27T07:30:00Z")), None);

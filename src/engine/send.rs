@@ -56,6 +56,17 @@ const BATCH: usize = 500;
 pub const MAX_IN_FLIGHT: usize = 1024;
 /// Most state changes in one group commit.
 const COMMIT_MAX: usize = 4096;
+/// Process-wide counters of the engine, for `/metrics`: every run of this process (the
+/// daemon's, the API's) adds to them.
+pub mod stats {
+    use std::sync::atomic::AtomicU64;
+
+    /// Send attempts beyond the first.
+    pub static RETRIES: AtomicU64 = AtomicU64::new(0);
+    /// Messages that had to wait for a rate limit (the job's or a provider's).
+    pub static RATE_LIMIT_WAITS: AtomicU64 = AtomicU64::new(0);
+}
+
 /// How a pause at the end of the send window begins (the daemon resumes such runs when
 /// the window opens again).
 pub const OUTSIDE_WINDOW: &str = "outside the send window";
@@ -1109,11 +1120,11 @@ impl Dispatch<'_, '_> {
         };
         let mut attempts: u32 = 0;
         loop {
-            if let Some(l) = &self.job_limiter {
-                l.until_ready().await;
-            }
-            if let Some(l) = &lane.limiter {
-                l.until_ready().await;
+            for l in [&self.job_limiter, &lane.limiter].into_iter().flatten() {
+                if l.check().is_err() {
+                    stats::RATE_LIMIT_WAITS.fetch_add(1, Ordering::Relaxed);
+                    l.until_ready().await;
+                }
             }
             if let Some((window, tz)) = &self.window {
                 let now = chrono::Utc::now();
@@ -1211,6 +1222,7 @@ impl Dispatch<'_, '_> {
             tracing::debug!(message = %w.id, wait_ms = wait.as_millis() as u64, reason = %reason, "Retrying.");
             change.to = MessageState::Queued;
             change.error = Some(("retry".into(), reason));
+            stats::RETRIES.fetch_add(1, Ordering::Relaxed);
             self.record(change, false).await;
             tokio::time::sleep(wait).await;
         }

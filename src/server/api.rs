@@ -697,15 +697,8 @@ async fn run_job(
     let st = state.clone();
     let task = tokio::task::spawn_blocking(move || {
         let result = send(&job, &st.config, st.store.as_ref(), &options);
-        match &result {
-            Ok(summary) => {
-                st.metrics
-                    .send_retries
-                    .fetch_add(summary.retries, std::sync::atomic::Ordering::Relaxed);
-            }
-            Err(e) => {
-                tracing::error!(job = %job.name, error = %e, "Run started through the API failed.")
-            }
+        if let Err(e) = &result {
+            tracing::error!(job = %job.name, error = %e, "Run started through the API failed.")
         }
         result
     });
@@ -946,7 +939,8 @@ struct Health {
     status: String,
     /// `ok`, or why the store cannot be read.
     store: String,
-    /// There is no scheduler in `crier serve` yet: always `not running`.
+    /// `ok` under `crier run` while its scheduler is alive; `not running` under
+    /// `crier serve` (which has none) or after the scheduler stopped.
     scheduler: String,
 }
 
@@ -961,6 +955,10 @@ struct Health {
     )
 )]
 async fn healthz(State(state): State<Shared>) -> Response {
+    let scheduler = match &state.scheduler {
+        Some(alive) if alive.load(std::sync::atomic::Ordering::SeqCst) => "ok",
+        _ => "not running",
+    };
     let store = blocking(move || {
         state
             .store
@@ -979,7 +977,7 @@ async fn healthz(State(state): State<Shared>) -> Response {
         Json(Health {
             status: status.into(),
             store,
-            scheduler: "not running".into(),
+            scheduler: scheduler.into(),
         }),
     )
         .into_response()

@@ -26,8 +26,6 @@ pub struct Metrics {
     pub report_lag_count: AtomicU64,
     /// Runs started through `POST /api/jobs/{name}/run`.
     pub api_runs_started: AtomicU64,
-    /// Send attempts beyond the first, in runs this server started (added as each ends).
-    pub send_retries: AtomicU64,
 }
 
 /// Upper bounds of the run-duration histogram, in seconds.
@@ -157,12 +155,23 @@ pub fn render(metrics: &Metrics, ledger: &Ledger) -> Result<String, LedgerError>
         &mut out,
         "crier_send_retries_total",
         "counter",
-        "Send attempts beyond the first, in runs this server started, since it started.",
+        "Send attempts beyond the first, in every run of this process, since it started.",
     );
     let _ = writeln!(
         out,
         "crier_send_retries_total {}",
-        get(&metrics.send_retries)
+        crate::engine::send::stats::RETRIES.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    header(
+        &mut out,
+        "crier_rate_limit_waits_total",
+        "counter",
+        "Messages that waited for a rate limit (the job's or a provider's), since the process started.",
+    );
+    let _ = writeln!(
+        out,
+        "crier_rate_limit_waits_total {}",
+        crate::engine::send::stats::RATE_LIMIT_WAITS.load(std::sync::atomic::Ordering::Relaxed)
     );
     header(
         &mut out,

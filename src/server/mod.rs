@@ -32,6 +32,8 @@ pub struct AppState {
     pub metrics: metrics::Metrics,
     /// Jobs directory, for `POST /api/jobs/{name}/run`.
     pub jobs_dir: std::path::PathBuf,
+    /// Set while `crier run`'s scheduler loop is alive; `None` under `crier serve`.
+    pub scheduler: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 pub type Shared = Arc<AppState>;
