@@ -261,36 +261,22 @@ impl Provider for BulkSms {
 
     /// `GET /profile`: the credentials check, and `credits.balance`.
     fn balance(&self) -> BoxFuture<'_, Result<Option<Balance>, String>> {
-        Box::pin(async move {
-            let result: Result<Option<Balance>, String> = async {
-                let response = self
-                    .http
-                    .get(self.url("/profile"))
-                    .basic_auth(
-                        &self.config.token_id,
-                        Some(self.config.token_secret.expose()),
-                    )
-                    .header(reqwest::header::ACCEPT, "application/json")
-                    .timeout(self.timeout)
-                    .send()
-                    .await
-                    .map_err(wire::request_failed)?;
-                let answer = wire::read(response).await.map_err(wire::request_failed)?;
-                if !(200..300).contains(&answer.status) {
-                    return Err(wire::balance_refused(&answer));
-                }
-                let profile: serde_json::Value = serde_json::from_str(&answer.body)
-                    .map_err(|_| format!("unreadable profile: {}", snippet(&answer.body)))?;
-                let amount = wire::number(&profile["credits"]["balance"])
-                    .ok_or_else(|| format!("no credits.balance in: {}", snippet(&answer.body)))?;
-                Ok(Some(Balance {
-                    amount,
-                    unit: "credits".into(),
-                }))
-            }
-            .await;
-            result.map_err(|e| wire::scrub_text(e, &[self.config.token_secret.expose()]))
-        })
+        let request = self
+            .http
+            .get(self.url("/profile"))
+            .basic_auth(
+                &self.config.token_id,
+                Some(self.config.token_secret.expose()),
+            )
+            .header(reqwest::header::ACCEPT, "application/json")
+            .timeout(self.timeout);
+        Box::pin(wire::json_balance(
+            request,
+            &["credits", "balance"],
+            None,
+            "credits",
+            self.config.token_secret.expose(),
+        ))
     }
 }
 

@@ -177,49 +177,26 @@ impl Provider for Clickatell {
                 entry["from"] = from.trim_start_matches('+').into();
             }
             let body = serde_json::json!({ "messages": [entry] });
-            let answer = match self
+            let request = self
                 .request(reqwest::Method::POST, "/v1/message")
-                .json(&body)
-                .send()
-                .await
-            {
-                Ok(response) => wire::read(response).await,
-                Err(e) => Err(e),
-            };
-            match answer {
-                Ok(a) => wire::scrub(
-                    classify(a.status, a.retry_after, &a.body),
-                    &[self.config.api_key.expose()],
-                ),
-                Err(e) => super::transport_outcome(&e, false),
-            }
+                .json(&body);
+            wire::exchange(request, false, &[self.config.api_key.expose()], |a| {
+                classify(a.status, a.retry_after, &a.body)
+            })
+            .await
         })
     }
 
     /// `GET /v1/balance`: `{"currency":"ZAR","balance":123.45}` (balance read as a number
     /// or a string).
     fn balance(&self) -> BoxFuture<'_, Result<Option<Balance>, String>> {
-        Box::pin(async move {
-            let result: Result<Option<Balance>, String> = async {
-                let response = self
-                    .request(reqwest::Method::GET, "/v1/balance")
-                    .send()
-                    .await
-                    .map_err(wire::request_failed)?;
-                let answer = wire::read(response).await.map_err(wire::request_failed)?;
-                if !(200..300).contains(&answer.status) {
-                    return Err(wire::balance_refused(&answer));
-                }
-                let reply: serde_json::Value = serde_json::from_str(&answer.body)
-                    .map_err(|_| format!("unreadable balance: {}", snippet(&answer.body)))?;
-                let amount = wire::number(&reply["balance"])
-                    .ok_or_else(|| format!("no balance in: {}", snippet(&answer.body)))?;
-                let unit = reply["currency"].as_str().unwrap_or("credits").to_string();
-                Ok(Some(Balance { amount, unit }))
-            }
-            .await;
-            result.map_err(|e| wire::scrub_text(e, &[self.config.api_key.expose()]))
-        })
+        Box::pin(wire::json_balance(
+            self.request(reqwest::Method::GET, "/v1/balance"),
+            &["balance"],
+            Some("currency"),
+            "credits",
+            self.config.api_key.expose(),
+        ))
     }
 }
 

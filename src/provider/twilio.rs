@@ -163,48 +163,25 @@ impl Provider for Twilio {
                 form.push(("From", from));
             }
             form.push(("Body", &message.body));
-            let answer = match self
+            let request = self
                 .request(reqwest::Method::POST, "Messages.json")
-                .form(&form)
-                .send()
-                .await
-            {
-                Ok(response) => wire::read(response).await,
-                Err(e) => Err(e),
-            };
-            match answer {
-                Ok(a) => wire::scrub(
-                    classify(a.status, a.retry_after, &a.body),
-                    &[self.config.auth_token.expose()],
-                ),
-                Err(e) => super::transport_outcome(&e, false),
-            }
+                .form(&form);
+            wire::exchange(request, false, &[self.config.auth_token.expose()], |a| {
+                classify(a.status, a.retry_after, &a.body)
+            })
+            .await
         })
     }
 
     /// `GET /2010-04-01/Accounts/{sid}/Balance.json`: `{"balance":"0.05","currency":"USD"}`.
     fn balance(&self) -> BoxFuture<'_, Result<Option<Balance>, String>> {
-        Box::pin(async move {
-            let result: Result<Option<Balance>, String> = async {
-                let response = self
-                    .request(reqwest::Method::GET, "Balance.json")
-                    .send()
-                    .await
-                    .map_err(wire::request_failed)?;
-                let answer = wire::read(response).await.map_err(wire::request_failed)?;
-                if !(200..300).contains(&answer.status) {
-                    return Err(wire::balance_refused(&answer));
-                }
-                let reply: serde_json::Value = serde_json::from_str(&answer.body)
-                    .map_err(|_| format!("unreadable balance: {}", snippet(&answer.body)))?;
-                let amount = wire::number(&reply["balance"])
-                    .ok_or_else(|| format!("no balance in: {}", snippet(&answer.body)))?;
-                let unit = reply["currency"].as_str().unwrap_or("USD").to_string();
-                Ok(Some(Balance { amount, unit }))
-            }
-            .await;
-            result.map_err(|e| wire::scrub_text(e, &[self.config.auth_token.expose()]))
-        })
+        Box::pin(wire::json_balance(
+            self.request(reqwest::Method::GET, "Balance.json"),
+            &["balance"],
+            Some("currency"),
+            "USD",
+            self.config.auth_token.expose(),
+        ))
     }
 }
 

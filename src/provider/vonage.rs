@@ -157,60 +157,37 @@ impl Provider for Vonage {
             if message.encoding == Some(Encoding::Ucs2) {
                 form.push(("type", "unicode"));
             }
-            let answer = match self
+            let request = self
                 .http
                 .post(self.url("/sms/json"))
                 .header(reqwest::header::ACCEPT, "application/json")
                 .timeout(self.timeout)
-                .form(&form)
-                .send()
-                .await
-            {
-                Ok(response) => wire::read(response).await,
-                Err(e) => Err(e),
-            };
-            match answer {
-                Ok(a) => wire::scrub(
-                    classify(a.status, a.retry_after, &a.body),
-                    &[self.config.api_secret.expose()],
-                ),
-                Err(e) => super::transport_outcome(&e, false),
-            }
+                .form(&form);
+            wire::exchange(request, false, &[self.config.api_secret.expose()], |a| {
+                classify(a.status, a.retry_after, &a.body)
+            })
+            .await
         })
     }
 
     /// `GET /account/get-balance`: `{"value":10.28,"autoReload":false}`, in euros.
     fn balance(&self) -> BoxFuture<'_, Result<Option<Balance>, String>> {
-        Box::pin(async move {
-            let result: Result<Option<Balance>, String> = async {
-                let response = self
-                    .http
-                    .get(self.url("/account/get-balance"))
-                    .query(&[
-                        ("api_key", self.config.api_key.as_str()),
-                        ("api_secret", self.config.api_secret.expose()),
-                    ])
-                    .header(reqwest::header::ACCEPT, "application/json")
-                    .timeout(self.timeout)
-                    .send()
-                    .await
-                    .map_err(wire::request_failed)?;
-                let answer = wire::read(response).await.map_err(wire::request_failed)?;
-                if !(200..300).contains(&answer.status) {
-                    return Err(wire::balance_refused(&answer));
-                }
-                let reply: serde_json::Value = serde_json::from_str(&answer.body)
-                    .map_err(|_| format!("unreadable balance: {}", snippet(&answer.body)))?;
-                let amount = wire::number(&reply["value"])
-                    .ok_or_else(|| format!("no value in: {}", snippet(&answer.body)))?;
-                Ok(Some(Balance {
-                    amount,
-                    unit: "EUR".into(),
-                }))
-            }
-            .await;
-            result.map_err(|e| wire::scrub_text(e, &[self.config.api_secret.expose()]))
-        })
+        let request = self
+            .http
+            .get(self.url("/account/get-balance"))
+            .query(&[
+                ("api_key", self.config.api_key.as_str()),
+                ("api_secret", self.config.api_secret.expose()),
+            ])
+            .header(reqwest::header::ACCEPT, "application/json")
+            .timeout(self.timeout);
+        Box::pin(wire::json_balance(
+            request,
+            &["value"],
+            None,
+            "EUR",
+            self.config.api_secret.expose(),
+        ))
     }
 }
 

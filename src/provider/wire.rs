@@ -142,6 +142,56 @@ pub(crate) fn number(value: &serde_json::Value) -> Option<f64> {
     }
 }
 
+/// Sends a provider request and classifies what comes back with the provider's own
+/// `classify`, every secret scrubbed from the outcome; a request that got no answer is a
+/// transport failure (retried only when the provider deduplicates, `idempotent`).
+pub(crate) async fn exchange<S: AsRef<str>>(
+    request: reqwest::RequestBuilder,
+    idempotent: bool,
+    secrets: &[S],
+    classify: impl FnOnce(&Answer) -> SendOutcome,
+) -> SendOutcome {
+    let answer = match request.send().await {
+        Ok(response) => read(response).await,
+        Err(e) => Err(e),
+    };
+    match answer {
+        Ok(a) => scrub(classify(&a), secrets),
+        Err(e) => super::transport_outcome(&e, idempotent),
+    }
+}
+
+/// A balance check: sends `request`, requires a 2xx, and reads the amount at the JSON
+/// path `amount` (e.g. `["credits", "balance"]`, a number or a numeric string) and the
+/// unit at `unit` (or `default_unit`). Every error names what was wrong, the secret scrubbed.
+pub(crate) async fn json_balance(
+    request: reqwest::RequestBuilder,
+    amount: &[&str],
+    unit: Option<&str>,
+    default_unit: &str,
+    secret: &str,
+) -> Result<Option<super::Balance>, String> {
+    let result = async {
+        let response = request.send().await.map_err(request_failed)?;
+        let answer = read(response).await.map_err(request_failed)?;
+        if !(200..300).contains(&answer.status) {
+            return Err(balance_refused(&answer));
+        }
+        let reply: serde_json::Value = serde_json::from_str(&answer.body)
+            .map_err(|_| format!("unreadable balance: {}", snippet(&answer.body)))?;
+        let value = amount.iter().fold(&reply, |v, key| &v[*key]);
+        let amount = number(value)
+            .ok_or_else(|| format!("no {} in: {}", amount.join("."), snippet(&answer.body)))?;
+        let unit = unit
+            .and_then(|u| reply[u].as_str())
+            .unwrap_or(default_unit)
+            .to_string();
+        Ok(Some(super::Balance { amount, unit }))
+    }
+    .await;
+    result.map_err(|e| scrub_text(e, &[secret]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
