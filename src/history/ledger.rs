@@ -523,7 +523,9 @@ impl<'a> Ledger<'a> {
             // Reserve this batch's block of deduplication ids, in the same atomic write.
             let base = match self.kv.get(keys::DEDUP_COUNTER)? {
                 Some(b) => u32::from_be_bytes(b.as_slice().try_into().unwrap_or([0; 4])),
-                None => 0,
+                // A random start: two stores sending through one BulkSMS account (staging
+                // and production, a restored copy) do not begin with the same ids.
+                None => fastrand::u32(0..DEDUP_SPACE as u32),
             };
             let next = (base as u64 + messages.len() as u64) % DEDUP_SPACE;
             batch.put(

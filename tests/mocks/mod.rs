@@ -173,6 +173,11 @@ impl State {
         self.keep.store(keep, Ordering::SeqCst);
     }
 
+    /// Forgets every `deduplication-id` seen (as BulkSMS does after about 12 hours).
+    pub fn forget_dedup(&self) {
+        self.dedup.lock().unwrap().clear();
+    }
+
     /// When each POST (a send) arrived, faulted ones included.
     pub fn arrivals(&self) -> Vec<std::time::Instant> {
         self.arrivals.lock().unwrap().clone()
