@@ -33,6 +33,46 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// Makes every relative path argument relative to `cwd` instead (a command carried out
+    /// by the running daemon for a process in another directory).
+    pub fn rebase(&mut self, cwd: &std::path::Path) {
+        let at = |p: &mut PathBuf| *p = crate::control::rebased(p, cwd);
+        if let Some(config) = &mut self.config {
+            at(config);
+        }
+        match &mut self.command {
+            Command::Validate(a) => a.paths.iter_mut().for_each(at),
+            Command::Import(a) => {
+                at(&mut a.file);
+                if let Some(r) = &mut a.rejects {
+                    at(r);
+                }
+            }
+            Command::Preview(a) => at(&mut a.job),
+            Command::Send(a) => at(&mut a.job),
+            Command::Templates(TemplatesCommand::Save { file, .. }) => at(file),
+            Command::Optout(OptoutCommand::Import { file }) => at(file),
+            Command::Run(a) => at(&mut a.jobs),
+            Command::Jobs(a) => at(&mut a.jobs),
+            Command::Serve(a) => at(&mut a.jobs),
+            Command::Recipients(a) => {
+                if let Some(job) = &mut a.job {
+                    at(job);
+                }
+            }
+            Command::Schema(_)
+            | Command::Config(_)
+            | Command::Templates(_)
+            | Command::Optout(_)
+            | Command::History(_)
+            | Command::Logs(_)
+            | Command::Providers(_)
+            | Command::Portal(_) => {}
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,

@@ -9,6 +9,8 @@
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod console;
+pub mod control;
 pub mod daemon;
 pub mod diag;
 pub mod engine;

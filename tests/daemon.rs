@@ -1,6 +1,7 @@
 //! `crier run` end to end: the real binary as a child process firing a job every two
-//! seconds against the BulkSMS mock; overlap skipping; hot reload of a good and a bad
-//! edit; graceful shutdown on SIGTERM.
+//! seconds against the BulkSMS mock; overlap skipping (recorded) and queueing; hot reload
+//! of a good and a bad edit; graceful shutdown on SIGTERM; other commands carried out by
+//! the daemon while it holds the store; the same job never running twice at once.
 
 mod common;
 mod mocks;
@@ -31,6 +32,21 @@ impl Daemon {
             .spawn()
             .expect("start crier run");
         Daemon { child }
+    }
+
+    /// Starts `crier run` and waits until its control socket answers.
+    fn start_ready(p: &Project) -> Daemon {
+        let daemon = Daemon::start(p);
+        let socket = p.path().join("data/crier.sock");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the daemon never opened {socket:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        daemon
     }
 
     /// SIGTERM, then the exit code and the log.
@@ -129,15 +145,13 @@ fn ulid_ms(id: &str) -> u64 {
 }
 
 #[test]
-fn a_run_still_going_makes_the_next_firing_skip() {
+fn a_run_still_going_makes_the_next_firing_skip_and_the_skip_is_recorded() {
     let rt = runtime();
     let mock = rt.block_on(mocks::bulksms(TOKEN_ID, SECRET));
-    // Each send takes 1.5 s and there are 4 messages at concurrency 4... one at a time:
-    mock.state
-        .set_fault_every(1, Fault::Delay(Duration::from_millis(1500)));
+    // 3 messages at 1/s: a run takes about 2 s, and the job fires every second.
     let p = project(
         &mock.url,
-        2,
+        3,
         "send_to: sms\nmessage: \"Slow tick\"\nrecipients: {}\nrate: 1/s\nschedule:\n  cron: \"*/1 * * * * *\"\n  overlap: skip\n",
     );
     let daemon = Daemon::start(&p);
@@ -148,9 +162,207 @@ fn a_run_still_going_makes_the_next_firing_skip() {
         log.contains("Skipped: the previous run is still going"),
         "{log}"
     );
-    // Fewer runs than seconds that passed: firings during a run were skipped.
     let runs = runs(&p);
-    assert!(!runs.is_empty() && runs.len() < 4, "{runs:?}");
+    let (skipped, sending): (Vec<_>, Vec<_>) =
+        runs.iter().partition(|r| r["status"] == "cancelled");
+    // Fewer sending runs than seconds that passed; each skipped firing is in the history.
+    assert!(!sending.is_empty() && sending.len() < 4, "{runs:?}");
+    assert!(!skipped.is_empty(), "no skipped firing recorded: {runs:?}");
+    for run in &skipped {
+        assert_eq!(run["trigger"], "schedule", "{run}");
+        assert_eq!(run["messages"], 0, "{run}");
+        let show = p.crier(&["history", "show", run["id"].as_str().unwrap()]);
+        assert!(
+            show.stdout.contains("skipped: the previous run (run 01")
+                && show.stdout.contains("overlap: skip"),
+            "{}",
+            show.stdout
+        );
+    }
+}
+
+#[test]
+fn overlap_queue_runs_one_waiting_firing_after_the_current_run() {
+    let rt = runtime();
+    let mock = rt.block_on(mocks::bulksms(TOKEN_ID, SECRET));
+    // 4 messages at 1/s: a run takes about 3 s, and the job fires every second.
+    let p = project(
+        &mock.url,
+        4,
+        "send_to: sms\nmessage: \"Queued tick\"\nrecipients: {}\nrate: 1/s\nschedule:\n  cron: \"*/1 * * * * *\"\n  overlap: queue\n",
+    );
+    let daemon = Daemon::start(&p);
+    std::thread::sleep(Duration::from_millis(5_500));
+    let (code, log) = daemon.stop();
+    assert_eq!(code, 0, "{log}");
+    let mut runs = runs(&p);
+    runs.sort_by(|a, b| a["created_at"].as_str().cmp(&b["created_at"].as_str()));
+    // Nothing skipped; at least one firing waited for the run before it.
+    assert!(runs.len() >= 2, "{runs:?}\n{log}");
+    assert!(runs.iter().all(|r| r["status"] != "cancelled"), "{runs:?}");
+    // Never two at once: each run started after the one before finished.
+    for pair in runs.windows(2) {
+        let (before, after) = (&pair[0], &pair[1]);
+        let finished = before["finished_at"]
+            .as_str()
+            .unwrap_or_else(|| panic!("the earlier run never finished: {runs:#?}\n{log}"));
+        let started = after["started_at"].as_str().unwrap_or("9");
+        assert!(started >= finished, "overlapping runs: {before} {after}");
+    }
+    // The queued firing ran late (after the run it waited for), under its own instant's id.
+    let late = runs.iter().skip(1).any(|r| {
+        let at = ulid_ms(r["id"].as_str().unwrap());
+        let started = chrono::DateTime::parse_from_rfc3339(r["started_at"].as_str().unwrap_or(""))
+            .map(|t| t.timestamp_millis() as u64)
+            .unwrap_or(0);
+        started >= at + 500
+    });
+    assert!(late, "no run waited in the queue: {runs:?}");
+    // One pending firing at most: far fewer runs than firings.
+    assert!(runs.len() <= 4, "{runs:?}");
+}
+
+#[test]
+fn other_commands_are_carried_out_by_the_daemon_holding_the_store() {
+    let rt = runtime();
+    let mock = rt.block_on(mocks::bulksms(TOKEN_ID, SECRET));
+    // An unscheduled job: only sent on demand.
+    let p = project(
+        &mock.url,
+        3,
+        "send_to: sms\nmessage: \"Hello {{ customer.name }}\"\nrecipients: {}\n",
+    );
+    p.write("more/people.csv", "id,name,status,phone\n4,Customer 4,active,082 555 0004\n5,Customer 5,active,082 555 0005\n");
+    let daemon = Daemon::start_ready(&p);
+
+    let import = p.crier(&["import", "more/people.csv"]);
+    assert_eq!(import.code, 0, "{}", import.stderr);
+    assert!(import.stdout.contains("2 inserted"), "{}", import.stdout);
+    let optout = p.crier(&["optout", "add", "082 555 0002", "--reason", "asked"]);
+    assert_eq!(optout.code, 0, "{}", optout.stderr);
+    let listed = p.crier(&["recipients", "jobs/tick.yaml", "--format", "csv"]);
+    assert_eq!(listed.code, 0, "{}", listed.stderr);
+    assert_eq!(listed.stdout.lines().count(), 1 + 5, "{}", listed.stdout);
+
+    // No terminal and no --yes: refused, as without a daemon.
+    let refused = p.crier(&["send", "jobs/tick.yaml"]);
+    assert_eq!(refused.code, 1);
+    assert!(
+        refused
+            .stderr
+            .contains("refusing to send 4 messages without confirmation"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(mock.state.accepted_count(), 0);
+
+    // From another directory: relative paths are the caller's, not the daemon's.
+    // (Its crier.yaml names the same data directory; the daemon's own config applies.)
+    p.write("sub/crier.yaml", "data_dir: ../data\n");
+    let sent = Command::new(env!("CARGO_BIN_EXE_crier"))
+        .args(["send", "../jobs/tick.yaml", "--yes"])
+        .current_dir(p.path().join("sub"))
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&sent.stdout);
+    assert_eq!(
+        sent.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    assert!(stdout.contains("4 sent, 0 failed"), "{stdout}");
+    assert_eq!(mock.state.accepted_count(), 4);
+
+    let logs = p.crier(&["logs", "--format", "csv"]);
+    assert_eq!(logs.code, 0, "{}", logs.stderr);
+    assert!(logs.stdout.contains("opted_out"), "{}", logs.stdout);
+    assert_eq!(logs.stdout.lines().count(), 1 + 5, "{}", logs.stdout);
+    let history = p.crier(&["history"]);
+    assert!(history.stdout.contains("1 run"), "{}", history.stdout);
+
+    // A second daemon on the same store is refused at once, clearly.
+    let second = p.crier(&["run"]);
+    assert_eq!(second.code, 1);
+    assert!(
+        second.stderr.contains("crier is already running"),
+        "{}",
+        second.stderr
+    );
+
+    let (code, log) = daemon.stop();
+    assert_eq!(code, 0, "{log}");
+    assert!(
+        log.contains("Carrying out a command for another crier process"),
+        "{log}"
+    );
+    // The socket goes with the daemon; the store is this process's again.
+    assert!(!p.path().join("data/crier.sock").exists());
+    assert_eq!(runs(&p).len(), 1);
+}
+
+#[test]
+fn the_same_job_never_runs_twice_at_once_whoever_starts_it() {
+    let rt = runtime();
+    let mock = rt.block_on(mocks::bulksms(TOKEN_ID, SECRET));
+    // 8 messages at 2/s take about 4 s; the schedule fires once, 3 s from now, mid-run.
+    let p = project(&mock.url, 8, &one_shot_job(3, "rate: 2/s\n"));
+    let daemon = Daemon::start_ready(&p);
+    let manual = Command::new(env!("CARGO_BIN_EXE_crier"))
+        .args(["send", "jobs/tick.yaml", "--yes"])
+        .current_dir(p.path())
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while mock.state.accepted_count() == 0 {
+        assert!(Instant::now() < deadline, "the manual run never sent");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A second manual send of the same job, meanwhile: refused.
+    let second = p.crier(&["send", "jobs/tick.yaml", "--yes"]);
+    assert_eq!(second.code, 1, "{}", second.stdout);
+    assert!(
+        second
+            .stderr
+            .contains("job `tick` is already sending (run 01"),
+        "{}",
+        second.stderr
+    );
+    let manual = manual.wait_with_output().unwrap();
+    assert_eq!(
+        manual.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&manual.stderr)
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let (code, log) = daemon.stop();
+    assert_eq!(code, 0, "{log}");
+
+    // Everyone exactly once: the scheduled firing met the manual run and was skipped.
+    assert_eq!(mock.state.accepted_count(), 8, "{log}");
+    let runs = runs(&p);
+    assert_eq!(runs.len(), 2, "{runs:?}\n{log}");
+    let scheduled = runs
+        .iter()
+        .find(|r| r["trigger"] == "schedule")
+        .expect("the firing is recorded");
+    assert_eq!(scheduled["status"], "cancelled", "{scheduled}");
+    let manual = runs.iter().find(|r| r["trigger"] == "manual").unwrap();
+    assert_eq!(manual["status"], "sent", "{manual}");
+    let show = p.crier(&["history", "show", scheduled["id"].as_str().unwrap()]);
+    let manual_id = manual["id"].as_str().unwrap();
+    assert!(
+        show.stdout.contains(&format!(
+            "the previous run (run {manual_id}) was still sending"
+        )),
+        "{}",
+        show.stdout
+    );
 }
 
 #[test]

@@ -5,9 +5,9 @@ use crate::config::Config;
 
 pub(super) fn run(config: &Config) -> anyhow::Result<Outcome> {
     match &config.source {
-        Some(path) => println!("# effective config from {}", path.display()),
-        None => println!("# built-in defaults (no crier.yaml)"),
+        Some(path) => crate::outln!("# effective config from {}", path.display()),
+        None => crate::outln!("# built-in defaults (no crier.yaml)"),
     }
-    print!("{}", serde_yaml::to_string(config)?);
+    crate::console::write_out(format_args!("{}", serde_yaml::to_string(config)?));
     Ok(Outcome::Ok)
 }

@@ -3,7 +3,7 @@
 //! Everything here reads through `history::query`, the module the HTTP API will reuse,
 //! so the terminal and the API can never disagree about a filter.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 
 use anyhow::bail;
 use chrono::{DateTime, Utc};
@@ -72,7 +72,7 @@ fn list(config: &Config, args: &HistoryListArgs) -> anyhow::Result<Outcome> {
     let runs = query::runs(&ledger, &filter).take(limit as usize);
     match args.format {
         Format::Csv => {
-            runs_csv(runs, std::io::stdout().lock())?;
+            runs_csv(runs, crate::console::stdout())?;
         }
         Format::Json => print_json(runs.map(|r| r.map(|r| RunView::from(&r))))?,
         Format::Table => {
@@ -108,7 +108,7 @@ fn list(config: &Config, args: &HistoryListArgs) -> anyhow::Result<Outcome> {
                 ],
                 &rows,
             );
-            println!("{n} run{}", if n == 1 { "" } else { "s" });
+            crate::outln!("{n} run{}", if n == 1 { "" } else { "s" });
         }
     }
     Ok(Outcome::Ok)
@@ -118,7 +118,7 @@ fn list(config: &Config, args: &HistoryListArgs) -> anyhow::Result<Outcome> {
 fn print_json<T: serde::Serialize>(
     items: impl Iterator<Item = Result<T, LedgerError>>,
 ) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::console::stdout();
     out.write_all(b"[")?;
     for (i, item) in items.enumerate() {
         out.write_all(if i == 0 { b"\n" } else { b",\n" })?;
@@ -134,16 +134,16 @@ fn show(config: &Config, run: &str) -> anyhow::Result<Outcome> {
     let ledger = Ledger::new(store.as_ref());
     let r = ledger.run(id)?;
     let c = &r.counters;
-    println!("run:       {}", r.id);
-    println!("job:       {}", r.job);
-    println!("status:    {}", r.status());
+    crate::outln!("run:       {}", r.id);
+    crate::outln!("job:       {}", r.job);
+    crate::outln!("status:    {}", r.status());
     match &r.trigger {
         crate::history::Trigger::Schedule { at } => {
-            println!("trigger:   schedule (for {})", local(config, Some(*at)))
+            crate::outln!("trigger:   schedule (for {})", local(config, Some(*at)))
         }
-        t => println!("trigger:   {}", t.label()),
+        t => crate::outln!("trigger:   {}", t.label()),
     }
-    println!(
+    crate::outln!(
         "channels:  {}",
         r.channels
             .iter()
@@ -151,32 +151,32 @@ fn show(config: &Config, run: &str) -> anyhow::Result<Outcome> {
             .collect::<Vec<_>>()
             .join(" + ")
     );
-    println!("provider:  {}", r.provider);
-    println!("created:   {}", local(config, Some(r.created_at)));
-    println!("started:   {}", local(config, r.started_at));
-    println!("finished:  {}", local(config, r.finished_at));
+    crate::outln!("provider:  {}", r.provider);
+    crate::outln!("created:   {}", local(config, Some(r.created_at)));
+    crate::outln!("started:   {}", local(config, r.started_at));
+    crate::outln!("finished:  {}", local(config, r.finished_at));
     if let (Some(a), Some(b)) = (r.started_at, r.finished_at) {
-        println!("took:      {:.1}s", (b - a) as f64 / 1000.0);
+        crate::outln!("took:      {:.1}s", (b - a) as f64 / 1000.0);
     }
-    println!("messages:  {}", c.total());
+    crate::outln!("messages:  {}", c.total());
     for s in MessageState::ALL {
         if c.get(s) > 0 {
-            println!("  {:<12} {}", s.as_str(), c.get(s));
+            crate::outln!("  {:<12} {}", s.as_str(), c.get(s));
         }
     }
     if let Some(subject) = &r.subject {
-        println!("subject:   {subject}");
+        crate::outln!("subject:   {subject}");
     }
-    println!("message:\n{}", indent(&r.body));
+    crate::outln!("message:\n{}", indent(&r.body));
     let unknown = c.get(MessageState::Unknown);
     if unknown > 0 {
-        println!(
+        crate::outln!(
             "\n{unknown} message(s) have an unknown outcome (in flight when crier stopped); decide with `crier history recipients {} --state unknown`:",
             r.id
         );
         for m in ledger.messages_of(id, Some(MessageState::Unknown)).take(20) {
             let m = m?;
-            println!("  {}  {}  {}", m.id, m.address, m.provider);
+            crate::outln!("  {}  {}  {}", m.id, m.address, m.provider);
         }
     }
     Ok(Outcome::Ok)
@@ -217,7 +217,7 @@ fn write_messages<'a>(
 ) -> anyhow::Result<Outcome> {
     match format {
         Format::Csv => {
-            messages_csv(ledger, messages, std::io::stdout().lock())?;
+            messages_csv(ledger, messages, crate::console::stdout())?;
         }
         Format::Json => print_json(messages.map(|m| m.map(|m| MessageView::from(&m))))?,
         Format::Table => {
@@ -260,7 +260,7 @@ fn write_messages<'a>(
                 ],
                 &rows,
             );
-            println!("{n} message{}", if n == 1 { "" } else { "s" });
+            crate::outln!("{n} message{}", if n == 1 { "" } else { "s" });
         }
     }
     Ok(Outcome::Ok)
@@ -274,34 +274,31 @@ fn delete(config: &Config, run: &str, purge: bool, yes: bool) -> anyhow::Result<
     if !purge {
         ledger.remove(id)?;
         ledger.flush()?;
-        println!(
+        crate::outln!(
             "run {id} ({}) removed: hidden from listings, kept for audit (`--status removed` lists it)",
             r.job
         );
         return Ok(Outcome::Ok);
     }
     if !yes {
-        if !std::io::stdin().is_terminal() {
-            bail!(
-                "--purge deletes run {id} and its {} messages for good; add --yes to confirm without a terminal",
-                r.counters.total()
-            );
-        }
-        eprint!(
-            "Delete run {id} ({}) and its {} messages for good? [y/N] ",
-            r.job,
-            r.counters.total()
-        );
-        let mut answer = String::new();
-        std::io::stdin().read_line(&mut answer)?;
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
-            println!("nothing deleted");
-            return Ok(Outcome::Failed);
+        let total = r.counters.total();
+        match crate::console::confirm(&format!(
+            "Delete run {id} ({}) and its {total} messages for good?",
+            r.job
+        ))? {
+            None => bail!(
+                "--purge deletes run {id} and its {total} messages for good; add --yes to confirm without a terminal"
+            ),
+            Some(false) => {
+                crate::outln!("nothing deleted");
+                return Ok(Outcome::Failed);
+            }
+            Some(true) => {}
         }
     }
     let n = ledger.purge(id)?;
     ledger.flush()?;
-    println!("run {id} purged with {n} messages");
+    crate::outln!("run {id} purged with {n} messages");
     Ok(Outcome::Ok)
 }
 
@@ -312,7 +309,7 @@ fn cancel(config: &Config, run: &str) -> anyhow::Result<Outcome> {
     let n = ledger.cancel(id)?;
     ledger.flush()?;
     let r = ledger.run(id)?;
-    println!(
+    crate::outln!(
         "run {id} cancelled: {n} queued messages cancelled; status {}",
         r.status()
     );
@@ -328,7 +325,7 @@ fn retry(config: &Config, run: &str, yes: bool) -> anyhow::Result<Outcome> {
         .ids_in_state(id, MessageState::Unknown)
         .collect::<Result<_, _>>()?;
     if unknown.is_empty() {
-        println!("run {id} has no unknown messages");
+        crate::outln!("run {id} has no unknown messages");
         return Ok(Outcome::Ok);
     }
     if !yes {
@@ -346,7 +343,7 @@ fn retry(config: &Config, run: &str, yes: bool) -> anyhow::Result<Outcome> {
         })
         .collect();
     ledger.record(&changes)?;
-    println!(
+    crate::outln!(
         "run {id}: {} unknown messages queued again; `crier send <job file of {}> --resume {id}` (or the daemon, at its next start) sends them",
         changes.len(),
         r.job

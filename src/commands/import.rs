@@ -47,20 +47,21 @@ pub(super) fn run(config: &Config, args: &ImportArgs) -> anyhow::Result<Outcome>
     );
 
     for message in &report.messages {
-        eprintln!("{message}");
+        crate::errln!("{message}");
     }
     let shown = report.messages.len() as u64;
     let noted = report.rejected + report.invalid_phones + report.duplicates;
     if noted > shown {
-        eprintln!(
+        crate::errln!(
             "… and {} more (see --rejects for every rejected row)",
             noted - shown
         );
     }
     if args.strict && report.rejected > 0 {
-        eprintln!(
+        crate::errln!(
             "strict: {} of {} rows rejected; nothing was imported",
-            report.rejected, report.rows
+            report.rejected,
+            report.rows
         );
         return Ok(Outcome::Failed);
     }
@@ -69,7 +70,7 @@ pub(super) fn run(config: &Config, args: &ImportArgs) -> anyhow::Result<Outcome>
     } else {
         "imported"
     };
-    println!(
+    crate::outln!(
         "{verb} {} ({}s): {} rows: {} inserted, {} updated, {} unchanged, {} rejected ({:.1}s)",
         args.file.display(),
         options.kind,
@@ -81,18 +82,19 @@ pub(super) fn run(config: &Config, args: &ImportArgs) -> anyhow::Result<Outcome>
         elapsed.as_secs_f64(),
     );
     if report.invalid_phones > 0 || report.duplicates > 0 {
-        println!(
+        crate::outln!(
             "warnings: {} invalid phone numbers (stored without one), {} repeated ids (last row wins)",
-            report.invalid_phones, report.duplicates
+            report.invalid_phones,
+            report.duplicates
         );
     }
     if report.dry_run {
-        println!("dry run: nothing was written");
+        crate::outln!("dry run: nothing was written");
     }
     if let Some(path) = &args.rejects
         && report.rejected > 0
     {
-        println!("rejected rows written to {}", path.display());
+        crate::outln!("rejected rows written to {}", path.display());
     }
     Ok(if report.rejected > 0 {
         Outcome::Failed

@@ -16,7 +16,7 @@ fn load(config: &Config, args: &JobsArgs) -> anyhow::Result<Vec<Job>> {
         job::job_files(std::slice::from_ref(&args.jobs)).map_err(|d| anyhow::anyhow!("{d}"))?;
     let (jobs, diags) = job::load_all(&files, config, &crate::config::env::from_process);
     if !diags.is_empty() {
-        eprintln!("{diags}");
+        crate::errln!("{diags}");
     }
     Ok(jobs)
 }
@@ -54,7 +54,7 @@ pub(super) fn run(config: &Config, args: &JobsArgs) -> anyhow::Result<Outcome> {
                 bail!("job `{}` has no schedule (it runs on demand)", job.name);
             }
             for t in next_times(job, *count) {
-                println!("{t}");
+                crate::outln!("{t}");
             }
         }
         None => {

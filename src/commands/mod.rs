@@ -44,8 +44,11 @@ impl From<Outcome> for ExitCode {
     }
 }
 
-/// Runs the command `cli` names.
+/// Runs the command `cli` names — inside the running daemon when one holds the store.
 pub fn run(cli: &Cli) -> anyhow::Result<Outcome> {
+    if let Some(outcome) = forward_if_daemon(cli)? {
+        return Ok(outcome);
+    }
     match &cli.command {
         Command::Validate(args) => validate::run(cli, args),
         Command::Schema(args) => schema::run(args),
@@ -69,7 +72,49 @@ pub fn run(cli: &Cli) -> anyhow::Result<Outcome> {
     }
 }
 
+/// Commands that open the store are carried out by the process holding it, if one
+/// answers on its control socket (see [`crate::control`]); `run` and `serve` refuse to
+/// start a second holder. `None`: run here.
+fn forward_if_daemon(cli: &Cli) -> anyhow::Result<Option<Outcome>> {
+    if crate::console::is_forwarded() {
+        if matches!(cli.command, Command::Run(_) | Command::Serve(_)) {
+            anyhow::bail!("this crier is already running: it cannot start another daemon");
+        }
+        return Ok(None);
+    }
+    let uses_store = match &cli.command {
+        Command::Validate(_) | Command::Schema(_) | Command::Config(_) => false,
+        Command::Run(_) | Command::Serve(_) => {
+            let config = load_config(cli)?;
+            if crate::control::connect(&config).is_some() {
+                anyhow::bail!(
+                    "crier is already running on {} (it answers on {}): stop it first, or let it do the work",
+                    config.data_dir.display(),
+                    crate::control::socket_path(&config).display()
+                );
+            }
+            return Ok(None);
+        }
+        _ => true,
+    };
+    if !uses_store {
+        return Ok(None);
+    }
+    let config = load_config(cli)?;
+    let Some(stream) = crate::control::connect(&config) else {
+        return Ok(None);
+    };
+    tracing::info!(socket = %crate::control::socket_path(&config).display(), "The store is held by a running crier: it carries out this command.");
+    Ok(Some(match crate::control::forward(stream)? {
+        0 => Outcome::Ok,
+        _ => Outcome::Failed,
+    }))
+}
+
 pub(crate) fn load_config(cli: &Cli) -> anyhow::Result<Config> {
+    if let Some(config) = crate::console::forwarded_config() {
+        return Ok(config);
+    }
     Ok(Config::load(cli.config.as_deref())?)
 }
 
@@ -78,13 +123,16 @@ pub(crate) fn load_job(path: &std::path::Path, config: &Config) -> Option<crate:
     match crate::job::load(path, config, &crate::config::env::from_process) {
         Ok(job) => Some(job),
         Err(diags) => {
-            eprintln!("{diags}");
+            crate::errln!("{diags}");
             None
         }
     }
 }
 
 pub(crate) fn open_store(config: &Config) -> anyhow::Result<Box<dyn Store>> {
+    if let Some(store) = crate::console::forwarded_store() {
+        return Ok(Box::new(store::Shared(store)));
+    }
     let settings = config.store_config();
     tracing::debug!(path = %settings.path.display(), cache_mb = config.store.cache_mb, "Opening the store.");
     store::open(&settings)
@@ -109,7 +157,7 @@ pub(crate) fn print_table(header: &[&str], rows: &[Vec<String>]) {
                 out.push_str(&format!("{cell:<w$}  "));
             }
         }
-        println!("{}", out.trim_end());
+        crate::outln!("{}", out.trim_end());
     };
     line(header.iter().map(|h| h.to_uppercase()).collect());
     for row in rows {

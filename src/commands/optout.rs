@@ -33,13 +33,13 @@ pub(super) fn run(config: &Config, command: &OptoutCommand) -> anyhow::Result<Ou
             let addresses = normalize_all(addresses, config)?;
             let n = list.add(&addresses, reason)?;
             store.flush()?;
-            println!("{n} added, {} already on the list", addresses.len() - n);
+            crate::outln!("{n} added, {} already on the list", addresses.len() - n);
         }
         OptoutCommand::Remove { addresses } => {
             let addresses = normalize_all(addresses, config)?;
             let n = list.remove(&addresses)?;
             store.flush()?;
-            println!("{n} removed, {} were not on the list", addresses.len() - n);
+            crate::outln!("{n} removed, {} were not on the list", addresses.len() - n);
         }
         OptoutCommand::List { format } => {
             let entries = list.list().collect::<Result<Vec<_>, _>>()?;
@@ -50,21 +50,21 @@ pub(super) fn run(config: &Config, command: &OptoutCommand) -> anyhow::Result<Ou
                         .map(|e| vec![e.address.clone(), iso(e.added_at), e.reason.clone()])
                         .collect();
                     print_table(&["address", "added", "reason"], &rows);
-                    println!(
+                    crate::outln!(
                         "{} address{}",
                         rows.len(),
                         if rows.len() == 1 { "" } else { "es" }
                     );
                 }
                 Format::Csv => {
-                    let mut w = csv::Writer::from_writer(std::io::stdout().lock());
+                    let mut w = csv::Writer::from_writer(crate::console::stdout());
                     w.write_record(["address", "added_at", "reason"])?;
                     for e in &entries {
                         w.write_record([e.address.as_str(), &iso(e.added_at), &e.reason])?;
                     }
                     w.flush()?;
                 }
-                Format::Json => println!("{}", serde_json::to_string_pretty(&entries)?),
+                Format::Json => crate::outln!("{}", serde_json::to_string_pretty(&entries)?),
             }
         }
         OptoutCommand::Import { file } => {
@@ -94,7 +94,7 @@ pub(super) fn run(config: &Config, command: &OptoutCommand) -> anyhow::Result<Ou
             }
             if !bad.is_empty() {
                 for b in &bad {
-                    eprintln!("{}: {b}", file.display());
+                    crate::errln!("{}: {b}", file.display());
                 }
                 bail!(
                     "{} bad lines in {}; nothing was imported",
@@ -104,7 +104,7 @@ pub(super) fn run(config: &Config, command: &OptoutCommand) -> anyhow::Result<Ou
             }
             let n = list.add(&addresses, "import")?;
             store.flush()?;
-            println!("{n} added, {} already on the list", addresses.len() - n);
+            crate::outln!("{n} added, {} already on the list", addresses.len() - n);
         }
     }
     Ok(Outcome::Ok)

@@ -15,9 +15,9 @@ pub(super) fn run(config: &Config, command: &PortalCommand) -> anyhow::Result<Ou
         PortalCommand::Inbox { customer, format } => {
             let items = inbox.list(*customer)?;
             match format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&items)?),
+                Format::Json => crate::outln!("{}", serde_json::to_string_pretty(&items)?),
                 Format::Csv => {
-                    let mut w = csv::Writer::from_writer(std::io::stdout().lock());
+                    let mut w = csv::Writer::from_writer(crate::console::stdout());
                     w.write_record(["id", "created", "read", "title", "body"])?;
                     for i in &items {
                         w.write_record([
@@ -44,7 +44,7 @@ pub(super) fn run(config: &Config, command: &PortalCommand) -> anyhow::Result<Ou
                         })
                         .collect();
                     print_table(&["message", "created", "read", "title", "body"], &rows);
-                    println!(
+                    crate::outln!(
                         "{} message{}",
                         rows.len(),
                         if rows.len() == 1 { "" } else { "s" }
@@ -57,7 +57,7 @@ pub(super) fn run(config: &Config, command: &PortalCommand) -> anyhow::Result<Ou
                 bail!("customer {customer} has no message {message} in the portal inbox");
             }
             store.flush()?;
-            println!("{message} marked read");
+            crate::outln!("{message} marked read");
         }
     }
     Ok(Outcome::Ok)

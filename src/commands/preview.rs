@@ -35,9 +35,9 @@ pub(super) fn show(
         Some(script) => format!(" (routed by {script})"),
         None => String::new(),
     };
-    println!("job {}: {}{routed}", job.name, channels.join(", "));
+    crate::outln!("job {}: {}{routed}", job.name, channels.join(", "));
     for e in &p.unreadable {
-        eprintln!("skipped: {e}");
+        crate::errln!("skipped: {e}");
     }
     let Preview {
         recipients,
@@ -53,7 +53,7 @@ pub(super) fn show(
     let unreadable = p.unreadable.len();
     let noun = job.recipients.kind.as_str();
     let filtered = p.filtered;
-    println!(
+    crate::outln!(
         "recipients: {recipients} {noun}{}{}",
         if recipients == 1 { "" } else { "s" },
         if job
@@ -71,7 +71,7 @@ pub(super) fn show(
     );
     let skipped_total: u64 = skipped.values().sum();
     let reasons: Vec<String> = skipped.iter().map(|(r, n)| format!("{r} {n}")).collect();
-    println!(
+    crate::outln!(
         "messages: {to_send} to send, {skipped_total} skipped{}",
         if reasons.is_empty() {
             String::new()
@@ -84,10 +84,10 @@ pub(super) fn show(
             .iter()
             .map(|(e, n)| format!("{e} {n}"))
             .collect();
-        println!("sms parts: {parts} ({})", enc.join(", "));
+        crate::outln!("sms parts: {parts} ({})", enc.join(", "));
     }
     if unreadable > 0 {
-        println!("unreadable source rows: {unreadable}");
+        crate::outln!("unreadable source rows: {unreadable}");
     }
     for (i, m) in shown.iter().enumerate() {
         let cost = match m.encoding {
@@ -104,7 +104,7 @@ pub(super) fn show(
         } else {
             format!("  via {}", m.route.join(" → "))
         };
-        println!(
+        crate::outln!(
             "\n--- {}. {} {} {}  {} ({}){cost}{via}",
             i + 1,
             m.recipient.kind,
@@ -114,9 +114,9 @@ pub(super) fn show(
             m.channel,
         );
         if let Some(subject) = &m.subject {
-            println!("Subject: {subject}");
+            crate::outln!("Subject: {subject}");
         }
-        println!("{}", m.body);
+        crate::outln!("{}", m.body);
     }
     for m in skipped_shown {
         let (reason, detail) = m
@@ -124,13 +124,15 @@ pub(super) fn show(
             .as_ref()
             .map(|(r, d)| (r.as_str(), d.as_str()))
             .unwrap_or_default();
-        println!(
+        crate::outln!(
             "\n--- {} {} ({}): skipped: {reason}: {detail}",
-            m.recipient.kind, m.recipient.id, m.channel
+            m.recipient.kind,
+            m.recipient.id,
+            m.channel
         );
     }
     if recipient.is_some() && recipients == 0 {
-        eprintln!(
+        crate::errln!(
             "no recipient of this job has id {}",
             recipient.unwrap_or_default()
         );

@@ -60,7 +60,7 @@ pub(super) fn run(config: &Config, command: &ProvidersCommand) -> anyhow::Result
     }
     print_table(&["provider", "type", "status", "balance"], &rows);
     if failed {
-        eprintln!("error: a provider failed its check (see the status column)");
+        crate::errln!("error: a provider failed its check (see the status column)");
     }
     Ok(if failed { Outcome::Failed } else { Outcome::Ok })
 }

@@ -59,7 +59,7 @@ pub(super) fn run(config: &Config, args: &RecipientsArgs) -> anyhow::Result<Outc
                 job.recipients
             }
             Err(diags) => {
-                eprintln!("{diags}");
+                crate::errln!("{diags}");
                 return Ok(Outcome::Failed);
             }
         },
@@ -75,8 +75,7 @@ pub(super) fn run(config: &Config, args: &RecipientsArgs) -> anyhow::Result<Outc
     };
     let rows = source::resolve(&spec, store.as_deref(), config.region)?;
 
-    let stdout = std::io::stdout();
-    let mut out = Output::new(args.format, stdout.lock())?;
+    let mut out = Output::new(args.format, crate::console::stdout())?;
     let limit = args.limit.unwrap_or(u64::MAX);
     let mut count = 0u64;
     let mut bad_rows = 0u64;
@@ -85,7 +84,7 @@ pub(super) fn run(config: &Config, args: &RecipientsArgs) -> anyhow::Result<Outc
             Ok(r) => r,
             Err(e) => {
                 bad_rows += 1;
-                eprintln!("skipped: {e}");
+                crate::errln!("skipped: {e}");
                 continue;
             }
         };
@@ -112,11 +111,11 @@ pub(super) fn run(config: &Config, args: &RecipientsArgs) -> anyhow::Result<Outc
         }
     );
     match args.format {
-        Format::Table => println!("{summary}"),
-        _ => eprintln!("{summary}"),
+        Format::Table => crate::outln!("{summary}"),
+        _ => crate::errln!("{summary}"),
     }
     if bad_rows > 0 {
-        eprintln!("{bad_rows} rows of the CSV source could not be read");
+        crate::errln!("{bad_rows} rows of the CSV source could not be read");
     }
     Ok(Outcome::Ok)
 }

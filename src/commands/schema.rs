@@ -10,6 +10,6 @@ pub(super) fn run(args: &SchemaArgs) -> anyhow::Result<Outcome> {
         SchemaKind::Job => schemars::schema_for!(RawJob),
         SchemaKind::Config => schemars::schema_for!(RawConfig),
     };
-    println!("{}", serde_json::to_string_pretty(&schema)?);
+    crate::outln!("{}", serde_json::to_string_pretty(&schema)?);
     Ok(Outcome::Ok)
 }

@@ -4,7 +4,7 @@
 //! `Send N messages? [y/N]` (a terminal is required unless `--yes`), sends, and prints
 //! the run's summary. Exit 1 if any message failed.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 
 use anyhow::bail;
 
@@ -20,7 +20,11 @@ pub(super) fn run(config: &Config, args: &SendArgs) -> anyhow::Result<Outcome> {
         return Ok(Outcome::Failed);
     };
     let store = open_store(config)?;
-    let mut options = SendOptions::default();
+    let mut options = SendOptions {
+        // Carried out by the daemon: stop when the caller goes away or the daemon stops.
+        cancel: crate::console::cancel_flag(),
+        ..SendOptions::default()
+    };
     let mut expected = 1;
     if let Some(run) = &args.resume {
         let id: crate::history::RunId = run
@@ -65,27 +69,24 @@ pub(super) fn run(config: &Config, args: &SendArgs) -> anyhow::Result<Outcome> {
             return Ok(outcome);
         }
         if args.dry_run {
-            println!("\ndry run: nothing was sent");
+            crate::outln!("\ndry run: nothing was sent");
             return Ok(Outcome::Ok);
         }
         expected = to_send;
         if to_send == 0 {
-            println!("\nnothing to send");
+            crate::outln!("\nnothing to send");
             return Ok(Outcome::Ok);
         }
         if !args.yes {
-            if !std::io::stdin().is_terminal() {
-                bail!(
+            match crate::console::confirm(&format!("\nSend {to_send} messages?"))? {
+                None => bail!(
                     "refusing to send {to_send} messages without confirmation: run it on a terminal, or add --yes"
-                );
-            }
-            print!("\nSend {to_send} messages? [y/N] ");
-            std::io::stdout().flush()?;
-            let mut answer = String::new();
-            std::io::stdin().read_line(&mut answer)?;
-            if !matches!(answer.trim(), "y" | "Y" | "yes") {
-                println!("nothing was sent");
-                return Ok(Outcome::Failed);
+                ),
+                Some(false) => {
+                    crate::outln!("nothing was sent");
+                    return Ok(Outcome::Failed);
+                }
+                Some(true) => {}
             }
         }
     }
@@ -121,7 +122,7 @@ pub(super) fn run(config: &Config, args: &SendArgs) -> anyhow::Result<Outcome> {
             extra.push_str(&format!(", {n} {what}"));
         }
     }
-    println!(
+    crate::outln!(
         "\nrun {id} ({status}): {} sent, {} failed{extra}, {skipped} skipped{}; {} SMS parts, {} retries",
         summary.sent,
         summary.failed,
@@ -134,12 +135,12 @@ pub(super) fn run(config: &Config, args: &SendArgs) -> anyhow::Result<Outcome> {
         summary.retries,
     );
     if let Some(reason) = &summary.paused {
-        println!(
+        crate::outln!(
             "paused: {reason}; {} messages still queued (nothing was sent twice)",
             summary.queued
         );
     }
-    println!("details: crier history show {id}");
+    crate::outln!("details: crier history show {id}");
     Ok(if summary.all_sent() {
         Outcome::Ok
     } else {
@@ -149,7 +150,7 @@ pub(super) fn run(config: &Config, args: &SendArgs) -> anyhow::Result<Outcome> {
 
 /// A progress bar on stderr when it is a terminal; log lines print above it.
 fn progress_bar(total: u64) -> Option<indicatif::ProgressBar> {
-    if !std::io::stderr().is_terminal() || total < 2 {
+    if crate::console::is_forwarded() || !std::io::stderr().is_terminal() || total < 2 {
         return None;
     }
     let bar = indicatif::ProgressBar::new(total);

@@ -20,6 +20,10 @@ pub(super) fn run(config: &Config, args: &ServeArgs) -> anyhow::Result<Outcome> 
     if config.server.token.is_none() {
         tracing::warn!("No server.token is configured: every /api request will be refused.");
     }
+    // Other commands on this store are carried out here meanwhile.
+    let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let host = crate::control::Host::new(config.clone(), store.clone(), cancel.clone());
+    let _control = crate::control::listen(host.clone())?;
     let state = Arc::new(AppState {
         config: config.clone(),
         store: store.clone(),
@@ -32,7 +36,7 @@ pub(super) fn run(config: &Config, args: &ServeArgs) -> anyhow::Result<Outcome> 
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
         // Tests and scripts read the actual address (`--listen 127.0.0.1:0`).
-        println!("listening on http://{}", listener.local_addr()?);
+        crate::outln!("listening on http://{}", listener.local_addr()?);
         tracing::info!(%listen, "Serving.");
         server::serve(listener, state, crate::daemon::shutdown_signal()).await?;
         anyhow::Ok(())
@@ -40,6 +44,8 @@ pub(super) fn run(config: &Config, args: &ServeArgs) -> anyhow::Result<Outcome> 
     // Runs started through the API go on in the blocking pool: give them a moment to
     // finish; one still sending is cut short like a crash, which the ledger is built for
     // (its in-flight messages read `unknown`, the rest stay `queued`).
+    cancel.store(true, std::sync::atomic::Ordering::SeqCst);
+    host.wait_idle(std::time::Duration::from_secs(10));
     runtime.shutdown_timeout(std::time::Duration::from_secs(10));
     store.flush()?;
     Ok(Outcome::Ok)

@@ -30,17 +30,17 @@ pub(super) fn run(config: &Config, command: &TemplatesCommand) -> anyhow::Result
                 .collect::<Result<_, _>>()?;
             let n = rows.len();
             print_table(&["name", "channel", "updated", "characters"], &rows);
-            println!("{n} template{}", if n == 1 { "" } else { "s" });
+            crate::outln!("{n} template{}", if n == 1 { "" } else { "s" });
         }
         TemplatesCommand::Show { name } => match templates.get(name)? {
             Some(t) => {
-                println!(
+                crate::outln!(
                     "# {} ({}), updated {}",
                     t.name,
                     t.channel,
                     iso(t.updated_at)
                 );
-                println!("{}", t.body);
+                crate::outln!("{}", t.body);
             }
             None => bail!("no stored template `{name}` (see `crier templates list`)"),
         },
@@ -62,7 +62,7 @@ pub(super) fn run(config: &Config, command: &TemplatesCommand) -> anyhow::Result
                 .with_context(|| format!("cannot read {}", file.display()))?;
             if let Err(errors) = template::check(&body) {
                 for e in &errors {
-                    eprintln!(
+                    crate::errln!(
                         "{}:{}:{}: template: {}",
                         file.display(),
                         e.line,
@@ -78,7 +78,7 @@ pub(super) fn run(config: &Config, command: &TemplatesCommand) -> anyhow::Result
             }
             let replaced = templates.save(name, channel, &body)?;
             store.flush()?;
-            println!(
+            crate::outln!(
                 "{} template `{name}` ({channel}); use it as `template: stored:{name}`",
                 if replaced { "replaced" } else { "saved" }
             );
@@ -88,7 +88,7 @@ pub(super) fn run(config: &Config, command: &TemplatesCommand) -> anyhow::Result
                 bail!("no stored template `{name}`");
             }
             store.flush()?;
-            println!("deleted template `{name}`");
+            crate::outln!("deleted template `{name}`");
         }
     }
     Ok(Outcome::Ok)

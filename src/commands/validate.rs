@@ -15,7 +15,7 @@ pub(super) fn run(cli: &Cli, args: &ValidateArgs) -> anyhow::Result<Outcome> {
         Ok(c) => c,
         Err(ConfigError::Invalid(diags)) => {
             report(&diags);
-            eprintln!("job files were not checked: fix crier.yaml first");
+            crate::errln!("job files were not checked: fix crier.yaml first");
             return Ok(Outcome::Failed);
         }
         Err(e) => return Err(e.into()),
@@ -39,7 +39,7 @@ pub(super) fn run(cli: &Cli, args: &ValidateArgs) -> anyhow::Result<Outcome> {
     }
     let now = Utc::now();
     if let Some(path) = &config.source {
-        println!("ok  {}", path.display());
+        crate::outln!("ok  {}", path.display());
     }
     for job in &jobs {
         let when = match (&job.schedule, job.enabled) {
@@ -54,15 +54,15 @@ pub(super) fn run(cli: &Cli, args: &ValidateArgs) -> anyhow::Result<Outcome> {
                 None => format!("no future fire time ({})", s.describe()),
             },
         };
-        println!("ok  {}  {}  {}", job.name, job.file.display(), when);
+        crate::outln!("ok  {}  {}  {}", job.name, job.file.display(), when);
     }
     Ok(Outcome::Ok)
 }
 
 fn report(diags: &Diagnostics) {
-    eprintln!("{diags}");
+    crate::errln!("{diags}");
     let files: std::collections::BTreeSet<_> = diags.iter().map(|d| &d.file).collect();
-    eprintln!(
+    crate::errln!(
         "{} error{} in {} file{}",
         diags.len(),
         if diags.len() == 1 { "" } else { "s" },

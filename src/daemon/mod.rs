@@ -33,6 +33,7 @@ use tokio::sync::mpsc;
 use tokio_cron_scheduler::{Job as Timer, JobScheduler};
 
 use crate::config::Config;
+use crate::engine::running;
 use crate::engine::send::{OUTSIDE_WINDOW, SendOptions, send};
 use crate::history::ledger::Ledger;
 use crate::history::{RunId, Trigger};
@@ -144,6 +145,10 @@ pub fn run(config: Config, jobs_dir: &Path, strict: bool) -> anyhow::Result<()> 
         tracing::error!("Invalid jobs are left out; the others run.");
     }
     let store: Arc<dyn Store> = Arc::from(crate::commands::open_store(&config)?);
+    // Other commands on this store are carried out here from now on.
+    let cancel = Arc::new(AtomicBool::new(false));
+    let host = crate::control::Host::new(config.clone(), store.clone(), cancel.clone());
+    let _control = crate::control::listen(host.clone())?;
     runtime.block_on(async move {
         let (events, mut inbox) = mpsc::unbounded_channel();
         let mut daemon = Daemon {
@@ -155,7 +160,7 @@ pub fn run(config: Config, jobs_dir: &Path, strict: bool) -> anyhow::Result<()> 
             jobs: BTreeMap::new(),
             broken: BTreeMap::new(),
             next_version: 1,
-            cancel: Arc::new(AtomicBool::new(false)),
+            cancel,
         };
         daemon.scheduler.start().await?;
         for job in jobs {
@@ -193,6 +198,7 @@ pub fn run(config: Config, jobs_dir: &Path, strict: bool) -> anyhow::Result<()> 
         println!("crier is running: {} scheduled jobs", daemon.jobs.len());
 
         let mut hup = hangup()?;
+        let mut released = running::released();
         let mut reload = tokio::time::interval(RELOAD_EVERY);
         let term = shutdown_signal();
         tokio::pin!(term);
@@ -203,6 +209,7 @@ pub fn run(config: Config, jobs_dir: &Path, strict: bool) -> anyhow::Result<()> 
                     Event::Done { job, reopen } => daemon.done(&job, reopen),
                     Event::Reopen { job, run } => daemon.reopen(&job, run),
                 },
+                Ok(job) = released.recv() => daemon.released(&job),
                 _ = reload.tick() => daemon.reload().await,
                 _ = hup.recv() => {
                     tracing::info!("SIGHUP: reloading jobs.");
@@ -224,6 +231,12 @@ pub fn run(config: Config, jobs_dir: &Path, strict: bool) -> anyhow::Result<()> 
                 _ => break,
             }
         }
+        let idle = host.clone();
+        let _ = tokio::time::timeout_at(
+            deadline,
+            tokio::task::spawn_blocking(move || idle.wait_idle(SHUTDOWN_DEADLINE)),
+        )
+        .await;
         shutdown.notify_waiters();
         if let Some(server) = server {
             let _ = server.await;
@@ -404,7 +417,9 @@ impl Daemon {
             return;
         };
         entry.timer = timer;
-        if entry.running {
+        // Busy: our own run of it, or one the API or a forwarded `crier send` started.
+        let busy = entry.running || running::holder(&fire.job).is_some();
+        if busy {
             let overlap = entry
                 .job
                 .schedule
@@ -412,10 +427,7 @@ impl Daemon {
                 .map(|s| s.overlap)
                 .unwrap_or_default();
             match overlap {
-                Overlap::Skip => tracing::warn!(
-                    job = %fire.job, at = %fire.at,
-                    "Skipped: the previous run is still going (overlap: skip)."
-                ),
+                Overlap::Skip => self.record_skipped(&fire.job, fire.at),
                 Overlap::Queue => {
                     if entry.pending.replace(fire.at).is_some() {
                         tracing::warn!(job = %fire.job, "A queued firing was replaced by a newer one.");
@@ -427,9 +439,61 @@ impl Daemon {
         self.start(&fire.job, fire.at);
     }
 
+    /// `overlap: skip`: the firing at `at` becomes a cancelled run with no messages, so the
+    /// history shows it was skipped and why (and a restart does not catch it up).
+    fn record_skipped(&self, name: &str, at: DateTime<Utc>) {
+        let previous = running::holder(name)
+            .flatten()
+            .map(|r| format!(" (run {r})"))
+            .unwrap_or_default();
+        let why = format!(
+            "skipped: the previous run{previous} was still sending at this firing (overlap: skip)"
+        );
+        tracing::warn!(job = %name, at = %at, "Skipped: the previous run is still going (overlap: skip).");
+        let Some(entry) = self.jobs.get(name) else {
+            return;
+        };
+        let ledger = Ledger::new(self.store.as_ref());
+        let new_run = crate::history::ledger::NewRun {
+            job: name.to_string(),
+            trigger: Trigger::Schedule {
+                at: at.timestamp_millis(),
+            },
+            channels: entry.job.send_to.channels().to_vec(),
+            provider: String::new(),
+            body: why,
+            subject: None,
+        };
+        let id = scheduled_run_id(name, at);
+        let recorded = ledger
+            .create_run_with_id(id, new_run, Utc::now().timestamp_millis())
+            .and_then(|_| ledger.cancel(id))
+            .and_then(|_| ledger.flush());
+        if let Err(e) = recorded {
+            tracing::error!(job = %name, run = %id, error = %e, "Cannot record the skipped firing.");
+        }
+    }
+
+    /// Another sender's run of `name` ended: a firing queued behind it may start now.
+    fn released(&mut self, name: &str) {
+        let Some(entry) = self.jobs.get_mut(name) else {
+            return;
+        };
+        if entry.running || running::holder(name).is_some() {
+            return;
+        }
+        if let Some(at) = entry.pending.take() {
+            self.start(name, at);
+        }
+    }
+
     /// Starts a scheduled run of `name` for instant `at` (unless that run exists).
     fn start(&mut self, name: &str, at: DateTime<Utc>) {
         if !self.jobs.contains_key(name) {
+            return;
+        }
+        if self.cancel.load(std::sync::atomic::Ordering::SeqCst) {
+            tracing::info!(job = %name, at = %at, "Shutting down: this firing does not start.");
             return;
         }
         let id = scheduled_run_id(name, at);

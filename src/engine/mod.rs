@@ -7,6 +7,7 @@
 //! ledger and hands them to providers, failing over along the route.
 
 pub mod preview;
+pub mod running;
 pub mod send;
 
 use std::collections::{BTreeMap, HashSet};

@@ -89,6 +89,8 @@ pub enum SendError {
     Source(#[from] SourceError),
     #[error("provider `{0}` is not configured")]
     NoProvider(String),
+    #[error("job `{job}` is already sending{run}: the same job never runs twice at once")]
+    Busy { job: String, run: String },
     #[error("provider `{name}` (type {kind}) cannot carry {channel} messages")]
     WrongChannel {
         name: String,
@@ -334,6 +336,18 @@ pub fn send(
         .map_err(SendError::Runtime)?;
     // lettre's pool and reqwest expect a runtime around them from the start.
     let _entered = runtime.enter();
+    // Held until the run ends; a test message may go out while the job runs.
+    let claim = match options.test_to {
+        Some(_) => None,
+        None => Some(super::running::claim(&job.name).map_err(|run| {
+            SendError::Busy {
+                job: job.name.clone(),
+                run: run
+                    .map(|r| format!(" (run {r}; `crier history cancel {r}` stops it)"))
+                    .unwrap_or_default(),
+            }
+        })?),
+    };
 
     let ctx = BuildContext {
         http: provider::http_client(),
@@ -439,6 +453,9 @@ pub fn send(
         ),
         (None, None) => (ledger.create_run(new_run)?, None),
     };
+    if let Some(claim) = &claim {
+        claim.set_run(run.id);
+    }
     if let Some(on_run) = &options.on_run {
         on_run(&run);
     }

@@ -632,6 +632,7 @@ fn job_file(dir: &std::path::Path, name: &str) -> Result<PathBuf, ApiError> {
         (status = 400, description = "Malformed name or option", body = ErrorBody),
         (status = 401, description = "No or wrong bearer token", body = ErrorBody),
         (status = 404, description = "No such job", body = ErrorBody),
+        (status = 409, description = "The job is already sending (a scheduled, API or command-line run)", body = ErrorBody),
         (status = 422, description = "The job is invalid or cannot be sent (e.g. an unknown provider)", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -733,6 +734,7 @@ async fn run_job(
 fn send_error(e: SendError) -> ApiError {
     match e {
         SendError::Ledger(_) | SendError::Store(_) | SendError::Runtime(_) => ApiError::internal(e),
+        SendError::Busy { .. } => ApiError::new(StatusCode::CONFLICT, e.to_string()),
         e => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
     }
 }

@@ -173,6 +173,67 @@ pub trait Store: Send + Sync {
     fn path(&self) -> &Path;
 }
 
+/// A store opened elsewhere in this process (the daemon's), lent to a command as its own.
+pub struct Shared(pub std::sync::Arc<dyn Store>);
+
+impl Store for Shared {
+    fn recipient(&self, kind: RecipientKind, id: u64) -> Result<Option<Recipient>, StoreError> {
+        self.0.recipient(kind, id)
+    }
+
+    fn recipient_id_by_login(
+        &self,
+        kind: RecipientKind,
+        login: &str,
+    ) -> Result<Option<u64>, StoreError> {
+        self.0.recipient_id_by_login(kind, login)
+    }
+
+    fn upsert_recipients(
+        &self,
+        recipients: &[Recipient],
+        write: bool,
+    ) -> Result<Vec<Upsert>, StoreError> {
+        self.0.upsert_recipients(recipients, write)
+    }
+
+    fn allocate_recipient_id(&self, kind: RecipientKind) -> Result<u64, StoreError> {
+        self.0.allocate_recipient_id(kind)
+    }
+
+    fn recipients(&self, kind: RecipientKind) -> RecipientIter<'_> {
+        self.0.recipients(kind)
+    }
+
+    fn count_recipients(&self, kind: RecipientKind) -> Result<u64, StoreError> {
+        self.0.count_recipients(kind)
+    }
+
+    fn history(&self) -> &dyn Kv {
+        self.0.history()
+    }
+
+    fn optouts(&self) -> &dyn Kv {
+        self.0.optouts()
+    }
+
+    fn templates(&self) -> &dyn Kv {
+        self.0.templates()
+    }
+
+    fn inbox(&self) -> &dyn Kv {
+        self.0.inbox()
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.0.flush()
+    }
+
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
 /// Recipient keys, shared by every ordered-key backend: a record kind byte, the
 /// recipient kind, then the id big-endian (or the login, for the login index).
 pub(super) const RECORD: u8 = b'r';
