@@ -197,3 +197,67 @@ fn outside_its_send_window_a_run_pauses_and_resumes_later() {
         again.stderr
     );
 }
+
+#[test]
+fn a_per_recipient_window_holds_back_only_recipients_whose_own_window_is_closed() {
+    let p = project();
+    // Open now in UTC (an hour either side), closed six hours east (Asia/Dhaka, UTC+6,
+    // no daylight saving time).
+    let now = chrono::Utc::now();
+    let from = (now - chrono::Duration::hours(1))
+        .format("%H:%M")
+        .to_string();
+    let to = (now + chrono::Duration::hours(1))
+        .format("%H:%M")
+        .to_string();
+    p.write(
+        "zoned.csv",
+        "id,name,status,phone,timezone\n11,Uma,active,082 555 1011,UTC\n12,Dev,active,082 555 1012,Asia/Dhaka\n13,Noor,active,082 555 1013,Asia/Dhaka\n14,Zed,active,082 555 1014,\n",
+    );
+    assert_eq!(p.crier(&["import", "zoned.csv"]).code, 0);
+    p.write(
+        "jobs/zoned.yaml",
+        format!(
+            "send_to: sms\nmessage: \"Hi {{{{ customer.name }}}}\"\nrecipients: {{}}\nschedule:\n  cron: \"0 9 * * *\"\n  timezone: UTC\n  window: {{ from: \"{from}\", to: \"{to}\", per_recipient: true }}\n"
+        ),
+    );
+    let run = p.crier(&["send", "jobs/zoned.yaml", "--yes"]);
+    // Uma (UTC) and Zed (no zone: the job's) now; Dev and Noor wait for their morning.
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    let sent: Vec<String> = outbox(&p, "sms")
+        .iter()
+        .map(|m| m["body"].as_str().unwrap().to_string())
+        .collect();
+    assert!(sent.contains(&"Hi Uma".to_string()), "{sent:?}");
+    assert!(sent.contains(&"Hi Zed".to_string()), "{sent:?}");
+    assert!(
+        !sent.iter().any(|b| b == "Hi Dev" || b == "Hi Noor"),
+        "{sent:?}"
+    );
+    assert!(
+        run.stdout
+            .contains("paused: outside the send window of 2 recipients in their own time zones"),
+        "{}",
+        run.stdout
+    );
+    // Reported in the job's zone: `from` in Dhaka is six hours earlier in UTC.
+    let opens_utc = (chrono::NaiveTime::parse_from_str(&from, "%H:%M").unwrap()
+        - chrono::Duration::hours(6))
+    .format("%H:%M")
+    .to_string();
+    assert!(
+        run.stdout.contains(&format!("{opens_utc} UTC")),
+        "{}",
+        run.stdout
+    );
+    let history = p.crier(&["history", "--format", "json"]);
+    let runs: serde_json::Value = serde_json::from_str(&history.stdout).unwrap();
+    let zoned = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["job"] == "zoned")
+        .unwrap();
+    assert_eq!(zoned["status"], "processing", "{zoned}");
+    assert_eq!(zoned["counters"]["queued"], 2, "{zoned}");
+}

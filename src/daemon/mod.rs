@@ -483,6 +483,7 @@ impl Daemon {
             return;
         }
         if let Some(at) = entry.pending.take() {
+            tracing::info!(job = %name, at = %at, "The queued firing starts now (overlap: queue).");
             self.start(name, at);
         }
     }
@@ -540,10 +541,13 @@ impl Daemon {
                         .paused
                         .as_deref()
                         .is_some_and(|p| p.starts_with(OUTSIDE_WINDOW));
+                    // Per-recipient windows say when the first waiting one opens.
                     if let (true, Some(run), Some(schedule)) =
                         (by_window, &summary.run, &job.schedule)
                         && let Some(window) = &schedule.window
-                        && let Some(at) = window.next_open(Utc::now(), schedule.tz)
+                        && let Some(at) = summary
+                            .reopens
+                            .or_else(|| window.next_open(Utc::now(), schedule.tz))
                     {
                         reopen = Some((run.id, at));
                     }
@@ -598,6 +602,7 @@ impl Daemon {
             None => None,
         };
         if let Some(at) = pending {
+            tracing::info!(job = %name, at = %at, "The queued firing starts now (overlap: queue).");
             self.start(name, at);
         }
     }

@@ -166,6 +166,11 @@ pub struct Summary {
     pub filtered: u64,
     /// Why the run paused, if it did.
     pub paused: Option<String>,
+    /// Messages left `queued` because their recipient's send window was closed
+    /// (`window.per_recipient`).
+    pub deferred: u64,
+    /// When the run should go on: the earliest opening of a deferred recipient's window.
+    pub reopens: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl Summary {
@@ -525,6 +530,23 @@ pub fn send(
     summary.failed += planned.failed;
     summary.filtered = planned.filtered;
     summary.paused = stop.reason();
+    if summary.paused.is_none()
+        && summary.deferred > 0
+        && let Some(opens) = summary.reopens
+    {
+        let tz = job
+            .schedule
+            .as_ref()
+            .map(|s| s.tz)
+            .unwrap_or(chrono_tz::UTC);
+        let reason = format!(
+            "{OUTSIDE_WINDOW} of {} recipients in their own time zones (the first opens {})",
+            summary.deferred,
+            opens.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z")
+        );
+        tracing::info!(reason = %reason, "Run paused.");
+        summary.paused = Some(reason);
+    }
     if planned.complete && summary.paused.is_none() {
         ledger.finish_planning(run.id)?;
     }
@@ -584,6 +606,13 @@ struct Work {
     route: Vec<usize>,
     message: RoutedMessage,
     planned_at: Instant,
+    /// The recipient's own time zone, for `window.per_recipient`.
+    tz: Option<chrono_tz::Tz>,
+}
+
+/// A recipient's `timezone`, if it names a zone.
+fn zone_of(timezone: Option<&str>) -> Option<chrono_tz::Tz> {
+    timezone.and_then(|z| z.parse().ok())
 }
 
 struct PlanInput<'s, 'a> {
@@ -795,6 +824,7 @@ fn hand_on(
             route,
             message,
             planned_at: now,
+            tz: zone_of(p.recipient.timezone.as_deref()),
         };
         if work.blocking_send(item).is_err() {
             return Ok(false);
@@ -875,8 +905,22 @@ fn hand_on_queued(
         .collect::<Result<_, _>>()?;
     let now = Instant::now();
     let now_ms = chrono::Utc::now().timestamp_millis();
+    let per_recipient = input
+        .job
+        .schedule
+        .as_ref()
+        .and_then(|s| s.window.as_ref())
+        .is_some_and(|w| w.per_recipient);
     for id in ids {
         let m = input.ledger.message(id)?;
+        let tz = if per_recipient {
+            input
+                .store
+                .recipient(m.recipient_kind, m.recipient_id)?
+                .and_then(|r| zone_of(r.timezone.as_deref()))
+        } else {
+            None
+        };
         // `expire_after` counts from when the message was planned, not from the resume.
         let age = Duration::from_millis((now_ms - m.created_at).max(0) as u64);
         let planned_at = now.checked_sub(age).unwrap_or(now);
@@ -915,6 +959,7 @@ fn hand_on_queued(
                 route: vec![lane],
                 message,
                 planned_at,
+                tz,
             })
             .is_err()
         {
@@ -1017,6 +1062,9 @@ enum Settled {
     Unknown,
     /// Left `queued` (a pause) or no longer ours (cancelled meanwhile).
     NotSent,
+    /// Left `queued`: outside the send window in the recipient's own zone, which opens at
+    /// this instant (`window.per_recipient`).
+    Deferred(chrono::DateTime<chrono::Utc>),
 }
 
 struct Dispatch<'s, 'a> {
@@ -1062,6 +1110,10 @@ impl Dispatch<'_, '_> {
                         Settled::Expired => summary.expired += 1,
                         Settled::Unknown => summary.unknown += 1,
                         Settled::NotSent => {}
+                        Settled::Deferred(opens) => {
+                            summary.deferred += 1;
+                            summary.reopens = Some(summary.reopens.map_or(opens, |t| t.min(opens)));
+                        }
                     }
                     settled += 1;
                     if let Some(p) = &self.progress {
@@ -1149,7 +1201,20 @@ impl Dispatch<'_, '_> {
                     l.until_ready().await;
                 }
             }
-            if let Some((window, tz)) = &self.window {
+            if let Some((window, job_tz)) = &self.window
+                && window.per_recipient
+            {
+                let tz = w.tz.unwrap_or(*job_tz);
+                let now = chrono::Utc::now();
+                if !window.contains(now, tz) {
+                    // Only this recipient waits; the others go on.
+                    let retries = attempts.saturating_sub(1) as u64;
+                    return match window.next_open(now, tz) {
+                        Some(opens) => Hop::Settled(Settled::Deferred(opens), retries),
+                        None => Hop::Settled(Settled::NotSent, retries),
+                    };
+                }
+            } else if let Some((window, tz)) = &self.window {
                 let now = chrono::Utc::now();
                 if !window.contains(now, *tz) {
                     let opens = window
