@@ -379,6 +379,8 @@ fn hot_reload_applies_a_good_edit_and_keeps_the_job_on_a_bad_one() {
     );
     let daemon = Daemon::start(&p);
     std::thread::sleep(Duration::from_millis(2_500));
+    // (The safety-net poll runs every 30 s: within these few seconds only the file
+    // watcher can notice the edits.)
     // A bad edit: the old version keeps firing.
     p.write(
         "jobs/tick.yaml",

@@ -16,9 +16,10 @@
 //!   is within `grace` (`misfire: run`, the default), never more than once.
 //! - **Idempotent firing**: a scheduled run's id is derived from (job, instant), so the
 //!   same firing can never start two runs — not after a restart, not from a catch-up.
-//! - **Reload**: the jobs folder is checked every few seconds and on SIGHUP; a changed
-//!   file is validated again and rescheduled; an invalid edit keeps the previous version
-//!   and logs why.
+//! - **Reload**: a file watcher on the jobs folder (inotify), SIGHUP, and a slow poll as a
+//!   safety net (for file systems that do not report changes); a changed file is
+//!   validated again and rescheduled; an invalid edit keeps the previous version and logs
+//!   why.
 //! - **Shutdown** on SIGTERM/SIGINT: no new firings, running sends are told to stop
 //!   (what is queued stays queued), the store is flushed, exit 0.
 
@@ -44,7 +45,8 @@ use crate::store::Store;
 /// How long before a fire time the library's coarse timer wakes us.
 const LEAD: Duration = Duration::from_secs(2);
 /// How often the jobs folder is checked for edits.
-const RELOAD_EVERY: Duration = Duration::from_secs(2);
+/// The safety-net poll of the jobs folder (the watcher reports changes at once).
+const RELOAD_EVERY: Duration = Duration::from_secs(30);
 /// How long shutdown waits for running sends to park.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -197,6 +199,8 @@ pub fn run(config: Config, jobs_dir: &Path, strict: bool) -> anyhow::Result<()> 
         };
         println!("crier is running: {} scheduled jobs", daemon.jobs.len());
 
+        let (changed, mut changes) = mpsc::unbounded_channel();
+        let _watcher = watch(&daemon.jobs_dir, changed);
         let mut hup = hangup()?;
         let mut released = running::released();
         let mut reload = tokio::time::interval(RELOAD_EVERY);
@@ -209,6 +213,12 @@ pub fn run(config: Config, jobs_dir: &Path, strict: bool) -> anyhow::Result<()> 
                     Event::Done { job, reopen } => daemon.done(&job, reopen),
                     Event::Reopen { job, run } => daemon.reopen(&job, run),
                 },
+                Some(()) = changes.recv() => {
+                    // An editor's save is several events: let them settle, reload once.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    while changes.try_recv().is_ok() {}
+                    daemon.reload().await;
+                }
                 Ok(job) = released.recv() => daemon.released(&job),
                 _ = reload.tick() => daemon.reload().await,
                 _ = hup.recv() => {
@@ -245,6 +255,30 @@ pub fn run(config: Config, jobs_dir: &Path, strict: bool) -> anyhow::Result<()> 
         tracing::info!("Stopped.");
         anyhow::Ok(())
     })
+}
+
+/// Reports each change in `dir` on `changed`; `None` (with a warning) where the file
+/// system cannot be watched: the poll still reloads.
+fn watch(dir: &Path, changed: mpsc::UnboundedSender<()>) -> Option<notify::RecommendedWatcher> {
+    use notify::Watcher;
+    let handler = move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event
+            && !event.kind.is_access()
+        {
+            let _ = changed.send(());
+        }
+    };
+    let watched = notify::recommended_watcher(handler).and_then(|mut w| {
+        w.watch(dir, notify::RecursiveMode::Recursive)?;
+        Ok(w)
+    });
+    match watched {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, poll_s = RELOAD_EVERY.as_secs(), "Cannot watch the jobs folder: changes are picked up by polling and SIGHUP.");
+            None
+        }
+    }
 }
 
 /// SIGINT (Ctrl-C) or SIGTERM.
