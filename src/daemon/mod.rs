@@ -257,6 +257,27 @@ pub fn run(config: Config, jobs_dir: &Path, strict: bool) -> anyhow::Result<()> 
     })
 }
 
+/// What a firing does.
+#[derive(Debug, PartialEq, Eq)]
+enum OnFire {
+    Start,
+    /// `overlap: skip` while the job is sending: recorded as a skipped run.
+    Skip,
+    /// `overlap: queue` while the job is sending: wait for it (replacing a waiting firing).
+    Wait {
+        replaces: bool,
+    },
+}
+
+/// The overlap policy: a firing of a job that is `busy` sending.
+fn on_fire(busy: bool, overlap: Overlap, waiting: bool) -> OnFire {
+    match (busy, overlap) {
+        (false, _) => OnFire::Start,
+        (true, Overlap::Skip) => OnFire::Skip,
+        (true, Overlap::Queue) => OnFire::Wait { replaces: waiting },
+    }
+}
+
 /// Reports each change in `dir` on `changed`; `None` (with a warning) where the file
 /// system cannot be watched: the poll still reloads.
 fn watch(dir: &Path, changed: mpsc::UnboundedSender<()>) -> Option<notify::RecommendedWatcher> {
@@ -453,24 +474,22 @@ impl Daemon {
         entry.timer = timer;
         // Busy: our own run of it, or one the API or a forwarded `crier send` started.
         let busy = entry.running || running::holder(&fire.job).is_some();
-        if busy {
-            let overlap = entry
-                .job
-                .schedule
-                .as_ref()
-                .map(|s| s.overlap)
-                .unwrap_or_default();
-            match overlap {
-                Overlap::Skip => self.record_skipped(&fire.job, fire.at),
-                Overlap::Queue => {
-                    if entry.pending.replace(fire.at).is_some() {
-                        tracing::warn!(job = %fire.job, "A queued firing was replaced by a newer one.");
-                    }
+        let overlap = entry
+            .job
+            .schedule
+            .as_ref()
+            .map(|s| s.overlap)
+            .unwrap_or_default();
+        match on_fire(busy, overlap, entry.pending.is_some()) {
+            OnFire::Start => self.start(&fire.job, fire.at),
+            OnFire::Skip => self.record_skipped(&fire.job, fire.at),
+            OnFire::Wait { replaces } => {
+                if replaces {
+                    tracing::warn!(job = %fire.job, "A queued firing was replaced by a newer one.");
                 }
+                entry.pending = Some(fire.at);
             }
-            return;
         }
-        self.start(&fire.job, fire.at);
     }
 
     /// `overlap: skip`: the firing at `at` becomes a cancelled run with no messages, so the
@@ -744,6 +763,28 @@ mod tests {
         // misfire: skip never catches up.
         let skip = schedule("0 9 * * *", Misfire::Skip, 3600);
         assert_eq!(missed_fire(&skip, utc("2026-11-27T07:30:00Z")), None);
+    }
+
+    #[test]
+    fn overlap_policy_starts_skips_or_waits_once() {
+        use Overlap::{Queue, Skip};
+        let cases = [
+            // busy, policy, a firing already waiting → decision
+            (false, Skip, false, OnFire::Start),
+            (false, Queue, false, OnFire::Start),
+            (true, Skip, false, OnFire::Skip),
+            (true, Skip, true, OnFire::Skip),
+            (true, Queue, false, OnFire::Wait { replaces: false }),
+            // One waiting firing at most: a newer one takes its place.
+            (true, Queue, true, OnFire::Wait { replaces: true }),
+        ];
+        for (busy, overlap, waiting, expected) in cases {
+            assert_eq!(
+                on_fire(busy, overlap, waiting),
+                expected,
+                "{busy} {overlap:?} {waiting}"
+            );
+        }
     }
 
     #[test]
