@@ -226,6 +226,49 @@ fn overlap_queue_runs_one_waiting_firing_after_the_current_run() {
 }
 
 #[test]
+fn a_run_paused_by_its_window_is_resumed_by_the_daemon_when_the_window_opens() {
+    let rt = runtime();
+    let mock = rt.block_on(mocks::bulksms(TOKEN_ID, SECRET));
+    // Fires in 2 s; the window opens 5 s from now (and closes in an hour).
+    let now = chrono::Utc::now();
+    // (`from` is written to the second, so the window opens up to 1 s before now + 5 s.)
+    let opened = std::time::Instant::now() + Duration::from_secs(4);
+    let opens = now + chrono::Duration::seconds(5);
+    let window = format!(
+        "  window: {{ from: \"{}\", to: \"{}\" }}\n",
+        opens.format("%H:%M:%S"),
+        (now + chrono::Duration::hours(1)).format("%H:%M:%S")
+    );
+    let p = project(&mock.url, 5, &format!("{}{window}", one_shot_job(2, "")));
+    let daemon = Daemon::start(&p);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while mock.state.accepted_count() < 5 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (code, log) = daemon.stop();
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("Paused until the send window opens."), "{log}");
+    assert!(log.contains("The send window is open: resuming."), "{log}");
+    // Everyone once, and nobody before the window opened.
+    assert_eq!(mock.state.accepted_count(), 5, "{log}");
+    let early: Vec<_> = mock
+        .state
+        .arrivals()
+        .into_iter()
+        .filter(|t| *t < opened)
+        .collect();
+    assert!(
+        early.is_empty(),
+        "{} messages went out before the window opened\n{log}",
+        early.len()
+    );
+    let runs = runs(&p);
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0]["status"], "sent", "{runs:?}");
+    assert_eq!(runs[0]["trigger"], "schedule", "{runs:?}");
+}
+
+#[test]
 fn other_commands_are_carried_out_by_the_daemon_holding_the_store() {
     let rt = runtime();
     let mock = rt.block_on(mocks::bulksms(TOKEN_ID, SECRET));

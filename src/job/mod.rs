@@ -208,7 +208,7 @@ pub struct RawSchedule {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawWindow {
-    /// Opening time, `08:00`.
+    /// Opening time, `08:00` (seconds allowed: `08:00:30`).
     pub from: String,
     /// Closing time, `20:00`.
     pub to: String,

@@ -172,9 +172,10 @@ pub fn parse_at(s: &str) -> Result<NaiveDateTime, String> {
         .map_err(|_| format!("`{s}` is not a local date and time (e.g. `2026-12-01T09:00`)"))
 }
 
-/// Parses `08:00`.
+/// Parses `08:00` (or `08:00:30`).
 pub fn parse_time_of_day(s: &str) -> Result<NaiveTime, String> {
     NaiveTime::parse_from_str(s.trim(), "%H:%M")
+        .or_else(|_| NaiveTime::parse_from_str(s.trim(), "%H:%M:%S"))
         .map_err(|_| format!("`{s}` is not a time of day (e.g. `08:00`)"))
 }
 
