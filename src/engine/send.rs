@@ -70,6 +70,8 @@ pub mod stats {
 /// How a pause at the end of the send window begins (the daemon resumes such runs when
 /// the window opens again).
 pub const OUTSIDE_WINDOW: &str = "outside the send window";
+/// How the stop reason of a planner failure begins.
+const PLANNING_FAILED: &str = "planning failed";
 /// Concurrency of providers that write locally (file outbox, portal inbox).
 const LOCAL_CONCURRENCY: usize = 256;
 /// The `sending` window of a provider that deduplicates, in multiples of its concurrency.
@@ -499,8 +501,16 @@ pub fn send(
         let recorded = record.join().unwrap_or_else(|_| Err(panicked("recorder")));
         (planned, summary, recorded)
     });
-    recorded?;
-    let planned = planned?;
+    // When both failed, the one that stopped the run first names the cause; the other
+    // may only echo it (redb: "an earlier write failed").
+    let planning_first = stop
+        .reason()
+        .is_some_and(|r| r.starts_with(PLANNING_FAILED));
+    let planned = match (planned, recorded) {
+        (Err(e), Err(_)) if planning_first => return Err(e),
+        (_, Err(e)) => return Err(e),
+        (planned, Ok(())) => planned?,
+    };
     summary.skipped = planned.skipped;
     if let Some(resumed) = &resumed {
         summary.unknown += resumed.unknown;
@@ -600,7 +610,7 @@ fn plan_all(
 ) -> Result<PlanResult, SendError> {
     let result = plan_inner(&input, &mut planner, &work, stop);
     if let Err(e) = &result {
-        stop.stop(format!("planning failed: {e}"));
+        stop.stop(format!("{PLANNING_FAILED}: {e}"));
     }
     result
 }
@@ -980,7 +990,7 @@ fn commit(ledger: &Ledger, lanes: &Lanes, group: &[Record]) -> Result<Vec<bool>,
             lane.provider.sync().map_err(|e| {
                 SendError::Store(StoreError::Io {
                     path: lane.name.clone().into(),
-                    source: std::io::Error::other(e),
+                    error: std::io::Error::other(e),
                 })
             })?;
         }
