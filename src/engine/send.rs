@@ -1136,12 +1136,6 @@ impl Dispatch<'_, '_> {
         };
         let mut attempts: u32 = 0;
         loop {
-            for l in [&self.job_limiter, &lane.limiter].into_iter().flatten() {
-                if l.check().is_err() {
-                    stats::RATE_LIMIT_WAITS.fetch_add(1, Ordering::Relaxed);
-                    l.until_ready().await;
-                }
-            }
             if let Some((window, tz)) = &self.window {
                 let now = chrono::Utc::now();
                 if !window.contains(now, *tz) {
@@ -1175,6 +1169,15 @@ impl Dispatch<'_, '_> {
             let Ok(permit) = lane.permits.acquire().await else {
                 return Hop::Settled(Settled::NotSent, 0);
             };
+            // The rate limits are taken last, just before the request: a message that
+            // waited for its `sending` mark or a permit after taking its slot would
+            // otherwise go out in a bunch with others that waited, above the rate.
+            for l in [&self.job_limiter, &lane.limiter].into_iter().flatten() {
+                if l.check().is_err() {
+                    stats::RATE_LIMIT_WAITS.fetch_add(1, Ordering::Relaxed);
+                    l.until_ready().await;
+                }
+            }
             if self.stop.stopped() {
                 // Paused while waiting for a permit: not sent, so back to `queued`.
                 self.record(Change::to(w.id, MessageState::Queued), false)
