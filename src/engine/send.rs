@@ -1135,6 +1135,10 @@ impl Dispatch<'_, '_> {
             }
         };
         let mut attempts: u32 = 0;
+        // Why an earlier attempt may have reached the provider (its answer was lost and
+        // the provider deduplicates resubmissions): from then on the message ends `sent`
+        // or `unknown`, never `failed`, `expired` or on another provider.
+        let mut unsure: Option<String> = None;
         loop {
             if let Some((window, tz)) = &self.window {
                 let now = chrono::Utc::now();
@@ -1151,7 +1155,10 @@ impl Dispatch<'_, '_> {
             if self.stop.stopped() {
                 return Hop::Settled(Settled::NotSent, retries);
             }
-            if Instant::now() >= deadline {
+            // A message the provider may already have is resubmitted once more instead
+            // (deduplicated): its answer settles it, `sent` or, on a retry past the
+            // deadline, `unknown`.
+            if Instant::now() >= deadline && unsure.is_none() {
                 let mut c = Change::to(w.id, MessageState::Expired);
                 c.reason = Some("expired".into());
                 self.record(c, false).await;
@@ -1199,6 +1206,10 @@ impl Dispatch<'_, '_> {
                 }
                 SendOutcome::Rejected { code, text } => {
                     tracing::debug!(message = %w.id, provider = %lane.name, code = %code, "Rejected.");
+                    if let Some(lost) = &unsure {
+                        let last = format!("{code}: {text}");
+                        return self.unsure(change, lost, &last, retries).await;
+                    }
                     return self
                         .give_up(w, &lane.name, next, (code, text), retries)
                         .await;
@@ -1222,8 +1233,16 @@ impl Dispatch<'_, '_> {
                 }
                 SendOutcome::Retry { reason } => (None, reason),
                 SendOutcome::RetryAfter { after, reason } => (Some(after), reason),
+                SendOutcome::Resubmit { after, reason } => {
+                    unsure.get_or_insert_with(|| reason.clone());
+                    (after, reason)
+                }
             };
             if attempts > lane.retries {
+                if let Some(lost) = &unsure {
+                    let last = format!("{attempts} attempts; last: {reason}");
+                    return self.unsure(change, lost, &last, retries).await;
+                }
                 let error = (
                     "retries_exhausted".to_string(),
                     format!("{attempts} attempts; last: {reason}"),
@@ -1232,6 +1251,10 @@ impl Dispatch<'_, '_> {
             }
             let wait = wait.unwrap_or_else(|| backoff(lane.backoff, attempts));
             if Instant::now() + wait >= deadline {
+                if let Some(lost) = &unsure {
+                    let last = format!("expired; last attempt: {reason}");
+                    return self.unsure(change, lost, &last, retries).await;
+                }
                 change.to = MessageState::Expired;
                 change.reason = Some("expired".into());
                 change.error = Some(("expired".into(), format!("last attempt: {reason}")));
@@ -1245,6 +1268,22 @@ impl Dispatch<'_, '_> {
             self.record(change, false).await;
             tokio::time::sleep(wait).await;
         }
+    }
+
+    /// A message an earlier attempt may have delivered (its answer was lost) that got no
+    /// definite answer since: `unknown`, with both reasons, instead of `failed` or
+    /// `expired` — it may be on the recipient's phone.
+    async fn unsure(&self, mut change: Change, lost: &str, last: &str, retries: u64) -> Hop {
+        change.to = MessageState::Unknown;
+        change.reason = None;
+        change.error = Some((
+            "unknown".into(),
+            format!(
+                "an earlier attempt may have been sent (its answer was lost: {lost}); then: {last}"
+            ),
+        ));
+        self.record(change, false).await;
+        Hop::Settled(Settled::Unknown, retries)
     }
 
     /// The provider `name` is done with a `sending` message: it fails, or moves on to
