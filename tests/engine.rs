@@ -164,12 +164,19 @@ fn retry_after_is_honoured() {
     assert_eq!(m["state"], "sent");
 }
 
+/// BulkSMS's 429 says the message was not taken (a 5xx may follow a commit, see below).
+fn too_many() -> Fault {
+    Fault::Status(
+        429,
+        r#"{"title":"Too Many Requests","status":429}"#.into(),
+        None,
+    )
+}
+
 #[test]
 fn exhausted_retries_fail_with_the_reason() {
     let b = setup("bulksms", 2, "concurrency: 2, backoff: 5ms, retries: 2", "");
-    b.mock
-        .state
-        .set_fault_every(1, Fault::Status(503, "{}".into(), None));
+    b.mock.state.set_fault_every(1, too_many());
     let run = b.send();
     assert_eq!(run.code, 1);
     assert!(run.stdout.contains("0 sent, 2 failed"), "{}", run.stdout);
@@ -189,13 +196,33 @@ fn messages_past_expire_after_expire() {
         "concurrency: 2, backoff: 2s",
         "expire_after: 500ms\n",
     );
-    b.mock
-        .state
-        .set_fault_every(1, Fault::Status(503, "{}".into(), None));
+    b.mock.state.set_fault_every(1, too_many());
     let run = b.send();
     assert_eq!(run.code, 1);
     assert!(run.stdout.contains("2 expired"), "{}", run.stdout);
     assert_eq!(b.states().get("expired"), Some(&2));
+}
+
+#[test]
+fn a_message_that_may_have_gone_out_is_unknown_not_failed() {
+    // The first answer is lost after BulkSMS committed the message; every resubmission
+    // then meets a 503 (which may follow a commit too). The retries run out, but the
+    // message is on its way: `unknown`, not `failed`.
+    let b = setup("bulksms", 1, "concurrency: 1, backoff: 5ms, retries: 2", "");
+    b.mock.state.push_faults([
+        Fault::AcceptThenDrop,
+        Fault::Status(503, "{}".into(), None),
+        Fault::Status(503, "{}".into(), None),
+    ]);
+    let run = b.send();
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("1 unknown"), "{}", run.stdout);
+    assert_eq!(b.mock.state.accepted_count(), 1);
+    let m = &b.messages()[0];
+    assert_eq!(m["state"], "unknown");
+    assert_eq!(m["attempts"], 3);
+    let text = m["error_text"].as_str().unwrap();
+    assert!(text.contains("may have been sent"), "{text}");
 }
 
 #[test]

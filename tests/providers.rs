@@ -72,6 +72,17 @@ fn assert_retry(outcome: &SendOutcome) {
     );
 }
 
+/// A deduplicated resubmission after an answer that may follow a commit, waiting `secs`
+/// when the provider said.
+fn assert_resubmit(outcome: &SendOutcome, secs: Option<u64>) {
+    match outcome {
+        SendOutcome::Resubmit { after, .. } => {
+            assert_eq!(*after, secs.map(Duration::from_secs), "{outcome:?}")
+        }
+        other => panic!("expected Resubmit, got {other:?}"),
+    }
+}
+
 fn assert_unknown(outcome: &SendOutcome) {
     assert!(
         matches!(outcome, SendOutcome::Unknown { .. }),
@@ -161,7 +172,7 @@ async fn bulksms_lost_answer_is_resubmitted_with_the_same_dedup_id_and_sent_once
     mock.state.push_faults([Fault::AcceptThenDrop]);
     let m = message("Once only");
 
-    assert_retry(&provider.send(&m).await);
+    assert_resubmit(&provider.send(&m).await, None);
     assert_eq!(
         mock.state.accepted_count(),
         1,
@@ -181,7 +192,7 @@ async fn bulksms_timeout_then_retry_commits_once() {
     let provider = bulksms(&mock.url, BULK_SECRET);
     mock.state.push_faults([Fault::Delay(SLOW)]);
     let m = message("Slow");
-    assert_retry(&provider.send(&m).await);
+    assert_resubmit(&provider.send(&m).await, None);
     sent_id(&provider.send(&m).await);
     // Let the delayed request finish: it finds its dedup id taken and commits nothing.
     tokio::time::sleep(SLOW).await;
@@ -201,11 +212,12 @@ async fn bulksms_faults_map_to_their_outcomes() {
         Fault::Status(403, credits.into(), None),
         Fault::Drop,
     ]);
-    assert_retry_after(&provider.send(&m).await, 7);
-    assert_retry(&provider.send(&m).await);
+    // A 5xx or a reset may follow a commit: resubmitted (deduplicated); a 429 did not.
+    assert_resubmit(&provider.send(&m).await, Some(7));
+    assert_resubmit(&provider.send(&m).await, None);
     assert_retry(&provider.send(&m).await);
     assert_eq!(halt_code(&provider.send(&m).await), "bulksms:403");
-    assert_retry(&provider.send(&m).await);
+    assert_resubmit(&provider.send(&m).await, None);
     assert_eq!(mock.state.accepted_count(), 0);
 
     // The mock's own answers: a bad number, then an empty account.
@@ -276,7 +288,7 @@ async fn bulksms_concurrent_sends_with_dropped_answers_commit_each_message_once(
                 for _ in 0..5 {
                     match provider.send(&m).await {
                         SendOutcome::Sent { provider_id } => return provider_id,
-                        SendOutcome::Retry { .. } => continue,
+                        SendOutcome::Resubmit { .. } => continue,
                         other => panic!("{other:?}"),
                     }
                 }
@@ -829,7 +841,7 @@ async fn no_outcome_or_error_prints_a_secret() {
         }
     }
     // The failures were real ones, not empty strings.
-    assert!(printed[0].contains("Retry"), "{}", printed[0]);
+    assert!(printed[0].contains("Resubmit"), "{}", printed[0]);
     assert!(printed[1].contains("Halt"), "{}", printed[1]);
     assert!(printed[3].contains("connect"), "{}", printed[3]);
 }

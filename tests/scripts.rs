@@ -224,7 +224,8 @@ fn exhausted_retries_fail_over_too() {
     let s = setup();
     s.mock
         .state
-        .set_fault_every(1, Fault::Status(503, "{}".into(), None));
+        // A 429: not taken (a 5xx may follow a commit, and would make it `unknown`).
+        .set_fault_every(1, Fault::Status(429, "{}".into(), None));
     let run = s.crier(&["send", "jobs/remind.yaml", "--yes"]);
     assert!(
         run.stdout.contains("1 sent"),

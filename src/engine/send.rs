@@ -70,6 +70,8 @@ pub mod stats {
 /// How a pause at the end of the send window begins (the daemon resumes such runs when
 /// the window opens again).
 pub const OUTSIDE_WINDOW: &str = "outside the send window";
+/// How the stop reason of a planner failure begins.
+const PLANNING_FAILED: &str = "planning failed";
 /// Concurrency of providers that write locally (file outbox, portal inbox).
 const LOCAL_CONCURRENCY: usize = 256;
 /// The `sending` window of a provider that deduplicates, in multiples of its concurrency.
@@ -521,8 +523,16 @@ pub fn send(
         let recorded = record.join().unwrap_or_else(|_| Err(panicked("recorder")));
         (planned, summary, recorded)
     });
-    recorded?;
-    let planned = planned?;
+    // When both failed, the one that stopped the run first names the cause; the other
+    // may only echo it (redb: "an earlier write failed").
+    let planning_first = stop
+        .reason()
+        .is_some_and(|r| r.starts_with(PLANNING_FAILED));
+    let planned = match (planned, recorded) {
+        (Err(e), Err(_)) if planning_first => return Err(e),
+        (_, Err(e)) => return Err(e),
+        (planned, Ok(())) => planned?,
+    };
     summary.skipped = planned.skipped;
     if let Some(resumed) = &resumed {
         summary.unknown += resumed.unknown;
@@ -646,7 +656,7 @@ fn plan_all(
 ) -> Result<PlanResult, SendError> {
     let result = plan_inner(&input, &mut planner, &work, stop);
     if let Err(e) = &result {
-        stop.stop(format!("planning failed: {e}"));
+        stop.stop(format!("{PLANNING_FAILED}: {e}"));
     }
     result
 }
@@ -1042,7 +1052,7 @@ fn commit(ledger: &Ledger, lanes: &Lanes, group: &[Record]) -> Result<Vec<bool>,
             lane.provider.sync().map_err(|e| {
                 SendError::Store(StoreError::Io {
                     path: lane.name.clone().into(),
-                    source: std::io::Error::other(e),
+                    error: std::io::Error::other(e),
                 })
             })?;
         }
@@ -1194,19 +1204,18 @@ impl Dispatch<'_, '_> {
             }
         };
         let mut attempts: u32 = 0;
+        // Why an earlier attempt may have reached the provider (its answer was lost and
+        // the provider deduplicates resubmissions): from then on the message ends `sent`
+        // or `unknown`, never `failed`, `expired` or on another provider.
+        let mut unsure: Option<String> = None;
         loop {
-            for l in [&self.job_limiter, &lane.limiter].into_iter().flatten() {
-                if l.check().is_err() {
-                    stats::RATE_LIMIT_WAITS.fetch_add(1, Ordering::Relaxed);
-                    l.until_ready().await;
-                }
-            }
             if let Some((window, job_tz)) = &self.window
                 && window.per_recipient
             {
                 let tz = w.tz.unwrap_or(*job_tz);
                 let now = chrono::Utc::now();
-                if !window.contains(now, tz) {
+                // Only before its first attempt: a message being retried finishes.
+                if attempts == 0 && !window.contains(now, tz) {
                     // Only this recipient waits; the others go on.
                     let retries = attempts.saturating_sub(1) as u64;
                     return match window.next_open(now, tz) {
@@ -1229,7 +1238,10 @@ impl Dispatch<'_, '_> {
             if self.stop.stopped() {
                 return Hop::Settled(Settled::NotSent, retries);
             }
-            if Instant::now() >= deadline {
+            // A message the provider may already have is resubmitted once more instead
+            // (deduplicated): its answer settles it, `sent` or, on a retry past the
+            // deadline, `unknown`.
+            if Instant::now() >= deadline && unsure.is_none() {
                 let mut c = Change::to(w.id, MessageState::Expired);
                 c.reason = Some("expired".into());
                 self.record(c, false).await;
@@ -1247,6 +1259,15 @@ impl Dispatch<'_, '_> {
             let Ok(permit) = lane.permits.acquire().await else {
                 return Hop::Settled(Settled::NotSent, 0);
             };
+            // The rate limits are taken last, just before the request: a message that
+            // waited for its `sending` mark or a permit after taking its slot would
+            // otherwise go out in a bunch with others that waited, above the rate.
+            for l in [&self.job_limiter, &lane.limiter].into_iter().flatten() {
+                if l.check().is_err() {
+                    stats::RATE_LIMIT_WAITS.fetch_add(1, Ordering::Relaxed);
+                    l.until_ready().await;
+                }
+            }
             if self.stop.stopped() {
                 // Paused while waiting for a permit: not sent, so back to `queued`.
                 self.record(Change::to(w.id, MessageState::Queued), false)
@@ -1268,6 +1289,10 @@ impl Dispatch<'_, '_> {
                 }
                 SendOutcome::Rejected { code, text } => {
                     tracing::debug!(message = %w.id, provider = %lane.name, code = %code, "Rejected.");
+                    if let Some(lost) = &unsure {
+                        let last = format!("{code}: {text}");
+                        return self.unsure(change, lost, &last, retries).await;
+                    }
                     return self
                         .give_up(w, &lane.name, next, (code, text), retries)
                         .await;
@@ -1291,8 +1316,16 @@ impl Dispatch<'_, '_> {
                 }
                 SendOutcome::Retry { reason } => (None, reason),
                 SendOutcome::RetryAfter { after, reason } => (Some(after), reason),
+                SendOutcome::Resubmit { after, reason } => {
+                    unsure.get_or_insert_with(|| reason.clone());
+                    (after, reason)
+                }
             };
             if attempts > lane.retries {
+                if let Some(lost) = &unsure {
+                    let last = format!("{attempts} attempts; last: {reason}");
+                    return self.unsure(change, lost, &last, retries).await;
+                }
                 let error = (
                     "retries_exhausted".to_string(),
                     format!("{attempts} attempts; last: {reason}"),
@@ -1301,6 +1334,10 @@ impl Dispatch<'_, '_> {
             }
             let wait = wait.unwrap_or_else(|| backoff(lane.backoff, attempts));
             if Instant::now() + wait >= deadline {
+                if let Some(lost) = &unsure {
+                    let last = format!("expired; last attempt: {reason}");
+                    return self.unsure(change, lost, &last, retries).await;
+                }
                 change.to = MessageState::Expired;
                 change.reason = Some("expired".into());
                 change.error = Some(("expired".into(), format!("last attempt: {reason}")));
@@ -1314,6 +1351,22 @@ impl Dispatch<'_, '_> {
             self.record(change, false).await;
             tokio::time::sleep(wait).await;
         }
+    }
+
+    /// A message an earlier attempt may have delivered (its answer was lost) that got no
+    /// definite answer since: `unknown`, with both reasons, instead of `failed` or
+    /// `expired` — it may be on the recipient's phone.
+    async fn unsure(&self, mut change: Change, lost: &str, last: &str, retries: u64) -> Hop {
+        change.to = MessageState::Unknown;
+        change.reason = None;
+        change.error = Some((
+            "unknown".into(),
+            format!(
+                "an earlier attempt may have been sent (its answer was lost: {lost}); then: {last}"
+            ),
+        ));
+        self.record(change, false).await;
+        Hop::Settled(Settled::Unknown, retries)
     }
 
     /// The provider `name` is done with a `sending` message: it fails, or moves on to

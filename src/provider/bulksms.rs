@@ -244,13 +244,24 @@ impl Provider for BulkSms {
                         classify(a.status, a.retry_after, &a.body),
                         &[self.config.token_secret.expose()],
                     );
+                    // Every retryable answer but a 429 may follow a commit (a 5xx, an
+                    // acceptance without a message id): resubmitted with the same
+                    // deduplication-id, and `unknown` without one.
                     match outcome {
-                        // Without a deduplication-id, an answer that may follow a commit
-                        // cannot be retried safely.
                         SendOutcome::Retry { reason } | SendOutcome::RetryAfter { reason, .. }
                             if !idempotent && a.status != 429 =>
                         {
                             SendOutcome::Unknown { reason }
+                        }
+                        SendOutcome::Retry { reason } if a.status != 429 => SendOutcome::Resubmit {
+                            after: None,
+                            reason,
+                        },
+                        SendOutcome::RetryAfter { after, reason } if a.status != 429 => {
+                            SendOutcome::Resubmit {
+                                after: Some(after),
+                                reason,
+                            }
                         }
                         other => other,
                     }
@@ -310,6 +321,7 @@ mod tests {
             SendOutcome::RetryAfter { after, .. } => format!("retry after {}", after.as_secs()),
             SendOutcome::Rejected { code, .. } => format!("rejected {code}"),
             SendOutcome::Unknown { .. } => "unknown".into(),
+            SendOutcome::Resubmit { .. } => "resubmit".into(),
             SendOutcome::Halt { code, .. } => format!("halt {code}"),
         }
     }

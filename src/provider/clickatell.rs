@@ -211,6 +211,7 @@ mod tests {
             SendOutcome::RetryAfter { after, .. } => format!("retry after {}", after.as_secs()),
             SendOutcome::Rejected { code, .. } => format!("rejected {code}"),
             SendOutcome::Unknown { .. } => "unknown".into(),
+            SendOutcome::Resubmit { .. } => "resubmit".into(),
             SendOutcome::Halt { code, .. } => format!("halt {code}"),
         }
     }

@@ -141,6 +141,15 @@ pub enum SendOutcome {
     /// The request may have reached the provider but its answer was lost (a timeout or a
     /// dropped connection after sending). Not retried: resending could send it twice.
     Unknown { reason: String },
+    /// The answer may follow a commit (a timeout or a reset after sending, a 5xx), but the
+    /// provider deduplicates resubmissions (BulkSMS's `deduplication-id`): send it again,
+    /// after `after` when the provider said how long. Until an attempt gets a definite
+    /// answer the message may already be with the provider, so it can end `sent` or
+    /// `unknown`, never `failed` or `expired`.
+    Resubmit {
+        after: Option<std::time::Duration>,
+        reason: String,
+    },
     /// The account cannot send at all (no credit, bad credentials): this message was
     /// not sent, and the run pauses instead of failing every other recipient the same way.
     Halt { code: String, text: String },
@@ -222,7 +231,8 @@ pub fn http_client() -> reqwest::Client {
 
 /// Classifies a request that got no HTTP answer. A connection that never opened sent
 /// nothing, so it is retried; any later failure may have sent the message, so it is
-/// retried only when the provider deduplicates resubmissions (`idempotent`).
+/// resubmitted only when the provider deduplicates resubmissions (`idempotent`), and is
+/// `unknown` otherwise.
 pub(crate) fn transport_outcome(error: &reqwest::Error, idempotent: bool) -> SendOutcome {
     // Never print the URL (some gateways take credentials in it): the kind of failure
     // and its causes only.
@@ -241,8 +251,13 @@ pub(crate) fn transport_outcome(error: &reqwest::Error, idempotent: bool) -> Sen
         reason.push_str(&cause.to_string());
         source = cause.source();
     }
-    if error.is_connect() || idempotent {
+    if error.is_connect() {
         SendOutcome::Retry { reason }
+    } else if idempotent {
+        SendOutcome::Resubmit {
+            after: None,
+            reason,
+        }
     } else {
         SendOutcome::Unknown { reason }
     }

@@ -410,6 +410,10 @@ impl Smtp {
             SendOutcome::Unknown { reason } => SendOutcome::Unknown {
                 reason: self.scrub(reason),
             },
+            SendOutcome::Resubmit { after, reason } => SendOutcome::Resubmit {
+                after,
+                reason: self.scrub(reason),
+            },
             SendOutcome::Halt { code, text } => SendOutcome::Halt {
                 code,
                 text: self.scrub(text),

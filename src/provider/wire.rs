@@ -110,6 +110,10 @@ pub(crate) fn scrub<S: AsRef<str>>(outcome: SendOutcome, secrets: &[S]) -> SendO
         SendOutcome::Unknown { reason } => SendOutcome::Unknown {
             reason: scrub_text(reason, secrets),
         },
+        SendOutcome::Resubmit { after, reason } => SendOutcome::Resubmit {
+            after,
+            reason: scrub_text(reason, secrets),
+        },
         SendOutcome::Rejected { code, text } => SendOutcome::Rejected {
             code,
             text: scrub_text(text, secrets),

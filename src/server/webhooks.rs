@@ -572,7 +572,7 @@ impl GroupFlush {
                     .unwrap_or_else(|e| {
                         Err(StoreError::Io {
                             path: store.path().to_path_buf(),
-                            source: std::io::Error::other(e.to_string()),
+                            error: std::io::Error::other(e.to_string()),
                         })
                     });
                 // Let go before waking the others, so one of them can lead next.

@@ -26,11 +26,12 @@ pub enum StoreError {
     Locked(PathBuf),
     #[error("the store at {path} is corrupt: {detail}")]
     Corrupt { path: PathBuf, detail: String },
-    #[error("store I/O at {path}: {source}")]
+    /// The OS's error (a full or read-only disk): in the message itself, not a source,
+    /// so `{:#}` does not print it twice.
+    #[error("store I/O at {path}: {error}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("stored record {key} cannot be read: {detail}")]
     Decode { key: String, detail: String },

@@ -42,19 +42,52 @@ struct RedbKv {
     table: Table,
 }
 
-fn fail(path: &Path, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt {
-        path: path.to_path_buf(),
-        detail: e.to_string(),
+/// The first I/O error of each store this process opened: redb answers every write
+/// after one with `PreviousIo`, which alone would not say what went wrong.
+static FIRST_IO: std::sync::Mutex<
+    std::collections::BTreeMap<PathBuf, (std::io::ErrorKind, String)>,
+> = std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// A redb error as a [`StoreError`]: an I/O failure (a full or read-only disk) is
+/// [`StoreError::Io`], with the OS's own words, never reported as corruption.
+fn fail(path: &Path, e: impl Into<redb::Error>) -> StoreError {
+    match e.into() {
+        redb::Error::Io(error) => {
+            if let Ok(mut first) = FIRST_IO.lock() {
+                first
+                    .entry(path.to_path_buf())
+                    .or_insert_with(|| (error.kind(), error.to_string()));
+            }
+            StoreError::Io {
+                path: path.to_path_buf(),
+                error,
+            }
+        }
+        // Every write after a failed one: say what that one met.
+        redb::Error::PreviousIo => {
+            let first = FIRST_IO.lock().ok().and_then(|f| f.get(path).cloned());
+            let (kind, text) = first.unwrap_or((std::io::ErrorKind::Other, "I/O error".into()));
+            StoreError::Io {
+                path: path.to_path_buf(),
+                error: std::io::Error::new(
+                    kind,
+                    format!("{text} (an earlier write failed; the store must be opened again)"),
+                ),
+            }
+        }
+        other => StoreError::Corrupt {
+            path: path.to_path_buf(),
+            detail: other.to_string(),
+        },
     }
 }
 
 impl RedbStore {
     pub(super) fn open(config: &StoreConfig) -> Result<RedbStore, StoreError> {
         let path = config.path.clone();
-        std::fs::create_dir_all(&path).map_err(|source| StoreError::Io {
+        std::fs::create_dir_all(&path).map_err(|error| StoreError::Io {
             path: path.clone(),
-            source,
+            error,
         })?;
         let file = path.join("crier.redb");
         let db = Database::builder()
@@ -62,10 +95,6 @@ impl RedbStore {
             .create(&file)
             .map_err(|e| match e {
                 redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked(path.clone()),
-                redb::DatabaseError::Storage(redb::StorageError::Io(source)) => StoreError::Io {
-                    path: path.clone(),
-                    source,
-                },
                 other => fail(&path, other),
             })?;
         // Tables must exist before a read transaction may open them.
@@ -196,16 +225,17 @@ impl Store for RedbStore {
         recipients: &[Recipient],
         write: bool,
     ) -> Result<Vec<Upsert>, StoreError> {
-        let err = |e: &dyn std::fmt::Display| fail(&self.path, e);
-        let txn = self.db.begin_write().map_err(|e| err(&e))?;
+        let txn = self.db.begin_write().map_err(|e| fail(&self.path, e))?;
         let mut outcomes = Vec::with_capacity(recipients.len());
         {
-            let mut t = txn.open_table(RECIPIENTS).map_err(|e| err(&e))?;
+            let mut t = txn
+                .open_table(RECIPIENTS)
+                .map_err(|e| fail(&self.path, e))?;
             for r in recipients {
                 // Reads inside the write transaction see this batch's earlier writes.
                 let previous = t
                     .get(record_key(r.kind, r.id).as_slice())
-                    .map_err(|e| err(&e))?
+                    .map_err(|e| fail(&self.path, e))?
                     .map(|v| v.value().to_vec());
                 let plan = plan_upsert(r, previous.as_deref())?;
                 outcomes.push(plan.outcome);
@@ -213,20 +243,20 @@ impl Store for RedbStore {
                     continue;
                 }
                 if let Some(old) = plan.drop_login {
-                    t.remove(old.as_slice()).map_err(|e| err(&e))?;
+                    t.remove(old.as_slice()).map_err(|e| fail(&self.path, e))?;
                 }
                 if let Some((login, id)) = plan.put_login {
                     t.insert(login.as_slice(), id.as_slice())
-                        .map_err(|e| err(&e))?;
+                        .map_err(|e| fail(&self.path, e))?;
                 }
                 t.insert(plan.key.as_slice(), plan.bytes.as_slice())
-                    .map_err(|e| err(&e))?;
+                    .map_err(|e| fail(&self.path, e))?;
             }
         }
         if write {
-            txn.commit().map_err(|e| err(&e))?;
+            txn.commit().map_err(|e| fail(&self.path, e))?;
         } else {
-            txn.abort().map_err(|e| err(&e))?;
+            txn.abort().map_err(|e| fail(&self.path, e))?;
         }
         Ok(outcomes)
     }

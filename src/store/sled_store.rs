@@ -67,15 +67,11 @@ impl Kv for SledKv {
 impl SledStore {
     pub(super) fn open(config: &StoreConfig) -> Result<SledStore, StoreError> {
         let path = config.path.clone();
-        std::fs::create_dir_all(&path).map_err(|source| StoreError::Io {
+        std::fs::create_dir_all(&path).map_err(|error| StoreError::Io {
             path: path.clone(),
-            source,
+            error,
         })?;
-        let db = sled::Config::new()
-            .path(&path)
-            .cache_capacity(config.cache_bytes)
-            .open()
-            .map_err(|e| map_err(&path, e))?;
+        let db = open_guarded(&path, config.cache_bytes)?;
         let recipients = db.open_tree("recipients").map_err(|e| map_err(&path, e))?;
         let meta = db.open_tree("meta").map_err(|e| map_err(&path, e))?;
         let history = SledKv {
@@ -111,6 +107,48 @@ impl SledStore {
     }
 }
 
+/// Opens sled, turning a panic of its recovery (a log damaged by lost writes, after a
+/// power cut or a filesystem error, can make it panic instead of returning an error)
+/// into [`StoreError::Corrupt`] with the panic's message, so crier reports a corrupt
+/// store instead of crashing.
+fn open_guarded(path: &Path, cache_bytes: u64) -> Result<sled::Db, StoreError> {
+    let message = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
+    let previous = std::panic::take_hook();
+    let seen = message.clone();
+    std::panic::set_hook(Box::new(move |info| {
+        let text = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".into());
+        if let Ok(mut m) = seen.lock() {
+            m.get_or_insert(text);
+        }
+    }));
+    let opened = std::panic::catch_unwind(|| {
+        sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_bytes)
+            .open()
+    });
+    std::panic::set_hook(previous);
+    match opened {
+        Ok(db) => db.map_err(|e| map_err(path, e)),
+        Err(_) => Err(StoreError::Corrupt {
+            path: path.to_path_buf(),
+            detail: format!(
+                "sled's recovery failed ({})",
+                message
+                    .lock()
+                    .ok()
+                    .and_then(|m| m.clone())
+                    .unwrap_or_else(|| "a panic".into())
+            ),
+        }),
+    }
+}
+
 fn map_err(path: &Path, e: sled::Error) -> StoreError {
     match e {
         sled::Error::Io(source)
@@ -119,14 +157,32 @@ fn map_err(path: &Path, e: sled::Error) -> StoreError {
         {
             StoreError::Locked(path.to_path_buf())
         }
-        sled::Error::Io(source) => StoreError::Io {
+        sled::Error::Io(error) => StoreError::Io {
             path: path.to_path_buf(),
-            source,
+            error: plain_io(error),
         },
         other => StoreError::Corrupt {
             path: path.to_path_buf(),
             detail: other.to_string(),
         },
+    }
+}
+
+/// sled hands back a stored I/O error as a copy whose text is the original's `Debug`
+/// form (`Os { code: 28, kind: StorageFull, message: "No space left on device" }`): the
+/// OS error again, so it reads `No space left on device (os error 28)`.
+fn plain_io(error: std::io::Error) -> std::io::Error {
+    if error.raw_os_error().is_some() {
+        return error;
+    }
+    let text = error.to_string();
+    let code = text
+        .strip_prefix("Os { code: ")
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|code| code.parse::<i32>().ok());
+    match code {
+        Some(code) => std::io::Error::from_raw_os_error(code),
+        None => error,
     }
 }
 

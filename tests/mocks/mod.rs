@@ -5,7 +5,9 @@
 //! every mock; each provider's file holds only its API: routes, auth, validation, the
 //! answers and error bodies of `/work/shared/specs/providers.md`. Faults queued with
 //! [`State::push_faults`] are consumed one per request, in order; with none queued the
-//! mock answers as the real API does.
+//! mock answers as the real API does. [`State::set_random_faults`] adds a seeded random
+//! mix on top (the chaos suite), and [`State::log_requests`] keeps every request with the
+//! fault it met, so a test can follow one message's attempts.
 //!
 //! Built to be driven hard (a benchmark pushes about a million requests through the
 //! BulkSMS mock): no logging, one short lock per commit, and committed messages kept
@@ -56,6 +58,59 @@ pub enum Fault {
     Delay(Duration),
 }
 
+impl Fault {
+    /// A short name for logs and counts: `5xx`, `429`, `status-400`, `drop`,
+    /// `accept-then-drop`, `delay`.
+    pub fn label(&self) -> String {
+        match self {
+            Fault::Status(s, _, _) if *s >= 500 => "5xx".into(),
+            Fault::Status(s, _, _) => format!("status-{s}"),
+            Fault::Drop => "drop".into(),
+            Fault::AcceptThenDrop => "accept-then-drop".into(),
+            Fault::Delay(_) => "delay".into(),
+        }
+    }
+}
+
+/// A seeded random mix of faults: each request without a queued fault draws one.
+struct Mix {
+    seed: u64,
+    /// `(per-mille, fault)`; the rest of the thousand answer normally.
+    faults: Vec<(u32, Fault)>,
+}
+
+impl Mix {
+    /// The fault of request `n`: a pure function of the seed and `n`, so a run with the
+    /// same seed draws the same faults for the same request numbers.
+    fn draw(&self, n: usize) -> Option<Fault> {
+        let mut roll = (splitmix64(self.seed ^ n as u64) % 1000) as u32;
+        for (per_mille, fault) in &self.faults {
+            if roll < *per_mille {
+                return Some(fault.clone());
+            }
+            roll -= per_mille;
+        }
+        None
+    }
+}
+
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// One request as [`State::log_requests`] keeps it.
+#[derive(Debug, Clone)]
+pub struct Logged {
+    /// When it arrived.
+    pub at: std::time::Instant,
+    pub request: Request,
+    /// The fault it met ([`Fault::label`]), or `None` when it was answered normally.
+    pub fault: Option<String>,
+}
+
 /// One message a mock committed (would have sent).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Accepted {
@@ -103,6 +158,9 @@ pub struct State {
     faults: Mutex<VecDeque<Fault>>,
     every_n: AtomicUsize,
     every: Mutex<Option<Fault>>,
+    mix: Mutex<Option<Arc<Mix>>>,
+    logging: AtomicBool,
+    log: Mutex<Vec<Logged>>,
     requests: AtomicUsize,
     seq: AtomicU64,
     committed_count: AtomicUsize,
@@ -128,6 +186,9 @@ impl State {
             faults: Mutex::new(VecDeque::new()),
             every_n: AtomicUsize::new(0),
             every: Mutex::new(None),
+            mix: Mutex::new(None),
+            logging: AtomicBool::new(false),
+            log: Mutex::new(Vec::new()),
             requests: AtomicUsize::new(0),
             seq: AtomicU64::new(0),
             committed_count: AtomicUsize::new(0),
@@ -154,6 +215,28 @@ impl State {
     pub fn set_fault_every(&self, n: usize, fault: Fault) {
         *self.every.lock().unwrap() = Some(fault);
         self.every_n.store(n, Ordering::SeqCst);
+    }
+
+    /// Gives each request that has no queued or every-`n`-th fault a fault drawn from
+    /// `faults` (`(per-mille, fault)` pairs; the rest of the thousand answer normally),
+    /// seeded so a failure can be replayed. An empty list turns it off.
+    pub fn set_random_faults(&self, seed: u64, faults: Vec<(u32, Fault)>) {
+        assert!(
+            faults.iter().map(|(p, _)| p).sum::<u32>() <= 1000,
+            "more than 1000 per mille"
+        );
+        *self.mix.lock().unwrap() = (!faults.is_empty()).then(|| Arc::new(Mix { seed, faults }));
+    }
+
+    /// Whether to keep every request with the fault it met, for [`State::log`]
+    /// (default off: a benchmark's million requests would be kept too).
+    pub fn log_requests(&self, on: bool) {
+        self.logging.store(on, Ordering::SeqCst);
+    }
+
+    /// The requests kept since [`State::log_requests`]`(true)`, in arrival order.
+    pub fn log(&self) -> Vec<Logged> {
+        self.log.lock().unwrap().clone()
     }
 
     /// Every message committed so far, in order (empty after `keep_accepted(false)`).
@@ -265,7 +348,8 @@ impl State {
         if every > 0 && n.is_multiple_of(every) {
             return self.every.lock().unwrap().clone();
         }
-        None
+        let mix = self.mix.lock().unwrap().clone();
+        mix.and_then(|m| m.draw(n))
     }
 }
 
@@ -423,7 +507,15 @@ async fn connection(mut socket: TcpStream, state: Arc<State>, handler: Handler) 
 
 /// The answer to request number `n`, or `None` to drop the connection.
 async fn respond(state: &State, request: Request, handler: Handler, n: usize) -> Option<Response> {
-    Some(match state.next_fault(n) {
+    let fault = state.next_fault(n);
+    if state.logging.load(Ordering::Relaxed) {
+        state.log.lock().unwrap().push(Logged {
+            at: std::time::Instant::now(),
+            request: request.clone(),
+            fault: fault.as_ref().map(Fault::label),
+        });
+    }
+    Some(match fault {
         Some(Fault::Drop) => return None,
         Some(Fault::AcceptThenDrop) => {
             let _ = handler(state, &request);
