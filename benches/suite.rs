@@ -149,6 +149,10 @@ struct Measured {
 /// Runs `cmd` to completion with stdout to the file `stdout` (stderr beside it, `.err`),
 /// and reaps it with `wait4`, whose `ru_maxrss` is the peak resident set of that process
 /// alone (no sampling gaps).
+#[allow(
+    clippy::zombie_processes,
+    reason = "the child is reaped by wait4, not by std"
+)]
 fn measure(mut cmd: Command, stdout: &Path) -> Measured {
     let out = File::create(stdout).expect("stdout file");
     let err_path = stdout.with_extension("err");
@@ -306,7 +310,7 @@ impl Series {
     fn fmt(&self, decimals: usize) -> String {
         let (m, lo, hi) = support::median_min_max(self.values.clone());
         if self.values.len() == 1 {
-            format!("{}", thousands(m, decimals))
+            thousands(m, decimals)
         } else {
             format!(
                 "{} ({}–{})",
