@@ -32,11 +32,31 @@ impl fmt::Display for Diagnostic {
         if self.line > 0 {
             write!(f, ":{}:{}", self.line, self.col)?;
         }
+        // One line per problem, whatever a quoted value holds.
+        let message = one_line(&self.message);
         if self.field.is_empty() {
-            write!(f, ": {}", self.message)
+            write!(f, ": {message}")
         } else {
-            write!(f, ": {}: {}", self.field, self.message)
+            write!(f, ": {}: {message}", one_line(&self.field))
         }
+    }
+}
+
+/// `text` with line breaks and other control characters escaped (`\n`).
+fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.chars().any(char::is_control) {
+        text.chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_default().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect::<String>()
+            .into()
+    } else {
+        text.into()
     }
 }
 
@@ -103,6 +123,10 @@ pub struct SourceMap {
     keys: HashMap<String, Pos>,
     values: HashMap<String, Pos>,
     scalars: HashMap<String, String>,
+    /// Where each YAML document of the text starts.
+    documents: Vec<Pos>,
+    /// The position just past the text (where an unexpected end is).
+    end: Pos,
 }
 
 enum Frame {
@@ -122,11 +146,18 @@ impl SourceMap {
     /// the syntax error itself, with its position).
     pub fn new(text: &str) -> SourceMap {
         let mut map = SourceMap::default();
+        let lines = text.split('\n').count();
+        let last = text.rsplit('\n').next().unwrap_or_default();
+        map.end = Pos {
+            line: lines,
+            col: last.chars().count() + 1,
+        };
         let mut stack: Vec<Frame> = Vec::new();
         for item in Parser::new_from_str(text) {
             let Ok((event, span)) = item else { break };
             let pos = pos_of(&span);
             match event {
+                Event::DocumentStart(_) => map.documents.push(pos),
                 Event::Scalar(value, ..) => {
                     if let Some(Frame::Map { path, key }) = stack.last_mut()
                         && key.is_none()
@@ -314,6 +345,25 @@ pub fn from_serde(file: &Path, map: &SourceMap, err: &serde_yaml::Error) -> Diag
         };
     }
     let mut position = err.location().map(|l| (l.line(), l.column()));
+    if position.is_none() {
+        // serde_yaml has no position for these; place them from the text itself.
+        let pos = if message.contains("more than one document") {
+            message = "a file holds one YAML document, and another starts here \
+                (remove the `---` and what follows it)"
+                .into();
+            map.documents
+                .get(1)
+                .copied()
+                .unwrap_or(Pos { line: 1, col: 1 })
+        } else if message.starts_with("EOF while parsing") {
+            map.end
+        } else if field.is_empty() {
+            Pos { line: 1, col: 1 }
+        } else {
+            map.locate(&field)
+        };
+        position = Some((pos.line, pos.col));
+    }
     if let Some(rest) = message.strip_prefix("unknown variant `") {
         let (name, expected) = rest.split_once('`').unwrap_or((rest, ""));
         // In a list, point at the item itself rather than at the list.
@@ -408,6 +458,36 @@ mod tests {
         );
         // A path that is not in the document falls back to its nearest parent.
         assert_eq!(map.locate("schedule.timezone"), Pos { line: 2, col: 1 });
+    }
+
+    #[test]
+    fn errors_serde_cannot_place_are_placed_from_the_text() {
+        let file = Path::new("job.yaml");
+        let text = "send_to: sms\n---\nsend_to: email\n";
+        let err = serde_yaml::from_str::<serde_yaml::Value>(text).unwrap_err();
+        let d = from_serde(file, &SourceMap::new(text), &err);
+        assert_eq!((d.line, d.col), (2, 1), "{d}");
+        assert!(d.message.contains("one YAML document"), "{d}");
+        // The end of the text, for a document cut short.
+        let text = "send_to: \"sms\n";
+        let err = serde_yaml::from_str::<serde_yaml::Value>(text).unwrap_err();
+        let d = from_serde(file, &SourceMap::new(text), &err);
+        assert!(d.line >= 1 && d.col >= 1, "{d}");
+    }
+
+    #[test]
+    fn a_diagnostic_prints_on_one_line() {
+        let d = Diagnostic {
+            file: "crier.yaml".into(),
+            line: 3,
+            col: 9,
+            field: "token".into(),
+            message: "unclosed `${` in `a\nb\u{1b}[2J`".into(),
+        };
+        assert_eq!(
+            d.to_string(),
+            "crier.yaml:3:9: token: unclosed `${` in `a\\nb\\u{1b}[2J`"
+        );
     }
 
     #[test]
