@@ -12,6 +12,8 @@ pub mod config;
 pub mod daemon;
 pub mod diag;
 pub mod engine;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod history;
 pub mod job;
 pub mod logging;

@@ -301,7 +301,17 @@ pub fn load(
             message: format!("cannot read: {e}"),
         }])
     })?;
-    let (raw, map) = config::parse_document::<RawJob>(path, &text, lookup)?;
+    parse(path, &text, config, lookup)
+}
+
+/// Validates job text as if it were the file `path` (which places the files it names).
+pub fn parse(
+    path: &Path,
+    text: &str,
+    config: &Config,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Job, Diagnostics> {
+    let (raw, map) = config::parse_document::<RawJob>(path, text, lookup)?;
     let mut report = FileReport::new(path, &map);
     let job = validate(raw, path, config, &mut report);
     report.diags.sort_by_position();

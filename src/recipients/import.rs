@@ -97,7 +97,20 @@ pub fn open_csv(
         source,
     };
     let file = File::open(path).map_err(open_err)?;
-    let mut reader = BufReader::with_capacity(1 << 18, file);
+    csv_reader(Box::new(file), path, delimiter)
+}
+
+/// [`open_csv`] over any byte stream; `path` names it in errors.
+pub fn csv_reader(
+    input: Box<dyn Read + Send>,
+    path: &Path,
+    delimiter: Delimiter,
+) -> Result<(csv::Reader<Box<dyn Read + Send>>, Header), ImportError> {
+    let open_err = |source| ImportError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut reader = BufReader::with_capacity(1 << 18, input);
     let head = reader.fill_buf().map_err(open_err)?;
     let bom = head.starts_with(b"\xEF\xBB\xBF");
     let byte = match delimiter {
