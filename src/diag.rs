@@ -249,6 +249,25 @@ impl SourceMap {
             .min_by_key(|p| self.values.get(p).map(|pos| (pos.line, pos.col)))
     }
 
+    /// The deepest path whose key or value is written at `pos`.
+    pub fn path_at(&self, pos: Pos) -> Option<String> {
+        self.keys
+            .iter()
+            .chain(&self.values)
+            .filter(|(_, p)| **p == pos)
+            .map(|(path, _)| path.clone())
+            .max_by_key(|path| (path.len(), path.clone()))
+    }
+
+    /// The first scalar under `prefix` (in text order) whose text is `value`, and where.
+    pub fn find_scalar(&self, prefix: &str, value: &str) -> Option<(String, Pos)> {
+        self.scalars
+            .iter()
+            .filter(|(p, v)| p.starts_with(prefix) && *v == value)
+            .filter_map(|(p, _)| self.values.get(p).map(|pos| (p.clone(), *pos)))
+            .min_by_key(|(_, pos)| (pos.line, pos.col))
+    }
+
     /// Where the key of `path` is written (for unknown or duplicate keys).
     pub fn locate_key(&self, path: &str) -> Pos {
         self.keys
@@ -319,6 +338,41 @@ pub fn from_serde(file: &Path, map: &SourceMap, err: &serde_yaml::Error) -> Diag
         Some(l) => (l.line(), l.column()),
         None => (0, 0),
     };
+    // A syntax error inside something that started earlier (an unclosed quote):
+    // `found … at line A column B, while scanning … at line C column D`. Point at the
+    // start, where the mistake usually is, and keep where the parser gave up.
+    if let Some((problem, context)) = full.split_once(", while ")
+        && let Some((found_at, problem)) = mark(problem)
+        && let Some((started_at, context)) = mark(context)
+    {
+        return Diagnostic {
+            file: file.to_path_buf(),
+            line: started_at.line,
+            col: started_at.col,
+            field: String::new(),
+            message: format!(
+                "{problem} (at line {}, column {}) while {context} that starts here",
+                found_at.line, found_at.col
+            ),
+        };
+    }
+    if let Some(rest) = message.strip_prefix("duplicate field `") {
+        let name = rest.split('`').next().unwrap_or(rest);
+        let path = if field.is_empty() {
+            name.to_string()
+        } else {
+            format!("{field}.{name}")
+        };
+        // The map keeps the last occurrence of a key: the duplicate.
+        let pos = map.locate_key(&path);
+        return Diagnostic {
+            file: file.to_path_buf(),
+            line: pos.line,
+            col: pos.col,
+            field: path,
+            message: format!("`{name}` is given twice (write each field once)"),
+        };
+    }
     if let Some(rest) = message.strip_prefix("unknown field `") {
         let (name, expected) = rest.split_once('`').unwrap_or((rest, ""));
         let candidates = backticked(expected);
@@ -384,6 +438,23 @@ pub fn from_serde(file: &Path, map: &SourceMap, err: &serde_yaml::Error) -> Diag
             ),
         };
     }
+    // Inside an internally tagged value (a provider: `type: bulksms`), serde's path stops
+    // at the map holding it; its position is the entry's, whose path the map knows. A
+    // value the message quotes then finds the field itself.
+    if let Some((l, c)) = position
+        && !field.is_empty()
+        && let Some(entry) = map.path_at(Pos { line: l, col: c })
+        && entry.starts_with(&format!("{field}."))
+    {
+        field = entry;
+        if let Some((path, pos)) = backticked(&message)
+            .iter()
+            .find_map(|v| map.find_scalar(&field, v))
+        {
+            field = path;
+            position = Some((pos.line, pos.col));
+        }
+    }
     if let Some(rest) = message.strip_prefix("missing field `") {
         let name = rest.split('`').next().unwrap_or(rest).to_string();
         message = format!("missing required field `{name}`");
@@ -401,6 +472,17 @@ pub fn from_serde(file: &Path, map: &SourceMap, err: &serde_yaml::Error) -> Diag
         field,
         message,
     }
+}
+
+/// `text at line L column C` → the position and `text`.
+fn mark(text: &str) -> Option<(Pos, &str)> {
+    let (text, at) = text.rsplit_once(" at line ")?;
+    let (line, col) = at.split_once(" column ")?;
+    let pos = Pos {
+        line: line.trim().parse().ok()?,
+        col: col.trim().parse().ok()?,
+    };
+    Some((pos, text))
 }
 
 /// serde_yaml prefixes nested errors with the path: `schedule.cron: invalid type…`.
@@ -473,6 +555,35 @@ mod tests {
         let err = serde_yaml::from_str::<serde_yaml::Value>(text).unwrap_err();
         let d = from_serde(file, &SourceMap::new(text), &err);
         assert!(d.line >= 1 && d.col >= 1, "{d}");
+    }
+
+    #[test]
+    fn an_unclosed_quote_is_placed_where_it_opens() {
+        let text = "send_to: sms\nmessage: \"hi\nrecipients: {}\n";
+        let err = serde_yaml::from_str::<serde_yaml::Value>(text).unwrap_err();
+        let d = from_serde(Path::new("job.yaml"), &SourceMap::new(text), &err);
+        assert_eq!(
+            d.to_string(),
+            "job.yaml:2:10: found unexpected end of stream (at line 4, column 1) \
+             while scanning a quoted scalar that starts here"
+        );
+    }
+
+    #[test]
+    fn a_duplicate_key_is_placed_at_its_second_occurrence() {
+        let text = "send_to: sms\nmessage: hi\nmessage: hello\n";
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Job {
+            send_to: String,
+            message: String,
+        }
+        let err = serde_yaml::from_str::<Job>(text).unwrap_err();
+        let d = from_serde(Path::new("job.yaml"), &SourceMap::new(text), &err);
+        assert_eq!(
+            d.to_string(),
+            "job.yaml:3:1: message: `message` is given twice (write each field once)"
+        );
     }
 
     #[test]

@@ -220,11 +220,47 @@ pub fn check_with(source: &str, helpers: &[String]) -> Result<(), Vec<TemplateEr
             errors.push(TemplateError { line, col, message });
         }
     }
+    if errors.is_empty()
+        && let Some(e) = unknown_names(source, helpers)
+    {
+        errors.push(e);
+    }
     errors.sort_by_key(|e| (e.line, e.col));
     if errors.is_empty() {
         Ok(())
     } else {
         Err(errors)
+    }
+}
+
+/// Filters, tests and functions are looked up while rendering, so a misspelt one
+/// (`| uper`) parses: a trial render in which every value may be missing finds the first
+/// one it reaches.
+fn unknown_names(source: &str, helpers: &[String]) -> Option<TemplateError> {
+    let mut env = environment(None);
+    env.set_undefined_behavior(UndefinedBehavior::Chainable);
+    for helper in helpers {
+        env.add_function(helper.clone(), |_: Rest<Value>| Value::UNDEFINED);
+    }
+    let template = env.template_from_str(source).ok()?;
+    match template.render(minijinja::context! {}) {
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::UnknownFilter | ErrorKind::UnknownTest | ErrorKind::UnknownFunction
+            ) =>
+        {
+            let mut error = from_minijinja(source, &e);
+            // minijinja: "unknown filter: filter uper is unknown".
+            let detail = e.detail().unwrap_or_default();
+            if let Some(name) = detail.split(' ').nth(1)
+                && detail.ends_with(" is unknown")
+            {
+                error.message = format!("unknown {} `{name}`", detail.split(' ').next()?);
+            }
+            Some(error)
+        }
+        _ => None,
     }
 }
 
