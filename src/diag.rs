@@ -249,21 +249,28 @@ impl SourceMap {
             .min_by_key(|p| self.values.get(p).map(|pos| (pos.line, pos.col)))
     }
 
-    /// The deepest path whose key or value is written at `pos`.
-    pub fn path_at(&self, pos: Pos) -> Option<String> {
-        self.keys
-            .iter()
-            .chain(&self.values)
-            .filter(|(_, p)| **p == pos)
-            .map(|(path, _)| path.clone())
-            .max_by_key(|path| (path.len(), path.clone()))
+    /// The entries directly under the mapping `parent` that have no key `name`.
+    pub fn children_without(&self, parent: &str, name: &str) -> Vec<String> {
+        let prefix = format!("{parent}.");
+        let mut found: Vec<String> = self
+            .keys
+            .keys()
+            .filter(|k| {
+                k.strip_prefix(&prefix)
+                    .is_some_and(|rest| !rest.contains('.'))
+            })
+            .filter(|k| !self.keys.contains_key(&format!("{k}.{name}")))
+            .cloned()
+            .collect();
+        found.sort();
+        found
     }
 
     /// The first scalar under `prefix` (in text order) whose text is `value`, and where.
     pub fn find_scalar(&self, prefix: &str, value: &str) -> Option<(String, Pos)> {
         self.scalars
             .iter()
-            .filter(|(p, v)| p.starts_with(prefix) && *v == value)
+            .filter(|(p, v)| p.starts_with(&format!("{prefix}.")) && *v == value)
             .filter_map(|(p, _)| self.values.get(p).map(|pos| (p.clone(), *pos)))
             .min_by_key(|(_, pos)| (pos.line, pos.col))
     }
@@ -439,19 +446,24 @@ pub fn from_serde(file: &Path, map: &SourceMap, err: &serde_yaml::Error) -> Diag
         };
     }
     // Inside an internally tagged value (a provider: `type: bulksms`), serde's path stops
-    // at the map holding it; its position is the entry's, whose path the map knows. A
-    // value the message quotes then finds the field itself.
-    if let Some((l, c)) = position
-        && !field.is_empty()
-        && let Some(entry) = map.path_at(Pos { line: l, col: c })
-        && entry.starts_with(&format!("{field}."))
+    // at the map holding it, and its position is the map's. A value the message quotes
+    // finds the field itself; a missing field, the one entry that lacks it.
+    if !field.is_empty()
+        && map
+            .values
+            .get(&field)
+            .is_some_and(|p| position == Some((p.line, p.col)))
     {
-        field = entry;
-        if let Some((path, pos)) = backticked(&message)
-            .iter()
-            .find_map(|v| map.find_scalar(&field, v))
-        {
+        let quoted = backticked(&message);
+        if let Some((path, pos)) = quoted.iter().find_map(|v| map.find_scalar(&field, v)) {
             field = path;
+            position = Some((pos.line, pos.col));
+        } else if let Some(rest) = message.strip_prefix("missing field `")
+            && let Some(name) = rest.split('`').next()
+            && let [entry] = map.children_without(&field, name).as_slice()
+        {
+            let pos = map.locate_key(entry);
+            field = entry.clone();
             position = Some((pos.line, pos.col));
         }
     }
