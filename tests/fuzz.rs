@@ -338,7 +338,7 @@ fn job_yaml() -> impl Strategy<Value = String> {
             let value = if random && field % 3 == 0 {
                 Yaml::String(text)
             } else {
-                serde_yaml::from_str(*value.get(values)).unwrap_or(Yaml::Null)
+                serde_yaml::from_str(value.get::<&str>(values)).unwrap_or(Yaml::Null)
             };
             set(&mut root, path, value);
         }
@@ -534,7 +534,7 @@ fn config_yaml() -> impl Strategy<Value = String> {
             set(
                 &mut root,
                 path,
-                serde_yaml::from_str(*value.get(values)).unwrap_or(Yaml::Null),
+                serde_yaml::from_str(value.get::<&str>(values)).unwrap_or(Yaml::Null),
             );
         }
         serde_yaml::to_string(&root).unwrap()

@@ -280,9 +280,12 @@ server:
     }
 }
 
+/// A request: path, headers, body.
+type Request = (String, Vec<(String, String)>, Vec<u8>);
+
 /// The webhook routes that read a body, each with a report that would apply, in the
 /// order of the providers `bulk`, `click`, `tw`, `von`, `gw`.
-fn oversized_requests(pid: &str, pad: usize) -> Vec<(String, Vec<(String, String)>, Vec<u8>)> {
+fn oversized_requests(pid: &str, pad: usize) -> Vec<Request> {
     let token = secret("CRIER_WEBHOOK_TOKEN");
     let json = vec![("Content-Type".to_string(), "application/json".to_string())];
     let form = vec![(
