@@ -32,11 +32,31 @@ impl fmt::Display for Diagnostic {
         if self.line > 0 {
             write!(f, ":{}:{}", self.line, self.col)?;
         }
+        // One line per problem, whatever a quoted value holds.
+        let message = one_line(&self.message);
         if self.field.is_empty() {
-            write!(f, ": {}", self.message)
+            write!(f, ": {message}")
         } else {
-            write!(f, ": {}: {}", self.field, self.message)
+            write!(f, ": {}: {message}", one_line(&self.field))
         }
+    }
+}
+
+/// `text` with line breaks and other control characters escaped (`\n`).
+fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.chars().any(char::is_control) {
+        text.chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_default().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect::<String>()
+            .into()
+    } else {
+        text.into()
     }
 }
 
@@ -103,6 +123,10 @@ pub struct SourceMap {
     keys: HashMap<String, Pos>,
     values: HashMap<String, Pos>,
     scalars: HashMap<String, String>,
+    /// Where each YAML document of the text starts.
+    documents: Vec<Pos>,
+    /// The position just past the text (where an unexpected end is).
+    end: Pos,
 }
 
 enum Frame {
@@ -122,11 +146,18 @@ impl SourceMap {
     /// the syntax error itself, with its position).
     pub fn new(text: &str) -> SourceMap {
         let mut map = SourceMap::default();
+        let lines = text.split('\n').count();
+        let last = text.rsplit('\n').next().unwrap_or_default();
+        map.end = Pos {
+            line: lines,
+            col: last.chars().count() + 1,
+        };
         let mut stack: Vec<Frame> = Vec::new();
         for item in Parser::new_from_str(text) {
             let Ok((event, span)) = item else { break };
             let pos = pos_of(&span);
             match event {
+                Event::DocumentStart(_) => map.documents.push(pos),
                 Event::Scalar(value, ..) => {
                     if let Some(Frame::Map { path, key }) = stack.last_mut()
                         && key.is_none()
@@ -218,6 +249,32 @@ impl SourceMap {
             .min_by_key(|p| self.values.get(p).map(|pos| (pos.line, pos.col)))
     }
 
+    /// The entries directly under the mapping `parent` that have no key `name`.
+    pub fn children_without(&self, parent: &str, name: &str) -> Vec<String> {
+        let prefix = format!("{parent}.");
+        let mut found: Vec<String> = self
+            .keys
+            .keys()
+            .filter(|k| {
+                k.strip_prefix(&prefix)
+                    .is_some_and(|rest| !rest.contains('.'))
+            })
+            .filter(|k| !self.keys.contains_key(&format!("{k}.{name}")))
+            .cloned()
+            .collect();
+        found.sort();
+        found
+    }
+
+    /// The first scalar under `prefix` (in text order) whose text is `value`, and where.
+    pub fn find_scalar(&self, prefix: &str, value: &str) -> Option<(String, Pos)> {
+        self.scalars
+            .iter()
+            .filter(|(p, v)| p.starts_with(&format!("{prefix}.")) && *v == value)
+            .filter_map(|(p, _)| self.values.get(p).map(|pos| (p.clone(), *pos)))
+            .min_by_key(|(_, pos)| (pos.line, pos.col))
+    }
+
     /// Where the key of `path` is written (for unknown or duplicate keys).
     pub fn locate_key(&self, path: &str) -> Pos {
         self.keys
@@ -288,6 +345,41 @@ pub fn from_serde(file: &Path, map: &SourceMap, err: &serde_yaml::Error) -> Diag
         Some(l) => (l.line(), l.column()),
         None => (0, 0),
     };
+    // A syntax error inside something that started earlier (an unclosed quote):
+    // `found … at line A column B, while scanning … at line C column D`. Point at the
+    // start, where the mistake usually is, and keep where the parser gave up.
+    if let Some((problem, context)) = full.split_once(", while ")
+        && let Some((found_at, problem)) = mark(problem)
+        && let Some((started_at, context)) = mark(context)
+    {
+        return Diagnostic {
+            file: file.to_path_buf(),
+            line: started_at.line,
+            col: started_at.col,
+            field: String::new(),
+            message: format!(
+                "{problem} (at line {}, column {}) while {context} that starts here",
+                found_at.line, found_at.col
+            ),
+        };
+    }
+    if let Some(rest) = message.strip_prefix("duplicate field `") {
+        let name = rest.split('`').next().unwrap_or(rest);
+        let path = if field.is_empty() {
+            name.to_string()
+        } else {
+            format!("{field}.{name}")
+        };
+        // The map keeps the last occurrence of a key: the duplicate.
+        let pos = map.locate_key(&path);
+        return Diagnostic {
+            file: file.to_path_buf(),
+            line: pos.line,
+            col: pos.col,
+            field: path,
+            message: format!("`{name}` is given twice (write each field once)"),
+        };
+    }
     if let Some(rest) = message.strip_prefix("unknown field `") {
         let (name, expected) = rest.split_once('`').unwrap_or((rest, ""));
         let candidates = backticked(expected);
@@ -314,6 +406,25 @@ pub fn from_serde(file: &Path, map: &SourceMap, err: &serde_yaml::Error) -> Diag
         };
     }
     let mut position = err.location().map(|l| (l.line(), l.column()));
+    if position.is_none() {
+        // serde_yaml has no position for these; place them from the text itself.
+        let pos = if message.contains("more than one document") {
+            message = "a file holds one YAML document, and another starts here \
+                (remove the `---` and what follows it)"
+                .into();
+            map.documents
+                .get(1)
+                .copied()
+                .unwrap_or(Pos { line: 1, col: 1 })
+        } else if message.starts_with("EOF while parsing") {
+            map.end
+        } else if field.is_empty() {
+            Pos { line: 1, col: 1 }
+        } else {
+            map.locate(&field)
+        };
+        position = Some((pos.line, pos.col));
+    }
     if let Some(rest) = message.strip_prefix("unknown variant `") {
         let (name, expected) = rest.split_once('`').unwrap_or((rest, ""));
         // In a list, point at the item itself rather than at the list.
@@ -334,6 +445,28 @@ pub fn from_serde(file: &Path, map: &SourceMap, err: &serde_yaml::Error) -> Diag
             ),
         };
     }
+    // Inside an internally tagged value (a provider: `type: bulksms`), serde's path stops
+    // at the map holding it, and its position is the map's. A value the message quotes
+    // finds the field itself; a missing field, the one entry that lacks it.
+    if !field.is_empty()
+        && map
+            .values
+            .get(&field)
+            .is_some_and(|p| position == Some((p.line, p.col)))
+    {
+        let quoted = backticked(&message);
+        if let Some((path, pos)) = quoted.iter().find_map(|v| map.find_scalar(&field, v)) {
+            field = path;
+            position = Some((pos.line, pos.col));
+        } else if let Some(rest) = message.strip_prefix("missing field `")
+            && let Some(name) = rest.split('`').next()
+            && let [entry] = map.children_without(&field, name).as_slice()
+        {
+            let pos = map.locate_key(entry);
+            field = entry.clone();
+            position = Some((pos.line, pos.col));
+        }
+    }
     if let Some(rest) = message.strip_prefix("missing field `") {
         let name = rest.split('`').next().unwrap_or(rest).to_string();
         message = format!("missing required field `{name}`");
@@ -351,6 +484,17 @@ pub fn from_serde(file: &Path, map: &SourceMap, err: &serde_yaml::Error) -> Diag
         field,
         message,
     }
+}
+
+/// `text at line L column C` → the position and `text`.
+fn mark(text: &str) -> Option<(Pos, &str)> {
+    let (text, at) = text.rsplit_once(" at line ")?;
+    let (line, col) = at.split_once(" column ")?;
+    let pos = Pos {
+        line: line.trim().parse().ok()?,
+        col: col.trim().parse().ok()?,
+    };
+    Some((pos, text))
 }
 
 /// serde_yaml prefixes nested errors with the path: `schedule.cron: invalid type…`.
@@ -408,6 +552,65 @@ mod tests {
         );
         // A path that is not in the document falls back to its nearest parent.
         assert_eq!(map.locate("schedule.timezone"), Pos { line: 2, col: 1 });
+    }
+
+    #[test]
+    fn errors_serde_cannot_place_are_placed_from_the_text() {
+        let file = Path::new("job.yaml");
+        let text = "send_to: sms\n---\nsend_to: email\n";
+        let err = serde_yaml::from_str::<serde_yaml::Value>(text).unwrap_err();
+        let d = from_serde(file, &SourceMap::new(text), &err);
+        assert_eq!((d.line, d.col), (2, 1), "{d}");
+        assert!(d.message.contains("one YAML document"), "{d}");
+        // The end of the text, for a document cut short.
+        let text = "send_to: \"sms\n";
+        let err = serde_yaml::from_str::<serde_yaml::Value>(text).unwrap_err();
+        let d = from_serde(file, &SourceMap::new(text), &err);
+        assert!(d.line >= 1 && d.col >= 1, "{d}");
+    }
+
+    #[test]
+    fn an_unclosed_quote_is_placed_where_it_opens() {
+        let text = "send_to: sms\nmessage: \"hi\nrecipients: {}\n";
+        let err = serde_yaml::from_str::<serde_yaml::Value>(text).unwrap_err();
+        let d = from_serde(Path::new("job.yaml"), &SourceMap::new(text), &err);
+        assert_eq!(
+            d.to_string(),
+            "job.yaml:2:10: found unexpected end of stream (at line 4, column 1) \
+             while scanning a quoted scalar that starts here"
+        );
+    }
+
+    #[test]
+    fn a_duplicate_key_is_placed_at_its_second_occurrence() {
+        let text = "send_to: sms\nmessage: hi\nmessage: hello\n";
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Job {
+            send_to: String,
+            message: String,
+        }
+        let err = serde_yaml::from_str::<Job>(text).unwrap_err();
+        let d = from_serde(Path::new("job.yaml"), &SourceMap::new(text), &err);
+        assert_eq!(
+            d.to_string(),
+            "job.yaml:3:1: message: `message` is given twice (write each field once)"
+        );
+    }
+
+    #[test]
+    fn a_diagnostic_prints_on_one_line() {
+        let d = Diagnostic {
+            file: "crier.yaml".into(),
+            line: 3,
+            col: 9,
+            field: "token".into(),
+            message: "unclosed `${` in `a\nb\u{1b}[2J`".into(),
+        };
+        assert_eq!(
+            d.to_string(),
+            "crier.yaml:3:9: token: unclosed `${` in `a\\nb\\u{1b}[2J`"
+        );
     }
 
     #[test]

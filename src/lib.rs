@@ -14,6 +14,8 @@ pub mod control;
 pub mod daemon;
 pub mod diag;
 pub mod engine;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod history;
 pub mod job;
 pub mod logging;

@@ -5,13 +5,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration as StdDuration, Instant};
 
 use chrono::{Duration, Utc};
 use common::Project;
+use common::server::Server;
 use crier::history::ledger::{Change, Ledger, NewMessage, NewRun};
 use crier::history::{MessageState, MessageType, RunId, Trigger};
 use crier::job::Channel;
@@ -227,147 +225,16 @@ fn fixture() -> Fixture {
     }
 }
 
-/// A running `crier serve`.
-struct Server {
-    child: Child,
-    base: String,
-    stderr: Arc<Mutex<String>>,
-    rt: tokio::runtime::Runtime,
-    client: reqwest::Client,
+/// `crier serve` for the fixture, with the API token.
+fn start(p: &Project) -> Server {
+    Server::start(p, ENV, Some(TOKEN))
 }
 
-struct Answer {
-    status: u16,
-    content_type: String,
-    location: Option<String>,
-    body: String,
-}
-
-impl Answer {
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
-    }
-}
-
-impl Server {
-    fn start(p: &Project) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_crier"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--jobs", "jobs"])
-            .current_dir(p.path())
-            .env("RUST_LOG", "crier=debug")
-            .env("NO_COLOR", "1")
-            .env("CRIER_API_TOKEN", TOKEN)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start crier serve");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let mut err = child.stderr.take().unwrap();
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = err.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-        let base = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| {
-                panic!(
-                    "unexpected first line {line:?}; stderr: {}",
-                    stderr.lock().unwrap()
-                )
-            })
-            .to_string();
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        Server {
-            child,
-            base,
-            stderr,
-            rt: tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap(),
-            client: reqwest::Client::builder()
-                .timeout(StdDuration::from_secs(60))
-                .build()
-                .unwrap(),
-        }
-    }
-
-    fn request(&self, method: &str, path: &str, token: Option<&str>) -> Answer {
-        let url = format!("{}{path}", self.base);
-        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let mut req = self.client.request(method, &url);
-        if let Some(t) = token {
-            req = req.header("Authorization", format!("Bearer {t}"));
-        }
-        self.rt.block_on(async {
-            let resp = req.send().await.unwrap_or_else(|e| panic!("{url}: {e}"));
-            let header = |name: &str| {
-                resp.headers()
-                    .get(name)
-                    .and_then(|v| v.to_str().ok())
-                    .map(String::from)
-            };
-            let content_type = header("content-type").unwrap_or_default();
-            let location = header("location");
-            let status = resp.status().as_u16();
-            let body = resp.text().await.unwrap();
-            Answer {
-                status,
-                content_type,
-                location,
-                body,
-            }
-        })
-    }
-
-    fn get(&self, path: &str) -> Answer {
-        self.request("GET", path, Some(TOKEN))
-    }
-
-    fn post(&self, path: &str) -> Answer {
-        self.request("POST", path, Some(TOKEN))
-    }
-
-    /// SIGTERM, then the exit: the server finishes and flushes the store.
-    fn stop(mut self) -> String {
-        let pid = self.child.id().to_string();
-        let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        assert!(killed.success());
-        let deadline = Instant::now() + StdDuration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "crier serve exited with {status}");
-                break;
-            }
-            assert!(Instant::now() < deadline, "crier serve did not stop");
-            std::thread::sleep(StdDuration::from_millis(50));
-        }
-        // Let the reader thread take the last lines.
-        std::thread::sleep(StdDuration::from_millis(100));
-        let log = self.stderr.lock().unwrap().clone();
-        assert!(!log.contains(TOKEN), "the token is in the log:\n{log}");
-        log
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Stops the server; the token is nowhere in its log.
+fn stop(server: Server) -> String {
+    let log = server.stop();
+    assert!(!log.contains(TOKEN), "the token is in the log:\n{log}");
+    log
 }
 
 fn ids(v: &serde_json::Value) -> Vec<String> {
@@ -394,18 +261,42 @@ fn csv_rows(text: &str) -> Vec<csv::StringRecord> {
 #[test]
 fn refuses_requests_without_the_right_token() {
     let f = fixture();
-    let server = Server::start(&f.project);
-    let routes = [
-        ("GET", "/api/runs".to_string()),
-        ("GET", format!("/api/runs/{}", f.reminder)),
-        ("GET", format!("/api/runs/{}/messages", f.reminder)),
-        ("GET", "/api/messages?format=csv".to_string()),
-        ("POST", "/api/jobs/sms/run".to_string()),
-        ("POST", format!("/api/runs/{}/cancel", f.maintenance)),
-        ("DELETE", format!("/api/runs/{}", f.reminder)),
-        ("GET", "/api/portal/2/messages".to_string()),
-        ("POST", "/api/portal/2/messages/x/read".to_string()),
-    ];
+    let server = start(&f.project);
+    // Every operation of the published document under /api (but the document itself),
+    // so a route added later is covered without touching this test.
+    let doc = server.request("GET", "/api/openapi.json", None).json();
+    let mut routes: Vec<(String, String)> = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in ["get", "post", "put", "patch", "delete"] {
+            let Some(op) = item.get(method) else { continue };
+            if !path.starts_with("/api/") || path == "/api/openapi.json" {
+                assert!(
+                    op["security"].is_null(),
+                    "{method} {path} is open but documented secured"
+                );
+                continue;
+            }
+            assert!(
+                op["security"].is_array(),
+                "{method} {path} is not documented as secured"
+            );
+            let concrete = path
+                .replace("{id}", &f.maintenance.to_string())
+                .replace("{name}", "sms")
+                .replace("{customer_id}", "2")
+                .replace("{message_id}", "x");
+            assert!(
+                !concrete.contains('{'),
+                "a parameter this test cannot fill: {path}"
+            );
+            routes.push((method.to_uppercase(), concrete));
+        }
+    }
+    assert!(
+        routes.len() >= 9,
+        "only {} secured routes: {routes:?}",
+        routes.len()
+    );
     let wrong = format!("{}x", &TOKEN[..TOKEN.len() - 1]);
     for (method, path) in &routes {
         for token in [None, Some(wrong.as_str()), Some(""), Some(&TOKEN[..10])] {
@@ -446,7 +337,7 @@ fn refuses_requests_without_the_right_token() {
     for path in ["/healthz", "/metrics", "/api/openapi.json"] {
         assert_eq!(server.request("GET", path, None).status, 200, "{path}");
     }
-    server.stop();
+    stop(server);
 }
 
 #[test]
@@ -582,7 +473,7 @@ fn every_filter_answers_what_the_cli_answers() {
         ],
     ));
 
-    let server = Server::start(p);
+    let server = start(p);
     for ((query, _, expected), cli) in message_cases.iter().zip(&cli_messages) {
         let a = server.get(&format!("/api/messages?limit=100&{query}"));
         assert_eq!(a.status, 200, "{query}: {}", a.body);
@@ -624,7 +515,7 @@ fn every_filter_answers_what_the_cli_answers() {
     let missing = server.get(&format!("/api/runs/{}", RunId::new()));
     assert_eq!(missing.status, 404);
     assert!(missing.json()["error"].as_str().unwrap().contains("no run"));
-    server.stop();
+    stop(server);
 }
 
 #[test]
@@ -646,7 +537,7 @@ fn csv_exports_stream_the_rows_the_cli_writes() {
     assert_eq!(csv_rows(&cli_all).len() as u64, BULK + 11);
     assert!(cli_all.len() > 4 * 64 * 1024, "{}", cli_all.len());
 
-    let server = Server::start(p);
+    let server = start(p);
     let all = server.get("/api/messages?format=csv");
     assert_eq!(all.status, 200);
     assert!(
@@ -665,7 +556,7 @@ fn csv_exports_stream_the_rows_the_cli_writes() {
     assert_eq!(runs.body, cli_runs);
     // A CSV export is not capped by the JSON limit.
     assert_eq!(csv_rows(&all.body).len() as u64, BULK + 11);
-    server.stop();
+    stop(server);
 }
 
 #[test]
@@ -677,7 +568,7 @@ fn portal_inbox_lists_and_marks_read() {
     let cli = cli_json(p, &["portal", "inbox", "2", "--format", "json"]);
     let id = cli[0]["id"].as_str().unwrap().to_string();
 
-    let server = Server::start(p);
+    let server = start(p);
     let inbox = server.get("/api/portal/2/messages");
     assert_eq!(inbox.status, 200, "{}", inbox.body);
     let inbox = inbox.json();
@@ -717,7 +608,7 @@ fn portal_inbox_lists_and_marks_read() {
             .unwrap()
             .contains("customer 1 has no message")
     );
-    server.stop();
+    stop(server);
 
     // Durable: the CLI sees it read after the server is gone.
     let after = cli_json(p, &["portal", "inbox", "2", "--format", "json"]);
@@ -727,7 +618,7 @@ fn portal_inbox_lists_and_marks_read() {
 #[test]
 fn malformed_input_is_a_400_with_a_reason() {
     let f = fixture();
-    let server = Server::start(&f.project);
+    let server = start(&f.project);
     let run = f.reminder.to_string();
     let cases: Vec<(&str, String, &str)> = vec![
         ("GET", "/api/messages?colour=red".into(), "unknown field"),
@@ -774,7 +665,7 @@ fn malformed_input_is_a_400_with_a_reason() {
             "recipient kind",
         ),
         ("GET", "/api/messages?run=nope".into(), "not a run id"),
-        ("GET", "/api/messages?format=xml".into(), "unknown variant"),
+        ("GET", "/api/messages?format=xml".into(), "unknown value"),
         ("GET", "/api/messages?limit=0".into(), "out of range"),
         ("GET", "/api/messages?limit=100001".into(), "out of range"),
         ("GET", "/api/messages?limit=-1".into(), "limit"),
@@ -819,7 +710,7 @@ fn malformed_input_is_a_400_with_a_reason() {
     }
     // Still serving after all that.
     assert_eq!(server.get("/healthz").status, 200);
-    let log = server.stop();
+    let log = stop(server);
     assert!(!log.contains("panicked"), "{log}");
 }
 
@@ -836,7 +727,7 @@ fn runs_start_preview_cancel_and_remove_through_the_api() {
         preview.stdout
     );
 
-    let server = Server::start(p);
+    let server = start(p);
     let runs_before = ids(&server.get("/api/runs?status=any").json()).len();
     let dry = server.post("/api/jobs/sms/run?dry_run=true");
     assert_eq!(dry.status, 200, "{}", dry.body);
@@ -911,7 +802,7 @@ fn runs_start_preview_cancel_and_remove_through_the_api() {
         metrics.contains("crier_api_runs_started_total 1"),
         "{metrics}"
     );
-    server.stop();
+    stop(server);
 
     // The CLI agrees afterwards.
     let removed = cli_json(p, &["history", "--status", "removed", "--format", "json"]);
@@ -926,7 +817,7 @@ fn runs_start_preview_cancel_and_remove_through_the_api() {
 #[test]
 fn the_openapi_document_lists_every_route() {
     let f = fixture();
-    let server = Server::start(&f.project);
+    let server = start(&f.project);
     let doc = server.request("GET", "/api/openapi.json", None);
     assert_eq!(doc.status, 200);
     let doc = doc.json();
@@ -1006,13 +897,13 @@ fn the_openapi_document_lists_every_route() {
         );
     }
     assert_eq!(server.get("/api/nothing-here").status, 404);
-    server.stop();
+    stop(server);
 }
 
 #[test]
 fn health_and_metrics_report_the_store_and_the_ledger() {
     let f = fixture();
-    let server = Server::start(&f.project);
+    let server = start(&f.project);
     let health = server.request("GET", "/healthz", None);
     assert_eq!(health.status, 200);
     assert_eq!(
@@ -1040,5 +931,5 @@ fn health_and_metrics_report_the_store_and_the_ledger() {
     ] {
         assert!(m.lines().any(|l| l == line), "missing `{line}` in\n{m}");
     }
-    server.stop();
+    stop(server);
 }

@@ -10,12 +10,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
 use common::Project;
-use crier::history::ledger::{Change, Ledger, NewMessage, NewRun};
-use crier::history::{MessageState, MessageType, Trigger};
-use crier::job::Channel;
-use crier::recipients::RecipientKind;
 use crier::server::webhooks::twilio_signature;
-use crier::store::{StoreConfig, open};
 use serde_json::{Value, json};
 
 const TOKEN: &str = "hook-0123456789abcdef";
@@ -75,60 +70,7 @@ server:
 fn project(messages: &[(&str, &str, &str)]) -> Project {
     let project = Project::new();
     project.write("crier.yaml", CONFIG);
-    let store = open(&StoreConfig {
-        path: project.path().join("data/store"),
-        cache_bytes: 8 << 20,
-        backend: crier::store::Backend::Sled,
-    })
-    .unwrap();
-    let ledger = Ledger::new(store.as_ref());
-    let run = ledger
-        .create_run(NewRun {
-            job: "payment-reminder".into(),
-            trigger: Trigger::Manual,
-            channels: vec![Channel::Sms],
-            provider: "bulk".into(),
-            body: "Hi".into(),
-            subject: None,
-        })
-        .unwrap();
-    let planned = messages
-        .iter()
-        .enumerate()
-        .map(|(i, (provider, _, number))| NewMessage {
-            recipient_kind: RecipientKind::Customer,
-            recipient_id: i as u64 + 1,
-            address: number.to_string(),
-            channel: Channel::Sms,
-            provider: provider.to_string(),
-            kind: MessageType::Message,
-            subject: None,
-            body: "Your invoice is due.".into(),
-            encoding: Some("gsm7".into()),
-            parts: 1,
-            state: MessageState::Queued,
-            reason: None,
-            error: None,
-        })
-        .collect();
-    let ids = ledger.plan(run.id, planned).unwrap();
-    ledger.finish_planning(run.id).unwrap();
-    let sending: Vec<Change> = ids
-        .iter()
-        .map(|id| Change::to(*id, MessageState::Sending))
-        .collect();
-    ledger.transition(&sending).unwrap();
-    let sent: Vec<Change> = ids
-        .iter()
-        .zip(messages)
-        .map(|(id, (_, pid, _))| {
-            let mut c = Change::to(*id, MessageState::Sent);
-            c.provider_message_id = Some(pid.to_string());
-            c
-        })
-        .collect();
-    ledger.transition(&sent).unwrap();
-    ledger.flush().unwrap();
+    common::ledger::sent_messages(&project, messages);
     project
 }
 

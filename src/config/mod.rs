@@ -182,6 +182,8 @@ pub enum ConfigError {
 
 const DEFAULT_CACHE_MB: u64 = 64;
 const MAX_CACHE_MB: u64 = 16 * 1024;
+/// Largest `server.max_body_kb`: 64 MB.
+const MAX_BODY_KB: usize = 64 * 1024;
 
 impl Config {
     /// The built-in defaults, as if `crier.yaml` were empty.
@@ -368,6 +370,14 @@ fn validate(raw: RawConfig, path: Option<&Path>, report: &mut FileReport) -> Con
                 );
             }
         }
+        if let Some(kb) = raw.max_body_kb
+            && !(1..=MAX_BODY_KB).contains(&kb)
+        {
+            report.error(
+                "server.max_body_kb",
+                format!("`{kb}` is out of range (1 to {MAX_BODY_KB})"),
+            );
+        }
         ServerSettings {
             configured,
             listen,
@@ -377,7 +387,7 @@ fn validate(raw: RawConfig, path: Option<&Path>, report: &mut FileReport) -> Con
                 .public_url
                 .map(|u| u.trim_end_matches('/').to_string())
                 .unwrap_or_else(|| format!("http://{listen}")),
-            max_body_bytes: raw.max_body_kb.unwrap_or(1024).clamp(1, 64 * 1024) * 1024,
+            max_body_bytes: raw.max_body_kb.unwrap_or(1024).clamp(1, MAX_BODY_KB) * 1024,
         }
     };
 

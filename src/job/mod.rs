@@ -301,7 +301,17 @@ pub fn load(
             message: format!("cannot read: {e}"),
         }])
     })?;
-    let (raw, map) = config::parse_document::<RawJob>(path, &text, lookup)?;
+    parse(path, &text, config, lookup)
+}
+
+/// Validates job text as if it were the file `path` (which places the files it names).
+pub fn parse(
+    path: &Path,
+    text: &str,
+    config: &Config,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Job, Diagnostics> {
+    let (raw, map) = config::parse_document::<RawJob>(path, text, lookup)?;
     let mut report = FileReport::new(path, &map);
     let job = validate(raw, path, config, &mut report);
     report.diags.sort_by_position();
@@ -491,12 +501,13 @@ pub fn validate(raw: RawJob, path: &Path, config: &Config, report: &mut FileRepo
     if sms.max_parts == Some(0) {
         report.error("sms.max_parts", "must be at least 1");
     }
-    if let (Some(max), Some(Body::Inline(text))) = (sms.max_parts, &body)
+    // (A max_parts of 0 is already wrong; measuring the text against it says nothing.)
+    if let (Some(max @ 1..), Some(Body::Inline(text))) = (sms.max_parts, &body)
         && channels.contains(&Channel::Sms)
     {
         check_template_length(text, max, &sms, report);
     }
-    if let (Some(max), Some(Body::File(path))) = (sms.max_parts, &body)
+    if let (Some(max @ 1..), Some(Body::File(path))) = (sms.max_parts, &body)
         && channels.contains(&Channel::Sms)
         && let Ok(text) = std::fs::read_to_string(path)
     {
@@ -615,7 +626,8 @@ fn template_body(
             report.error(
                 "template",
                 format!(
-                    "`{t}` is a {channel} template but the job sends to {}",
+                    "`{t}` is {} {channel} template but the job sends to {}",
+                    if channel == Channel::Email { "an" } else { "a" },
                     send_to.as_str()
                 ),
             );

@@ -97,7 +97,20 @@ pub fn open_csv(
         source,
     };
     let file = File::open(path).map_err(open_err)?;
-    let mut reader = BufReader::with_capacity(1 << 18, file);
+    csv_reader(Box::new(file), path, delimiter)
+}
+
+/// [`open_csv`] over any byte stream; `path` names it in errors.
+pub fn csv_reader(
+    input: Box<dyn Read + Send>,
+    path: &Path,
+    delimiter: Delimiter,
+) -> Result<(csv::Reader<Box<dyn Read + Send>>, Header), ImportError> {
+    let open_err = |source| ImportError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut reader = BufReader::with_capacity(1 << 18, input);
     let head = reader.fill_buf().map_err(open_err)?;
     let bom = head.starts_with(b"\xEF\xBB\xBF");
     let byte = match delimiter {
@@ -333,7 +346,7 @@ fn scan(
     if let Some(r) = rejects {
         r.finish()?;
     }
-    report.messages = notes.finish();
+    report.messages = notes.finish(path);
     if let Some(store) = store
         && !options.dry_run
     {
@@ -391,7 +404,7 @@ fn read_chunks(
             Err(e) => {
                 // A malformed row (e.g. invalid UTF-8) is rejected; the file goes on.
                 let line = e.position().map(|p| p.line()).unwrap_or(0) + lines.hidden;
-                chunk.bad.push((line, e.to_string()));
+                chunk.bad.push((line, unreadable(&e, header)));
             }
         }
         if chunk.rows.len() + chunk.bad.len() >= CHUNK {
@@ -413,6 +426,20 @@ fn read_chunks(
         let _ = work[(seq % PARSERS as u64) as usize].send(chunk);
     }
     Ok(())
+}
+
+/// Why the CSV reader could not read a row, naming the column.
+fn unreadable(e: &csv::Error, header: &Header) -> String {
+    match e.kind() {
+        csv::ErrorKind::Utf8 { err, .. } => {
+            let column = header.names.get(err.field()).map_or("", String::as_str);
+            format!(
+                "{column}: the value is not UTF-8 (save the file as UTF-8; at byte {} of the value)",
+                err.valid_up_to() + 1
+            )
+        }
+        _ => e.to_string(),
+    }
 }
 
 /// Parses chunks until the reader is done.
@@ -495,12 +522,13 @@ impl Notes {
         }
     }
 
-    fn finish(mut self) -> Vec<String> {
+    /// The notes in file order, each naming the file and line: `people.csv: line 3: …`.
+    fn finish(mut self, path: &Path) -> Vec<String> {
         self.0.sort_by_key(|(line, _)| *line);
         self.0.truncate(MAX_MESSAGES);
         self.0
             .into_iter()
-            .map(|(line, m)| format!("line {line}: {m}"))
+            .map(|(line, m)| format!("{}: line {line}: {m}", path.display()))
             .collect()
     }
 }

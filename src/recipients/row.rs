@@ -115,7 +115,16 @@ impl fmt::Display for RowError {
         if self.column.is_empty() {
             write!(f, "{}", self.message)
         } else {
-            write!(f, "{}: `{}`: {}", self.column, self.value, self.message)
+            // A quoted field may hold line breaks: escaped, the message stays one line.
+            let value: String = self
+                .value
+                .chars()
+                .map(|c| match c {
+                    c if c.is_control() => c.escape_default().to_string(),
+                    c => c.to_string(),
+                })
+                .collect();
+            write!(f, "{}: `{value}`: {}", self.column, self.message)
         }
     }
 }
@@ -157,6 +166,8 @@ pub fn parse(
         attrs: Default::default(),
     };
     let mut id = None;
+    // An id that is there but wrong is reported as such, not as a missing one too.
+    let mut id_given = false;
     let mut invalid_phone = false;
     for (i, value) in record.iter().enumerate() {
         let Some(column) = header.columns.get(i) else {
@@ -172,10 +183,16 @@ pub fn parse(
             message,
         };
         match column {
-            Column::Id => match value.parse::<u64>() {
-                Ok(v) => id = Some(v),
-                Err(_) => errors.push(bad("expected a whole number".into())),
-            },
+            Column::Id => {
+                id_given = true;
+                match value.parse::<u64>() {
+                    Ok(v) => id = Some(v),
+                    Err(e) if *e.kind() == std::num::IntErrorKind::PosOverflow => {
+                        errors.push(bad(format!("too large (at most {})", u64::MAX)))
+                    }
+                    Err(_) => errors.push(bad("expected a whole number".into())),
+                }
+            }
             Column::Login => r.login = Some(value.to_string()),
             Column::Status => match Status::parse_label(value) {
                 Some(s) => r.status = s,
@@ -211,7 +228,7 @@ pub fn parse(
             }
         }
     }
-    if id.is_none() && r.login.is_none() {
+    if !id_given && r.login.is_none() {
         errors.push(RowError {
             column: String::new(),
             value: String::new(),

@@ -9,8 +9,10 @@
 //! (`customer.nmae`) is caught before any run, with its line and column.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::sync::Arc;
 
+use chrono::format::{DelayedFormat, Item, StrftimeItems};
 use chrono::{DateTime, NaiveDate, NaiveDateTime};
 use minijinja::value::{Rest, Serde};
 use minijinja::{Environment, ErrorKind, UndefinedBehavior, Value};
@@ -125,21 +127,30 @@ fn money(value: Value, currency: Option<String>) -> Result<String, minijinja::Er
 /// `{{ now | date("%d %B %Y") }}`; accepts RFC 3339 times and `YYYY-MM-DD` dates.
 fn date(value: String, format: Option<String>) -> Result<String, minijinja::Error> {
     let format = format.unwrap_or_else(|| "%Y-%m-%d".into());
-    let bad = || {
-        minijinja::Error::new(
-            ErrorKind::InvalidOperation,
-            format!("date: `{value}` is not a date"),
-        )
+    let bad = |message: String| minijinja::Error::new(ErrorKind::InvalidOperation, message);
+    // chrono reports a bad specifier (`%Q`) only while printing, as a formatting error.
+    let items: Vec<Item> = StrftimeItems::new(&format).collect();
+    if items.contains(&Item::Error) {
+        return Err(bad(format!(
+            "date: `{format}` is not a date format (e.g. `%d %B %Y`)"
+        )));
+    }
+    let print = |shown: DelayedFormat<_>| {
+        let mut out = String::new();
+        write!(out, "{shown}")
+            .map_err(|_| bad(format!("date: cannot print `{value}` as `{format}`")))?;
+        Ok(out)
     };
     if let Ok(t) = DateTime::parse_from_rfc3339(&value) {
-        return Ok(t.format(&format).to_string());
+        return print(t.format_with_items(items.iter()));
     }
     if let Ok(t) = NaiveDateTime::parse_from_str(&value, "%Y-%m-%dT%H:%M:%S") {
-        return Ok(t.format(&format).to_string());
+        return print(t.format_with_items(items.iter()));
     }
-    NaiveDate::parse_from_str(&value, "%Y-%m-%d")
-        .map(|d| d.format(&format).to_string())
-        .map_err(|_| bad())
+    match NaiveDate::parse_from_str(&value, "%Y-%m-%d") {
+        Ok(d) => print(d.format_with_items(items.iter())),
+        Err(_) => Err(bad(format!("date: `{value}` is not a date"))),
+    }
 }
 
 /// Byte offset → 1-based line and column (in characters).
@@ -209,11 +220,47 @@ pub fn check_with(source: &str, helpers: &[String]) -> Result<(), Vec<TemplateEr
             errors.push(TemplateError { line, col, message });
         }
     }
+    if errors.is_empty()
+        && let Some(e) = unknown_names(source, helpers)
+    {
+        errors.push(e);
+    }
     errors.sort_by_key(|e| (e.line, e.col));
     if errors.is_empty() {
         Ok(())
     } else {
         Err(errors)
+    }
+}
+
+/// Filters, tests and functions are looked up while rendering, so a misspelt one
+/// (`| uper`) parses: a trial render in which every value may be missing finds the first
+/// one it reaches.
+fn unknown_names(source: &str, helpers: &[String]) -> Option<TemplateError> {
+    let mut env = environment(None);
+    env.set_undefined_behavior(UndefinedBehavior::Chainable);
+    for helper in helpers {
+        env.add_function(helper.clone(), |_: Rest<Value>| Value::UNDEFINED);
+    }
+    let template = env.template_from_str(source).ok()?;
+    match template.render(minijinja::context! {}) {
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::UnknownFilter | ErrorKind::UnknownTest | ErrorKind::UnknownFunction
+            ) =>
+        {
+            let mut error = from_minijinja(source, &e);
+            // minijinja: "unknown filter: filter uper is unknown".
+            let detail = e.detail().unwrap_or_default();
+            if let Some(name) = detail.split(' ').nth(1)
+                && detail.ends_with(" is unknown")
+            {
+                error.message = format!("unknown {} `{name}`", detail.split(' ').next()?);
+            }
+            Some(error)
+        }
+        _ => None,
     }
 }
 

@@ -262,7 +262,15 @@ impl ModuleResolver for ScriptsOnly {
         let refuse = |why: &str| -> Box<EvalAltResult> {
             EvalAltResult::ErrorModuleNotFound(format!("{path} ({why})"), pos).into()
         };
-        let mut file = self.root.join(path.trim_start_matches("scripts/"));
+        let relative = Path::new(path.trim_start_matches("scripts/"));
+        if relative.is_absolute()
+            || relative
+                .components()
+                .any(|c| matches!(c, Component::ParentDir))
+        {
+            return Err(refuse("imports are limited to files under scripts/"));
+        }
+        let mut file = self.root.join(relative);
         if file.extension().is_none() {
             file.set_extension("rhai");
         }

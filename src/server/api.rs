@@ -124,9 +124,15 @@ struct ErrorBody {
     error: String,
 }
 
+/// The query's fields, or a 400 naming the field: `format: unknown value `xml`, …`.
 fn query_of<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
-    q.map(|Query(t)| t)
-        .map_err(|e| ApiError::bad_request(e.body_text()))
+    q.map(|Query(t)| t).map_err(|e| {
+        let text = e.body_text();
+        let text = text
+            .strip_prefix("Failed to deserialize query string: ")
+            .unwrap_or(&text);
+        ApiError::bad_request(text.replace("unknown variant", "unknown value"))
+    })
 }
 
 fn path_of<T>(p: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {

@@ -287,12 +287,10 @@ async fn twilio(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Ok(text) = std::str::from_utf8(&body) else {
-        return malformed(&state, "twilio", "the body is not UTF-8".into());
+    let params = match twilio_params(&body) {
+        Ok(params) => params,
+        Err(reason) => return malformed(&state, "twilio", reason),
     };
-    let params: Vec<(String, String)> = form_urlencoded::parse(text.as_bytes())
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
     let Some(presented) = headers
         .get("x-twilio-signature")
         .and_then(|v| v.to_str().ok())
@@ -649,6 +647,22 @@ fn text_of(v: &Value) -> Option<String> {
     }
 }
 
+/// A value from a request, for an error message: in backticks, control characters
+/// escaped, cut after 40 characters, so a hostile body cannot flood or forge log lines.
+fn quoted(value: &str) -> String {
+    const MAX: usize = 40;
+    let mut shown: String = value
+        .chars()
+        .take(MAX)
+        .collect::<String>()
+        .escape_debug()
+        .to_string();
+    if value.chars().count() > MAX {
+        shown.push('…');
+    }
+    format!("`{shown}`")
+}
+
 fn field(obj: &Value, name: &str) -> Option<String> {
     obj.get(name).and_then(text_of).filter(|s| !s.is_empty())
 }
@@ -662,7 +676,8 @@ fn json(body: &[u8]) -> Result<Value, String> {
 pub(crate) fn parse_time(s: &str) -> Option<Millis> {
     let s = s.trim();
     if let Ok(n) = s.parse::<i64>() {
-        return Some(if n.abs() >= 100_000_000_000 {
+        // (`unsigned_abs`: the absolute value of i64::MIN does not fit an i64.)
+        return Some(if n.unsigned_abs() >= 100_000_000_000 {
             n
         } else {
             n * 1000
@@ -767,7 +782,7 @@ fn clickatell_item(item: &Value, at: &str) -> Result<Report, String> {
         Some(c) => Some(
             c.trim()
                 .parse::<i64>()
-                .map_err(|_| format!("{at}: `statusCode` `{c}` is not a number"))?,
+                .map_err(|_| format!("{at}: `statusCode` {} is not a number", quoted(c)))?,
         ),
         None => None,
     };
@@ -879,6 +894,16 @@ pub(crate) fn parse_vonage(body: &[u8], query: Option<&str>) -> Result<Parsed, S
     report.to = field(&root, "msisdn");
     parsed.reports.push(report);
     Ok(parsed)
+}
+
+/// A Twilio callback's form parameters, in the order sent (the signature covers them).
+pub(crate) fn twilio_params(body: &[u8]) -> Result<Vec<(String, String)>, String> {
+    if std::str::from_utf8(body).is_err() {
+        return Err("the body is not UTF-8".into());
+    }
+    Ok(form_urlencoded::parse(body)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect())
 }
 
 /// Twilio: a StatusCallback (`MessageSid`, `MessageStatus`, `ErrorCode`) or an inbound
