@@ -878,6 +878,25 @@ fn disk_fault(fault: DiskFault, backend: &str) {
     }
     let id = newest_run(&p);
     let resumed = p.crier(&["send", "jobs/remind.yaml", "--resume", &id]);
+    if resumed.code != 0 && backend == "sled" && fault == DiskFault::ReadOnly {
+        // The same known sled weakness, the other way it shows: the store opens, but its
+        // recovery went back to before the run's messages were written, so the run reads
+        // `new` and cannot be resumed. crier must refuse plainly, not resend blindly.
+        assert!(
+            resumed
+                .stderr
+                .contains("only a processing run can be resumed"),
+            "{context}: {}",
+            resumed.stderr
+        );
+        println!(
+            "chaos disk {context}: {n} recipients, {at_fault} accepted at the fault (exit {}: {error}); \
+             after the filesystem was repaired sled's store opened at an earlier state: {}",
+            failed.code,
+            resumed.stderr.lines().last().unwrap_or_default()
+        );
+        return;
+    }
     assert_eq!(
         resumed.code, 0,
         "{context}: resume\n{}\n{}",
