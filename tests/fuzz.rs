@@ -1347,3 +1347,17 @@ fn regression_a_second_yaml_document_is_placed() {
     );
     assert!(fuzz::config(&project().join("crier.yaml"), "{}{\n").is_none());
 }
+
+#[test]
+fn regression_an_unknown_name_split_over_lines_is_placed() {
+    // Found by the `template` fuzz target: `{{ siding.\nkind }}` is the variable
+    // `siding.kind`, which is not in the text as such, so the error had no line.
+    let source = "z{{siding.\nkindT76}}}8}}\n{\n";
+    assert!(fuzz::template(source, &nobody(), &BTreeMap::new()).is_err());
+    let errors = crier::render::template::check(source).unwrap_err();
+    assert_eq!((errors[0].line, errors[0].col), (1, 4), "{errors:?}");
+    assert!(
+        errors[0].message.starts_with("unknown variable `siding`"),
+        "{errors:?}"
+    );
+}

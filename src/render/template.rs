@@ -216,7 +216,12 @@ pub fn check_with(source: &str, helpers: &[String]) -> Result<(), Vec<TemplateEr
             }
         };
         if let Some(message) = problem {
-            let (line, col) = source.find(&name).map_or((0, 0), |at| position(source, at));
+            // `customer.\n name` is the name `customer.name` too: failing the whole
+            // name, place it at its first part, or at the start.
+            let (line, col) = source
+                .find(&name)
+                .or_else(|| source.find(top))
+                .map_or((1, 1), |at| position(source, at));
             errors.push(TemplateError { line, col, message });
         }
     }
