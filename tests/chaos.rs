@@ -45,7 +45,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Project, Run};
+use common::{Project, Run, customers, runtime};
 use mocks::{Fault, Logged, Mock};
 
 const TOKEN_ID: &str = "CHAOS-TOKEN-01-B";
@@ -72,28 +72,6 @@ fn env_or(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// `n` customers with distinct valid mobile numbers: customer `i` has `+2782xxxyyyy`
-/// derived from `i` (see [`number_of`]).
-fn customers(n: usize) -> String {
-    let mut csv = String::from("id,name,status,phone\n");
-    for i in 1..=n {
-        csv.push_str(&format!(
-            "{i},Customer {i},active,082 {:03} {:04}\n",
-            100 + i / 10_000,
-            i % 10_000
-        ));
-    }
-    csv
 }
 
 /// The E.164 digits (no `+`) of customer `i`.

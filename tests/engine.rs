@@ -8,7 +8,7 @@ mod mocks;
 
 use std::time::{Duration, Instant};
 
-use common::{Project, Run};
+use common::{Project, Run, customers, runtime};
 use mocks::{Fault, Mock};
 
 const TOKEN_ID: &str = "BBDE1B476E03498AA768F66A286AABDC-01-B";
@@ -21,26 +21,6 @@ struct Bench {
     project: Project,
     mock: Mock,
     _runtime: tokio::runtime::Runtime,
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn customers(n: usize) -> String {
-    let mut csv = String::from("id,name,status,phone\n");
-    for i in 1..=n {
-        csv.push_str(&format!(
-            "{i},Customer {i},active,082 {:03} {:04}\n",
-            100 + i / 10_000,
-            i % 10_000
-        ));
-    }
-    csv
 }
 
 /// `provider` is the YAML of the provider (without `base_url`), `job` extra job lines.

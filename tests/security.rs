@@ -18,7 +18,7 @@ mod mocks;
 use std::path::Path;
 
 use common::server::Server;
-use common::{Project, Run};
+use common::{Project, Run, runtime};
 use crier::server::webhooks::twilio_signature;
 
 /// Every credential the project is configured with, by the variable that carries it.
@@ -63,14 +63,6 @@ fn assert_clean(what: &str, text: &str) {
 fn assert_run_clean(what: &str, run: &Run) {
     assert_clean(&format!("{what} stdout"), &run.stdout);
     assert_clean(&format!("{what} stderr"), &run.stderr);
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 fn files_under(dir: &Path, out: &mut Vec<std::path::PathBuf>) {

@@ -71,3 +71,26 @@ impl Project {
         self.crier_env(args, &[])
     }
 }
+
+/// A runtime for the in-process provider mocks.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A customers CSV of `n` with distinct valid mobile numbers: customer `i` has
+/// `+2782xxxyyyy`, `xxx` = 100 + i / 10,000 and `yyyy` = i % 10,000.
+pub fn customers(n: usize) -> String {
+    let mut csv = String::from("id,name,status,phone\n");
+    for i in 1..=n {
+        csv.push_str(&format!(
+            "{i},Customer {i},active,082 {:03} {:04}\n",
+            100 + i / 10_000,
+            i % 10_000
+        ));
+    }
+    csv
+}
