@@ -5,37 +5,125 @@ mod common;
 
 use common::{Project, root};
 
-/// Jobs whose `route` scripts name the production providers of
-/// `jobs/config/crier.example.yaml` (validated with it below).
-const NEEDS_EXAMPLE_CONFIG: [&str; 2] = ["outage-sms-routed.yaml", "partner-maintenance.yaml"];
+/// The credentials the root `crier.yaml` names, none of which a fresh clone has.
+const ROOT_SECRETS: [&str; 5] = [
+    "BULKSMS_TOKEN_ID",
+    "BULKSMS_TOKEN_SECRET",
+    "CLICKATELL_API_KEY",
+    "TWILIO_ACCOUNT_SID",
+    "TWILIO_AUTH_TOKEN",
+];
 
+/// `crier validate` at the root of a fresh clone, as a user types it, passes: every
+/// shipped job and script against the root `crier.yaml`, whose secrets are not set.
 #[test]
-fn every_shipped_job_validates() {
-    let p = Project::new();
-    let jobs = root().join("jobs");
-    let mut files: Vec<String> = std::fs::read_dir(&jobs)
+fn validate_at_the_repository_root_passes_without_credentials() {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_crier"));
+    cmd.arg("validate")
+        .current_dir(root())
+        .env_remove("RUST_LOG")
+        .env("NO_COLOR", "1");
+    for var in ROOT_SECRETS {
+        cmd.env_remove(var);
+    }
+    let run: common::Run = cmd.output().unwrap().into();
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.starts_with("ok  crier.yaml\n"), "{}", run.stdout);
+    let jobs = std::fs::read_dir(root().join("jobs"))
         .unwrap()
         .filter_map(Result::ok)
         .filter(|e| e.path().extension().is_some_and(|x| x == "yaml"))
-        .filter(|e| !NEEDS_EXAMPLE_CONFIG.contains(&e.file_name().to_str().unwrap()))
-        .map(|e| e.path().to_str().unwrap().to_string())
-        .collect();
-    files.sort();
-    assert!(files.len() >= 4, "at least four example jobs");
-    let mut args = vec!["validate"];
-    args.extend(files.iter().map(String::as_str));
-    let run = p.crier(&args);
-    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+        .count();
+    assert!(jobs >= 7, "the shipped jobs");
     assert_eq!(
         run.stdout.lines().filter(|l| l.starts_with("ok  ")).count(),
-        files.len()
+        jobs + 1,
+        "{}",
+        run.stdout
     );
-    assert!(run.stdout.contains("payment-reminder"));
     assert!(
         run.stdout.contains("next 20"),
         "scheduled jobs show a next fire time:\n{}",
         run.stdout
     );
+    // Said once, with every variable, and never a value.
+    let notes: Vec<&str> = run.stdout.lines().filter(|l| l.starts_with("note:")).collect();
+    assert_eq!(notes.len(), 1, "{}", run.stdout);
+    for var in ROOT_SECRETS {
+        assert!(notes[0].contains(var), "{}", notes[0]);
+    }
+    assert!(run.stderr.is_empty(), "{}", run.stderr);
+}
+
+/// A jobs repository's CI validates without production secrets; the commands that use
+/// them refuse, naming the variable, and send nothing.
+#[test]
+fn unset_secrets_pass_validate_and_stop_the_commands_that_use_them() {
+    let p = Project::new();
+    p.write(
+        "crier.yaml",
+        "providers:\n  bulk:\n    type: bulksms\n    token_id: ${BULK_ID}\n    token_secret: ${BULK_SECRET}\n  clicka:\n    type: clickatell\n    api_key: ${CLICKATELL_KEY}\nchannels:\n  sms: bulk\n",
+    );
+    p.write("jobs/notice.yaml", GOOD);
+    p.write("jobs/other.yaml", format!("provider: outbox\n{GOOD}"));
+    p.write("customers.csv", "id,name,phone,status\n1,Ann,+27821234567,active\n");
+    let run = p.crier(&["validate"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("note: these secrets are not set here (fine for validate; send, run, serve and providers check need them): BULK_ID, BULK_SECRET, CLICKATELL_KEY"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(p.crier(&["import", "customers.csv"]).code, 0);
+
+    let send = p.crier(&["send", "jobs/notice.yaml", "--yes"]);
+    assert_eq!(send.code, 1, "{}\n{}", send.stdout, send.stderr);
+    assert!(send.stderr.contains(
+        "crier.yaml:4:15: providers.bulk.token_id: environment variable `BULK_ID` is not set"
+    ), "{}", send.stderr);
+    assert!(send.stderr.contains("providers.bulk.token_secret: environment variable `BULK_SECRET` is not set"));
+    // Only what this job uses is asked for, and no run was made.
+    assert!(!send.stderr.contains("CLICKATELL_KEY"), "{}", send.stderr);
+    assert!(!send.stdout.contains("run "), "{}", send.stdout);
+    let history = p.crier(&["history", "--format", "json"]);
+    let runs: serde_json::Value = serde_json::from_str(&history.stdout).unwrap();
+    assert_eq!(runs, serde_json::json!([]), "{}", history.stdout);
+    // A job on a provider without credentials sends as usual.
+    let other = p.crier(&["send", "jobs/other.yaml", "--yes"]);
+    assert_eq!(other.code, 0, "{}\n{}", other.stdout, other.stderr);
+
+    let check = p.crier(&["providers", "check", "clicka"]);
+    assert_eq!(check.code, 1);
+    assert!(check.stderr.contains("providers.clicka.api_key: environment variable `CLICKATELL_KEY` is not set"), "{}", check.stderr);
+    for args in [&["serve", "--listen", "127.0.0.1:0"][..], &["run"][..]] {
+        let run = p.crier(args);
+        assert_eq!(run.code, 1, "{args:?}: {}\n{}", run.stdout, run.stderr);
+        assert!(run.stderr.contains("`BULK_SECRET` is not set"), "{args:?}: {}", run.stderr);
+    }
+    // With the variables set, the same config is complete.
+    let set = p.crier_env(
+        &["send", "jobs/notice.yaml", "--dry-run"],
+        &[("BULK_ID", "id"), ("BULK_SECRET", "s"), ("CLICKATELL_KEY", "k")],
+    );
+    assert_eq!(set.code, 0, "{}\n{}", set.stdout, set.stderr);
+}
+
+/// A non-secret field cannot be checked without its value: still an error at validate.
+#[test]
+fn an_unset_variable_in_a_plain_field_fails_validate() {
+    let p = Project::new();
+    p.write(
+        "crier.yaml",
+        "providers:\n  bulk:\n    type: bulksms\n    token_id: ${BULK_ID}\n    token_secret: ${BULK_SECRET}\n    base_url: ${BULK_URL}\n",
+    );
+    let run = p.crier(&["validate"]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    let first = run.stderr.lines().next().unwrap_or_default();
+    assert_eq!(
+        first,
+        "crier.yaml:6:15: providers.bulk.base_url: environment variable `BULK_URL` is not set (set it, or write `${BULK_URL:-default}`)"
+    );
+    assert!(!run.stderr.contains("BULK_SECRET"), "{}", run.stderr);
 }
 
 #[test]
@@ -238,6 +326,49 @@ fn every_error_in_every_file_is_reported_at_once() {
     );
     assert!(errors[4].starts_with("jobs/d.yaml:1:1: recipients: missing required field"));
     assert!(run.stderr.contains("5 errors in 3 files"));
+}
+
+/// Structural errors do not hide each other, nor the semantic ones.
+#[test]
+fn five_independent_defects_are_five_lines() {
+    let p = Project::new();
+    p.write(
+        "jobs/five.yaml",
+        "send_to: sms\nmessage: hi\nrecipients:\n  where:\n    status: [active, actve]\nschedule:\n  cron: \"0 9 * *\"\n  overlap: sometimes\nattach: [invoices]\nrate: 5\nshedule: x\n",
+    );
+    let run = p.crier(&["validate"]);
+    assert_eq!(run.code, 1);
+    let errors: Vec<&str> = run.stderr.lines().filter(|l| l.starts_with("jobs/")).collect();
+    assert_eq!(
+        errors,
+        [
+            "jobs/five.yaml:5:22: recipients.where.status[1]: unknown value `actve` (did you mean `active`? expected one of `new`, `active`, `inactive`, `blocked`)",
+            "jobs/five.yaml:7:9: schedule.cron: expected 5 or 6 fields, got `0 9 * *` (e.g. `0 9 1 * *`)",
+            "jobs/five.yaml:8:12: schedule.overlap: unknown value `sometimes` (expected one of `skip`, `queue`)",
+            "jobs/five.yaml:9:9: attach: financial documents cannot be attached to SMS (only to email)",
+            "jobs/five.yaml:10:7: rate: expected a string, got integer 5",
+            "jobs/five.yaml:11:1: shedule: unknown field `shedule` (did you mean `schedule`?)",
+        ],
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("6 errors in 1 file"), "{}", run.stderr);
+}
+
+/// A wrong type is reported at its field, in crier's words.
+#[test]
+fn a_wrong_type_is_placed_at_its_field() {
+    let p = Project::new();
+    p.write(
+        "file.yaml",
+        "name: typed\nsend_to: sms\nmessage: hi\nrecipients: {}\nschedule:\n  timezone: UTC\n  cron: 5\n",
+    );
+    let run = p.crier(&["validate", "file.yaml"]);
+    assert_eq!(run.code, 1);
+    assert_eq!(
+        run.stderr.lines().next().unwrap_or_default(),
+        "file.yaml:7:9: schedule.cron: expected a string, got integer 5"
+    );
 }
 
 #[test]

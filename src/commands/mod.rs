@@ -62,7 +62,13 @@ pub fn run(cli: &Cli) -> anyhow::Result<Outcome> {
         Command::Logs(args) => history::logs(&load_config(cli)?, args),
         Command::Recipients(args) => recipients::run(&load_config(cli)?, args),
         Command::Run(args) => {
-            crate::daemon::run(load_config(cli)?, &args.jobs, args.strict)?;
+            let config = load_config(cli)?;
+            // Any job may fire, and any provider's delivery reports may arrive.
+            if let Err(missing) = config.require_secrets(|_| true) {
+                crate::errln!("{missing}");
+                return Ok(Outcome::Failed);
+            }
+            crate::daemon::run(config, &args.jobs, args.strict)?;
             Ok(Outcome::Ok)
         }
         Command::Jobs(args) => jobs::run(&load_config(cli)?, args),

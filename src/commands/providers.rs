@@ -23,6 +23,10 @@ pub(super) fn run(config: &Config, command: &ProvidersCommand) -> anyhow::Result
         ),
         None => config.providers.keys().collect(),
     };
+    if let Err(missing) = config.require_provider_secrets(names.iter().map(|n| n.as_str())) {
+        crate::errln!("{missing}");
+        return Ok(Outcome::Failed);
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

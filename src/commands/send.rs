@@ -19,6 +19,15 @@ pub(super) fn run(config: &Config, args: &SendArgs) -> anyhow::Result<Outcome> {
     let Some(job) = load_job(&args.job, config) else {
         return Ok(Outcome::Failed);
     };
+    // Before the preview: a send that cannot start should not ask first.
+    if let Err(missing) = config.require_provider_secrets(
+        crate::engine::send::providers_of(&job, config)
+            .iter()
+            .map(String::as_str),
+    ) {
+        crate::errln!("{missing}");
+        return Ok(Outcome::Failed);
+    }
     let store = open_store(config)?;
     let mut options = SendOptions {
         // Carried out by the daemon: stop when the caller goes away or the daemon stops.

@@ -11,6 +11,11 @@ use crate::config::Config;
 use crate::server::{self, AppState};
 
 pub(super) fn run(config: &Config, args: &ServeArgs) -> anyhow::Result<Outcome> {
+    // The server checks delivery reports and runs jobs with every provider's credentials.
+    if let Err(missing) = config.require_secrets(|_| true) {
+        crate::errln!("{missing}");
+        return Ok(Outcome::Failed);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

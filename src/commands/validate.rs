@@ -41,6 +41,7 @@ pub(super) fn run(cli: &Cli, args: &ValidateArgs) -> anyhow::Result<Outcome> {
     if let Some(path) = &config.source {
         crate::outln!("ok  {}", path.display());
     }
+    note_unset_secrets(&config);
     for job in &jobs {
         let when = match (&job.schedule, job.enabled) {
             (_, false) => "disabled".to_string(),
@@ -57,6 +58,31 @@ pub(super) fn run(cli: &Cli, args: &ValidateArgs) -> anyhow::Result<Outcome> {
         crate::outln!("ok  {}  {}  {}", job.name, job.file.display(), when);
     }
     Ok(Outcome::Ok)
+}
+
+/// Validation checks the shape of the config, not the credentials of this machine: one
+/// note names the secrets whose variables are not set.
+fn note_unset_secrets(config: &Config) {
+    if config.unset_secrets.is_empty() {
+        return;
+    }
+    let mut vars: Vec<&str> = config
+        .unset_secrets
+        .iter()
+        .map(|s| s.var.as_str())
+        .collect();
+    vars.sort_unstable();
+    vars.dedup();
+    crate::outln!(
+        "note: {} not set here (fine for validate; send, run, serve and providers check need {}): {}",
+        if vars.len() == 1 {
+            "1 secret is"
+        } else {
+            "these secrets are"
+        },
+        if vars.len() == 1 { "it" } else { "them" },
+        vars.join(", ")
+    );
 }
 
 fn report(diags: &Diagnostics) {

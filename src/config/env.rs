@@ -3,27 +3,65 @@
 //! Runs on the parsed value (never on the text, so a variable cannot inject YAML), with
 //! the path of each string so a missing variable is reported at its line and column.
 //! `${NAME:-fallback}` gives a default; `$${` writes a literal `${`.
+//!
+//! A variable that is not set is not an error here: the string becomes a marker that a
+//! [`Secret`](super::Secret) field accepts as "unset" (see `secret.rs`), and the caller
+//! reports every [`Unset`] that did not land in a secret.
 
 use serde_yaml::Value;
 
 use crate::diag::FileReport;
 
-/// Replaces every `${NAME}` in the strings of `value`; each variable `lookup` cannot find
-/// becomes an error in `report`.
+/// A string whose variable is not set in the environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unset {
+    /// Dotted path of the field.
+    pub path: String,
+    pub var: String,
+}
+
+impl Unset {
+    /// What is wrong, for a field that needs the value now.
+    pub fn message(&self) -> String {
+        let var = &self.var;
+        format!("environment variable `{var}` is not set (set it, or write `${{{var}:-default}}`)")
+    }
+}
+
+/// Why a string could not be expanded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExpandError {
+    /// `${NAME}` without a default, and `NAME` is not set.
+    Unset(String),
+    /// The `${…}` itself is malformed.
+    Syntax(String),
+}
+
+/// Replaces every `${NAME}` in the strings of `value`. A malformed reference is an error
+/// in `report`; a string naming a variable `lookup` cannot find becomes a marker, noted
+/// in `unset` (its index there is the marker's).
 pub fn interpolate(
     value: &mut Value,
     path: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
     report: &mut FileReport,
+    unset: &mut Vec<Unset>,
 ) {
     match value {
         Value::String(s) if s.contains('$') => match expand(s, lookup) {
             Ok(expanded) => *s = expanded,
-            Err(message) => report.error(path, message),
+            Err(ExpandError::Syntax(message)) => report.error(path, message),
+            Err(ExpandError::Unset(var)) => {
+                *s = super::secret::unset_marker(unset.len(), &var);
+                unset.push(Unset {
+                    path: path.to_string(),
+                    var,
+                });
+            }
         },
         Value::Sequence(items) => {
             for (i, item) in items.iter_mut().enumerate() {
-                interpolate(item, &format!("{path}[{i}]"), lookup, report);
+                interpolate(item, &format!("{path}[{i}]"), lookup, report, unset);
             }
         }
         Value::Mapping(map) => {
@@ -40,16 +78,16 @@ pub fn interpolate(
                 } else {
                     format!("{path}.{key}")
                 };
-                interpolate(v, &child, lookup, report);
+                interpolate(v, &child, lookup, report, unset);
             }
         }
-        Value::Tagged(t) => interpolate(&mut t.value, path, lookup, report),
+        Value::Tagged(t) => interpolate(&mut t.value, path, lookup, report, unset),
         _ => {}
     }
 }
 
 /// Expands one string.
-pub fn expand(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+pub fn expand(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, ExpandError> {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(i) = rest.find('$') {
@@ -61,25 +99,25 @@ pub fn expand(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String
         } else if let Some(after) = tail.strip_prefix("${") {
             let end = after
                 .find('}')
-                .ok_or_else(|| format!("unclosed `${{` in `{s}` (write `$${{` for a literal)"))?;
+                .ok_or_else(|| {
+                    ExpandError::Syntax(format!(
+                        "unclosed `${{` in `{s}` (write `$${{` for a literal)"
+                    ))
+                })?;
             let inner = &after[..end];
             let (name, fallback) = match inner.split_once(":-") {
                 Some((n, d)) => (n, Some(d)),
                 None => (inner, None),
             };
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(format!(
+                return Err(ExpandError::Syntax(format!(
                     "`${{{inner}}}` is not a variable reference (expected `${{NAME}}` with letters, digits and _)"
-                ));
+                )));
             }
             match (lookup(name), fallback) {
                 (Some(v), _) => out.push_str(&v),
                 (None, Some(d)) => out.push_str(d),
-                (None, None) => {
-                    return Err(format!(
-                        "environment variable `{name}` is not set (set it, or write `${{{name}:-default}}`)"
-                    ));
-                }
+                (None, None) => return Err(ExpandError::Unset(name.to_string())),
             }
             rest = &after[end + 1..];
         } else {
@@ -112,12 +150,11 @@ mod tests {
             expand("cost $5 $${TOKEN}", &vars).unwrap(),
             "cost $5 ${TOKEN}"
         );
-        assert!(
-            expand("${MISSING}", &vars)
-                .unwrap_err()
-                .contains("`MISSING` is not set")
+        assert_eq!(
+            expand("${MISSING}", &vars),
+            Err(ExpandError::Unset("MISSING".into()))
         );
-        assert!(expand("${TOKEN", &vars).unwrap_err().contains("unclosed"));
+        assert!(matches!(expand("${TOKEN", &vars), Err(ExpandError::Syntax(m)) if m.contains("unclosed")));
         assert!(expand("${a b}", &vars).is_err());
     }
 }

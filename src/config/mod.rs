@@ -8,6 +8,7 @@
 
 pub mod env;
 pub mod secret;
+pub mod shape;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -20,7 +21,7 @@ use thiserror::Error;
 
 pub use secret::Secret;
 
-use crate::diag::{self, Diagnostics, FileReport, SourceMap};
+use crate::diag::{self, Diagnostic, Diagnostics, FileReport, SourceMap};
 use crate::job::Channel;
 use crate::provider::{ProviderConfig, file::FileConfig, portal::PortalConfig};
 use crate::recipients::phone;
@@ -126,6 +127,9 @@ pub struct Config {
     pub providers: BTreeMap<String, ProviderConfig>,
     pub channels: Channels,
     pub server: ServerSettings,
+    /// Secrets whose `${VAR}` is not set here (see [`Config::require_secrets`]).
+    #[serde(skip)]
+    pub unset_secrets: Vec<UnsetSecret>,
 }
 
 /// The HTTP server's validated settings.
@@ -217,15 +221,46 @@ impl Config {
         text: &str,
         lookup: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, Diagnostics> {
-        let (raw, map) = parse_document::<RawConfig>(path, text, lookup)?;
-        let mut report = FileReport::new(path, &map);
-        let config = validate(raw, Some(path), &mut report);
-        report.diags.sort_by_position();
-        if report.diags.is_empty() {
-            Ok(config)
-        } else {
-            Err(report.diags)
+        let mut doc = parse_document::<RawConfig>(path, text, lookup)?;
+        let Some(raw) = doc.raw.take() else {
+            return Err(doc.problems(Diagnostics::default()));
+        };
+        let mut report = FileReport::new(path, &doc.map);
+        let mut config = validate(raw, Some(path), &mut report);
+        let problems = doc.problems(report.diags);
+        if !problems.is_empty() {
+            return Err(problems);
         }
+        config.unset_secrets = doc.unset_secrets;
+        Ok(config)
+    }
+
+    /// Refuses, naming each variable, when a secret that `wanted` selects (by its field,
+    /// e.g. `providers.bulksms.token_secret`) is not set.
+    pub fn require_secrets(&self, wanted: impl Fn(&str) -> bool) -> Result<(), Diagnostics> {
+        let missing: Vec<Diagnostic> = self
+            .unset_secrets
+            .iter()
+            .filter(|s| wanted(&s.diagnostic.field))
+            .map(|s| s.diagnostic.clone())
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(Diagnostics(missing))
+        }
+    }
+
+    /// [`Config::require_secrets`] for the providers named.
+    pub fn require_provider_secrets<'n>(
+        &self,
+        names: impl IntoIterator<Item = &'n str>,
+    ) -> Result<(), Diagnostics> {
+        let prefixes: Vec<String> = names
+            .into_iter()
+            .map(|n| format!("providers.{n}."))
+            .collect();
+        self.require_secrets(|field| prefixes.iter().any(|p| field.starts_with(p)))
     }
 
     /// Where the store lives and how much cache it may use.
@@ -238,28 +273,138 @@ impl Config {
     }
 }
 
-/// Reads one YAML document into `T`: serde's structural check on the text (so its error
-/// has a position), then `${VAR}` interpolation, then the typed value.
-pub fn parse_document<T: DeserializeOwned>(
+/// A secret whose `${VAR}` is not set: fine for `crier validate`, an error for every
+/// command that would use it ([`Config::require_secrets`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnsetSecret {
+    pub var: String,
+    /// Where it is written, with the error a command that needs it reports.
+    pub diagnostic: Diagnostic,
+}
+
+/// One YAML document, read as far as it could be.
+pub struct Document<T> {
+    /// The typed value; `None` when the fields that are right do not make one.
+    pub raw: Option<T>,
+    pub map: SourceMap,
+    /// Structural and interpolation problems, every one of them.
+    pub diags: Diagnostics,
+    /// Fields taken out because they were wrong (semantic checks under them are moot).
+    pub pruned: Vec<String>,
+    /// Secrets whose variables are not set.
+    pub unset_secrets: Vec<UnsetSecret>,
+}
+
+impl<T> Document<T> {
+    /// Every problem of the file: the structural ones and `semantic` (what validation of
+    /// [`Document::raw`] found), except those about fields that were taken out, in order
+    /// of position.
+    pub fn problems(&self, semantic: Diagnostics) -> Diagnostics {
+        let mut all = self.diags.clone();
+        // A problem under a field taken out, or with a field that held it (`schedule`
+        // "needs cron" once a broken `cron` is out), is a consequence, not news.
+        let within = |inner: &str, outer: &str| {
+            inner == outer
+                || outer.is_empty()
+                || inner
+                    .strip_prefix(outer)
+                    .is_some_and(|rest| rest.starts_with(['.', '[']))
+        };
+        let moot = |field: &str| {
+            self.pruned
+                .iter()
+                .any(|p| within(field, p) || within(p, field))
+        };
+        all.0
+            .extend(semantic.0.into_iter().filter(|d| !moot(&d.field)));
+        all.sort_by_position();
+        all
+    }
+}
+
+/// Reads one YAML document into `T`, finding every structural problem at once: the
+/// parsed YAML is checked against the JSON Schema of `T` (see [`shape`]), the fields at
+/// fault are taken out, `${VAR}`s are interpolated, and what remains is read as `T` so
+/// that the semantic checks can run on it too. Only a YAML syntax error stops it here.
+pub fn parse_document<T: DeserializeOwned + JsonSchema>(
     path: &Path,
     text: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
-) -> Result<(T, SourceMap), Diagnostics> {
+) -> Result<Document<T>, Diagnostics> {
     let text = if text.trim().is_empty() { "{}" } else { text };
     let map = SourceMap::new(text);
-    if let Err(e) = serde_yaml::from_str::<T>(text) {
-        return Err(Diagnostics(vec![diag::from_serde(path, &map, &e)]));
-    }
     let mut value: serde_yaml::Value = serde_yaml::from_str(text)
         .map_err(|e| Diagnostics(vec![diag::from_serde(path, &map, &e)]))?;
     let mut report = FileReport::new(path, &map);
-    env::interpolate(&mut value, "", lookup, &mut report);
-    if !report.diags.is_empty() {
-        return Err(report.diags);
+    let mut pruned = Vec::new();
+    // serde is what crier runs on: the schema only explains a document serde refuses.
+    if let Err(first) = serde_yaml::from_value::<T>(value.clone()) {
+        let problems = shape::check::<T>(&value);
+        if problems.is_empty() {
+            report.diags.0.push(diag::from_serde(path, &map, &first));
+            let diags = report.diags;
+            return Ok(Document {
+                raw: None,
+                map,
+                diags,
+                pruned,
+                unset_secrets: Vec::new(),
+            });
+        }
+        for p in &problems {
+            if p.at_key {
+                report.key_error(&p.field, &p.message);
+            } else {
+                report.error(&p.field, &p.message);
+            }
+        }
+        pruned = shape::prune(&mut value, &problems);
     }
-    let typed = serde_yaml::from_value::<T>(value)
-        .map_err(|e| Diagnostics(vec![diag::from_serde(path, &map, &e)]))?;
-    Ok((typed, map))
+    let mut unset = Vec::new();
+    env::interpolate(&mut value, "", lookup, &mut report, &mut unset);
+    let (typed, taken) = secret::collect_unset(|| serde_yaml::from_value::<T>(value));
+    let mut unset_secrets = Vec::new();
+    for (i, u) in unset.iter().enumerate() {
+        if taken.contains(&i) {
+            let pos = map.locate(&u.path);
+            unset_secrets.push(UnsetSecret {
+                var: u.var.clone(),
+                diagnostic: Diagnostic {
+                    file: path.to_path_buf(),
+                    line: pos.line,
+                    col: pos.col,
+                    field: u.path.clone(),
+                    message: format!(
+                        "environment variable `{}` is not set (this command uses the credential: export it)",
+                        u.var
+                    ),
+                },
+            });
+        } else {
+            // Not a secret: its value is needed to check the file at all.
+            report.error(&u.path, u.message());
+        }
+    }
+    let raw = match typed {
+        Ok(raw) if unset.len() == unset_secrets.len() => Some(raw),
+        Ok(_) => None,
+        Err(e) => {
+            // Taking fields out left a required one missing, or the schema is looser
+            // than serde: say serde's word only when nothing else explains it.
+            if report.diags.is_empty() {
+                report.diags.0.push(diag::from_serde(path, &map, &e));
+            }
+            None
+        }
+    };
+    let diags = report.diags;
+    Ok(Document {
+        raw,
+        map,
+        diags,
+        pruned,
+        unset_secrets,
+    })
 }
 
 fn validate(raw: RawConfig, path: Option<&Path>, report: &mut FileReport) -> Config {
@@ -363,7 +508,10 @@ fn validate(raw: RawConfig, path: Option<&Path>, report: &mut FileReport) -> Con
             crate::provider::check_url(url, "server.public_url", report);
         }
         for (field, secret) in [("token", &raw.token), ("webhook_token", &raw.webhook_token)] {
-            if secret.as_ref().is_some_and(|s| s.expose().len() < 16) {
+            if secret
+                .as_ref()
+                .is_some_and(|s| s.unset_var().is_none() && s.expose().len() < 16)
+            {
                 report.error(
                     &format!("server.{field}"),
                     "must be at least 16 characters (use a random string)",
@@ -405,6 +553,7 @@ fn validate(raw: RawConfig, path: Option<&Path>, report: &mut FileReport) -> Con
         },
         providers,
         channels,
+        unset_secrets: Vec::new(),
     }
 }
 
@@ -496,13 +645,31 @@ mod tests {
     }
 
     #[test]
-    fn missing_variable_is_named_with_its_position() {
+    fn an_unset_secret_is_valid_shape_and_an_error_where_it_is_used() {
         let text =
-            "providers:\n  sms:\n    type: bulksms\n    token_id: abc\n    token_secret: ${NOPE}\n";
+            "providers:\n  sms:\n    type: bulksms\n    token_id: abc\n    token_secret: ${NOPE}\n  other:\n    type: clickatell\n    api_key: k\n";
+        let config = parse(text).unwrap();
+        assert_eq!(config.unset_secrets.len(), 1);
+        assert_eq!(config.unset_secrets[0].var, "NOPE");
+        assert_eq!(
+            config
+                .require_provider_secrets(["sms"])
+                .unwrap_err()
+                .to_string(),
+            "crier.yaml:5:19: providers.sms.token_secret: environment variable `NOPE` is not set (this command uses the credential: export it)"
+        );
+        // Another provider's credentials are all there.
+        assert!(config.require_provider_secrets(["other", "outbox"]).is_ok());
+    }
+
+    #[test]
+    fn an_unset_variable_outside_a_secret_is_an_error() {
+        let text = "providers:\n  sms:\n    type: bulksms\n    token_id: abc\n    token_secret: s\n    base_url: ${BULKSMS_URL}\n    limits: { rate: \"${RATE}\" }\n";
         let errors = parse(text).unwrap_err().to_string();
         assert_eq!(
             errors,
-            "crier.yaml:5:19: providers.sms.token_secret: environment variable `NOPE` is not set (set it, or write `${NOPE:-default}`)"
+            "crier.yaml:6:15: providers.sms.base_url: environment variable `BULKSMS_URL` is not set (set it, or write `${BULKSMS_URL:-default}`)\n\
+             crier.yaml:7:21: providers.sms.limits.rate: the string `${RATE}` is not in the form this field takes (`^\\s*[0-9]+\\s*/\\s*(s|sec|second|m|min|minute|h|hour)\\s*$`)"
         );
     }
 

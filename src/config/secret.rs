@@ -3,29 +3,82 @@
 //! `Debug`, `Display` and `Serialize` all print `<redacted>`, so a secret cannot reach a
 //! log line, an error, `crier config show` or a snapshot by accident; the one way to the
 //! value is [`Secret::expose`], which only request-building code calls.
+//!
+//! A secret written as `${VAR}` whose variable is not set is still a [`Secret`], one that
+//! knows it is unset ([`Secret::unset_var`]): `crier validate` checks a config's shape
+//! without production credentials, and every command that would use the secret refuses
+//! to start, naming the variable (`Config::require_secrets`). Interpolation hands such a
+//! value over as a marker string that only this type's `Deserialize` understands; what
+//! it takes is noted in a per-thread list, so a marker that lands in a field that is
+//! *not* a secret (a URL, a rate) stays an error.
 
+use std::cell::RefCell;
 use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+pub struct Secret {
+    value: String,
+    /// The environment variable it was to come from, when that is not set.
+    unset: Option<String>,
+}
 
 pub const REDACTED: &str = "<redacted>";
 
 impl Secret {
     pub fn new(value: impl Into<String>) -> Secret {
-        Secret(value.into())
+        Secret {
+            value: value.into(),
+            unset: None,
+        }
     }
 
-    /// The value itself, for building the request that needs it.
+    /// The value itself, for building the request that needs it. Empty for an unset
+    /// secret, which no command that sends gets past `Config::require_secrets` with.
     pub fn expose(&self) -> &str {
-        &self.0
+        &self.value
     }
 
+    /// Whether the value is known to be empty (an unset secret is not: its value is
+    /// merely not known here).
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.value.is_empty() && self.unset.is_none()
     }
+
+    /// The variable this secret names when it is not set in the environment.
+    pub fn unset_var(&self) -> Option<&str> {
+        self.unset.as_deref()
+    }
+}
+
+/// Starts every marker string; NUL cannot come from a variable's value in a file.
+const MARKER: &str = "\u{0}crier-unset\u{0}";
+
+thread_local! {
+    /// Markers taken by `Secret::deserialize` since [`collect_unset`] began.
+    static TAKEN: RefCell<Option<Vec<usize>>> = const { RefCell::new(None) };
+}
+
+/// The stand-in for the string at interpolation site `index` whose variable `var` is
+/// not set.
+pub(crate) fn unset_marker(index: usize, var: &str) -> String {
+    format!("{MARKER}{index}\u{0}{var}")
+}
+
+/// Runs `f` (a deserialization) and returns, with its result, the interpolation sites
+/// whose markers were taken by secrets.
+pub(crate) fn collect_unset<R>(f: impl FnOnce() -> R) -> (R, Vec<usize>) {
+    let outer = TAKEN.with(|t| t.borrow_mut().replace(Vec::new()));
+    let result = f();
+    let taken = TAKEN.with(|t| std::mem::replace(&mut *t.borrow_mut(), outer));
+    (result, taken.unwrap_or_default())
+}
+
+fn parse_marker(text: &str) -> Option<(usize, &str)> {
+    let rest = text.strip_prefix(MARKER)?;
+    let (index, var) = rest.split_once('\u{0}')?;
+    Some((index.parse().ok()?, var))
 }
 
 impl fmt::Debug for Secret {
@@ -48,7 +101,19 @@ impl Serialize for Secret {
 
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Secret, D::Error> {
-        String::deserialize(d).map(Secret)
+        let text = String::deserialize(d)?;
+        if let Some((index, var)) = parse_marker(&text) {
+            TAKEN.with(|t| {
+                if let Some(taken) = t.borrow_mut().as_mut() {
+                    taken.push(index);
+                }
+            });
+            return Ok(Secret {
+                value: String::new(),
+                unset: Some(var.to_string()),
+            });
+        }
+        Ok(Secret::new(text))
     }
 }
 
@@ -75,5 +140,17 @@ mod tests {
         assert_eq!(format!("{s} {s:?}"), "<redacted> <redacted>");
         assert_eq!(serde_json::to_string(&s).unwrap(), "\"<redacted>\"");
         assert_eq!(s.expose(), "hunter2");
+    }
+
+    #[test]
+    fn a_marker_becomes_an_unset_secret_and_is_noted() {
+        let text = format!("\"{}\"", unset_marker(7, "API_KEY").replace('\u{0}', "\\u0000"));
+        let (secret, taken) = collect_unset(|| serde_json::from_str::<Secret>(&text).unwrap());
+        assert_eq!(secret.unset_var(), Some("API_KEY"));
+        assert_eq!(secret.expose(), "");
+        assert_eq!(taken, vec![7]);
+        // A plain string is a plain secret, and nothing is noted.
+        let (secret, taken) = collect_unset(|| serde_json::from_str::<Secret>("\"x\"").unwrap());
+        assert_eq!((secret.unset_var(), taken.len()), (None, 0));
     }
 }

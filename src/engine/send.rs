@@ -25,7 +25,7 @@
 //! A message cancelled meanwhile (`crier history cancel`) is never sent: its `sending`
 //! transition is refused by the ledger and the dispatcher drops it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
@@ -116,6 +116,8 @@ pub enum SendError {
     Runtime(std::io::Error),
     #[error("no recipient of this job has id {0}")]
     NoRecipient(u64),
+    #[error("{0}")]
+    MissingSecrets(crate::diag::Diagnostics),
 }
 
 /// Reports how many messages are settled so far.
@@ -273,6 +275,42 @@ impl<'a> Lanes<'a> {
 }
 
 /// The provider name `job` uses for `channel`.
+/// Every provider a run of `job` may send through: the job's own for each channel and,
+/// with a `route` script, those it names (every one that carries the channel when it
+/// names none literally).
+pub fn providers_of(job: &Job, config: &Config) -> BTreeSet<String> {
+    let channels = job.send_to.channels();
+    let mut names: BTreeSet<String> = channels
+        .iter()
+        .map(|&c| provider_name(job, config, c))
+        .collect();
+    if let Some(scripts) = job
+        .scripts
+        .as_ref()
+        .filter(|s| s.has(crate::script::Hook::Route))
+    {
+        let carries = |pc: &ProviderConfig| channels.iter().any(|c| pc.carries(*c));
+        let literal: Vec<&str> = scripts
+            .route_literals()
+            .iter()
+            .map(|(name, ..)| name.as_str())
+            .filter(|n| config.providers.get(*n).is_some_and(carries))
+            .collect();
+        if literal.is_empty() {
+            names.extend(
+                config
+                    .providers
+                    .iter()
+                    .filter(|(_, pc)| carries(pc))
+                    .map(|(n, _)| n.clone()),
+            );
+        } else {
+            names.extend(literal.into_iter().map(String::from));
+        }
+    }
+    names
+}
+
 pub(super) fn provider_name(job: &Job, config: &Config, channel: Channel) -> String {
     match (&job.provider, channel) {
         (Some(p), c) if c != Channel::Portal => p.clone(),
@@ -335,6 +373,9 @@ pub fn send(
     store: &dyn Store,
     options: &SendOptions,
 ) -> Result<Summary, SendError> {
+    config
+        .require_provider_secrets(providers_of(job, config).iter().map(String::as_str))
+        .map_err(SendError::MissingSecrets)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("crier-send")

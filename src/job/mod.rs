@@ -311,13 +311,16 @@ pub fn parse(
     config: &Config,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Job, Diagnostics> {
-    let (raw, map) = config::parse_document::<RawJob>(path, text, lookup)?;
-    let mut report = FileReport::new(path, &map);
+    let mut doc = config::parse_document::<RawJob>(path, text, lookup)?;
+    let Some(raw) = doc.raw.take() else {
+        return Err(doc.problems(Diagnostics::default()));
+    };
+    let mut report = FileReport::new(path, &doc.map);
     let job = validate(raw, path, config, &mut report);
-    report.diags.sort_by_position();
+    let problems = doc.problems(report.diags);
     match job {
-        Some(job) if report.diags.is_empty() => Ok(job),
-        _ => Err(report.diags),
+        Some(job) if problems.is_empty() => Ok(job),
+        _ => Err(problems),
     }
 }
 

@@ -21,8 +21,9 @@ use crate::render::sms::Encoding;
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BulkSmsConfig {
-    /// API token id, e.g. `BBDE1B476E03498AA768F66A286AABDC-01-B`.
-    pub token_id: String,
+    /// API token id, e.g. `BBDE1B476E03498AA768F66A286AABDC-01-B`: half of the
+    /// credential, so a secret too (`${BULKSMS_TOKEN_ID}`).
+    pub token_id: Secret,
     /// API token secret.
     pub token_secret: Secret,
     /// Sender id: up to 11 letters, or a number.
@@ -42,7 +43,7 @@ fn default_base_url() -> String {
 impl BulkSmsConfig {
     pub(crate) fn check(&self, field: &str, report: &mut FileReport) {
         check_url(&self.base_url, &format!("{field}.base_url"), report);
-        if self.token_id.trim().is_empty() {
+        if self.token_id.expose().trim().is_empty() && self.token_id.unset_var().is_none() {
             report.error(&format!("{field}.token_id"), "must not be empty");
         }
         if self.token_secret.is_empty() {
@@ -223,7 +224,7 @@ impl Provider for BulkSms {
                 .http
                 .post(self.url("/messages"))
                 .basic_auth(
-                    &self.config.token_id,
+                    self.config.token_id.expose(),
                     Some(self.config.token_secret.expose()),
                 )
                 .header(reqwest::header::ACCEPT, "application/json")
@@ -276,7 +277,7 @@ impl Provider for BulkSms {
             .http
             .get(self.url("/profile"))
             .basic_auth(
-                &self.config.token_id,
+                self.config.token_id.expose(),
                 Some(self.config.token_secret.expose()),
             )
             .header(reqwest::header::ACCEPT, "application/json")

@@ -53,6 +53,24 @@ pub enum ProviderConfig {
 }
 
 impl ProviderConfig {
+    /// Its credentials.
+    pub fn secrets(&self) -> Vec<&crate::config::Secret> {
+        match self {
+            ProviderConfig::File(_) | ProviderConfig::Portal(_) => Vec::new(),
+            ProviderConfig::Http(c) => c.payload.values().chain(c.headers.values()).collect(),
+            ProviderConfig::Bulksms(c) => vec![&c.token_id, &c.token_secret],
+            ProviderConfig::Clickatell(c) => vec![&c.api_key],
+            ProviderConfig::Twilio(c) => vec![&c.account_sid, &c.auth_token],
+            ProviderConfig::Vonage(c) => vec![&c.api_secret],
+            ProviderConfig::Smtp(c) => c.password.iter().collect(),
+        }
+    }
+
+    /// The first variable a credential needs that is not set.
+    pub fn unset_secret(&self) -> Option<&str> {
+        self.secrets().into_iter().find_map(|s| s.unset_var())
+    }
+
     pub fn type_name(&self) -> &'static str {
         match self {
             ProviderConfig::File(_) => "file",
@@ -202,6 +220,10 @@ pub fn build<'a>(
     ctx: &BuildContext<'a>,
 ) -> Result<Box<dyn Provider + 'a>, String> {
     let _ = name;
+    if let Some(var) = config.unset_secret() {
+        // Never send with an empty credential; commands refuse earlier, naming the field.
+        return Err(format!("its credential `{var}` is not set in the environment"));
+    }
     Ok(match config {
         ProviderConfig::File(c) => Box::new(file::FileOutbox::new(
             &c.dir.clone().unwrap_or_else(|| ctx.data_dir.join("outbox")),

@@ -18,8 +18,9 @@ use crate::diag::FileReport;
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TwilioConfig {
-    /// Account SID: `AC` and 32 hex digits.
-    pub account_sid: String,
+    /// Account SID: `AC` and 32 hex digits; the user name of the credential, so kept
+    /// like a secret (`${TWILIO_ACCOUNT_SID}`).
+    pub account_sid: Secret,
     /// Auth token (also signs delivery-report callbacks).
     pub auth_token: Secret,
     /// Sending number in E.164, or an alphanumeric sender id.
@@ -46,13 +47,10 @@ fn is_sid(s: &str, prefix: &str) -> bool {
 impl TwilioConfig {
     pub(crate) fn check(&self, field: &str, report: &mut FileReport) {
         check_url(&self.base_url, &format!("{field}.base_url"), report);
-        if !is_sid(&self.account_sid, "AC") {
+        if self.account_sid.unset_var().is_none() && !is_sid(self.account_sid.expose(), "AC") {
             report.error(
                 &format!("{field}.account_sid"),
-                format!(
-                    "`{}` is not an account SID (expected `AC` and 32 hex digits)",
-                    self.account_sid
-                ),
+                "is not an account SID (expected `AC` and 32 hex digits)",
             );
         }
         if let Some(mg) = &self.messaging_service_sid
@@ -91,12 +89,12 @@ impl Twilio {
         let url = format!(
             "{}/2010-04-01/Accounts/{}/{resource}",
             self.config.base_url.trim_end_matches('/'),
-            self.config.account_sid
+            self.config.account_sid.expose()
         );
         self.http
             .request(method, url)
             .basic_auth(
-                &self.config.account_sid,
+                self.config.account_sid.expose(),
                 Some(self.config.auth_token.expose()),
             )
             .header(reqwest::header::ACCEPT, "application/json")
