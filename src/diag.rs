@@ -123,6 +123,8 @@ pub struct SourceMap {
     keys: HashMap<String, Pos>,
     values: HashMap<String, Pos>,
     scalars: HashMap<String, String>,
+    /// Keys written twice in one mapping, in text order (the second occurrence is kept).
+    duplicates: Vec<String>,
     /// Where each YAML document of the text starts.
     documents: Vec<Pos>,
     /// The position just past the text (where an unexpected end is).
@@ -163,7 +165,9 @@ impl SourceMap {
                         && key.is_none()
                     {
                         let child = join(path, &value);
-                        map.keys.insert(child.clone(), pos);
+                        if map.keys.insert(child.clone(), pos).is_some() {
+                            map.duplicates.push(child.clone());
+                        }
                         *key = Some(value.into_owned());
                         continue;
                     }
@@ -363,13 +367,22 @@ pub fn from_serde(file: &Path, map: &SourceMap, err: &serde_yaml::Error) -> Diag
             ),
         };
     }
-    if let Some(rest) = message.strip_prefix("duplicate field `") {
-        let name = rest.split('`').next().unwrap_or(rest);
-        let path = if field.is_empty() {
-            name.to_string()
-        } else {
-            format!("{field}.{name}")
-        };
+    // `duplicate field` comes from a typed read, `duplicate entry` from a plain one
+    // (which names no path: the text itself knows which key it was).
+    let duplicate = match message.strip_prefix("duplicate field `") {
+        Some(rest) => {
+            let name = rest.split('`').next().unwrap_or(rest);
+            Some(if field.is_empty() {
+                name.to_string()
+            } else {
+                format!("{field}.{name}")
+            })
+        }
+        None if message.starts_with("duplicate entry with key") => map.duplicates.first().cloned(),
+        None => None,
+    };
+    if let Some(path) = duplicate {
+        let name = path.rsplit('.').next().unwrap_or(&path).to_string();
         // The map keeps the last occurrence of a key: the duplicate.
         let pos = map.locate_key(&path);
         return Diagnostic {

@@ -137,6 +137,46 @@ fn fires_on_schedule_once_per_instant_and_stops_cleanly() {
     }
 }
 
+/// A scheduled run whose script fails for its recipients is logged at error level, with
+/// the job and the run, and recorded as `sent_with_error`.
+#[test]
+fn a_scheduled_run_whose_script_fails_is_an_error_in_the_log() {
+    let rt = runtime();
+    let mock = rt.block_on(mocks::bulksms(TOKEN_ID, SECRET));
+    let p = project(
+        &mock.url,
+        2,
+        "send_to: sms\nmessage: hi\nrecipients: {}\nscripts:\n  filter: scripts/spin.rhai\nschedule:\n  cron: \"*/2 * * * * *\"\n",
+    );
+    p.write("scripts/spin.rhai", "fn filter(customer) { loop { } }\n");
+    let daemon = Daemon::start_ready(&p);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while runs(&p).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let (code, log) = daemon.stop();
+    assert_eq!(code, 0, "{log}");
+    let runs = runs(&p);
+    assert!(!runs.is_empty(), "{log}");
+    let id = runs.last().unwrap()["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        runs.last().unwrap()["status"],
+        "sent_with_error",
+        "{runs:?}"
+    );
+    let line = log
+        .lines()
+        .find(|l| l.contains("ERROR") && l.contains("A script failed for recipients"))
+        .unwrap_or_else(|| panic!("no error line:\n{log}"));
+    assert!(
+        line.contains("job=tick") && line.contains(&format!("run={id}")),
+        "{line}"
+    );
+    assert!(line.contains("operation limit reached"), "{line}");
+    assert_eq!(mock.state.accepted_count(), 0);
+}
+
 fn ulid_ms(id: &str) -> u64 {
     const ALPHABET: &str = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
     id.chars()

@@ -322,3 +322,53 @@ fn every_shipped_script_compiles() {
     }
     assert!(n >= 4, "at least four example scripts");
 }
+
+/// A filter script that fails for every recipient is a failed run, recorded as one: never
+/// a silent "nothing to send" with exit 0 and no history.
+#[test]
+fn a_script_failing_for_everyone_is_a_recorded_failed_run() {
+    let s = setup();
+    s.project.write(
+        "scripts/spin.rhai",
+        "fn filter(customer) {\n    loop { }\n}\n",
+    );
+    s.project.write(
+        "jobs/spin.yaml",
+        "send_to: sms\nmessage: hi\nrecipients: {}\nscripts:\n  filter: scripts/spin.rhai\n",
+    );
+    let run = s.crier(&["send", "jobs/spin.yaml", "--yes"]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert!(!run.stdout.contains("nothing to send"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("(sent_with_error): 0 sent, 5 failed"),
+        "{}",
+        run.stdout
+    );
+    // The first error, with its script and limit, once in the summary.
+    assert!(
+        run.stderr.contains(
+            "a script failed for 5 recipients (recorded as failed, reason script_failed); the first error: scripts/spin.rhai: filter: operation limit reached"
+        ),
+        "{}",
+        run.stderr
+    );
+    // The run is in the history, every recipient a failed message with the script's error.
+    let history = s.crier(&["history", "--format", "json"]);
+    let runs: serde_json::Value = serde_json::from_str(&history.stdout).unwrap();
+    assert_eq!(runs.as_array().unwrap().len(), 1, "{runs}");
+    assert_eq!(runs[0]["status"], "sent_with_error", "{runs}");
+    let messages = s.messages();
+    assert_eq!(messages.len(), 5);
+    for m in &messages {
+        assert_eq!(m["state"], "failed", "{m}");
+        assert_eq!(m["error_code"], "script_failed", "{m}");
+        assert!(
+            m["error_text"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("scripts/spin.rhai"),
+            "{m}"
+        );
+    }
+    assert_eq!(s.mock.state.requests(), 0, "nothing was sent");
+}

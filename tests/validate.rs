@@ -47,7 +47,11 @@ fn validate_at_the_repository_root_passes_without_credentials() {
         run.stdout
     );
     // Said once, with every variable, and never a value.
-    let notes: Vec<&str> = run.stdout.lines().filter(|l| l.starts_with("note:")).collect();
+    let notes: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("note:"))
+        .collect();
     assert_eq!(notes.len(), 1, "{}", run.stdout);
     for var in ROOT_SECRETS {
         assert!(notes[0].contains(var), "{}", notes[0]);
@@ -66,7 +70,10 @@ fn unset_secrets_pass_validate_and_stop_the_commands_that_use_them() {
     );
     p.write("jobs/notice.yaml", GOOD);
     p.write("jobs/other.yaml", format!("provider: outbox\n{GOOD}"));
-    p.write("customers.csv", "id,name,phone,status\n1,Ann,+27821234567,active\n");
+    p.write(
+        "customers.csv",
+        "id,name,phone,status\n1,Ann,+27821234567,active\n",
+    );
     let run = p.crier(&["validate"]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     assert!(
@@ -78,10 +85,17 @@ fn unset_secrets_pass_validate_and_stop_the_commands_that_use_them() {
 
     let send = p.crier(&["send", "jobs/notice.yaml", "--yes"]);
     assert_eq!(send.code, 1, "{}\n{}", send.stdout, send.stderr);
-    assert!(send.stderr.contains(
-        "crier.yaml:4:15: providers.bulk.token_id: environment variable `BULK_ID` is not set"
-    ), "{}", send.stderr);
-    assert!(send.stderr.contains("providers.bulk.token_secret: environment variable `BULK_SECRET` is not set"));
+    assert!(
+        send.stderr.contains(
+            "crier.yaml:4:15: providers.bulk.token_id: environment variable `BULK_ID` is not set"
+        ),
+        "{}",
+        send.stderr
+    );
+    assert!(
+        send.stderr
+            .contains("providers.bulk.token_secret: environment variable `BULK_SECRET` is not set")
+    );
     // Only what this job uses is asked for, and no run was made.
     assert!(!send.stderr.contains("CLICKATELL_KEY"), "{}", send.stderr);
     assert!(!send.stdout.contains("run "), "{}", send.stdout);
@@ -94,16 +108,30 @@ fn unset_secrets_pass_validate_and_stop_the_commands_that_use_them() {
 
     let check = p.crier(&["providers", "check", "clicka"]);
     assert_eq!(check.code, 1);
-    assert!(check.stderr.contains("providers.clicka.api_key: environment variable `CLICKATELL_KEY` is not set"), "{}", check.stderr);
+    assert!(
+        check
+            .stderr
+            .contains("providers.clicka.api_key: environment variable `CLICKATELL_KEY` is not set"),
+        "{}",
+        check.stderr
+    );
     for args in [&["serve", "--listen", "127.0.0.1:0"][..], &["run"][..]] {
         let run = p.crier(args);
         assert_eq!(run.code, 1, "{args:?}: {}\n{}", run.stdout, run.stderr);
-        assert!(run.stderr.contains("`BULK_SECRET` is not set"), "{args:?}: {}", run.stderr);
+        assert!(
+            run.stderr.contains("`BULK_SECRET` is not set"),
+            "{args:?}: {}",
+            run.stderr
+        );
     }
     // With the variables set, the same config is complete.
     let set = p.crier_env(
         &["send", "jobs/notice.yaml", "--dry-run"],
-        &[("BULK_ID", "id"), ("BULK_SECRET", "s"), ("CLICKATELL_KEY", "k")],
+        &[
+            ("BULK_ID", "id"),
+            ("BULK_SECRET", "s"),
+            ("CLICKATELL_KEY", "k"),
+        ],
     );
     assert_eq!(set.code, 0, "{}\n{}", set.stdout, set.stderr);
 }
@@ -338,7 +366,11 @@ fn five_independent_defects_are_five_lines() {
     );
     let run = p.crier(&["validate"]);
     assert_eq!(run.code, 1);
-    let errors: Vec<&str> = run.stderr.lines().filter(|l| l.starts_with("jobs/")).collect();
+    let errors: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("jobs/"))
+        .collect();
     assert_eq!(
         errors,
         [

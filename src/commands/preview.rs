@@ -24,7 +24,7 @@ pub(super) fn show(
     store: &dyn Store,
     limit: usize,
     recipient: Option<u64>,
-) -> anyhow::Result<(Outcome, u64)> {
+) -> anyhow::Result<(Outcome, Preview)> {
     let p = preview(config, job, store, limit, recipient)?;
     let channels: Vec<String> = p
         .channels
@@ -136,7 +136,7 @@ pub(super) fn show(
             "no recipient of this job has id {}",
             recipient.unwrap_or_default()
         );
-        return Ok((Outcome::Failed, 0));
+        return Ok((Outcome::Failed, p));
     }
-    Ok((Outcome::Ok, to_send))
+    Ok((Outcome::Ok, p))
 }

@@ -73,7 +73,8 @@ pub(super) fn run(config: &Config, args: &SendArgs) -> anyhow::Result<Outcome> {
         options.test_to = Some(address);
         options.recipient = args.recipient;
     } else {
-        let (outcome, to_send) = preview::show(config, &job, store.as_ref(), 3, None)?;
+        let (outcome, preview) = preview::show(config, &job, store.as_ref(), 3, None)?;
+        let to_send = preview.to_send;
         if outcome == Outcome::Failed {
             return Ok(outcome);
         }
@@ -82,11 +83,18 @@ pub(super) fn run(config: &Config, args: &SendArgs) -> anyhow::Result<Outcome> {
             return Ok(Outcome::Ok);
         }
         expected = to_send;
-        if to_send == 0 {
+        // A script that failed for recipients is a failed send, recorded as one, never
+        // a silent "nothing to send".
+        let script_failed = preview
+            .skipped
+            .get(crate::engine::SkipReason::ScriptFailed.as_str())
+            .copied()
+            .unwrap_or(0);
+        if to_send == 0 && script_failed == 0 {
             crate::outln!("\nnothing to send");
             return Ok(Outcome::Ok);
         }
-        if !args.yes {
+        if !args.yes && to_send > 0 {
             match crate::console::confirm(&format!("\nSend {to_send} messages?"))? {
                 None => bail!(
                     "refusing to send {to_send} messages without confirmation: run it on a terminal, or add --yes"
@@ -143,6 +151,13 @@ pub(super) fn run(config: &Config, args: &SendArgs) -> anyhow::Result<Outcome> {
         summary.parts,
         summary.retries,
     );
+    if let Some(error) = &summary.script_error {
+        crate::errln!(
+            "a script failed for {} recipient{} (recorded as failed, reason script_failed); the first error: {error}",
+            summary.script_failed,
+            if summary.script_failed == 1 { "" } else { "s" }
+        );
+    }
     if let Some(reason) = &summary.paused {
         crate::outln!(
             "paused: {reason}; {} messages still queued (nothing was sent twice)",

@@ -97,13 +97,11 @@ pub fn expand(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String
             out.push_str("${");
             rest = after;
         } else if let Some(after) = tail.strip_prefix("${") {
-            let end = after
-                .find('}')
-                .ok_or_else(|| {
-                    ExpandError::Syntax(format!(
-                        "unclosed `${{` in `{s}` (write `$${{` for a literal)"
-                    ))
-                })?;
+            let end = after.find('}').ok_or_else(|| {
+                ExpandError::Syntax(format!(
+                    "unclosed `${{` in `{s}` (write `$${{` for a literal)"
+                ))
+            })?;
             let inner = &after[..end];
             let (name, fallback) = match inner.split_once(":-") {
                 Some((n, d)) => (n, Some(d)),
@@ -154,7 +152,9 @@ mod tests {
             expand("${MISSING}", &vars),
             Err(ExpandError::Unset("MISSING".into()))
         );
-        assert!(matches!(expand("${TOKEN", &vars), Err(ExpandError::Syntax(m)) if m.contains("unclosed")));
+        assert!(
+            matches!(expand("${TOKEN", &vars), Err(ExpandError::Syntax(m)) if m.contains("unclosed"))
+        );
         assert!(expand("${a b}", &vars).is_err());
     }
 }

@@ -338,7 +338,8 @@ pub fn parse_document<T: DeserializeOwned + JsonSchema>(
     let mut report = FileReport::new(path, &map);
     let mut pruned = Vec::new();
     // serde is what crier runs on: the schema only explains a document serde refuses.
-    if let Err(first) = serde_yaml::from_value::<T>(value.clone()) {
+    // (Read from the text, so that its error has a position.)
+    if let Err(first) = serde_yaml::from_str::<T>(text) {
         let problems = shape::check::<T>(&value);
         if problems.is_empty() {
             report.diags.0.push(diag::from_serde(path, &map, &first));
@@ -351,8 +352,13 @@ pub fn parse_document<T: DeserializeOwned + JsonSchema>(
                 unset_secrets: Vec::new(),
             });
         }
+        // serde's own word on a value its parser refuses (`rate: 30/fortnight`) says
+        // more than the schema's pattern does.
+        let first = diag::from_serde(path, &map, &first);
         for p in &problems {
-            if p.at_key {
+            if p.field == first.field && p.message.contains("not in the form") {
+                report.diags.0.push(first.clone());
+            } else if p.at_key {
                 report.key_error(&p.field, &p.message);
             } else {
                 report.error(&p.field, &p.message);
@@ -646,8 +652,7 @@ mod tests {
 
     #[test]
     fn an_unset_secret_is_valid_shape_and_an_error_where_it_is_used() {
-        let text =
-            "providers:\n  sms:\n    type: bulksms\n    token_id: abc\n    token_secret: ${NOPE}\n  other:\n    type: clickatell\n    api_key: k\n";
+        let text = "providers:\n  sms:\n    type: bulksms\n    token_id: abc\n    token_secret: ${NOPE}\n  other:\n    type: clickatell\n    api_key: k\n";
         let config = parse(text).unwrap();
         assert_eq!(config.unset_secrets.len(), 1);
         assert_eq!(config.unset_secrets[0].var, "NOPE");

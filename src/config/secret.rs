@@ -144,7 +144,10 @@ mod tests {
 
     #[test]
     fn a_marker_becomes_an_unset_secret_and_is_noted() {
-        let text = format!("\"{}\"", unset_marker(7, "API_KEY").replace('\u{0}', "\\u0000"));
+        let text = format!(
+            "\"{}\"",
+            unset_marker(7, "API_KEY").replace('\u{0}', "\\u0000")
+        );
         let (secret, taken) = collect_unset(|| serde_json::from_str::<Secret>(&text).unwrap());
         assert_eq!(secret.unset_var(), Some("API_KEY"));
         assert_eq!(secret.expose(), "");

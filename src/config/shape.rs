@@ -101,9 +101,9 @@ fn describe(schema: &Json, instance: &Json, error: &ValidationError, out: &mut V
                         ValidationErrorKind::Constant { expected_value } => {
                             Some(vec![plain(expected_value)])
                         }
-                        ValidationErrorKind::Enum { options } => options
-                            .as_array()
-                            .map(|o| o.iter().map(plain).collect()),
+                        ValidationErrorKind::Enum { options } => {
+                            options.as_array().map(|o| o.iter().map(plain).collect())
+                        }
                         _ => None,
                     },
                     _ => None,
@@ -172,7 +172,10 @@ fn describe(schema: &Json, instance: &Json, error: &ValidationError, out: &mut V
             return;
         }
         ValidationErrorKind::Pattern { pattern } => {
-            format!("{} is not in the form this field takes (`{pattern}`)", got(value))
+            format!(
+                "{} is not in the form this field takes (`{pattern}`)",
+                got(value)
+            )
         }
         ValidationErrorKind::Minimum { limit } => {
             format!("{} is below the minimum {limit}", got(value))
@@ -193,14 +196,21 @@ enum Meant<'e> {
     /// The errors of the alternative the value was written as.
     Branch(&'e [ValidationError<'static>]),
     /// A tagged value (`type: bulksms`) whose tag names no alternative.
-    UnknownTag { tag: String, value: String },
+    UnknownTag {
+        tag: String,
+        value: String,
+    },
     Unclear,
 }
 
 /// Which alternative of an `anyOf`/`oneOf` the value was meant as: not `null` (an
 /// optional field that is present), not one whose tag (`type`) differs, and of those the
 /// one with the fewest problems.
-fn meant<'e>(context: &'e [Vec<ValidationError<'static>>], field: &str, instance: &Json) -> Meant<'e> {
+fn meant<'e>(
+    context: &'e [Vec<ValidationError<'static>>],
+    field: &str,
+    instance: &Json,
+) -> Meant<'e> {
     let is_tag_mismatch = |e: &ValidationError| {
         matches!(
             e.kind(),
@@ -245,12 +255,10 @@ fn allowed_keys(schema: &Json, schema_path: &str) -> Vec<String> {
     let mut node = schema;
     for segment in parent.split('/').skip(1) {
         let segment = unescape(segment);
-        node = match node.get(&*segment).or_else(|| {
-            segment
-                .parse::<usize>()
-                .ok()
-                .and_then(|i| node.get(i))
-        }) {
+        node = match node
+            .get(&*segment)
+            .or_else(|| segment.parse::<usize>().ok().and_then(|i| node.get(i)))
+        {
             Some(n) => n,
             None => return Vec::new(),
         };
@@ -329,7 +337,10 @@ fn unknown_value(value: &str, candidates: &[String]) -> String {
             "unknown value `{value}` (did you mean `{s}`? expected one of {})",
             list(candidates)
         ),
-        None => format!("unknown value `{value}` (expected one of {})", list(candidates)),
+        None => format!(
+            "unknown value `{value}` (expected one of {})",
+            list(candidates)
+        ),
     }
 }
 
@@ -408,11 +419,9 @@ pub fn to_json(value: &Yaml) -> Json {
         }
         Yaml::String(s) => Json::String(s.clone()),
         Yaml::Sequence(items) => Json::Array(items.iter().map(to_json).collect()),
-        Yaml::Mapping(map) => Json::Object(
-            map.iter()
-                .map(|(k, v)| (key_text(k), to_json(v)))
-                .collect(),
-        ),
+        Yaml::Mapping(map) => {
+            Json::Object(map.iter().map(|(k, v)| (key_text(k), to_json(v))).collect())
+        }
         Yaml::Tagged(t) => to_json(&t.value),
     }
 }
@@ -494,7 +503,12 @@ mod tests {
 
     #[test]
     fn a_valid_job_has_no_problems() {
-        assert!(problems("send_to: email\nsubject: x\nmessage: hi\nrecipients: {}\nattach: [invoices]\n").is_empty());
+        assert!(
+            problems(
+                "send_to: email\nsubject: x\nmessage: hi\nrecipients: {}\nattach: [invoices]\n"
+            )
+            .is_empty()
+        );
     }
 
     #[test]
@@ -503,7 +517,10 @@ mod tests {
         let found = check::<crate::config::RawConfig>(&value);
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(found[0].field, "providers.x.type");
-        assert!(found[0].message.contains("did you mean `bulksms`?"), "{found:?}");
+        assert!(
+            found[0].message.contains("did you mean `bulksms`?"),
+            "{found:?}"
+        );
     }
 
     #[test]
@@ -516,7 +533,12 @@ mod tests {
             .into_iter()
             .map(|p| format!("{}: {}", p.field, p.message))
             .collect();
-        assert!(found.contains(&"providers.x.fromm: unknown field `fromm` (did you mean `from`?)".to_string()), "{found:#?}");
+        assert!(
+            found.contains(
+                &"providers.x.fromm: unknown field `fromm` (did you mean `from`?)".to_string()
+            ),
+            "{found:#?}"
+        );
         assert!(found.iter().any(|l| l.starts_with("providers.x.limits.rate: expected a string, got integer 5")), "{found:#?}");
     }
 
@@ -528,7 +550,10 @@ mod tests {
         .unwrap();
         let problems = check::<RawJob>(&value);
         let removed = prune(&mut value, &problems);
-        assert!(removed.contains(&"schedule.cron".to_string()), "{removed:?}");
+        assert!(
+            removed.contains(&"schedule.cron".to_string()),
+            "{removed:?}"
+        );
         assert!(removed.contains(&"attach".to_string()), "{removed:?}");
         assert!(removed.contains(&"shedule".to_string()), "{removed:?}");
         assert_eq!(

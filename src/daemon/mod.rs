@@ -590,6 +590,17 @@ impl Daemon {
                         paused = summary.paused.as_deref().unwrap_or(""),
                         "Run finished."
                     );
+                    if let Some(error) = &summary.script_error {
+                        let run = summary
+                            .run
+                            .as_ref()
+                            .map(|r| r.id.to_string())
+                            .unwrap_or_else(|| id.clone());
+                        tracing::error!(
+                            job = %job.name, run = %run, failed = summary.script_failed, error = %error,
+                            "A script failed for recipients of this run; their messages failed."
+                        );
+                    }
                     let by_window = summary
                         .paused
                         .as_deref()

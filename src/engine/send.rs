@@ -168,6 +168,10 @@ pub struct Summary {
     pub queued: u64,
     /// Recipients the job's `filter` script left out (not recorded as messages).
     pub filtered: u64,
+    /// Messages a script failed for (counted in `failed` too).
+    pub script_failed: u64,
+    /// The first script error of the run, with its script, line and limit.
+    pub script_error: Option<String>,
     /// Why the run paused, if it did.
     pub paused: Option<String>,
     /// Messages left `queued` because their recipient's send window was closed
@@ -579,6 +583,8 @@ pub fn send(
         summary.unknown += resumed.unknown;
     }
     summary.failed += planned.failed;
+    summary.script_failed = planned.failed;
+    summary.script_error = planned.script_error;
     summary.filtered = planned.filtered;
     summary.paused = stop.reason();
     if summary.paused.is_none()
@@ -683,6 +689,8 @@ struct PlanResult {
     skipped: BTreeMap<&'static str, u64>,
     /// Messages a script failed for (recorded `failed`).
     failed: u64,
+    /// The first script error met (script, line, limit).
+    script_error: Option<String>,
     /// Recipients the `filter` script left out.
     filtered: u64,
     /// Every recipient was planned (not cut short by a pause).
@@ -715,6 +723,7 @@ fn plan_inner(
     let mut result = PlanResult {
         skipped: BTreeMap::new(),
         failed: 0,
+        script_error: None,
         filtered: 0,
         complete: false,
     };
@@ -835,7 +844,14 @@ fn hand_on(
     for (i, (p, id)) in batch.into_iter().zip(ids).enumerate() {
         if let Some((reason, detail)) = &p.skip {
             if *reason == SkipReason::ScriptFailed {
-                tracing::warn!(message = %id, error = %detail, "A script failed; the message failed.");
+                // Once at warn (the summary and the daemon's error say the rest), not
+                // once per recipient of a script that fails for all of them.
+                if result.script_error.is_none() {
+                    tracing::warn!(message = %id, error = %detail, "A script failed; the message failed.");
+                    result.script_error = Some(detail.clone());
+                } else {
+                    tracing::debug!(message = %id, error = %detail, "A script failed; the message failed.");
+                }
                 result.failed += 1;
             } else {
                 *result.skipped.entry(reason.as_str()).or_default() += 1;

@@ -222,7 +222,9 @@ pub fn build<'a>(
     let _ = name;
     if let Some(var) = config.unset_secret() {
         // Never send with an empty credential; commands refuse earlier, naming the field.
-        return Err(format!("its credential `{var}` is not set in the environment"));
+        return Err(format!(
+            "its credential `{var}` is not set in the environment"
+        ));
     }
     Ok(match config {
         ProviderConfig::File(c) => Box::new(file::FileOutbox::new(
