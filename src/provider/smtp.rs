@@ -11,6 +11,12 @@
 //! written sent nothing (retry), one lost after may have delivered it (unknown). Each
 //! send records its [`Stage`], and [`classify`] maps stage and failure to a
 //! [`SendOutcome`] in one place.
+//!
+//! [`Smtp::build`] composes the message in one function: text/plain (and the HTML
+//! alternative) with CRLF line ends, each attachment base64 with its type guessed from its
+//! file name. Nothing leaves with a bare LF or CR, which strict MTAs refuse (Postfix's
+//! `smtpd_forbid_bare_newline`) and others rewrite; `tests/email_mta.rs` holds it to that
+//! against aiosmtpd and Python's `email` parser.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
