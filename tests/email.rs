@@ -57,12 +57,14 @@ fn an_email_job_sends_text_html_and_invoices_over_smtp() {
         &[("SMTP_PASSWORD", PASSWORD)],
     );
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    // An email run costs no SMS parts: its summary does not count them.
     assert!(
         run.stdout
-            .contains("2 sent, 0 failed, 1 skipped (no_email 1)"),
+            .contains("2 sent, 0 failed, 1 skipped (no_email 1); 0 retries"),
         "{}",
         run.stdout
     );
+    assert!(!run.stdout.contains("SMS parts"), "{}", run.stdout);
     assert!(!run.stdout.contains(PASSWORD) && !run.stderr.contains(PASSWORD));
 
     let mut received = server.messages();
@@ -124,7 +126,7 @@ fn a_portal_and_email_job_fills_the_inbox_and_the_outbox() {
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     assert!(
         run.stdout
-            .contains("3 sent, 0 failed, 1 skipped (no_email 1)"),
+            .contains("3 sent, 0 failed, 1 skipped (no_email 1); 0 retries"),
         "{}",
         run.stdout
     );

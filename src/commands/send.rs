@@ -139,8 +139,14 @@ pub(super) fn run(config: &Config, args: &SendArgs) -> anyhow::Result<Outcome> {
             extra.push_str(&format!(", {n} {what}"));
         }
     }
+    // Parts are what SMS costs; an email or portal run has none to count.
+    let parts = if job.send_to.channels().contains(&Channel::Sms) {
+        format!("{} SMS parts, ", summary.parts)
+    } else {
+        String::new()
+    };
     crate::outln!(
-        "\nrun {id} ({status}): {} sent, {} failed{extra}, {skipped} skipped{}; {} SMS parts, {} retries",
+        "\nrun {id} ({status}): {} sent, {} failed{extra}, {skipped} skipped{}; {parts}{} retries",
         summary.sent,
         summary.failed,
         if reasons.is_empty() {
@@ -148,7 +154,6 @@ pub(super) fn run(config: &Config, args: &SendArgs) -> anyhow::Result<Outcome> {
         } else {
             format!(" ({})", reasons.join(", "))
         },
-        summary.parts,
         summary.retries,
     );
     if let Some(error) = &summary.script_error {

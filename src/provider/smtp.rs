@@ -11,14 +11,20 @@
 //! written sent nothing (retry), one lost after may have delivered it (unknown). Each
 //! send records its [`Stage`], and [`classify`] maps stage and failure to a
 //! [`SendOutcome`] in one place.
+//!
+//! [`Smtp::build`] composes the message in one function: text/plain (and the HTML
+//! alternative) with CRLF line ends, each attachment base64 with its type guessed from its
+//! file name. Nothing leaves with a bare LF or CR, which strict MTAs refuse (Postfix's
+//! `smtpd_forbid_bare_newline`) and others rewrite; `tests/email_mta.rs` holds it to that
+//! against aiosmtpd and Python's `email` parser.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use lettre::Message;
-use lettre::message::header::{ContentType, HeaderName, HeaderValue};
-use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
+use lettre::message::header::{ContentTransferEncoding, ContentType, HeaderName, HeaderValue};
+use lettre::message::{Attachment, Body, Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
 use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
@@ -302,7 +308,10 @@ impl Smtp {
         envelope_and_data(conn, email, stage).await
     }
 
-    /// The email crier sends for `message`, or why it cannot be built.
+    /// The email crier sends for `message`, or why it cannot be built: the one place its
+    /// headers and MIME parts are composed. lettre encodes non-ASCII header text (RFC 2047,
+    /// RFC 2231 for file names) and picks the text parts' transfer encoding; every line of
+    /// the result ends in CRLF (RFC 5322 §2.3), as strict MTAs require.
     fn build(&self, message: &RoutedMessage) -> Result<Message, SendOutcome> {
         let to: Mailbox = message.to.parse().map_err(|e| SendOutcome::Rejected {
             code: "smtp:address".into(),
@@ -318,11 +327,12 @@ impl Smtp {
                 HeaderName::new_from_ascii_str("X-Crier-Message-Id"),
                 message.id.clone(),
             ));
-        let plain = || SinglePart::plain(message.body.clone());
+        let body = crlf_line_ends(&message.body);
+        let plain = || SinglePart::plain(body.clone());
         let alternative = message
             .html
             .as_ref()
-            .map(|html| MultiPart::alternative_plain_html(message.body.clone(), html.clone()));
+            .map(|html| MultiPart::alternative_plain_html(body.clone(), crlf_line_ends(html)));
         // text/plain, or multipart/alternative with the HTML; inside multipart/mixed with
         // the attachments when there are any.
         let built = match (alternative, attachments.is_empty()) {
@@ -342,7 +352,12 @@ impl Smtp {
         })
     }
 
-    /// The attachment parts of `message.attach`, read from `documents_dir`.
+    /// The attachment parts of `message.attach`, read from `documents_dir`, typed by file
+    /// name. Always base64, whatever the bytes: a file sent as 7bit or 8bit text keeps
+    /// its own line ends, and a bare LF is refused by a strict MTA (Postfix's
+    /// `smtpd_forbid_bare_newline`) or rewritten by one that normalises line ends, so the
+    /// recipient would save a different file. Base64 lines end in CRLF and carry every
+    /// byte unchanged.
     fn attachments(&self, message: &RoutedMessage) -> Result<Vec<SinglePart>, SendOutcome> {
         if message.attach.is_empty() {
             return Ok(Vec::new());
@@ -378,7 +393,10 @@ impl Smtp {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            parts.push(Attachment::new(name).body(bytes, content_type(&path)));
+            let content_type = content_type(&path, &bytes);
+            let body = Body::new_with_encoding(bytes, ContentTransferEncoding::Base64)
+                .map_err(|_| rejected(format!("attachment `{shown}` could not be encoded")))?;
+            parts.push(Attachment::new(name).body(body, content_type));
         }
         Ok(parts)
     }
@@ -722,16 +740,24 @@ fn kind_folder(kind: DocumentKind) -> &'static str {
     }
 }
 
-fn content_type(path: &Path) -> ContentType {
-    let pdf = path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("pdf"));
-    ContentType::parse(if pdf {
-        "application/pdf"
-    } else {
-        "application/octet-stream"
-    })
-    .unwrap_or(ContentType::TEXT_PLAIN)
+/// The `Content-Type` of an attachment, from its file name (`.pdf` → `application/pdf`,
+/// `.csv` → `text/csv`, unknown → `application/octet-stream`); a text type whose bytes are
+/// UTF-8 says `charset=utf-8`, so a mail program shows it right.
+fn content_type(path: &Path, bytes: &[u8]) -> ContentType {
+    let guess = mime_guess::from_path(path).first_or_octet_stream();
+    if guess.type_() == mime_guess::mime::TEXT && std::str::from_utf8(bytes).is_ok() {
+        let utf8 = format!("{}; charset=utf-8", guess.essence_str());
+        return ContentType::from(utf8.parse().unwrap_or(guess));
+    }
+    ContentType::from(guess)
+}
+
+/// `text` with every line end (LF, CRLF or a lone CR) as CRLF. lettre adds the CR to a
+/// bare LF itself but leaves a lone CR, which is as bare to an MTA.
+fn crlf_line_ends(text: &str) -> String {
+    text.replace("\r\n", "\n")
+        .replace('\r', "\n")
+        .replace('\n', "\r\n")
 }
 
 /// The `Message-ID` of crier message `id`: stable, so a retried send carries the same one.
@@ -772,6 +798,7 @@ fn base64(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mail_parser::MimeHeaders;
 
     fn failure(kind: FailureKind, text: &str) -> Failure {
         Failure {
@@ -1052,6 +1079,106 @@ mod tests {
         let mut report = FileReport::new(Path::new("crier.yaml"), &map);
         good.check("providers.mail", &mut report);
         assert!(report.diags.is_empty());
+    }
+
+    /// A client for `documents_dir`, and an email to customer 1 attaching their invoices.
+    fn client_and_message(documents_dir: &Path, body: &str) -> (Smtp, RoutedMessage) {
+        let config: SmtpConfig = serde_yaml::from_str(&format!(
+            "host: mail.example\nfrom: Zoë's ISP <billing@isp.example>\ndocuments_dir: {}",
+            documents_dir.display()
+        ))
+        .unwrap();
+        let message = RoutedMessage {
+            id: "run.1".into(),
+            channel: crate::job::Channel::Email,
+            to: "ann@example.com".into(),
+            subject: Some("Ihre Rechnung für März".into()),
+            body: body.into(),
+            html: None,
+            encoding: None,
+            parts: 0,
+            recipient_id: 1,
+            attach: vec![DocumentKind::Invoices],
+            dedup_id: 0,
+        };
+        (Smtp::new(&config).unwrap(), message)
+    }
+
+    /// Positions of line ends in `bytes` other than CRLF.
+    fn bare_line_ends(bytes: &[u8]) -> Vec<usize> {
+        (0..bytes.len())
+            .filter(|&i| match bytes[i] {
+                b'\n' => i == 0 || bytes[i - 1] != b'\r',
+                b'\r' => bytes.get(i + 1) != Some(&b'\n'),
+                _ => false,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn attachments_go_as_base64_and_every_line_ends_in_crlf() {
+        let dir = tempfile::tempdir().unwrap();
+        let invoices = dir.path().join("1/invoices");
+        std::fs::create_dir_all(&invoices).unwrap();
+        // ASCII with LF ends: lettre alone would send it as 7bit with the bare LFs.
+        let notes = b"Usage\n.\nFrom here\nlast line".to_vec();
+        std::fs::write(invoices.join("notes.txt"), &notes).unwrap();
+        let (smtp, message) = client_and_message(dir.path(), "Dear Ann,\nyour invoice.\r\n\rBye\n");
+        let bytes = smtp.build(&message).unwrap().formatted();
+        assert_eq!(bare_line_ends(&bytes), Vec::<usize>::new());
+
+        let parsed = mail_parser::MessageParser::default().parse(&bytes).unwrap();
+        let attachment = parsed.attachment(0).unwrap();
+        assert_eq!(
+            attachment.content_transfer_encoding(),
+            Some("base64"),
+            "{}",
+            String::from_utf8_lossy(&bytes)
+        );
+        assert_eq!(attachment.contents(), notes.as_slice());
+        assert_eq!(
+            parsed.body_text(0).unwrap(),
+            "Dear Ann,\r\nyour invoice.\r\n\r\nBye\r\n"
+        );
+    }
+
+    #[test]
+    fn attachment_types_come_from_the_file_name() {
+        let binary = b"%PDF-1.4 \xe2\xe3";
+        for (name, bytes, expected) in [
+            ("invoice.pdf", &binary[..], "application/pdf"),
+            ("INVOICE.PDF", &binary[..], "application/pdf"),
+            (
+                "usage.csv",
+                b"id,amount\n".as_slice(),
+                "text/csv; charset=utf-8",
+            ),
+            (
+                "notes.txt",
+                b"caf\xc3\xa9".as_slice(),
+                "text/plain; charset=utf-8",
+            ),
+            ("latin1.txt", b"caf\xe9".as_slice(), "text/plain"),
+            ("scan.png", b"\x89PNG".as_slice(), "image/png"),
+            (
+                "data.unknown-kind",
+                b"x".as_slice(),
+                "application/octet-stream",
+            ),
+            ("no-extension", b"x".as_slice(), "application/octet-stream"),
+        ] {
+            let header = content_type(Path::new(name), bytes);
+            assert_eq!(header, ContentType::parse(expected).unwrap(), "{name}");
+        }
+    }
+
+    #[test]
+    fn line_ends_become_crlf() {
+        assert_eq!(
+            crlf_line_ends("a\nb\r\nc\rd\n\n"),
+            "a\r\nb\r\nc\r\nd\r\n\r\n"
+        );
+        assert_eq!(crlf_line_ends("no line end"), "no line end");
     }
 
     #[test]
