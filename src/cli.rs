@@ -473,6 +473,10 @@ pub enum HistoryCommand {
         /// At most N rows (default: all).
         #[arg(long, value_name = "N")]
         limit: Option<u64>,
+        /// CSV: every cell as stored. By default a text cell starting with `=`, `+`, `-`, `@`,
+        /// a tab or a CR gets a leading `'` so a spreadsheet does not run it as a formula.
+        #[arg(long)]
+        raw: bool,
     },
     /// Mark a run removed (kept for audit, hidden from listings); --purge deletes it.
     #[command(
@@ -521,14 +525,21 @@ pub struct LogsArgs {
     /// A recipient id (`lead:ID` for a lead).
     #[arg(long, value_name = "ID")]
     pub recipient: Option<String>,
-    /// Only messages of this run.
+    /// Only messages of this run (listed even when the run is removed).
     #[arg(long)]
     pub run: Option<String>,
+    /// List the messages of removed runs too (`crier history delete` hides them).
+    #[arg(long)]
+    pub include_removed: bool,
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
     /// At most N messages (default: 50 in a table, all in csv and json).
     #[arg(long, value_name = "N")]
     pub limit: Option<u64>,
+    /// CSV: every cell as stored. By default a text cell starting with `=`, `+`, `-`, `@`,
+    /// a tab or a CR gets a leading `'` so a spreadsheet does not run it as a formula.
+    #[arg(long)]
+    pub raw: bool,
 }
 
 /// Logs go to stderr, as text or JSON lines; `RUST_LOG` wins over -v/-q.
