@@ -254,6 +254,10 @@ pub struct RecipientsArgs {
     /// Show at most N recipients (the count still covers all).
     #[arg(long, value_name = "N")]
     pub limit: Option<u64>,
+    /// CSV: every cell as stored. By default a text cell starting with `=`, `+`, `-`, `@`,
+    /// a tab or a CR gets a leading `'` so a spreadsheet does not run it as a formula.
+    #[arg(long)]
+    pub raw: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -306,6 +310,10 @@ pub enum OptoutCommand {
     List {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
+        /// CSV: every cell as stored. By default a text cell starting with `=`, `+`, `-`, `@`,
+        /// a tab or a CR gets a leading `'` so a spreadsheet does not run it as a formula.
+        #[arg(long)]
+        raw: bool,
     },
     /// Add every address in a file: one per line, or the first column of a CSV.
     #[command(after_help = "Example:\n  crier optout import stop-replies.csv")]
@@ -372,6 +380,10 @@ pub enum PortalCommand {
         customer: u64,
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
+        /// CSV: every cell as stored. By default a text cell starting with `=`, `+`, `-`, `@`,
+        /// a tab or a CR gets a leading `'` so a spreadsheet does not run it as a formula.
+        #[arg(long)]
+        raw: bool,
     },
     /// Mark a message of a customer's inbox read.
     #[command(after_help = "Example:\n  crier portal read 1042 01JDZ8X6Q4T5N0V9K3M2R7W1YB-7")]

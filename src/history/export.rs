@@ -109,12 +109,15 @@ impl Cells {
         }
     }
 
-    /// An address cell: an E.164 phone (`+27821234567`) stays as is, anything else (an
-    /// email address or login, which people type) is free text.
+    /// An address or phone cell: a phone number (`+27821234567`, `082 123 4567`, digits
+    /// with spaces, dots, dashes or brackets) stays as is; anything else (an email address
+    /// or login, which people type) is free text.
     pub fn address<'a>(self, s: &'a str) -> Cow<'a, str> {
-        let phone = s
-            .strip_prefix('+')
-            .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()));
+        let digits = s.strip_prefix('+').unwrap_or(s);
+        let phone = digits.bytes().any(|b| b.is_ascii_digit())
+            && digits
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b" ().-".contains(&b));
         if phone {
             Cow::Borrowed(s)
         } else {
@@ -387,6 +390,7 @@ mod tests {
             assert_eq!(safe.text(plain), plain);
         }
         assert_eq!(safe.address("+27821234567"), "+27821234567");
+        assert_eq!(safe.address("+27 (82) 123-4567"), "+27 (82) 123-4567");
         assert_eq!(safe.address("ann@example.com"), "ann@example.com");
         assert_eq!(safe.address("=cmd@example.com"), "'=cmd@example.com");
         assert_eq!(safe.address("+"), "'+");
