@@ -132,7 +132,7 @@ pub enum Command {
     /// Scheduled jobs: their next fire times and last runs.
     #[command(
         args_conflicts_with_subcommands = true,
-        after_help = "Example:\n  crier jobs\n  crier jobs next payment-reminder --count 5"
+        after_help = "Example:\n  crier jobs\n  crier jobs next payment-reminder --count 5 --format json"
     )]
     Jobs(JobsArgs),
     /// Run the HTTP server: delivery reports, the query API, the portal inbox, metrics.
@@ -337,6 +337,16 @@ pub struct JobsArgs {
     /// Directory of job files.
     #[arg(long, default_value = "jobs", global = true)]
     pub jobs: PathBuf,
+    /// table (instants as `2027-03-28 03:00:00 +02:00 CEST`) or json (RFC 3339 instants).
+    #[arg(long, value_enum, default_value_t = TableOrJson::Table, global = true)]
+    pub format: TableOrJson,
+}
+
+/// A listing with nothing to put in a CSV: a table for people, JSON for scripts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TableOrJson {
+    Table,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]

@@ -154,7 +154,7 @@ fn outside_its_send_window_a_run_pauses_and_resumes_later() {
         run.stdout
     );
     assert!(
-        run.stdout.contains(&format!("{from} UTC")),
+        run.stdout.contains(&format!("{from}:00 +00:00 UTC")),
         "{}",
         run.stdout
     );
