@@ -586,7 +586,6 @@ fn csv_exports_neutralise_formulas_unless_raw_is_true() {
     m.subject = Some("-5".into());
     ledger.plan(run, vec![m]).unwrap();
     ledger.flush().unwrap();
-    drop(ledger);
     drop(store);
 
     let cli = |args: &[&str]| p.crier_env(args, ENV).stdout;
