@@ -246,7 +246,7 @@ fn a_per_recipient_window_holds_back_only_recipients_whose_own_window_is_closed(
     .format("%H:%M")
     .to_string();
     assert!(
-        run.stdout.contains(&format!("{opens_utc} UTC")),
+        run.stdout.contains(&format!("{opens_utc}:00 +00:00 UTC")),
         "{}",
         run.stdout
     );
