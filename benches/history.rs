@@ -132,8 +132,13 @@ fn child_export(dir: &str, rows: usize) {
     let out_path = std::path::Path::new(dir).join("export.csv");
     let out = BufWriter::new(std::fs::File::create(&out_path).expect("export file"));
     let t = Instant::now();
-    let n =
-        messages_csv(&ledger, query::messages(&ledger, &filter).take(rows), out).expect("export");
+    let n = messages_csv(
+        &ledger,
+        query::messages(&ledger, &filter).take(rows),
+        crier::history::export::Cells::Safe,
+        out,
+    )
+    .expect("export");
     let secs = t.elapsed().as_secs_f64();
     let _ = std::fs::remove_file(out_path);
     println!("{} {}", n as f64 / secs, support::peak_rss_mb());

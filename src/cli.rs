@@ -132,7 +132,7 @@ pub enum Command {
     /// Scheduled jobs: their next fire times and last runs.
     #[command(
         args_conflicts_with_subcommands = true,
-        after_help = "Example:\n  crier jobs\n  crier jobs next payment-reminder --count 5"
+        after_help = "Example:\n  crier jobs\n  crier jobs next payment-reminder --count 5 --format json"
     )]
     Jobs(JobsArgs),
     /// Run the HTTP server: delivery reports, the query API, the portal inbox, metrics.
@@ -254,6 +254,10 @@ pub struct RecipientsArgs {
     /// Show at most N recipients (the count still covers all).
     #[arg(long, value_name = "N")]
     pub limit: Option<u64>,
+    /// CSV: every cell as stored. By default a text cell starting with `=`, `+`, `-`, `@`,
+    /// a tab or a CR gets a leading `'` so a spreadsheet does not run it as a formula.
+    #[arg(long)]
+    pub raw: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -306,6 +310,10 @@ pub enum OptoutCommand {
     List {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
+        /// CSV: every cell as stored. By default a text cell starting with `=`, `+`, `-`, `@`,
+        /// a tab or a CR gets a leading `'` so a spreadsheet does not run it as a formula.
+        #[arg(long)]
+        raw: bool,
     },
     /// Add every address in a file: one per line, or the first column of a CSV.
     #[command(after_help = "Example:\n  crier optout import stop-replies.csv")]
@@ -329,6 +337,16 @@ pub struct JobsArgs {
     /// Directory of job files.
     #[arg(long, default_value = "jobs", global = true)]
     pub jobs: PathBuf,
+    /// table (instants as `2027-03-28 03:00:00 +02:00 CEST`) or json (RFC 3339 instants).
+    #[arg(long, value_enum, default_value_t = TableOrJson::Table, global = true)]
+    pub format: TableOrJson,
+}
+
+/// A listing with nothing to put in a CSV: a table for people, JSON for scripts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TableOrJson {
+    Table,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -372,6 +390,10 @@ pub enum PortalCommand {
         customer: u64,
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
+        /// CSV: every cell as stored. By default a text cell starting with `=`, `+`, `-`, `@`,
+        /// a tab or a CR gets a leading `'` so a spreadsheet does not run it as a formula.
+        #[arg(long)]
+        raw: bool,
     },
     /// Mark a message of a customer's inbox read.
     #[command(after_help = "Example:\n  crier portal read 1042 01JDZ8X6Q4T5N0V9K3M2R7W1YB-7")]
@@ -473,6 +495,10 @@ pub enum HistoryCommand {
         /// At most N rows (default: all).
         #[arg(long, value_name = "N")]
         limit: Option<u64>,
+        /// CSV: every cell as stored. By default a text cell starting with `=`, `+`, `-`, `@`,
+        /// a tab or a CR gets a leading `'` so a spreadsheet does not run it as a formula.
+        #[arg(long)]
+        raw: bool,
     },
     /// Mark a run removed (kept for audit, hidden from listings); --purge deletes it.
     #[command(
@@ -521,14 +547,21 @@ pub struct LogsArgs {
     /// A recipient id (`lead:ID` for a lead).
     #[arg(long, value_name = "ID")]
     pub recipient: Option<String>,
-    /// Only messages of this run.
+    /// Only messages of this run (listed even when the run is removed).
     #[arg(long)]
     pub run: Option<String>,
+    /// List the messages of removed runs too (`crier history delete` hides them).
+    #[arg(long)]
+    pub include_removed: bool,
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
     /// At most N messages (default: 50 in a table, all in csv and json).
     #[arg(long, value_name = "N")]
     pub limit: Option<u64>,
+    /// CSV: every cell as stored. By default a text cell starting with `=`, `+`, `-`, `@`,
+    /// a tab or a CR gets a leading `'` so a spreadsheet does not run it as a formula.
+    #[arg(long)]
+    pub raw: bool,
 }
 
 /// Logs go to stderr, as text or JSON lines; `RUST_LOG` wins over -v/-q.

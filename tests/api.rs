@@ -560,6 +560,88 @@ fn csv_exports_stream_the_rows_the_cli_writes() {
 }
 
 #[test]
+fn csv_exports_neutralise_formulas_unless_raw_is_true() {
+    let f = fixture();
+    let p = &f.project;
+    let store = open(&StoreConfig {
+        path: p.path().join("data/store"),
+        cache_bytes: 8 << 20,
+        backend: crier::store::Backend::Sled,
+    })
+    .unwrap();
+    let ledger = Ledger::new(store.as_ref());
+    let run = ledger
+        .create_run(NewRun {
+            job: "formulas".into(),
+            trigger: Trigger::Manual,
+            channels: vec![Channel::Sms],
+            provider: "bulksms".into(),
+            body: "x".into(),
+            subject: None,
+        })
+        .unwrap()
+        .id;
+    let mut m = message(1042, "+27821234567", Channel::Sms, MessageType::Message);
+    m.body = "=HYPERLINK(\"x\")".into();
+    m.subject = Some("-5".into());
+    ledger.plan(run, vec![m]).unwrap();
+    ledger.flush().unwrap();
+    drop(store);
+
+    let cli = |args: &[&str]| p.crier_env(args, ENV).stdout;
+    let cli_safe = cli(&["logs", "--run", &run.to_string(), "--format", "csv"]);
+    let cli_raw = cli(&[
+        "logs",
+        "--run",
+        &run.to_string(),
+        "--format",
+        "csv",
+        "--raw",
+    ]);
+    let server = start(p);
+    let cells = |path: &str| {
+        let got = server.get(path);
+        assert_eq!(got.status, 200, "{}", got.body);
+        assert!(got.body.ends_with("\r\n"), "CRLF rows: {:?}", got.body);
+        let rows = csv_rows(&got.body);
+        let mut reader = csv::Reader::from_reader(got.body.as_bytes());
+        let header = reader.headers().unwrap().clone();
+        let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+        let cells = (
+            rows[0][col("body")].to_string(),
+            rows[0][col("subject")].to_string(),
+            rows[0][col("address")].to_string(),
+        );
+        (got.body, cells)
+    };
+    let (safe, safe_cells) = cells(&format!("/api/messages?run={run}&format=csv"));
+    assert_eq!(
+        safe_cells,
+        (
+            "'=HYPERLINK(\"x\")".to_string(),
+            "'-5".to_string(),
+            "+27821234567".to_string()
+        )
+    );
+    assert_eq!(safe, cli_safe);
+    let (raw, raw_cells) = cells(&format!("/api/messages?run={run}&format=csv&raw=true"));
+    assert_eq!(
+        raw_cells,
+        (
+            "=HYPERLINK(\"x\")".to_string(),
+            "-5".to_string(),
+            "+27821234567".to_string()
+        )
+    );
+    assert_eq!(raw, cli_raw);
+    let (_, of_run) = cells(&format!("/api/runs/{run}/messages?format=csv"));
+    assert_eq!(of_run, safe_cells);
+    let (_, of_run_raw) = cells(&format!("/api/runs/{run}/messages?format=csv&raw=true"));
+    assert_eq!(of_run_raw, raw_cells);
+    stop(server);
+}
+
+#[test]
 fn portal_inbox_lists_and_marks_read() {
     let f = fixture();
     let p = &f.project;
@@ -797,6 +879,16 @@ fn runs_start_preview_cancel_and_remove_through_the_api() {
         ids(&server.get("/api/runs?status=removed").json()),
         vec![f.welcome.to_string()]
     );
+    // The removed run's messages leave the message listing too, unless asked for.
+    let emails = |query: &str| {
+        let got = server.get(&format!("/api/messages?channel=email{query}"));
+        assert_eq!(got.status, 200, "{}", got.body);
+        got.json().as_array().unwrap().len()
+    };
+    assert_eq!(emails(""), 0);
+    assert_eq!(emails("&include_removed=false"), 0);
+    assert_eq!(emails("&include_removed=true"), 1);
+    assert_eq!(emails(&format!("&run={}", f.welcome)), 1);
     let metrics = server.get("/metrics").body;
     assert!(
         metrics.contains("crier_api_runs_started_total 1"),
@@ -809,6 +901,13 @@ fn runs_start_preview_cancel_and_remove_through_the_api() {
     assert_eq!(ids(&removed), vec![f.welcome.to_string()]);
     let cancelled = cli_json(p, &["history", "--status", "cancelled", "--format", "json"]);
     assert!(ids(&cancelled).contains(&f.maintenance.to_string()));
+    let logs = |args: &[&str]| {
+        let mut full = vec!["logs", "--channel", "email", "--format", "json"];
+        full.extend_from_slice(args);
+        cli_json(p, &full).as_array().unwrap().len()
+    };
+    assert_eq!(logs(&[]), 0);
+    assert_eq!(logs(&["--include-removed"]), 1);
     let api_run = cli_json(p, &["history", "--job", "sms", "--format", "json"]);
     assert_eq!(api_run[0]["trigger"], "api");
     assert_eq!(api_run[0]["id"], id.as_str());

@@ -90,14 +90,40 @@ fn project(mock_url: &str, n: usize, job: &str) -> Project {
     p
 }
 
+/// Every run (all but removed), as JSON; checks on the way that the CSV export agrees
+/// and that every scheduled run records its fire instant, the one its id carries.
 fn runs(p: &Project) -> Vec<serde_json::Value> {
     let out = p.crier(&["history", "--format", "json"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    serde_json::from_str::<serde_json::Value>(&out.stdout)
+    let runs = serde_json::from_str::<serde_json::Value>(&out.stdout)
         .unwrap()
         .as_array()
         .unwrap()
-        .clone()
+        .clone();
+    let csv = p.crier(&["history", "--format", "csv"]);
+    assert_eq!(csv.code, 0, "{}", csv.stderr);
+    let mut reader = csv::Reader::from_reader(csv.stdout.as_bytes());
+    let header = reader.headers().unwrap().clone();
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), runs.len(), "{}", csv.stdout);
+    for (run, row) in runs.iter().zip(&rows) {
+        assert_eq!(row[col("run_id")], *run["id"].as_str().unwrap());
+        if run["trigger"] != "schedule" {
+            continue;
+        }
+        let at = &row[col("scheduled_at")];
+        assert!(
+            !at.is_empty(),
+            "a scheduled run without its instant: {row:?}"
+        );
+        assert_eq!(run["scheduled_at"], at, "{run}");
+        let ms = chrono::DateTime::parse_from_rfc3339(at)
+            .unwrap()
+            .timestamp_millis() as u64;
+        assert_eq!(ms, ulid_ms(run["id"].as_str().unwrap()), "{run}");
+    }
+    runs
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -523,6 +549,36 @@ fn one_shot_job(seconds_ahead: i64, extra: &str) -> String {
         "send_to: sms\nmessage: \"Reminder for {{{{ customer.name }}}}\"\nrecipients: {{}}\n{extra}schedule:\n  at: \"{}\"\n  timezone: UTC\n",
         at.format("%Y-%m-%dT%H:%M:%S")
     )
+}
+
+#[test]
+fn a_fire_time_missed_while_down_is_caught_up_under_its_own_instant() {
+    let rt = runtime();
+    let mock = rt.block_on(mocks::bulksms(TOKEN_ID, SECRET));
+    let job = one_shot_job(-3, "");
+    let p = project(&mock.url, 2, &job);
+    let at = job
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("at: "))
+        .unwrap()
+        .trim_matches('"')
+        .to_string();
+    let daemon = Daemon::start(&p);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while mock.state.accepted_count() < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, log) = daemon.stop();
+    assert_eq!(code, 0, "{log}");
+    assert!(
+        log.contains("Catching up a fire time missed while down."),
+        "{log}"
+    );
+    let runs = runs(&p);
+    assert_eq!(runs.len(), 1, "{runs:?}\n{log}");
+    assert_eq!(runs[0]["trigger"], "schedule");
+    assert_eq!(runs[0]["scheduled_at"], format!("{at}.000Z"), "{}", runs[0]);
 }
 
 #[test]

@@ -406,3 +406,125 @@ fn bad_input_is_a_clear_error() {
         assert!(run.stderr.contains(expected), "{args:?}: {}", run.stderr);
     }
 }
+
+/// A run whose message, subject, error text and reason a spreadsheet would run as
+/// formulas, added to the fixture's store.
+fn add_formula_run(p: &Project) -> RunId {
+    let store = open(&StoreConfig {
+        path: p.path().join("data/store"),
+        cache_bytes: 8 << 20,
+        backend: crier::store::Backend::Sled,
+    })
+    .unwrap();
+    let ledger = Ledger::new(store.as_ref());
+    let run = ledger
+        .create_run(NewRun {
+            job: "formulas".into(),
+            trigger: Trigger::Manual,
+            channels: vec![Channel::Email],
+            provider: "smtp".into(),
+            body: "x".into(),
+            subject: None,
+        })
+        .unwrap();
+    let mut m = message(1042, "+27821234567", Channel::Sms, MessageType::Message);
+    m.subject = Some("-5".into());
+    m.body = "=HYPERLINK(\"x\")".into();
+    let ids = ledger.plan(run.id, vec![m]).unwrap();
+    ledger.finish_planning(run.id).unwrap();
+    ledger
+        .transition(&[Change::to(ids[0], MessageState::Sending)])
+        .unwrap();
+    let mut failed = Change::to(ids[0], MessageState::Failed);
+    failed.error = Some(("-1".into(), "@SUM(A1:A9)".into()));
+    ledger.transition(&[failed]).unwrap();
+    ledger.flush().unwrap();
+    run.id
+}
+
+#[test]
+fn csv_exports_neutralise_formulas_keep_ids_phones_and_times_and_end_rows_in_crlf() {
+    let f = fixture();
+    let p = &f.project;
+    let run = add_formula_run(p).to_string();
+    let export = |args: &[&str]| {
+        let out = p.crier(args);
+        assert_eq!(out.code, 0, "{args:?}: {}", out.stderr);
+        assert!(out.stdout.ends_with("\r\n"), "{:?}", out.stdout);
+        // Every row ends in CRLF; a bare LF is only ever inside a quoted body.
+        let rows = out.stdout.matches("\r\n").count();
+        assert_eq!(rows, csv_rows(&out.stdout).1.len() + 1, "{:?}", out.stdout);
+        let (header, rows) = csv_rows(&out.stdout);
+        let run_id = header.iter().position(|h| h == "run_id").unwrap();
+        let row = rows.iter().find(|r| r[run_id] == run).unwrap();
+        let cells: std::collections::HashMap<String, String> = header
+            .iter()
+            .cloned()
+            .zip(row.iter().map(String::from))
+            .collect();
+        move |name: &str| cells[name].clone()
+    };
+    for args in [
+        &["history", "recipients", &run, "--format", "csv"][..],
+        &["logs", "--format", "csv"][..],
+    ] {
+        let cell = export(args);
+        assert_eq!(cell("body"), "'=HYPERLINK(\"x\")", "{args:?}");
+        assert_eq!(cell("subject"), "'-5");
+        assert_eq!(cell("error_text"), "'@SUM(A1:A9)");
+        assert_eq!(cell("address"), "+27821234567");
+        assert_eq!(
+            cell("error_code"),
+            "-1",
+            "a provider's code is an identifier"
+        );
+        assert!(cell("message_id").starts_with(&run));
+        assert_eq!(cell("recipient_id"), "1042");
+        assert!(cell("created_at").ends_with('Z'));
+        assert_eq!(cell("created_at").len(), 24);
+    }
+    for args in [
+        &["history", "recipients", &run, "--format", "csv", "--raw"][..],
+        &["logs", "--format", "csv", "--raw"][..],
+    ] {
+        let cell = export(args);
+        assert_eq!(cell("body"), "=HYPERLINK(\"x\")", "{args:?}");
+        assert_eq!(cell("subject"), "-5");
+        assert_eq!(cell("error_text"), "@SUM(A1:A9)");
+    }
+    // Runs' rows end in CRLF too, and scheduled runs carry their fire instant.
+    let runs = p.crier(&["history", "--format", "csv"]);
+    assert!(runs.stdout.ends_with("\r\n"));
+    let (header, rows) = csv_rows(&runs.stdout);
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+    for r in &rows {
+        let scheduled = &r[col("scheduled_at")];
+        match &r[col("trigger")] {
+            "schedule" => assert!(scheduled.ends_with('Z'), "{r:?}"),
+            _ => assert_eq!(scheduled, "", "{r:?}"),
+        }
+    }
+}
+
+#[test]
+fn logs_hide_the_messages_of_removed_runs_unless_asked_for() {
+    let f = fixture();
+    let p = &f.project;
+    let welcome = f.welcome.to_string();
+    let count = |args: &[&str]| {
+        let mut full = vec!["logs", "--format", "csv"];
+        full.extend_from_slice(args);
+        let run = p.crier(&full);
+        assert_eq!(run.code, 0, "{args:?}: {}", run.stderr);
+        csv_rows(&run.stdout).1.len()
+    };
+    assert_eq!(count(&["--channel", "email"]), 1);
+    assert_eq!(p.crier(&["history", "delete", &welcome]).code, 0);
+    assert_eq!(count(&[]), 10, "the removed run's message is hidden");
+    assert_eq!(count(&["--channel", "email"]), 0);
+    assert_eq!(count(&["--recipient", "5"]), 0);
+    assert_eq!(count(&["--include-removed"]), 11);
+    assert_eq!(count(&["--channel", "email", "--include-removed"]), 1);
+    // Naming the run is asking for it, as `history show` does.
+    assert_eq!(count(&["--run", &welcome]), 1);
+}

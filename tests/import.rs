@@ -431,3 +431,52 @@ fn large_files_keep_file_order_across_chunks() {
     assert_eq!(seven.len(), 1);
     assert_eq!(seven[0]["id"], 7);
 }
+
+#[test]
+fn a_recipients_csv_neutralises_formula_names_and_keeps_phones_and_ids() {
+    let p = Project::new();
+    p.write(
+        "customers.csv",
+        "id,name,status,phone,location\n\
+         1042,@SUM(1+1)*cmd|' /C calc'!A0,active,+27821234567,=HYPERLINK(\"http://x\")\n\
+         7,Ann,active,082 123 4568,Cape Town\n",
+    );
+    let imported = p.crier(&["import", "customers.csv"]);
+    assert_eq!(imported.code, 0, "{}", imported.stderr);
+    let column = |args: &[&str]| {
+        let mut full = vec!["recipients", "--format", "csv"];
+        full.extend_from_slice(args);
+        let run = p.crier(&full);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        assert!(run.stdout.ends_with("\r\n"), "CRLF rows: {:?}", run.stdout);
+        let mut reader = csv::Reader::from_reader(run.stdout.as_bytes());
+        let header = reader.headers().unwrap().clone();
+        let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+        let row = reader
+            .records()
+            .map(Result::unwrap)
+            .find(|r| &r[col("id")] == "1042")
+            .unwrap();
+        (
+            row[col("name")].to_string(),
+            row[col("location")].to_string(),
+            row[col("phone")].to_string(),
+        )
+    };
+    assert_eq!(
+        column(&[]),
+        (
+            "'@SUM(1+1)*cmd|' /C calc'!A0".to_string(),
+            "'=HYPERLINK(\"http://x\")".to_string(),
+            "+27821234567".to_string()
+        )
+    );
+    assert_eq!(
+        column(&["--raw"]),
+        (
+            "@SUM(1+1)*cmd|' /C calc'!A0".to_string(),
+            "=HYPERLINK(\"http://x\")".to_string(),
+            "+27821234567".to_string()
+        )
+    );
+}

@@ -154,7 +154,7 @@ fn outside_its_send_window_a_run_pauses_and_resumes_later() {
         run.stdout
     );
     assert!(
-        run.stdout.contains(&format!("{from} UTC")),
+        run.stdout.contains(&format!("{from}:00 +00:00 UTC")),
         "{}",
         run.stdout
     );
@@ -246,7 +246,7 @@ fn a_per_recipient_window_holds_back_only_recipients_whose_own_window_is_closed(
     .format("%H:%M")
     .to_string();
     assert!(
-        run.stdout.contains(&format!("{opens_utc} UTC")),
+        run.stdout.contains(&format!("{opens_utc}:00 +00:00 UTC")),
         "{}",
         run.stdout
     );

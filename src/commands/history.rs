@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use super::{Outcome, open_store, print_table};
 use crate::cli::{Format, HistoryArgs, HistoryCommand, HistoryListArgs, LogsArgs};
 use crate::config::Config;
-use crate::history::export::{MessageView, RunView, messages_csv, runs_csv};
+use crate::history::export::{Cells, MessageView, RunView, messages_csv, runs_csv};
 use crate::history::ledger::{Change, Ledger, LedgerError};
 use crate::history::query::{self, MessageQuery, RunQuery};
 use crate::history::{Message, MessageState, Millis, RunId};
@@ -27,7 +27,15 @@ pub(super) fn run(config: &Config, args: &HistoryArgs) -> anyhow::Result<Outcome
             state,
             format,
             limit,
-        }) => recipients(config, run, state.as_deref(), *format, *limit),
+            raw,
+        }) => recipients(
+            config,
+            run,
+            state.as_deref(),
+            *format,
+            *limit,
+            Cells::raw(*raw),
+        ),
         Some(HistoryCommand::Delete { run, purge, yes }) => delete(config, run, *purge, *yes),
         Some(HistoryCommand::Cancel { run }) => cancel(config, run),
         Some(HistoryCommand::Retry { run, yes }) => retry(config, run, *yes),
@@ -195,6 +203,7 @@ fn recipients(
     state: Option<&str>,
     format: Format,
     limit: Option<u64>,
+    cells: Cells,
 ) -> anyhow::Result<Outcome> {
     let id = parse_run(run)?;
     let state = state
@@ -206,7 +215,7 @@ fn recipients(
     ledger.run(id)?;
     let limit = limit.unwrap_or(u64::MAX) as usize;
     let messages = ledger.messages_of(id, state).take(limit);
-    write_messages(config, &ledger, messages, format)
+    write_messages(config, &ledger, messages, format, cells)
 }
 
 fn write_messages<'a>(
@@ -214,10 +223,11 @@ fn write_messages<'a>(
     ledger: &Ledger,
     messages: impl Iterator<Item = Result<Message, LedgerError>> + 'a,
     format: Format,
+    cells: Cells,
 ) -> anyhow::Result<Outcome> {
     match format {
         Format::Csv => {
-            messages_csv(ledger, messages, crate::console::stdout())?;
+            messages_csv(ledger, messages, cells, crate::console::stdout())?;
         }
         Format::Json => print_json(messages.map(|m| m.map(|m| MessageView::from(&m))))?,
         Format::Table => {
@@ -362,6 +372,7 @@ pub(super) fn logs(config: &Config, args: &LogsArgs) -> anyhow::Result<Outcome> 
         phone: args.phone.as_deref(),
         recipient: args.recipient.as_deref(),
         run: args.run.as_deref(),
+        include_removed: args.include_removed,
     }
     .filter(config.tz, config.region, &config.default_region, Utc::now())
     .map_err(anyhow::Error::msg)?;
@@ -369,5 +380,5 @@ pub(super) fn logs(config: &Config, args: &LogsArgs) -> anyhow::Result<Outcome> 
     let ledger = Ledger::new(store.as_ref());
     let limit = limit_for(args.format, args.limit) as usize;
     let messages = query::messages(&ledger, &filter).take(limit);
-    write_messages(config, &ledger, messages, args.format)
+    write_messages(config, &ledger, messages, args.format, Cells::raw(args.raw))
 }

@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use super::{Outcome, open_store, print_table};
 use crate::cli::{Format, OptoutCommand};
 use crate::config::Config;
-use crate::history::export::iso;
+use crate::history::export::{Cells, csv_writer, iso};
 use crate::recipients::optout::{OptOuts, normalize};
 
 fn normalize_all(addresses: &[String], config: &Config) -> anyhow::Result<Vec<String>> {
@@ -41,7 +41,7 @@ pub(super) fn run(config: &Config, command: &OptoutCommand) -> anyhow::Result<Ou
             store.flush()?;
             crate::outln!("{n} removed, {} were not on the list", addresses.len() - n);
         }
-        OptoutCommand::List { format } => {
+        OptoutCommand::List { format, raw } => {
             let entries = list.list().collect::<Result<Vec<_>, _>>()?;
             match format {
                 Format::Table => {
@@ -57,10 +57,15 @@ pub(super) fn run(config: &Config, command: &OptoutCommand) -> anyhow::Result<Ou
                     );
                 }
                 Format::Csv => {
-                    let mut w = csv::Writer::from_writer(crate::console::stdout());
+                    let cells = Cells::raw(*raw);
+                    let mut w = csv_writer(crate::console::stdout());
                     w.write_record(["address", "added_at", "reason"])?;
                     for e in &entries {
-                        w.write_record([e.address.as_str(), &iso(e.added_at), &e.reason])?;
+                        w.write_record([
+                            &*cells.address(&e.address),
+                            &iso(e.added_at),
+                            &cells.text(&e.reason),
+                        ])?;
                     }
                     w.flush()?;
                 }

@@ -5,27 +5,32 @@ use anyhow::bail;
 use super::{Outcome, open_store, print_table};
 use crate::cli::{Format, PortalCommand};
 use crate::config::Config;
-use crate::history::export::iso;
+use crate::history::export::{Cells, csv_writer, iso};
 use crate::provider::portal::Inbox;
 
 pub(super) fn run(config: &Config, command: &PortalCommand) -> anyhow::Result<Outcome> {
     let store = open_store(config)?;
     let inbox = Inbox::new(store.inbox());
     match command {
-        PortalCommand::Inbox { customer, format } => {
+        PortalCommand::Inbox {
+            customer,
+            format,
+            raw,
+        } => {
             let items = inbox.list(*customer)?;
             match format {
                 Format::Json => crate::outln!("{}", serde_json::to_string_pretty(&items)?),
                 Format::Csv => {
-                    let mut w = csv::Writer::from_writer(crate::console::stdout());
+                    let cells = Cells::raw(*raw);
+                    let mut w = csv_writer(crate::console::stdout());
                     w.write_record(["id", "created", "read", "title", "body"])?;
                     for i in &items {
                         w.write_record([
                             i.id.as_str(),
                             &iso(i.created_at),
                             &i.read_at.map(iso).unwrap_or_default(),
-                            i.title.as_deref().unwrap_or_default(),
-                            &i.body,
+                            &cells.text(i.title.as_deref().unwrap_or_default()),
+                            &cells.text(&i.body),
                         ])?;
                     }
                     w.flush()?;

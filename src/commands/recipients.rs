@@ -10,6 +10,7 @@ use anyhow::bail;
 use super::{Outcome, open_store};
 use crate::cli::{Format, KindArg, RecipientsArgs};
 use crate::config::{self, Config};
+use crate::history::export::{Cells, csv_writer};
 use crate::job::{self, RecipientSpec, Source};
 use crate::recipients::filter::{Filter, where_from_pairs};
 use crate::recipients::{Recipient, RecipientKind, source};
@@ -75,7 +76,7 @@ pub(super) fn run(config: &Config, args: &RecipientsArgs) -> anyhow::Result<Outc
     };
     let rows = source::resolve(&spec, store.as_deref(), config.region)?;
 
-    let mut out = Output::new(args.format, crate::console::stdout())?;
+    let mut out = Output::new(args.format, Cells::raw(args.raw), crate::console::stdout())?;
     let limit = args.limit.unwrap_or(u64::MAX);
     let mut count = 0u64;
     let mut bad_rows = 0u64;
@@ -152,6 +153,23 @@ fn fields(r: &Recipient) -> [String; 15] {
     ]
 }
 
+/// [`fields`] for a CSV: names, logins, emails and other typed text neutralised as
+/// `cells` says; kind, id, status, category and billing type are crier's own values.
+fn csv_fields(r: &Recipient, cells: Cells) -> [String; 15] {
+    let mut f = fields(r);
+    for (i, cell) in f.iter_mut().enumerate() {
+        let safe = match COLUMNS[i] {
+            "kind" | "id" | "status" | "category" | "billing_type" => continue,
+            "phone" | "phone_raw" => cells.address(cell),
+            _ => cells.text(cell),
+        };
+        if let std::borrow::Cow::Owned(safe) = safe {
+            *cell = safe;
+        }
+    }
+    f
+}
+
 /// Rows buffered before a table's column widths are fixed.
 const TABLE_SAMPLE: usize = 500;
 
@@ -161,7 +179,7 @@ enum Output<W: Write> {
         pending: Vec<[String; 15]>,
         widths: Option<Vec<usize>>,
     },
-    Csv(Box<csv::Writer<W>>),
+    Csv(Box<csv::Writer<W>>, Cells),
     Json {
         out: W,
         first: bool,
@@ -169,7 +187,7 @@ enum Output<W: Write> {
 }
 
 impl<W: Write> Output<W> {
-    fn new(format: Format, mut out: W) -> anyhow::Result<Output<W>> {
+    fn new(format: Format, cells: Cells, mut out: W) -> anyhow::Result<Output<W>> {
         Ok(match format {
             Format::Table => Output::Table {
                 out,
@@ -177,9 +195,9 @@ impl<W: Write> Output<W> {
                 widths: None,
             },
             Format::Csv => {
-                let mut w = csv::Writer::from_writer(out);
+                let mut w = csv_writer(out);
                 w.write_record(COLUMNS)?;
-                Output::Csv(Box::new(w))
+                Output::Csv(Box::new(w), cells)
             }
             Format::Json => {
                 out.write_all(b"[")?;
@@ -206,7 +224,7 @@ impl<W: Write> Output<W> {
                     }
                 }
             }
-            Output::Csv(w) => w.write_record(fields(r))?,
+            Output::Csv(w, cells) => w.write_record(csv_fields(r, *cells))?,
             Output::Json { out, first } => {
                 if !*first {
                     out.write_all(b",")?;
@@ -231,7 +249,7 @@ impl<W: Write> Output<W> {
                 }
                 out.flush()?;
             }
-            Output::Csv(mut w) => w.flush()?,
+            Output::Csv(mut w, _) => w.flush()?,
             Output::Json { mut out, .. } => {
                 out.write_all(b"\n]\n")?;
                 out.flush()?;

@@ -49,7 +49,7 @@ pub(super) fn run(cli: &Cli, args: &ValidateArgs) -> anyhow::Result<Outcome> {
             (Some(s), true) => match s.next_after(now) {
                 Some(t) => format!(
                     "next {} ({})",
-                    t.with_timezone(&s.tz).format("%Y-%m-%d %H:%M %Z"),
+                    crate::job::schedule::zoned(t, s.tz),
                     s.describe()
                 ),
                 None => format!("no future fire time ({})", s.describe()),

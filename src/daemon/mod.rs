@@ -38,7 +38,7 @@ use crate::engine::running;
 use crate::engine::send::{OUTSIDE_WINDOW, SendOptions, send};
 use crate::history::ledger::Ledger;
 use crate::history::{RunId, Trigger};
-use crate::job::schedule::{Misfire, Overlap, Schedule};
+use crate::job::schedule::{Misfire, Overlap, Schedule, zoned};
 use crate::job::{self, Job};
 use crate::store::Store;
 
@@ -334,6 +334,16 @@ fn hangup() -> std::io::Result<tokio::signal::unix::Signal> {
 }
 
 impl Daemon {
+    /// `at` in the zone of `name`'s schedule (UTC if it has none), for the log.
+    fn zoned(&self, name: &str, at: DateTime<Utc>) -> String {
+        let tz = self
+            .jobs
+            .get(name)
+            .and_then(|e| e.job.schedule.as_ref())
+            .map_or(chrono_tz::UTC, |s| s.tz);
+        zoned(at, tz)
+    }
+
     /// Adds (or replaces) a job and sets its next timer.
     async fn install(&mut self, job: Job) {
         let name = job.name.clone();
@@ -388,7 +398,7 @@ impl Daemon {
                 Ok(id) => {
                     tracing::info!(
                         job = %entry.job.name,
-                        next = %at.with_timezone(&schedule.tz).format("%Y-%m-%d %H:%M:%S %Z"),
+                        next = %zoned(at, schedule.tz),
                         "Scheduled."
                     );
                     Some(id)
@@ -452,7 +462,7 @@ impl Daemon {
             if ledger.run(scheduled_run_id(&name, at)).is_ok() {
                 continue;
             }
-            tracing::warn!(job = %name, missed = %at, "Catching up a fire time missed while down.");
+            tracing::warn!(job = %name, missed = %self.zoned(&name, at), "Catching up a fire time missed while down.");
             self.start(&name, at);
         }
     }
@@ -465,7 +475,7 @@ impl Daemon {
             return; // A timer of a version since replaced.
         }
         let late_ms = (Utc::now() - fire.at).num_milliseconds();
-        tracing::info!(job = %fire.job, at = %fire.at, late_ms, "Fired.");
+        tracing::info!(job = %fire.job, at = %self.zoned(&fire.job, fire.at), late_ms, "Fired.");
         // The next occurrence first, with its own day's offset.
         let timer = self.arm(entry, fire.at).await;
         let Some(entry) = self.jobs.get_mut(&fire.job) else {
@@ -502,7 +512,7 @@ impl Daemon {
         let why = format!(
             "skipped: the previous run{previous} was still sending at this firing (overlap: skip)"
         );
-        tracing::warn!(job = %name, at = %at, "Skipped: the previous run is still going (overlap: skip).");
+        tracing::warn!(job = %name, at = %self.zoned(name, at), "Skipped: the previous run is still going (overlap: skip).");
         let Some(entry) = self.jobs.get(name) else {
             return;
         };
@@ -536,7 +546,7 @@ impl Daemon {
             return;
         }
         if let Some(at) = entry.pending.take() {
-            tracing::info!(job = %name, at = %at, "The queued firing starts now (overlap: queue).");
+            tracing::info!(job = %name, at = %self.zoned(name, at), "The queued firing starts now (overlap: queue).");
             self.start(name, at);
         }
     }
@@ -547,7 +557,7 @@ impl Daemon {
             return;
         }
         if self.cancel.load(std::sync::atomic::Ordering::SeqCst) {
-            tracing::info!(job = %name, at = %at, "Shutting down: this firing does not start.");
+            tracing::info!(job = %name, at = %self.zoned(name, at), "Shutting down: this firing does not start.");
             return;
         }
         let id = scheduled_run_id(name, at);
@@ -649,7 +659,7 @@ impl Daemon {
 
     fn done(&mut self, name: &str, reopen: Option<(RunId, DateTime<Utc>)>) {
         if let Some((run, at)) = reopen {
-            tracing::info!(job = %name, run = %run, opens = %at, "Paused until the send window opens.");
+            tracing::info!(job = %name, run = %run, opens = %self.zoned(name, at), "Paused until the send window opens.");
             let events = self.events.clone();
             let job = name.to_string();
             tokio::spawn(async move {
@@ -666,7 +676,7 @@ impl Daemon {
             None => None,
         };
         if let Some(at) = pending {
-            tracing::info!(job = %name, at = %at, "The queued firing starts now (overlap: queue).");
+            tracing::info!(job = %name, at = %self.zoned(name, at), "The queued firing starts now (overlap: queue).");
             self.start(name, at);
         }
     }

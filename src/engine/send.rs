@@ -599,7 +599,7 @@ pub fn send(
         let reason = format!(
             "{OUTSIDE_WINDOW} of {} recipients in their own time zones (the first opens {})",
             summary.deferred,
-            opens.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z")
+            crate::job::schedule::zoned(opens, tz)
         );
         tracing::info!(reason = %reason, "Run paused.");
         summary.paused = Some(reason);
@@ -1285,7 +1285,7 @@ impl Dispatch<'_, '_> {
                 if !window.contains(now, *tz) {
                     let opens = window
                         .next_open(now, *tz)
-                        .map(|t| t.with_timezone(tz).format("%Y-%m-%d %H:%M %Z").to_string())
+                        .map(|t| crate::job::schedule::zoned(t, *tz))
                         .unwrap_or_else(|| "never".into());
                     self.stop
                         .stop(format!("{OUTSIDE_WINDOW} (it opens {opens})"));

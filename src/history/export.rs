@@ -1,15 +1,22 @@
 //! CSV export of runs and messages, streamed: one row written per record read, so an
-//! export of millions of messages runs in constant memory. RFC 4180 quoting (the `csv`
-//! crate), a header row, ISO 8601 UTC timestamps with milliseconds: a spreadsheet opens
-//! the file as is.
+//! export of millions of messages runs in constant memory. RFC 4180 quoting and CRLF row
+//! ends (the `csv` crate), a header row, ISO 8601 UTC timestamps with milliseconds: a
+//! spreadsheet opens the file as is.
+//!
+//! A spreadsheet also runs a cell that starts with `=`, `+`, `-`, `@`, a tab or a CR as a
+//! formula (OWASP "CSV Injection"), and bodies, subjects, names and error texts come from
+//! people and providers. So by default such free-text cells get a leading `'` ([`Cells`]);
+//! identifiers, phone numbers and timestamps are never touched. `--raw` (`raw=true`) writes
+//! every cell as stored, for pandas or a database. Every CSV crier writes goes through
+//! [`csv_writer`] and [`Cells`], so the rule lives here once.
 //!
 //! [`RunView`] and [`MessageView`] are the JSON forms of a run and a message, shared by
 //! `crier history --format json` and the HTTP API, so the two print the same fields.
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::io::Write;
-
-use std::collections::BTreeMap;
 
 use chrono::{DateTime, SecondsFormat};
 use serde::Serialize;
@@ -68,6 +75,57 @@ fn opt_iso(ms: Option<Millis>) -> String {
     ms.map(iso).unwrap_or_default()
 }
 
+/// A CSV writer as RFC 4180 asks: rows end in CRLF (the `csv` crate's default is LF).
+pub fn csv_writer<W: Write>(out: W) -> csv::Writer<W> {
+    csv::WriterBuilder::new()
+        .terminator(csv::Terminator::CRLF)
+        .from_writer(out)
+}
+
+/// How free-text cells are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Cells {
+    /// A cell a spreadsheet would read as a formula gets a leading `'` (the default).
+    #[default]
+    Safe,
+    /// Every cell as stored (`--raw`), for tools that do not evaluate formulas.
+    Raw,
+}
+
+impl Cells {
+    /// `Raw` when `raw`, else `Safe`.
+    pub fn raw(raw: bool) -> Cells {
+        if raw { Cells::Raw } else { Cells::Safe }
+    }
+
+    /// A free-text cell (body, subject, name, error text): prefixed with `'` when it
+    /// starts with `=`, `+`, `-`, `@`, a tab or a CR, unless raw.
+    pub fn text<'a>(self, s: &'a str) -> Cow<'a, str> {
+        let formula = s.starts_with(['=', '+', '-', '@', '\t', '\r']);
+        if self == Cells::Safe && formula {
+            Cow::Owned(format!("'{s}"))
+        } else {
+            Cow::Borrowed(s)
+        }
+    }
+
+    /// An address or phone cell: a phone number (`+27821234567`, `082 123 4567`, digits
+    /// with spaces, dots, dashes or brackets) stays as is; anything else (an email address
+    /// or login, which people type) is free text.
+    pub fn address<'a>(self, s: &'a str) -> Cow<'a, str> {
+        let digits = s.strip_prefix('+').unwrap_or(s);
+        let phone = digits.bytes().any(|b| b.is_ascii_digit())
+            && digits
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b" ().-".contains(&b));
+        if phone {
+            Cow::Borrowed(s)
+        } else {
+            self.text(s)
+        }
+    }
+}
+
 /// Why an export stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
@@ -81,9 +139,10 @@ pub enum ExportError {
 pub fn messages_csv<W: Write>(
     ledger: &Ledger,
     messages: impl Iterator<Item = Result<Message, LedgerError>>,
+    cells: Cells,
     out: W,
 ) -> Result<u64, ExportError> {
-    let mut w = csv::Writer::from_writer(out);
+    let mut w = csv_writer(out);
     w.write_record(MESSAGE_COLUMNS)?;
     // Job names by run: a handful of runs cover millions of messages.
     let mut jobs: HashMap<RunId, String> = HashMap::new();
@@ -107,17 +166,17 @@ pub fn messages_csv<W: Write>(
             &m.provider,
             m.recipient_kind.as_str(),
             &m.recipient_id.to_string(),
-            &m.address,
+            &cells.address(&m.address),
             m.state.as_str(),
-            m.reason.as_deref().unwrap_or_default(),
+            &cells.text(m.reason.as_deref().unwrap_or_default()),
             &m.attempts.to_string(),
             m.encoding.as_deref().unwrap_or_default(),
             &m.parts.to_string(),
             m.provider_message_id.as_deref().unwrap_or_default(),
             m.error_code.as_deref().unwrap_or_default(),
-            m.error_text.as_deref().unwrap_or_default(),
-            m.subject.as_deref().unwrap_or_default(),
-            &m.body,
+            &cells.text(m.error_text.as_deref().unwrap_or_default()),
+            &cells.text(m.subject.as_deref().unwrap_or_default()),
+            &cells.text(&m.body),
             &iso(m.created_at),
             &iso(m.updated_at),
         ])?;
@@ -127,12 +186,13 @@ pub fn messages_csv<W: Write>(
     Ok(n)
 }
 
-/// Writes runs as CSV; returns how many rows.
+/// Writes runs as CSV; returns how many rows. Every column is an identifier, a count or
+/// a timestamp, so there is no free text to neutralise.
 pub fn runs_csv<W: Write>(
     runs: impl Iterator<Item = Result<Run, LedgerError>>,
     out: W,
 ) -> Result<u64, ExportError> {
-    let mut w = csv::Writer::from_writer(out);
+    let mut w = csv_writer(out);
     let mut header: Vec<&str> = RUN_COLUMNS.to_vec();
     header.extend(MessageState::ALL.iter().map(|s| s.as_str()));
     w.write_record(&header)?;
@@ -307,5 +367,120 @@ impl From<&Message> for MessageView {
                 })
                 .collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::MessageType;
+    use crate::history::ledger::{NewMessage, NewRun};
+    use crate::job::Channel;
+    use crate::recipients::RecipientKind;
+    use crate::store::{Backend, StoreConfig, open};
+
+    #[test]
+    fn formula_text_is_prefixed_and_phones_ids_and_plain_text_are_not() {
+        let safe = Cells::Safe;
+        for formula in ["=HYPERLINK(\"x\")", "+1", "-5", "@SUM(A1)", "\tx", "\rx"] {
+            assert_eq!(safe.text(formula), format!("'{formula}"));
+            assert_eq!(Cells::Raw.text(formula), formula);
+        }
+        for plain in ["Hi Ann", "", "'quoted", "5-3", "a=b"] {
+            assert_eq!(safe.text(plain), plain);
+        }
+        assert_eq!(safe.address("+27821234567"), "+27821234567");
+        assert_eq!(safe.address("+27 (82) 123-4567"), "+27 (82) 123-4567");
+        assert_eq!(safe.address("ann@example.com"), "ann@example.com");
+        assert_eq!(safe.address("=cmd@example.com"), "'=cmd@example.com");
+        assert_eq!(safe.address("+"), "'+");
+        assert_eq!(safe.address("+27 82=1"), "'+27 82=1");
+    }
+
+    /// One message with formula text in every free-text field, exported.
+    fn export(cells: Cells) -> (String, Message) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&StoreConfig {
+            path: dir.path().join("store"),
+            cache_bytes: 8 << 20,
+            backend: Backend::Sled,
+        })
+        .unwrap();
+        let ledger = Ledger::new(store.as_ref());
+        let run = ledger
+            .create_run(NewRun {
+                job: "reminder".into(),
+                trigger: Trigger::Manual,
+                channels: vec![Channel::Sms],
+                provider: "bulksms".into(),
+                body: "x".into(),
+                subject: None,
+            })
+            .unwrap();
+        ledger
+            .plan(
+                run.id,
+                vec![NewMessage {
+                    recipient_kind: RecipientKind::Customer,
+                    recipient_id: 1042,
+                    address: "+27821234567".into(),
+                    channel: Channel::Sms,
+                    provider: "bulksms".into(),
+                    kind: MessageType::Message,
+                    subject: Some("-5".into()),
+                    body: "=HYPERLINK(\"x\")".into(),
+                    encoding: Some("gsm7".into()),
+                    parts: 1,
+                    state: MessageState::Skipped,
+                    reason: Some("@SUM(1)".into()),
+                    error: None,
+                }],
+            )
+            .unwrap();
+        let m = ledger.messages_of(run.id, None).next().unwrap().unwrap();
+        let mut out = Vec::new();
+        messages_csv(&ledger, std::iter::once(Ok(m.clone())), cells, &mut out).unwrap();
+        (String::from_utf8(out).unwrap(), m)
+    }
+
+    fn row(csv: &str) -> HashMap<String, String> {
+        let mut r = csv::Reader::from_reader(csv.as_bytes());
+        let header = r.headers().unwrap().clone();
+        let record = r.records().next().unwrap().unwrap();
+        header
+            .iter()
+            .zip(record.iter())
+            .map(|(h, v)| (h.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_message_export_neutralises_formulas_and_keeps_ids_phones_and_times() {
+        let (csv, m) = export(Cells::Safe);
+        let r = row(&csv);
+        assert_eq!(r["body"], "'=HYPERLINK(\"x\")");
+        assert_eq!(r["subject"], "'-5");
+        assert_eq!(r["reason"], "'@SUM(1)");
+        assert_eq!(r["address"], "+27821234567");
+        assert_eq!(r["message_id"], m.id.to_string());
+        assert_eq!(r["recipient_id"], "1042");
+        assert_eq!(r["created_at"], iso(m.created_at));
+    }
+
+    #[test]
+    fn a_raw_message_export_writes_every_cell_as_stored() {
+        let (csv, _) = export(Cells::Raw);
+        let r = row(&csv);
+        assert_eq!(r["body"], "=HYPERLINK(\"x\")");
+        assert_eq!(r["subject"], "-5");
+        assert_eq!(r["reason"], "@SUM(1)");
+    }
+
+    #[test]
+    fn rows_end_in_crlf() {
+        let (csv, _) = export(Cells::Safe);
+        assert!(csv.ends_with("\r\n"), "{csv:?}");
+        assert_eq!(csv.matches("\r\n").count(), 2, "{csv:?}");
+        assert_eq!(csv.matches('\n').count(), 2, "{csv:?}");
     }
 }

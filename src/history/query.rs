@@ -5,6 +5,7 @@
 //! days, this month, last month, a custom range), computed in the configured time zone:
 //! a day is local midnight to local midnight, whatever DST does to its length.
 
+use std::collections::HashMap;
 use std::str::FromStr;
 
 use chrono::{DateTime, Datelike, Days, Months, NaiveDate, NaiveDateTime, NaiveTime, Utc};
@@ -199,6 +200,9 @@ pub struct MessageFilter {
     pub address: Option<String>,
     pub recipient: Option<(Option<RecipientKind>, u64)>,
     pub run: Option<RunId>,
+    /// Messages of `removed` runs too. Without it they are hidden, as [`RunFilter`] hides
+    /// the runs themselves, unless `run` names the run.
+    pub include_removed: bool,
 }
 
 impl MessageFilter {
@@ -255,6 +259,9 @@ pub fn messages<'a>(
     };
     let by_record = filter.run.is_some() && filter.state.is_none();
     let by_state = filter.run.is_some() && filter.state.is_some();
+    let hide_removed = !filter.include_removed && filter.run.is_none();
+    // Whether each run met is removed: a handful of runs cover millions of messages.
+    let mut removed: HashMap<RunId, bool> = HashMap::new();
     Box::new(
         prefixes
             .into_iter()
@@ -275,7 +282,29 @@ pub fn messages<'a>(
                 })?;
                 ledger.message(id)
             })
-            .filter(move |m| m.as_ref().map_or(true, |m| filter.accepts(m))),
+            .filter(move |m| m.as_ref().map_or(true, |m| filter.accepts(m)))
+            .filter_map(move |m| {
+                let Ok(message) = &m else { return Some(m) };
+                if !hide_removed {
+                    return Some(m);
+                }
+                let run = message.id.run;
+                let is_removed = match removed.get(&run) {
+                    Some(r) => *r,
+                    None => {
+                        let r = match ledger.run(run) {
+                            Ok(r) => r.removed,
+                            Err(e) => return Some(Err(e)),
+                        };
+                        if removed.len() > 10_000 {
+                            removed.clear();
+                        }
+                        removed.insert(run, r);
+                        r
+                    }
+                };
+                (!is_removed).then_some(m)
+            }),
     )
 }
 
@@ -320,6 +349,8 @@ pub struct MessageQuery<'a> {
     /// A recipient id, `lead:ID` for a lead.
     pub recipient: Option<&'a str>,
     pub run: Option<&'a str>,
+    /// List the messages of `removed` runs too (`--include-removed`, `include_removed=true`).
+    pub include_removed: bool,
 }
 
 impl MessageQuery<'_> {
@@ -342,6 +373,7 @@ impl MessageQuery<'_> {
                 .transpose()?,
             recipient: self.recipient.map(parse_recipient).transpose()?,
             run: self.run.map(str::parse::<RunId>).transpose()?,
+            include_removed: self.include_removed,
         })
     }
 }
@@ -643,5 +675,73 @@ mod tests {
                 .unwrap_err()
                 .contains("unknown status `done`")
         );
+    }
+
+    #[test]
+    fn messages_of_removed_runs_are_hidden_unless_asked_for_or_their_run_is_named() {
+        use crate::history::ledger::{NewMessage, NewRun};
+        use crate::store::{Backend, StoreConfig, open};
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&StoreConfig {
+            path: dir.path().join("store"),
+            cache_bytes: 8 << 20,
+            backend: Backend::Sled,
+        })
+        .unwrap();
+        let ledger = Ledger::new(store.as_ref());
+        let mut runs = Vec::new();
+        for job in ["kept", "removed"] {
+            let run = ledger
+                .create_run(NewRun {
+                    job: job.into(),
+                    trigger: crate::history::Trigger::Manual,
+                    channels: vec![Channel::Sms],
+                    provider: "bulksms".into(),
+                    body: "x".into(),
+                    subject: None,
+                })
+                .unwrap();
+            let message = NewMessage {
+                recipient_kind: RecipientKind::Customer,
+                recipient_id: 1042,
+                address: "+27821234567".into(),
+                channel: Channel::Sms,
+                provider: "bulksms".into(),
+                kind: MessageType::Message,
+                subject: None,
+                body: format!("from {job}"),
+                encoding: None,
+                parts: 1,
+                state: MessageState::Queued,
+                reason: None,
+                error: None,
+            };
+            ledger.plan(run.id, vec![message]).unwrap();
+            runs.push(run.id);
+        }
+        ledger.remove(runs[1]).unwrap();
+        let bodies = |q: MessageQuery| -> Vec<String> {
+            let za = phonenumber::country::Id::ZA;
+            let f = q.filter(chrono_tz::UTC, za, "ZA", Utc::now()).unwrap();
+            messages(&ledger, &f).map(|m| m.unwrap().body).collect()
+        };
+        assert_eq!(bodies(MessageQuery::default()), ["from kept"]);
+        let by_phone = MessageQuery {
+            phone: Some("082 123 4567"),
+            ..MessageQuery::default()
+        };
+        assert_eq!(bodies(by_phone.clone()), ["from kept"]);
+        let mut all = bodies(MessageQuery {
+            include_removed: true,
+            ..by_phone
+        });
+        all.sort();
+        assert_eq!(all, ["from kept", "from removed"]);
+        let named = runs[1].to_string();
+        let of_run = MessageQuery {
+            run: Some(&named),
+            ..MessageQuery::default()
+        };
+        assert_eq!(bodies(of_run), ["from removed"]);
     }
 }

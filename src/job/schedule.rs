@@ -200,6 +200,22 @@ pub fn resolve_local(tz: Tz, local: NaiveDateTime) -> Option<DateTime<Tz>> {
     }
 }
 
+/// An instant as people read it in `tz`, with the offset, which is unambiguous, and the
+/// zone's abbreviation, which is familiar but not (`IST`, `CST`):
+/// `2027-03-28 03:00:00 +02:00 CEST`. A zone without an abbreviation shows the offset
+/// once (`2027-03-28 03:00:00 +04:00`). Every zoned instant crier prints to people (`jobs`,
+/// `validate`, the daemon's log, send-window messages) goes through here.
+pub fn zoned(t: DateTime<Utc>, tz: Tz) -> String {
+    let local = t.with_timezone(&tz);
+    let abbreviation = local.format("%Z").to_string();
+    let offset = local.format("%Y-%m-%d %H:%M:%S %:z");
+    if abbreviation.starts_with(['+', '-']) {
+        offset.to_string()
+    } else {
+        format!("{offset} {abbreviation}")
+    }
+}
+
 impl Schedule {
     /// The first fire time strictly after `after`, or `None` if there is none.
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
@@ -228,6 +244,34 @@ impl Schedule {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zoned_instants_show_the_offset_and_the_abbreviation() {
+        let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        let berlin = chrono_tz::Europe::Berlin;
+        assert_eq!(
+            zoned(t("2027-03-28T01:00:00Z"), berlin),
+            "2027-03-28 03:00:00 +02:00 CEST"
+        );
+        assert_eq!(
+            zoned(t("2027-03-28T00:59:59Z"), berlin),
+            "2027-03-28 01:59:59 +01:00 CET"
+        );
+        // `IST` is India's, Ireland's and Israel's: the offset tells them apart.
+        assert_eq!(
+            zoned(t("2027-01-15T12:00:00Z"), chrono_tz::Asia::Kolkata),
+            "2027-01-15 17:30:00 +05:30 IST"
+        );
+        assert_eq!(
+            zoned(t("2027-01-15T12:00:00Z"), chrono_tz::UTC),
+            "2027-01-15 12:00:00 +00:00 UTC"
+        );
+        // No abbreviation in the zone database: the offset once, not twice.
+        assert_eq!(
+            zoned(t("2027-01-15T12:00:00Z"), chrono_tz::Asia::Dubai),
+            "2027-01-15 16:00:00 +04:00"
+        );
+    }
 
     fn cron_schedule(expr: &str, tz: Tz) -> Schedule {
         Schedule {

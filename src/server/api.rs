@@ -33,7 +33,7 @@ use utoipa_axum::routes;
 use super::{ApiError, Shared};
 use crate::engine::preview::preview;
 use crate::engine::send::{SendError, SendOptions, send};
-use crate::history::export::{MessageView, RunView, iso, messages_csv, runs_csv};
+use crate::history::export::{Cells, MessageView, RunView, iso, messages_csv, runs_csv};
 use crate::history::ledger::{Ledger, LedgerError};
 use crate::history::query::{self, MessageQuery, RunQuery};
 use crate::history::{Message, MessageState, Run, RunId, Trigger};
@@ -282,11 +282,12 @@ async fn messages_response(
     format: Format,
     limit: usize,
     which: Messages,
+    cells: Cells,
 ) -> Result<Response, ApiError> {
     match format {
         Format::Csv => Ok(csv_response("messages.csv", move |w| {
             let ledger = Ledger::new(state.store.as_ref());
-            messages_csv(&ledger, which.read(&ledger), w).map_err(|e| e.to_string())
+            messages_csv(&ledger, which.read(&ledger), cells, w).map_err(|e| e.to_string())
         })),
         Format::Json => {
             let views = blocking(move || {
@@ -434,6 +435,9 @@ struct RunMessagesParams {
     format: Option<Format>,
     /// Most messages in a JSON answer (default 100, at most 10000).
     limit: Option<usize>,
+    /// CSV: every cell as stored (default false: a text cell starting with `=`, `+`, `-`,
+    /// `@`, a tab or a CR gets a leading `'`, so a spreadsheet does not run it).
+    raw: Option<bool>,
 }
 
 /// A run's messages, in plan order.
@@ -480,6 +484,7 @@ async fn run_messages(
         p.format.unwrap_or_default(),
         limit,
         Messages::OfRun(id, message_state),
+        Cells::raw(p.raw.unwrap_or_default()),
     )
     .await
 }
@@ -507,13 +512,18 @@ struct MessagesParams {
     phone: Option<String>,
     /// A recipient id (`lead:ID` for a lead).
     recipient: Option<String>,
-    /// Only messages of this run.
+    /// Only messages of this run (listed even when the run is removed).
     run: Option<String>,
+    /// List the messages of removed runs too (default false).
+    include_removed: Option<bool>,
     /// json (default) or csv.
     #[param(inline)]
     format: Option<Format>,
     /// Most messages in a JSON answer (default 100, at most 10000).
     limit: Option<usize>,
+    /// CSV: every cell as stored (default false: a text cell starting with `=`, `+`, `-`,
+    /// `@`, a tab or a CR gets a leading `'`, so a spreadsheet does not run it).
+    raw: Option<bool>,
 }
 
 /// Messages across runs, newest first.
@@ -548,6 +558,7 @@ async fn list_messages(
         phone: p.phone.as_deref(),
         recipient: p.recipient.as_deref(),
         run: p.run.as_deref(),
+        include_removed: p.include_removed.unwrap_or_default(),
     }
     .filter(config.tz, config.region, &config.default_region, Utc::now())
     .map_err(ApiError::bad_request)?;
@@ -557,6 +568,7 @@ async fn list_messages(
         p.format.unwrap_or_default(),
         limit,
         Messages::Filtered(filter),
+        Cells::raw(p.raw.unwrap_or_default()),
     )
     .await
 }
