@@ -495,3 +495,31 @@ fn usage_errors_exit_2_and_help_lists_every_command() {
         assert!(text.contains("Example"), "{cmd:?} --help has an example");
     }
 }
+
+/// The schema `crier validate` checks structure with (and editors and check-jsonschema
+/// use) accepts every shipped job and config: it is never stricter than crier itself.
+#[test]
+fn the_json_schema_accepts_every_shipped_file() {
+    let read = |path: &std::path::Path| -> serde_yaml::Value {
+        serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    };
+    let mut checked = 0;
+    for dir in [root().join("jobs"), root().join("tests/corpus/project/jobs")] {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|x| x == "yaml") {
+                let problems = crier::config::shape::check::<crier::job::RawJob>(&read(&path));
+                assert!(problems.is_empty(), "{}: {problems:?}", path.display());
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 7);
+    for config in [
+        root().join("crier.yaml"),
+        root().join("jobs/config/crier.example.yaml"),
+    ] {
+        let problems = crier::config::shape::check::<crier::config::RawConfig>(&read(&config));
+        assert!(problems.is_empty(), "{}: {problems:?}", config.display());
+    }
+}
