@@ -674,7 +674,7 @@ mod tests {
         assert_eq!(
             errors,
             "crier.yaml:6:15: providers.sms.base_url: environment variable `BULKSMS_URL` is not set (set it, or write `${BULKSMS_URL:-default}`)\n\
-             crier.yaml:7:21: providers.sms.limits.rate: the string `${RATE}` is not in the form this field takes (`^\\s*[0-9]+\\s*/\\s*(s|sec|second|m|min|minute|h|hour)\\s*$`)"
+             crier.yaml:7:21: providers.sms.limits.rate: expected N/s, N/min or N/h (e.g. `10/s`), got `${RATE}`"
         );
     }
 
