@@ -301,13 +301,41 @@ fn job_name_schema() -> Object {
     matching(JOB_NAME).build()
 }
 
+/// Each parameter schema as a type, for `#[param(value_type = …, inline)]`, which keeps
+/// the field's doc comment and whether it is required.
+macro_rules! schema_types {
+    ($($name:ident => $schema:expr;)*) => {$(
+        struct $name;
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                $schema.into()
+            }
+        }
+        impl ToSchema for $name {}
+    )*};
+}
+
+schema_types! {
+    RunStatusFilter => run_status_schema();
+    MessageStateValue => message_state_schema();
+    ChannelValue => channel_schema();
+    MessageTypeValue => message_type_schema();
+    PeriodValue => period_schema();
+    Bound => bound_schema();
+    RunIdValue => run_id_schema();
+    RecipientValue => recipient_schema();
+    Limit => limit_schema();
+    CustomerId => customer_id_schema();
+    JobName => job_name_schema();
+}
+
 /// The `{id}` of the run routes.
 #[derive(IntoParams)]
 #[into_params(parameter_in = Path)]
 #[allow(dead_code)]
 struct RunPath {
     /// Run id (a ULID).
-    #[param(schema_with = run_id_schema)]
+    #[param(value_type = RunIdValue, inline)]
     id: String,
 }
 
@@ -317,7 +345,7 @@ struct RunPath {
 #[allow(dead_code)]
 struct JobPath {
     /// Job name: the file jobs/<name>.yaml (or .yml).
-    #[param(schema_with = job_name_schema)]
+    #[param(value_type = JobName, inline)]
     name: String,
 }
 
@@ -327,7 +355,7 @@ struct JobPath {
 #[allow(dead_code)]
 struct CustomerPath {
     /// Customer id.
-    #[param(schema_with = customer_id_schema)]
+    #[param(value_type = CustomerId, inline)]
     customer_id: u64,
 }
 
@@ -466,17 +494,17 @@ async fn messages_response(
 #[into_params(parameter_in = Query)]
 struct RunsParams {
     /// `any` (every status but removed; the default) or one status.
-    #[param(schema_with = run_status_schema)]
+    #[param(value_type = Option<RunStatusFilter>, inline)]
     status: Option<String>,
     /// A named period in the configured time zone; not with `from`/`to`.
-    #[param(schema_with = period_schema)]
+    #[param(value_type = Option<PeriodValue>, inline)]
     period: Option<String>,
     /// Start of a custom range: YYYY-MM-DD or YYYY-MM-DDTHH:MM (local time) or RFC 3339;
     /// before `to`.
-    #[param(schema_with = bound_schema)]
+    #[param(value_type = Option<Bound>, inline)]
     from: Option<String>,
     /// End of a custom range (a date includes that whole day).
-    #[param(schema_with = bound_schema)]
+    #[param(value_type = Option<Bound>, inline)]
     to: Option<String>,
     /// Only runs of this job.
     job: Option<String>,
@@ -484,7 +512,7 @@ struct RunsParams {
     #[param(inline)]
     format: Option<Format>,
     /// Most runs in a JSON answer (CSV has every row).
-    #[param(schema_with = limit_schema)]
+    #[param(value_type = Option<Limit>, inline)]
     limit: Option<usize>,
 }
 
@@ -585,13 +613,13 @@ async fn get_run(
 #[into_params(parameter_in = Query)]
 struct RunMessagesParams {
     /// Only messages in this state.
-    #[param(schema_with = message_state_schema)]
+    #[param(value_type = Option<MessageStateValue>, inline)]
     state: Option<String>,
     /// json (default) or csv.
     #[param(inline)]
     format: Option<Format>,
     /// Most messages in a JSON answer (CSV has every row).
-    #[param(schema_with = limit_schema)]
+    #[param(value_type = Option<Limit>, inline)]
     limit: Option<usize>,
 }
 
@@ -649,39 +677,39 @@ async fn run_messages(
 #[into_params(parameter_in = Query)]
 struct MessagesParams {
     /// Only messages on this channel.
-    #[param(schema_with = channel_schema)]
+    #[param(value_type = Option<ChannelValue>, inline)]
     channel: Option<String>,
     /// Only messages in this state.
-    #[param(schema_with = message_state_schema)]
+    #[param(value_type = Option<MessageStateValue>, inline)]
     state: Option<String>,
     /// Real messages or send-as-tests.
     #[serde(rename = "type")]
-    #[param(schema_with = message_type_schema)]
+    #[param(value_type = Option<MessageTypeValue>, inline)]
     kind: Option<String>,
     /// A named period in the configured time zone; not with `from`/`to`.
-    #[param(schema_with = period_schema)]
+    #[param(value_type = Option<PeriodValue>, inline)]
     period: Option<String>,
     /// Start of a custom range: YYYY-MM-DD or YYYY-MM-DDTHH:MM (local time) or RFC 3339;
     /// before `to`.
-    #[param(schema_with = bound_schema)]
+    #[param(value_type = Option<Bound>, inline)]
     from: Option<String>,
     /// End of a custom range (a date includes that whole day).
-    #[param(schema_with = bound_schema)]
+    #[param(value_type = Option<Bound>, inline)]
     to: Option<String>,
     /// An email address, or a phone number valid in `default_region` in any local form
     /// (compared in E.164).
     phone: Option<String>,
     /// A recipient id (`lead:ID` for a lead).
-    #[param(schema_with = recipient_schema)]
+    #[param(value_type = Option<RecipientValue>, inline)]
     recipient: Option<String>,
     /// Only messages of this run.
-    #[param(schema_with = run_id_schema)]
+    #[param(value_type = Option<RunIdValue>, inline)]
     run: Option<String>,
     /// json (default) or csv.
     #[param(inline)]
     format: Option<Format>,
     /// Most messages in a JSON answer (CSV has every row).
-    #[param(schema_with = limit_schema)]
+    #[param(value_type = Option<Limit>, inline)]
     limit: Option<usize>,
 }
 
