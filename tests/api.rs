@@ -11,7 +11,8 @@ use chrono::{Duration, Utc};
 use common::Project;
 use common::server::Server;
 use crier::history::ledger::{Change, Ledger, NewMessage, NewRun};
-use crier::history::{MessageState, MessageType, RunId, Trigger};
+use crier::history::query::{ANY_STATUS, Period};
+use crier::history::{MessageState, MessageType, RunId, RunStatus, Trigger};
 use crier::job::Channel;
 use crier::recipients::RecipientKind;
 use crier::store::{StoreConfig, open};
@@ -789,6 +790,25 @@ fn malformed_input_is_a_400_with_a_reason() {
         let error = a.json()["error"].as_str().unwrap_or_default().to_string();
         assert!(!error.is_empty(), "{method} {path}: no reason");
         assert!(error.contains(reason), "{method} {path}: {error}");
+        // API terms, not the command line's flags.
+        assert!(
+            !error.contains("--"),
+            "{method} {path} names a flag: {error}"
+        );
+    }
+    for (path, expected) in [
+        (
+            "/api/messages?from=2026-11-05&to=2026-11-01",
+            "`from` 2026-11-05 is not before `to` 2026-11-01",
+        ),
+        (
+            "/api/runs?period=today&to=2026-11-01",
+            "give `period` or `from`/`to`, not both",
+        ),
+    ] {
+        let a = server.get(path);
+        assert_eq!(a.status, 400, "{path}: {}", a.body);
+        assert_eq!(a.json()["error"], expected, "{path}");
     }
     // Still serving after all that.
     assert_eq!(server.get("/healthz").status, 200);
@@ -996,6 +1016,173 @@ fn the_openapi_document_lists_every_route() {
         );
     }
     assert_eq!(server.get("/api/nothing-here").status, 404);
+    stop(server);
+}
+
+/// The parameter `name` of `method path` in the published document.
+fn param<'a>(
+    doc: &'a serde_json::Value,
+    method: &str,
+    path: &str,
+    name: &str,
+) -> &'a serde_json::Value {
+    doc["paths"][path][method]["parameters"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{method} {path} has no parameters"))
+        .iter()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("{method} {path} has no parameter `{name}`"))
+}
+
+fn strings(v: &serde_json::Value) -> Vec<String> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not an array: {v}"))
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn the_openapi_document_says_exactly_what_the_server_accepts() {
+    let f = fixture();
+    let server = start(&f.project);
+    let doc = server.request("GET", "/api/openapi.json", None).json();
+
+    // Enum filters list exactly the values of the types the handlers parse with, and the
+    // server takes every one of them.
+    let names = |all: &[&str]| all.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let statuses: Vec<&str> = std::iter::once(ANY_STATUS)
+        .chain(RunStatus::ALL.map(RunStatus::as_str))
+        .collect();
+    let states = MessageState::ALL.map(MessageState::as_str);
+    let channels = Channel::ALL.map(Channel::as_str);
+    let types = MessageType::ALL.map(MessageType::as_str);
+    let periods = Period::ALL.map(Period::as_str);
+    let enums: [(&str, &str, &str, &[&str]); 7] = [
+        ("get", "/api/runs", "status", &statuses),
+        ("get", "/api/runs", "period", &periods),
+        ("get", "/api/runs/{id}/messages", "state", &states),
+        ("get", "/api/messages", "state", &states),
+        ("get", "/api/messages", "channel", &channels),
+        ("get", "/api/messages", "type", &types),
+        ("get", "/api/messages", "period", &periods),
+    ];
+    for (method, path, name, expected) in enums {
+        let p = param(&doc, method, path, name);
+        assert_eq!(p["required"], false, "{path} {name}");
+        assert_eq!(p["schema"]["type"], "string", "{path} {name}");
+        let listed = strings(&p["schema"]["enum"]);
+        assert_eq!(listed, names(expected), "{path} {name}");
+        let concrete = path.replace("{id}", &f.reminder.to_string());
+        for value in &listed {
+            let a = server.get(&format!("{concrete}?{name}={value}"));
+            assert_eq!(a.status, 200, "{path}?{name}={value}: {}", a.body);
+        }
+    }
+
+    // Run ids: the ULID pattern and length, wherever a run id is taken.
+    let run_ids = [
+        ("get", "/api/runs/{id}", "id"),
+        ("delete", "/api/runs/{id}", "id"),
+        ("get", "/api/runs/{id}/messages", "id"),
+        ("post", "/api/runs/{id}/cancel", "id"),
+        ("get", "/api/messages", "run"),
+    ];
+    for (method, path, name) in run_ids {
+        let schema = &param(&doc, method, path, name)["schema"];
+        assert_eq!(schema["pattern"], RunId::PATTERN, "{method} {path}");
+        assert_eq!(schema["minLength"], 26, "{method} {path}");
+        assert_eq!(schema["maxLength"], 26, "{method} {path}");
+    }
+    let ulid = regex::Regex::new(RunId::PATTERN).unwrap();
+    let id = f.reminder.to_string();
+    assert!(ulid.is_match(&id) && ulid.is_match(&id.to_lowercase()));
+    let overflow = format!("Z{}", &id[1..]);
+    assert!(!ulid.is_match(&overflow));
+    assert_eq!(server.get(&format!("/api/runs/{overflow}")).status, 400);
+    assert_eq!(
+        server
+            .get(&format!("/api/runs/{}", id.to_lowercase()))
+            .json()["id"],
+        id.as_str()
+    );
+
+    // `limit`: 1 to 10000, and the server holds to both ends.
+    for (method, path) in [
+        ("get", "/api/runs"),
+        ("get", "/api/runs/{id}/messages"),
+        ("get", "/api/messages"),
+    ] {
+        let schema = &param(&doc, method, path, "limit")["schema"];
+        assert_eq!(schema["type"], "integer", "{path}");
+        assert_eq!(schema["minimum"], 1, "{path}");
+        assert_eq!(schema["maximum"], 10_000, "{path}");
+        let concrete = path.replace("{id}", &f.reminder.to_string());
+        for (limit, status) in [(0, 400), (1, 200), (10_000, 200), (10_001, 400)] {
+            let a = server.get(&format!("{concrete}?limit={limit}"));
+            assert_eq!(a.status, status, "{path}?limit={limit}: {}", a.body);
+        }
+    }
+
+    // Customer ids: any u64.
+    for path in [
+        "/api/portal/{customer_id}/messages",
+        "/api/portal/{customer_id}/messages/{message_id}/read",
+    ] {
+        let method = if path.ends_with("read") {
+            "post"
+        } else {
+            "get"
+        };
+        let p = param(&doc, method, path, "customer_id");
+        assert_eq!(p["required"], true, "{path}");
+        let schema = &p["schema"];
+        assert_eq!(schema["type"], "integer", "{path}");
+        assert_eq!(schema["format"], "uint64", "{path}");
+        assert_eq!(schema["minimum"], 0, "{path}");
+        assert_eq!(schema["maximum"].as_u64(), Some(u64::MAX), "{path}");
+    }
+    let max = server.get(&format!("/api/portal/{}/messages", u64::MAX));
+    assert_eq!(max.status, 200, "{}", max.body);
+    assert_eq!(max.json()["customer_id"].as_u64(), Some(u64::MAX));
+    for bad in ["18446744073709551616", "-1", "+7", "%207"] {
+        let a = server.get(&format!("/api/portal/{bad}/messages"));
+        assert_eq!(a.status, 400, "{bad}: {}", a.body);
+    }
+
+    // Job names: the pattern the handler checks.
+    let schema = &param(&doc, "post", "/api/jobs/{name}/run", "name")["schema"];
+    let job_name = regex::Regex::new(schema["pattern"].as_str().unwrap()).unwrap();
+    for (name, plain) in [
+        ("sms", true),
+        ("payment-reminder_2.v1", true),
+        ("-x", true),
+        (".hidden", false),
+        ("a b", false),
+        ("a/b", false),
+        ("", false),
+    ] {
+        assert_eq!(job_name.is_match(name), plain, "{name:?}");
+    }
+    for name in ["nope", "-x", "payment-reminder_2.v1"] {
+        let a = server.post(&format!("/api/jobs/{name}/run?dry_run=true"));
+        assert_eq!(a.status, 404, "{name}: {}", a.body);
+    }
+    for name in ["..%2Fcrier", "a%20b", ".hidden"] {
+        let a = server.post(&format!("/api/jobs/{name}/run?dry_run=true"));
+        assert_eq!(a.status, 400, "{name}: {}", a.body);
+    }
+
+    // DELETE says it is a soft delete, and it is one: the run stays readable as removed.
+    let delete = &doc["paths"]["/api/runs/{id}"]["delete"];
+    let text = format!("{} {}", delete["summary"], delete["description"]);
+    assert!(text.contains("soft delete"), "{text}");
+    assert!(text.contains("`removed`"), "{text}");
+    let removed = server.request("DELETE", &format!("/api/runs/{}", f.old), Some(TOKEN));
+    assert_eq!(removed.status, 200, "{}", removed.body);
+    let after = server.get(&format!("/api/runs/{}", f.old));
+    assert_eq!(after.status, 200);
+    assert_eq!(after.json()["status"], "removed");
     stop(server);
 }
 

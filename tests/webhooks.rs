@@ -630,3 +630,76 @@ async fn stop_replies_and_opted_out_statuses_join_the_opt_out_list() {
     assert_eq!(m["click-1"]["state"], "failed");
     assert_eq!(m["click-1"]["error_code"], "21");
 }
+
+#[tokio::test]
+async fn metrics_count_what_the_responses_count_under_the_same_names() {
+    let project = project(&[
+        ("bulk", "bulk-1", "+27821000001"),
+        ("bulk", "bulk-2", "+27821000002"),
+    ]);
+    let server = Server::start(&project);
+    let http = client();
+    let mut total: HashMap<String, u64> = HashMap::new();
+    // Applied, duplicate, unknown and opted out (a blocked number and a STOP reply), over
+    // two requests.
+    for batch in [
+        json!([
+            bulksms_report("bulk-1", "DELIVERED", None),
+            bulksms_report("bulk-1", "DELIVERED", None),
+            bulksms_report("nobody", "DELIVERED", None),
+        ]),
+        json!([
+            bulksms_report("bulk-2", "FAILED", Some("BLOCKED")),
+            {"id": "mo-1", "type": "RECEIVED", "from": "27831110001", "to": "27820000000",
+             "body": "STOP", "status": {"id": "RECEIVED.null", "type": "RECEIVED"}},
+        ]),
+    ] {
+        let r = http
+            .post(server.url(&format!("/webhooks/bulksms/{TOKEN}")))
+            .json(&batch)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let body: Value = r.json().await.unwrap();
+        for (name, n) in body.as_object().unwrap() {
+            *total.entry(name.clone()).or_default() += n.as_u64().unwrap();
+        }
+    }
+    assert_eq!(
+        total,
+        HashMap::from([
+            ("applied".to_string(), 2),
+            ("duplicate".to_string(), 1),
+            ("unknown_id".to_string(), 1),
+            ("opted_out".to_string(), 2),
+        ])
+    );
+    // A refused request has no counts to answer with; /metrics counts it as rejected.
+    let refused = http
+        .post(server.url("/webhooks/bulksms/wrong-token-0123456789"))
+        .json(&json!([]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    total.insert("rejected".to_string(), 1);
+
+    let metrics = http
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut outcomes: HashMap<String, u64> = HashMap::new();
+    for line in metrics.lines() {
+        if let Some(rest) = line.strip_prefix("crier_delivery_reports_total{outcome=\"") {
+            let (name, n) = rest.split_once("\"} ").unwrap();
+            outcomes.insert(name.to_string(), n.parse().unwrap());
+        }
+    }
+    assert_eq!(outcomes, total, "{metrics}");
+    server.stop();
+}

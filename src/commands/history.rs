@@ -13,7 +13,7 @@ use crate::cli::{Format, HistoryArgs, HistoryCommand, HistoryListArgs, LogsArgs}
 use crate::config::Config;
 use crate::history::export::{Cells, MessageView, RunView, messages_csv, runs_csv};
 use crate::history::ledger::{Change, Ledger, LedgerError};
-use crate::history::query::{self, MessageQuery, RunQuery};
+use crate::history::query::{self, Face, MessageQuery, RunQuery};
 use crate::history::{Message, MessageState, Millis, RunId};
 
 const TABLE_LIMIT: u64 = 50;
@@ -72,7 +72,7 @@ fn list(config: &Config, args: &HistoryListArgs) -> anyhow::Result<Outcome> {
         to: args.period.to.as_deref(),
         job: args.job.as_deref(),
     }
-    .filter(config.tz, Utc::now())
+    .filter(Face::Cli, config.tz, Utc::now())
     .map_err(anyhow::Error::msg)?;
     let store = open_store(config)?;
     let ledger = Ledger::new(store.as_ref());
@@ -374,7 +374,13 @@ pub(super) fn logs(config: &Config, args: &LogsArgs) -> anyhow::Result<Outcome> 
         run: args.run.as_deref(),
         include_removed: args.include_removed,
     }
-    .filter(config.tz, config.region, &config.default_region, Utc::now())
+    .filter(
+        Face::Cli,
+        config.tz,
+        config.region,
+        &config.default_region,
+        Utc::now(),
+    )
     .map_err(anyhow::Error::msg)?;
     let store = open_store(config)?;
     let ledger = Ledger::new(store.as_ref());

@@ -61,12 +61,26 @@ impl fmt::Display for RunId {
     }
 }
 
+impl RunId {
+    /// What a run id looks like: a ULID, 26 characters of Crockford base 32 (either case),
+    /// the first at most `7` (a ULID is 128 bits). The parser checks exactly this, and the
+    /// API's document publishes it.
+    pub const PATTERN: &str = "^[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$";
+    /// Characters in a run id.
+    pub const LEN: usize = 26;
+}
+
 impl FromStr for RunId {
     type Err = String;
     fn from_str(s: &str) -> Result<RunId, String> {
-        ulid::Ulid::from_string(s.trim())
+        static PATTERN: std::sync::LazyLock<regex::Regex> =
+            std::sync::LazyLock::new(|| regex::Regex::new(RunId::PATTERN).expect("run id pattern"));
+        PATTERN
+            .is_match(s)
+            .then(|| ulid::Ulid::from_string(s).ok())
+            .flatten()
             .map(|u| RunId(u.0))
-            .map_err(|_| {
+            .ok_or_else(|| {
                 format!("`{s}` is not a run id (26 characters, e.g. 01JDZ8X6Q4T5N0V9K3M2R7W1YB)")
             })
     }
@@ -273,6 +287,8 @@ pub enum MessageType {
 }
 
 impl MessageType {
+    pub const ALL: [MessageType; 2] = [MessageType::Message, MessageType::Test];
+
     pub fn as_str(self) -> &'static str {
         match self {
             MessageType::Message => "message",
@@ -482,6 +498,12 @@ mod tests {
         };
         assert_eq!(id.to_string().parse::<MessageId>().unwrap(), id);
         assert!("nope".parse::<RunId>().is_err());
+        let run = RunId::new().to_string();
+        assert_eq!(run.len(), RunId::LEN);
+        assert_eq!(
+            run.to_lowercase().parse::<RunId>().unwrap().to_string(),
+            run
+        );
         assert_eq!("Sent".parse::<MessageState>().unwrap(), MessageState::Sent);
         assert!(
             "gone"
@@ -489,5 +511,25 @@ mod tests {
                 .unwrap_err()
                 .contains("expected one of")
         );
+    }
+
+    #[test]
+    fn run_ids_are_exactly_their_pattern() {
+        let run = RunId::new().to_string();
+        // A first character above 7 would overflow 128 bits (the decoder drops the bits).
+        let overflow = format!("Z{}", &run[1..]);
+        let padded = format!(" {run}");
+        let short = &run[..25];
+        let with_u = format!("{}U", &run[..25]);
+        for bad in [
+            overflow.as_str(),
+            padded.as_str(),
+            short,
+            with_u.as_str(),
+            "",
+        ] {
+            assert!(bad.parse::<RunId>().is_err(), "{bad:?} parsed");
+        }
+        assert_eq!(run.parse::<RunId>().unwrap().to_string(), run);
     }
 }

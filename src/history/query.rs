@@ -6,7 +6,6 @@
 //! a day is local midnight to local midnight, whatever DST does to its length.
 
 use std::collections::HashMap;
-use std::str::FromStr;
 
 use chrono::{DateTime, Datelike, Days, Months, NaiveDate, NaiveDateTime, NaiveTime, Utc};
 use chrono_tz::Tz;
@@ -28,22 +27,60 @@ pub enum Period {
     LastMonth,
 }
 
-impl FromStr for Period {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Period, String> {
-        Ok(match s.trim().to_lowercase().replace('_', "-").as_str() {
-            "today" => Period::Today,
-            "yesterday" => Period::Yesterday,
-            "last-7-days" => Period::Last7Days,
-            "last-30-days" => Period::Last30Days,
-            "this-month" => Period::ThisMonth,
-            "last-month" => Period::LastMonth,
-            _ => {
-                return Err(format!(
-                    "unknown period `{s}` (expected today, yesterday, last-7-days, last-30-days, this-month, last-month, or --from/--to)"
-                ));
-            }
-        })
+impl Period {
+    pub const ALL: [Period; 6] = [
+        Period::Today,
+        Period::Yesterday,
+        Period::Last7Days,
+        Period::Last30Days,
+        Period::ThisMonth,
+        Period::LastMonth,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Period::Today => "today",
+            Period::Yesterday => "yesterday",
+            Period::Last7Days => "last-7-days",
+            Period::Last30Days => "last-30-days",
+            Period::ThisMonth => "this-month",
+            Period::LastMonth => "last-month",
+        }
+    }
+
+    /// A period by name (any case, `_` for `-`); an error names the bad value, the names
+    /// and `face`'s spelling of the custom range.
+    pub fn parse(s: &str, face: Face) -> Result<Period, String> {
+        let key = s.trim().to_lowercase().replace('_', "-");
+        Period::ALL
+            .into_iter()
+            .find(|p| p.as_str() == key)
+            .ok_or_else(|| {
+                format!(
+                    "unknown period `{s}` (expected {}, or {}/{})",
+                    Period::ALL.map(Period::as_str).join(", "),
+                    face.name("from"),
+                    face.name("to")
+                )
+            })
+    }
+}
+
+/// Who is asking, for the names errors use: `--from` on the command line, `` `from` `` in
+/// the HTTP API. The rules are the same; only the spelling differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Face {
+    Cli,
+    Api,
+}
+
+impl Face {
+    /// How this face spells the filter `param`.
+    pub fn name(self, param: &str) -> String {
+        match self {
+            Face::Cli => format!("--{param}"),
+            Face::Api => format!("`{param}`"),
+        }
     }
 }
 
@@ -85,7 +122,12 @@ pub fn parse_bound(s: &str, tz: Tz, is_end: bool) -> Result<Millis, String> {
         let day = if is_end { day + Days::new(1) } else { day };
         return Ok(midnight(tz, day));
     }
-    for format in ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"] {
+    for format in [
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%d %H:%M",
+    ] {
         if let Ok(t) = NaiveDateTime::parse_from_str(s, format) {
             return resolve_local(tz, t)
                 .map(|t| t.timestamp_millis())
@@ -100,19 +142,24 @@ pub fn parse_bound(s: &str, tz: Tz, is_end: bool) -> Result<Millis, String> {
     ))
 }
 
-/// The range of `--period` or `--from`/`--to` (both optional; none means all time).
+/// The range of `period` or `from`/`to` (both optional; none means all time); errors
+/// spell the filters as `face` does.
 pub fn resolve_range(
     period: Option<&str>,
     from: Option<&str>,
     to: Option<&str>,
+    face: Face,
     tz: Tz,
     now: DateTime<Utc>,
 ) -> Result<Option<Range>, String> {
     match (period, from, to) {
-        (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
-            Err("give --period or --from/--to, not both".into())
-        }
-        (Some(p), None, None) => Ok(Some(p.parse::<Period>()?.range(tz, now))),
+        (Some(_), Some(_), _) | (Some(_), _, Some(_)) => Err(format!(
+            "give {} or {}/{}, not both",
+            face.name("period"),
+            face.name("from"),
+            face.name("to")
+        )),
+        (Some(p), None, None) => Ok(Some(Period::parse(p, face)?.range(tz, now))),
         (None, None, None) => Ok(None),
         (None, from, to) => {
             let start = from
@@ -125,8 +172,10 @@ pub fn resolve_range(
                 .unwrap_or(Millis::MAX);
             if start >= end {
                 return Err(format!(
-                    "--from {} is not before --to {}",
+                    "{} {} is not before {} {}",
+                    face.name("from"),
                     from.unwrap_or_default(),
+                    face.name("to"),
                     to.unwrap_or_default()
                 ));
             }
@@ -322,13 +371,13 @@ pub struct RunQuery<'a> {
 
 impl RunQuery<'_> {
     /// The filter, with periods in `tz` as of `now`; an error names the bad value.
-    pub fn filter(&self, tz: Tz, now: DateTime<Utc>) -> Result<RunFilter, String> {
+    pub fn filter(&self, face: Face, tz: Tz, now: DateTime<Utc>) -> Result<RunFilter, String> {
         Ok(RunFilter {
             status: match self.status {
                 Some(s) => parse_run_status(s)?,
                 None => None,
             },
-            range: resolve_range(self.period, self.from, self.to, tz, now)?,
+            range: resolve_range(self.period, self.from, self.to, face, tz, now)?,
             job: self.job.map(str::to_string),
         })
     }
@@ -357,6 +406,7 @@ impl MessageQuery<'_> {
     /// The filter; phones are read in `region` (named `region_name` in errors).
     pub fn filter(
         &self,
+        face: Face,
         tz: Tz,
         region: phonenumber::country::Id,
         region_name: &str,
@@ -366,7 +416,7 @@ impl MessageQuery<'_> {
             channel: self.channel.map(parse_channel).transpose()?,
             state: self.state.map(str::parse::<MessageState>).transpose()?,
             kind: self.kind.map(parse_message_type).transpose()?,
-            range: resolve_range(self.period, self.from, self.to, tz, now)?,
+            range: resolve_range(self.period, self.from, self.to, face, tz, now)?,
             address: self
                 .phone
                 .map(|p| parse_address(p, region, region_name))
@@ -378,10 +428,13 @@ impl MessageQuery<'_> {
     }
 }
 
-/// A run status, or `any` (`None`).
+/// The run status filter that takes every status but `removed`.
+pub const ANY_STATUS: &str = "any";
+
+/// A run status, or [`ANY_STATUS`] (`None`).
 pub fn parse_run_status(s: &str) -> Result<Option<RunStatus>, String> {
     let key = s.trim().to_lowercase().replace('-', "_");
-    if key == "any" {
+    if key == ANY_STATUS {
         return Ok(None);
     }
     RunStatus::ALL
@@ -390,7 +443,7 @@ pub fn parse_run_status(s: &str) -> Result<Option<RunStatus>, String> {
         .map(Some)
         .ok_or_else(|| {
             format!(
-                "unknown status `{s}` (expected any, {})",
+                "unknown status `{s}` (expected {ANY_STATUS}, {})",
                 RunStatus::ALL.map(|r| r.as_str()).join(", ")
             )
         })
@@ -406,11 +459,10 @@ pub fn parse_channel(s: &str) -> Result<Channel, String> {
 
 /// `message` or `test`.
 pub fn parse_message_type(s: &str) -> Result<MessageType, String> {
-    match s.trim().to_lowercase().as_str() {
-        "message" => Ok(MessageType::Message),
-        "test" => Ok(MessageType::Test),
-        _ => Err(format!("unknown type `{s}` (expected message or test)")),
-    }
+    MessageType::ALL
+        .into_iter()
+        .find(|t| t.as_str() == s.trim().to_lowercase())
+        .ok_or_else(|| format!("unknown type `{s}` (expected message or test)"))
 }
 
 /// An email address as given, or a phone number in E.164.
@@ -550,9 +602,16 @@ mod tests {
     fn custom_ranges_and_bad_input() {
         let utc_tz = chrono_tz::UTC;
         let now = utc("2026-11-27T00:00:00Z");
-        let (a, b) = resolve_range(None, Some("2026-11-01"), Some("2026-11-02"), utc_tz, now)
-            .unwrap()
-            .unwrap();
+        let (a, b) = resolve_range(
+            None,
+            Some("2026-11-01"),
+            Some("2026-11-02"),
+            Face::Cli,
+            utc_tz,
+            now,
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(
             (iso(a), iso(b)),
             (
@@ -561,18 +620,81 @@ mod tests {
             )
         );
         assert!(
-            resolve_range(None, Some("2026-11-05"), Some("2026-11-01"), utc_tz, now)
-                .unwrap_err()
-                .contains("is not before")
+            resolve_range(
+                None,
+                Some("2026-11-05"),
+                Some("2026-11-01"),
+                Face::Cli,
+                utc_tz,
+                now
+            )
+            .unwrap_err()
+            .contains("is not before")
         );
-        assert!(resolve_range(None, Some("yesterday-ish"), None, utc_tz, now).is_err());
-        assert!(resolve_range(Some("today"), Some("2026-11-01"), None, utc_tz, now).is_err());
+        assert!(resolve_range(None, Some("yesterday-ish"), None, Face::Cli, utc_tz, now).is_err());
         assert!(
-            resolve_range(Some("fortnight"), None, None, utc_tz, now)
+            resolve_range(
+                Some("today"),
+                Some("2026-11-01"),
+                None,
+                Face::Cli,
+                utc_tz,
+                now
+            )
+            .is_err()
+        );
+        assert!(
+            resolve_range(Some("fortnight"), None, None, Face::Cli, utc_tz, now)
                 .unwrap_err()
                 .contains("unknown period")
         );
-        assert_eq!(resolve_range(None, None, None, utc_tz, now).unwrap(), None);
+        assert_eq!(
+            resolve_range(None, None, None, Face::Cli, utc_tz, now).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn range_errors_spell_the_filters_as_the_face_does() {
+        let now = utc("2026-11-27T00:00:00Z");
+        let utc_tz = chrono_tz::UTC;
+        let backwards = |face| {
+            resolve_range(
+                None,
+                Some("2026-11-05"),
+                Some("2026-11-01"),
+                face,
+                utc_tz,
+                now,
+            )
+            .unwrap_err()
+        };
+        assert_eq!(
+            backwards(Face::Cli),
+            "--from 2026-11-05 is not before --to 2026-11-01"
+        );
+        assert_eq!(
+            backwards(Face::Api),
+            "`from` 2026-11-05 is not before `to` 2026-11-01"
+        );
+        let both = resolve_range(
+            Some("today"),
+            Some("2026-11-01"),
+            None,
+            Face::Api,
+            utc_tz,
+            now,
+        );
+        assert_eq!(both.unwrap_err(), "give `period` or `from`/`to`, not both");
+        let unknown = resolve_range(Some("fortnight"), None, None, Face::Api, utc_tz, now);
+        assert!(unknown.unwrap_err().ends_with("or `from`/`to`)"));
+        for p in Period::ALL {
+            assert_eq!(Period::parse(p.as_str(), Face::Api), Ok(p));
+        }
+        assert_eq!(
+            Period::parse(" Last_7_Days", Face::Cli),
+            Ok(Period::Last7Days)
+        );
     }
 
     #[test]
@@ -592,7 +714,7 @@ mod tests {
             run: Some(&run_text),
             ..MessageQuery::default()
         };
-        let f = q.filter(utc_tz, za, "ZA", now).unwrap();
+        let f = q.filter(Face::Cli, utc_tz, za, "ZA", now).unwrap();
         assert_eq!(f.channel, Some(Channel::Sms));
         assert_eq!(f.state, Some(MessageState::Failed));
         assert_eq!(f.kind, Some(MessageType::Test));
@@ -605,7 +727,7 @@ mod tests {
             recipient: Some("1042"),
             ..MessageQuery::default()
         };
-        let f = email.filter(utc_tz, za, "ZA", now).unwrap();
+        let f = email.filter(Face::Cli, utc_tz, za, "ZA", now).unwrap();
         assert_eq!(f.address.as_deref(), Some("ann@example.com"));
         assert_eq!(f.recipient, Some((None, 1042)));
         for (bad, expected) in [
@@ -645,7 +767,7 @@ mod tests {
                 "`nope` is not a run id",
             ),
         ] {
-            let e = bad.filter(utc_tz, za, "ZA", now).unwrap_err();
+            let e = bad.filter(Face::Cli, utc_tz, za, "ZA", now).unwrap_err();
             assert!(e.contains(expected), "{e}");
         }
     }
@@ -657,13 +779,16 @@ mod tests {
             status: Some("any"),
             ..RunQuery::default()
         };
-        assert_eq!(any.filter(chrono_tz::UTC, now).unwrap().status, None);
+        assert_eq!(
+            any.filter(Face::Cli, chrono_tz::UTC, now).unwrap().status,
+            None
+        );
         let q = RunQuery {
             status: Some("sent-with-error"),
             job: Some("welcome"),
             ..RunQuery::default()
         };
-        let f = q.filter(chrono_tz::UTC, now).unwrap();
+        let f = q.filter(Face::Cli, chrono_tz::UTC, now).unwrap();
         assert_eq!(f.status, Some(RunStatus::SentWithError));
         assert_eq!(f.job.as_deref(), Some("welcome"));
         let bad = RunQuery {
@@ -671,7 +796,7 @@ mod tests {
             ..RunQuery::default()
         };
         assert!(
-            bad.filter(chrono_tz::UTC, now)
+            bad.filter(Face::Cli, chrono_tz::UTC, now)
                 .unwrap_err()
                 .contains("unknown status `done`")
         );
@@ -722,7 +847,7 @@ mod tests {
         ledger.remove(runs[1]).unwrap();
         let bodies = |q: MessageQuery| -> Vec<String> {
             let za = phonenumber::country::Id::ZA;
-            let f = q.filter(chrono_tz::UTC, za, "ZA", Utc::now()).unwrap();
+            let f = q.filter(Face::Cli, chrono_tz::UTC, za, "ZA", Utc::now()).unwrap();
             messages(&ledger, &f).map(|m| m.unwrap().body).collect()
         };
         assert_eq!(bodies(MessageQuery::default()), ["from kept"]);

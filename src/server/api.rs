@@ -6,7 +6,10 @@
 //! writers), the same code `crier history` and `crier logs` use, so the terminal and the
 //! API cannot disagree. Routes are registered through `utoipa_axum`'s `routes!`, which
 //! takes each path and method from the handler's `#[utoipa::path]`: the OpenAPI document
-//! is built from the very table that routes requests, so it cannot drift from it.
+//! is built from the very table that routes requests, so it cannot drift from it. Each
+//! parameter's schema is built from what its parser accepts: the enum lists from the
+//! types' own `ALL` lists, the run id pattern from [`RunId::PATTERN`], the job name pattern
+//! from [`JOB_NAME`], the `limit` bounds from [`MAX_LIMIT`] (see "Parameter schemas").
 //!
 //! The store is synchronous; every handler reads and writes it on the blocking pool.
 //! CSV is streamed: a blocking task writes rows into a bounded channel that the response
@@ -25,6 +28,9 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::schema::{
+    AnyOfBuilder, KnownFormat, Object, ObjectBuilder, SchemaFormat, Type,
+};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -35,9 +41,11 @@ use crate::engine::preview::preview;
 use crate::engine::send::{SendError, SendOptions, send};
 use crate::history::export::{Cells, MessageView, RunView, iso, messages_csv, runs_csv};
 use crate::history::ledger::{Ledger, LedgerError};
-use crate::history::query::{self, MessageQuery, RunQuery};
-use crate::history::{Message, MessageState, Run, RunId, Trigger};
+use crate::history::query::{self, ANY_STATUS, Face, MessageQuery, Period, RunQuery};
+use crate::history::{Message, MessageState, MessageType, Run, RunId, RunStatus, Trigger};
+use crate::job::Channel;
 use crate::provider::portal::Inbox;
+use crate::recipients::RecipientKind;
 
 /// Rows a JSON listing returns unless `limit` says otherwise.
 const DEFAULT_LIMIT: usize = 100;
@@ -45,12 +53,15 @@ const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 10_000;
 /// Bytes per chunk of a streamed CSV body.
 const CHUNK: usize = 64 * 1024;
+/// What a job name looks like: a plain file stem of the jobs directory (no path, not
+/// hidden). [`job_file`] checks exactly this; the document publishes it.
+const JOB_NAME: &str = "^[A-Za-z0-9_-][A-Za-z0-9._-]*$";
 
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "crier",
-        description = "Scheduled mass messaging (SMS, email, customer portal): history, control and the portal inbox. Every /api route except /api/openapi.json needs `Authorization: Bearer <server.token>`."
+        description = "Scheduled mass messaging (SMS, email, customer portal): history, control and the portal inbox. Every /api route except this document (/api/openapi.json) needs `Authorization: Bearer <server.token>`. Filters take their values as listed here; the server also accepts them in any case, and `-` for `_` in `status` and `_` for `-` in `period`."
     ),
     modifiers(&BearerScheme)
 )]
@@ -144,10 +155,13 @@ fn run_id(s: &str) -> Result<RunId, ApiError> {
     s.parse().map_err(ApiError::bad_request)
 }
 
+/// A customer id: decimal digits only (no sign, no spaces), at most `u64::MAX`.
 fn customer_id(s: &str) -> Result<u64, ApiError> {
-    s.trim()
-        .parse()
-        .map_err(|_| ApiError::bad_request(format!("`{s}` is not a customer id (a number)")))
+    s.bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| s.parse().ok())
+        .flatten()
+        .ok_or_else(|| ApiError::bad_request(format!("`{s}` is not a customer id (a number)")))
 }
 
 fn ledger_error(e: LedgerError) -> ApiError {
@@ -185,6 +199,173 @@ enum Format {
     #[default]
     Json,
     Csv,
+}
+
+// ---------------------------------------------------------------------------------------
+// Parameter schemas: each from the list or rule its parser uses, so the document says
+// exactly what a handler accepts.
+
+/// A string that is one of `values`.
+fn one_of<'a>(values: impl IntoIterator<Item = &'a str>) -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(values))
+        .build()
+}
+
+/// A string matching `pattern`.
+fn matching(pattern: impl Into<String>) -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(pattern))
+}
+
+/// `status`: [`ANY_STATUS`] or a [`RunStatus`].
+fn run_status_schema() -> Object {
+    one_of(std::iter::once(ANY_STATUS).chain(RunStatus::ALL.map(RunStatus::as_str)))
+}
+
+/// `state`: a [`MessageState`].
+fn message_state_schema() -> Object {
+    one_of(MessageState::ALL.map(MessageState::as_str))
+}
+
+/// `channel`: a [`Channel`].
+fn channel_schema() -> Object {
+    one_of(Channel::ALL.map(Channel::as_str))
+}
+
+/// `type`: a [`MessageType`].
+fn message_type_schema() -> Object {
+    one_of(MessageType::ALL.map(MessageType::as_str))
+}
+
+/// `period`: a [`Period`].
+fn period_schema() -> Object {
+    one_of(Period::ALL.map(Period::as_str))
+}
+
+/// `from`/`to`: what [`query::parse_bound`] reads: a date, a local date and time, or an
+/// RFC 3339 instant.
+fn bound_schema() -> AnyOfBuilder {
+    let string = |format| {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(format)))
+    };
+    AnyOfBuilder::new()
+        .item(string(KnownFormat::Date))
+        .item(matching(
+            "^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[T ]([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?$",
+        ))
+        .item(string(KnownFormat::DateTime))
+}
+
+/// A run id: [`RunId::PATTERN`], [`RunId::LEN`] characters.
+fn run_id_schema() -> Object {
+    matching(RunId::PATTERN)
+        .min_length(Some(RunId::LEN))
+        .max_length(Some(RunId::LEN))
+        .build()
+}
+
+/// `recipient`: an id, or `KIND:ID` with a [`RecipientKind`] (what
+/// [`query::parse_recipient`] reads). Ids of up to 19 digits: every one fits a `u64`.
+fn recipient_schema() -> Object {
+    let kinds = RecipientKind::ALL.map(RecipientKind::as_str).join("|");
+    matching(format!("^(({kinds}):)?[0-9]{{1,19}}$")).build()
+}
+
+/// `limit` of a JSON listing: 1 to [`MAX_LIMIT`], [`DEFAULT_LIMIT`] unless given.
+fn limit_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .minimum(Some(1))
+        .maximum(Some(MAX_LIMIT))
+        .default(Some(DEFAULT_LIMIT.into()))
+        .build()
+}
+
+/// A customer id: any `u64` ([`customer_id`]).
+fn customer_id_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .format(Some(SchemaFormat::Custom("uint64".into())))
+        .minimum(Some(0))
+        .maximum(Some(u64::MAX as usize))
+        .build()
+}
+
+/// A job name: [`JOB_NAME`].
+fn job_name_schema() -> Object {
+    matching(JOB_NAME).build()
+}
+
+/// Each parameter schema as a type, for `#[param(value_type = …, inline)]`, which keeps
+/// the field's doc comment and whether it is required.
+macro_rules! schema_types {
+    ($($name:ident => $schema:expr;)*) => {$(
+        struct $name;
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                $schema.into()
+            }
+        }
+        impl ToSchema for $name {}
+    )*};
+}
+
+schema_types! {
+    RunStatusFilter => run_status_schema();
+    MessageStateValue => message_state_schema();
+    ChannelValue => channel_schema();
+    MessageTypeValue => message_type_schema();
+    PeriodValue => period_schema();
+    Bound => bound_schema();
+    RunIdValue => run_id_schema();
+    RecipientValue => recipient_schema();
+    Limit => limit_schema();
+    CustomerId => customer_id_schema();
+    JobName => job_name_schema();
+}
+
+/// The `{id}` of the run routes.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+struct RunPath {
+    /// Run id (a ULID).
+    #[param(value_type = RunIdValue, inline)]
+    id: String,
+}
+
+/// The `{name}` of `POST /api/jobs/{name}/run`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+struct JobPath {
+    /// Job name: the file jobs/<name>.yaml (or .yml).
+    #[param(value_type = JobName, inline)]
+    name: String,
+}
+
+/// The `{customer_id}` of the portal routes.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+struct CustomerPath {
+    /// Customer id.
+    #[param(value_type = CustomerId, inline)]
+    customer_id: u64,
+}
+
+/// The `{message_id}` of `POST …/messages/{message_id}/read`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+struct PortalMessagePath {
+    /// Message id (RUN-SEQ), as the inbox lists it.
+    message_id: String,
 }
 
 /// A [`Write`] that hands full chunks to a streamed response body; it fails once the
@@ -313,21 +494,26 @@ async fn messages_response(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 struct RunsParams {
-    /// any (all but removed; the default), new, processing, sent, sent_with_error,
-    /// cancelled, removed.
+    /// `any` (every status but removed; the default) or one status.
+    #[param(value_type = Option<RunStatusFilter>, inline)]
     status: Option<String>,
-    /// today, yesterday, last-7-days, last-30-days, this-month, last-month.
+    /// A named period in the configured time zone; not with `from`/`to`.
+    #[param(value_type = Option<PeriodValue>, inline)]
     period: Option<String>,
-    /// Start of a custom range: YYYY-MM-DD or YYYY-MM-DDTHH:MM, local time.
+    /// Start of a custom range: YYYY-MM-DD or YYYY-MM-DDTHH:MM (local time) or RFC 3339;
+    /// before `to`.
+    #[param(value_type = Option<Bound>, inline)]
     from: Option<String>,
     /// End of a custom range (a date includes that whole day).
+    #[param(value_type = Option<Bound>, inline)]
     to: Option<String>,
     /// Only runs of this job.
     job: Option<String>,
     /// json (default) or csv.
     #[param(inline)]
     format: Option<Format>,
-    /// Most runs in a JSON answer (default 100, at most 10000).
+    /// Most runs in a JSON answer (CSV has every row).
+    #[param(value_type = Option<Limit>, inline)]
     limit: Option<usize>,
 }
 
@@ -359,7 +545,7 @@ async fn list_runs(
         to: p.to.as_deref(),
         job: p.job.as_deref(),
     }
-    .filter(state.config.tz, Utc::now())
+    .filter(Face::Api, state.config.tz, Utc::now())
     .map_err(ApiError::bad_request)?;
     if p.format == Some(Format::Csv) {
         return Ok(csv_response("runs.csv", move |w| {
@@ -390,12 +576,12 @@ struct RunDetail {
     subject: Option<String>,
 }
 
-/// One run.
+/// One run (also a removed one: status `removed`).
 #[utoipa::path(
     get,
     path = "/api/runs/{id}",
     tag = "history",
-    params(("id" = String, Path, description = "Run id")),
+    params(RunPath),
     responses(
         (status = 200, description = "The run", body = RunDetail),
         (status = 400, description = "Not a run id", body = ErrorBody),
@@ -427,13 +613,14 @@ async fn get_run(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 struct RunMessagesParams {
-    /// queued, sending, sent, delivered, undelivered, failed, expired, unknown, skipped,
-    /// cancelled.
+    /// Only messages in this state.
+    #[param(value_type = Option<MessageStateValue>, inline)]
     state: Option<String>,
     /// json (default) or csv.
     #[param(inline)]
     format: Option<Format>,
-    /// Most messages in a JSON answer (default 100, at most 10000).
+    /// Most messages in a JSON answer (CSV has every row).
+    #[param(value_type = Option<Limit>, inline)]
     limit: Option<usize>,
     /// CSV: every cell as stored (default false: a text cell starting with `=`, `+`, `-`,
     /// `@`, a tab or a CR gets a leading `'`, so a spreadsheet does not run it).
@@ -445,7 +632,7 @@ struct RunMessagesParams {
     get,
     path = "/api/runs/{id}/messages",
     tag = "history",
-    params(("id" = String, Path, description = "Run id"), RunMessagesParams),
+    params(RunPath, RunMessagesParams),
     responses(
         (status = 200, description = "The run's messages", content(
             (Vec<MessageView> = "application/json"),
@@ -494,32 +681,42 @@ async fn run_messages(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 struct MessagesParams {
-    /// sms, email or portal.
+    /// Only messages on this channel.
+    #[param(value_type = Option<ChannelValue>, inline)]
     channel: Option<String>,
-    /// queued, sending, sent, delivered, undelivered, failed, expired, unknown, skipped,
-    /// cancelled.
+    /// Only messages in this state.
+    #[param(value_type = Option<MessageStateValue>, inline)]
     state: Option<String>,
-    /// message or test.
+    /// Real messages or send-as-tests.
     #[serde(rename = "type")]
+    #[param(value_type = Option<MessageTypeValue>, inline)]
     kind: Option<String>,
-    /// today, yesterday, last-7-days, last-30-days, this-month, last-month.
+    /// A named period in the configured time zone; not with `from`/`to`.
+    #[param(value_type = Option<PeriodValue>, inline)]
     period: Option<String>,
-    /// Start of a custom range: YYYY-MM-DD or YYYY-MM-DDTHH:MM, local time.
+    /// Start of a custom range: YYYY-MM-DD or YYYY-MM-DDTHH:MM (local time) or RFC 3339;
+    /// before `to`.
+    #[param(value_type = Option<Bound>, inline)]
     from: Option<String>,
     /// End of a custom range (a date includes that whole day).
+    #[param(value_type = Option<Bound>, inline)]
     to: Option<String>,
-    /// A phone number in any local form (compared in E.164), or an email address.
+    /// An email address, or a phone number valid in `default_region` in any local form
+    /// (compared in E.164).
     phone: Option<String>,
     /// A recipient id (`lead:ID` for a lead).
+    #[param(value_type = Option<RecipientValue>, inline)]
     recipient: Option<String>,
     /// Only messages of this run (listed even when the run is removed).
+    #[param(value_type = Option<RunIdValue>, inline)]
     run: Option<String>,
     /// List the messages of removed runs too (default false).
     include_removed: Option<bool>,
     /// json (default) or csv.
     #[param(inline)]
     format: Option<Format>,
-    /// Most messages in a JSON answer (default 100, at most 10000).
+    /// Most messages in a JSON answer (CSV has every row).
+    #[param(value_type = Option<Limit>, inline)]
     limit: Option<usize>,
     /// CSV: every cell as stored (default false: a text cell starting with `=`, `+`, `-`,
     /// `@`, a tab or a CR gets a leading `'`, so a spreadsheet does not run it).
@@ -560,7 +757,13 @@ async fn list_messages(
         run: p.run.as_deref(),
         include_removed: p.include_removed.unwrap_or_default(),
     }
-    .filter(config.tz, config.region, &config.default_region, Utc::now())
+    .filter(
+        Face::Api,
+        config.tz,
+        config.region,
+        &config.default_region,
+        Utc::now(),
+    )
     .map_err(ApiError::bad_request)?;
     let limit = limit_of(p.limit)?;
     messages_response(
@@ -621,12 +824,9 @@ struct ChannelProvider {
 
 /// The job file `jobs_dir/<name>.yaml` (or `.yml`); names are plain file stems.
 fn job_file(dir: &std::path::Path, name: &str) -> Result<PathBuf, ApiError> {
-    let plain = !name.is_empty()
-        && !name.starts_with('.')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if !plain {
+    static PLAIN: std::sync::LazyLock<regex::Regex> =
+        std::sync::LazyLock::new(|| regex::Regex::new(JOB_NAME).expect("job name pattern"));
+    if !PLAIN.is_match(name) {
         return Err(ApiError::bad_request(format!(
             "`{name}` is not a job name (letters, digits, `-`, `_` and `.`)"
         )));
@@ -643,7 +843,7 @@ fn job_file(dir: &std::path::Path, name: &str) -> Result<PathBuf, ApiError> {
     post,
     path = "/api/jobs/{name}/run",
     tag = "control",
-    params(("name" = String, Path, description = "Job name: the file jobs/<name>.yaml"), RunJobParams),
+    params(JobPath, RunJobParams),
     responses(
         (status = 202, description = "The run exists and is sending", body = Started),
         (status = 200, description = "Dry run: what the run would do", body = DryRun),
@@ -770,7 +970,7 @@ struct Cancelled {
     post,
     path = "/api/runs/{id}/cancel",
     tag = "control",
-    params(("id" = String, Path, description = "Run id")),
+    params(RunPath),
     responses(
         (status = 200, description = "Cancelled", body = Cancelled),
         (status = 400, description = "Not a run id", body = ErrorBody),
@@ -799,14 +999,19 @@ async fn cancel_run(
     .await
 }
 
-/// Removes a run: hidden from listings (status `removed`), kept for audit.
+/// Removes a run (a soft delete).
+///
+/// The run becomes `removed`: it leaves the listings (`GET /api/runs` shows it only with
+/// `status=removed`) but is kept for audit, so `GET /api/runs/{id}` and
+/// `GET /api/runs/{id}/messages` still answer, with status `removed`. Removing it again
+/// changes nothing. Only `crier history delete RUN --purge` deletes a run.
 #[utoipa::path(
     delete,
     path = "/api/runs/{id}",
     tag = "control",
-    params(("id" = String, Path, description = "Run id")),
+    params(RunPath),
     responses(
-        (status = 200, description = "Removed", body = RunView),
+        (status = 200, description = "Removed (soft): the run, status `removed`, still readable", body = RunView),
         (status = 400, description = "Not a run id", body = ErrorBody),
         (status = 401, description = "No or wrong bearer token", body = ErrorBody),
         (status = 404, description = "No such run", body = ErrorBody),
@@ -858,7 +1063,7 @@ struct PortalInbox {
     get,
     path = "/api/portal/{customer_id}/messages",
     tag = "portal",
-    params(("customer_id" = u64, Path, description = "Customer id")),
+    params(CustomerPath),
     responses(
         (status = 200, description = "The inbox (empty for a customer with no messages)", body = PortalInbox),
         (status = 400, description = "Not a customer id", body = ErrorBody),
@@ -905,10 +1110,7 @@ struct MarkedRead {
     post,
     path = "/api/portal/{customer_id}/messages/{message_id}/read",
     tag = "portal",
-    params(
-        ("customer_id" = u64, Path, description = "Customer id"),
-        ("message_id" = String, Path, description = "Message id (RUN-SEQ)"),
-    ),
+    params(CustomerPath, PortalMessagePath),
     responses(
         (status = 200, description = "Read", body = MarkedRead),
         (status = 400, description = "Not a customer id", body = ErrorBody),

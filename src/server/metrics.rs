@@ -20,6 +20,9 @@ pub struct Metrics {
     pub reports_applied: AtomicU64,
     pub reports_duplicate: AtomicU64,
     pub reports_unknown_id: AtomicU64,
+    /// Numbers the reports (and `STOP` replies) put on the opt-out list.
+    pub reports_opted_out: AtomicU64,
+    /// Requests refused: a wrong token or signature, a malformed body.
     pub reports_rejected: AtomicU64,
     /// Sum and count of delivery-report lag (report time minus send time), ms.
     pub report_lag_ms_sum: AtomicU64,
@@ -177,12 +180,13 @@ pub fn render(metrics: &Metrics, ledger: &Ledger) -> Result<String, LedgerError>
         &mut out,
         "crier_delivery_reports_total",
         "counter",
-        "Delivery reports received since the server started, by outcome.",
+        "Delivery-report webhooks since the server started: the counts of their responses (applied, duplicate, unknown_id, opted_out), and the requests refused (rejected).",
     );
     for (outcome, c) in [
         ("applied", &metrics.reports_applied),
         ("duplicate", &metrics.reports_duplicate),
         ("unknown_id", &metrics.reports_unknown_id),
+        ("opted_out", &metrics.reports_opted_out),
         ("rejected", &metrics.reports_rejected),
     ] {
         let _ = writeln!(

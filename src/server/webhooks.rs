@@ -131,7 +131,8 @@ pub(crate) struct Parsed {
     pub stops: Vec<String>,
 }
 
-/// What applying one request did.
+/// What applying one request did: the response body, and (summed) `/metrics`'
+/// `crier_delivery_reports_total` under the same names.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub(crate) struct Applied {
     pub applied: u64,
@@ -494,6 +495,9 @@ fn apply(
     metrics
         .reports_unknown_id
         .fetch_add(tally.unknown_id, Ordering::Relaxed);
+    metrics
+        .reports_opted_out
+        .fetch_add(tally.opted_out, Ordering::Relaxed);
     Ok((tally, wrote))
 }
 
