@@ -26,6 +26,10 @@ const EX_NOINPUT: u8 = 66;
 /// Try again later: the config or the store is unavailable.
 const EX_TEMPFAIL: u8 = 75;
 
+/// Largest message read: far above what MTAs return (Postfix's `bounce_size_limit` is
+/// 50 KB, Exim's `return_size_limit` 100 KB), and within what a daemon accepts.
+const MAX_INPUT: usize = 32 << 20;
+
 pub(super) fn run(cli: &Cli, command: &BouncesCommand) -> Outcome {
     let BouncesCommand::Ingest(args) = command;
     Outcome::Exit(match &args.maildir {
@@ -77,6 +81,14 @@ fn one(cli: &Cli, file: Option<&Path>) -> u8 {
             return EX_NOINPUT;
         }
     };
+    if raw.len() > MAX_INPUT {
+        crate::errln!(
+            "error: {shown}: {} bytes is too large for a bounce (at most {} MB; nothing was changed)",
+            raw.len(),
+            MAX_INPUT >> 20
+        );
+        return EX_DATAERR;
+    }
     let bounce = match bounces::parse(&raw) {
         Ok(bounce) => bounce,
         Err(e) => {
