@@ -10,13 +10,16 @@
 //! input that cannot be read changes nothing.
 //!
 //! The message is named by its VERP address, `bounces+<message id>@<bounce domain>`
-//! (the envelope sender crier gave it, see `email.bounce_domain` in the SMTP provider),
+//! (the envelope sender crier gave it: `bounce_domain` of the SMTP provider),
 //! which comes back as the bounce's envelope recipient: the first of `Delivered-To`,
 //! `X-Original-To`, `Envelope-To` and `To` that holds one. Failing that, the returned
 //! original names it: its `Return-Path` (VERP too), crier's own `X-Crier-Message-Id`
-//! header, or its `Message-ID` (`<crier.<message id>@…>`); for an abuse report also the
-//! report's `Original-Mail-From`. The status class decides: 5.x.x is a hard bounce, 4.x.x
-//! (or `Action: delayed`) a soft one; `Feedback-Type: abuse` is a complaint.
+//! header, or its `Message-ID` (`<crier.<message id>@…>`). An abuse report is sent to a
+//! feedback-loop address, not the VERP one, so for it the report's `Original-Mail-From`
+//! comes first, then the returned original, then the envelope recipient.
+//!
+//! The status class decides: 5.x.x is a hard bounce, 4.x.x (or `Action: delayed`) a soft
+//! one; `Feedback-Type: abuse` is a complaint.
 
 mod apply;
 
@@ -175,7 +178,7 @@ pub fn parse(raw: &[u8]) -> Result<Bounce, ParseError> {
             .and_then(|g| g.get("Original-Mail-From"))
             .and_then(verp_id)
             .map(|id| (id, Clue::ReturnPath));
-        bounce.message = mail_from.or(returned);
+        bounce.message = mail_from.or(returned).or_else(|| envelope_id(&message));
         return Ok(bounce);
     }
     let content_type = message
