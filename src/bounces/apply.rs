@@ -167,3 +167,162 @@ fn is_hard_bounce(message: &Message) -> bool {
         .as_deref()
         .is_some_and(|c| c.starts_with("bounce:5"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bounces::Clue;
+    use crate::history::ledger::{NewMessage, NewRun};
+    use crate::history::{MessageType, Trigger};
+    use crate::recipients::RecipientKind;
+    use crate::store::{Backend, StoreConfig, open};
+
+    const ZA: phonenumber::country::Id = phonenumber::country::Id::ZA;
+
+    /// A store whose history holds one `sent` email per address.
+    fn sent(addresses: &[&str]) -> (tempfile::TempDir, Box<dyn Store>, Vec<MessageId>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&StoreConfig {
+            path: dir.path().join("store"),
+            cache_bytes: 8 << 20,
+            backend: Backend::Sled,
+        })
+        .unwrap();
+        let ids = plan_sent(&Ledger::new(store.as_ref()), addresses);
+        (dir, store, ids)
+    }
+
+    fn plan_sent(ledger: &Ledger<'_>, addresses: &[&str]) -> Vec<MessageId> {
+        let run = ledger
+            .create_run(NewRun {
+                job: "invoice".into(),
+                trigger: Trigger::Manual,
+                channels: vec![Channel::Email],
+                provider: "mail".into(),
+                body: "Hi".into(),
+                subject: Some("Invoice".into()),
+            })
+            .unwrap();
+        let planned = addresses
+            .iter()
+            .enumerate()
+            .map(|(i, a)| NewMessage {
+                recipient_kind: RecipientKind::Customer,
+                recipient_id: i as u64 + 1,
+                address: a.to_string(),
+                channel: Channel::Email,
+                provider: "mail".into(),
+                kind: MessageType::Message,
+                subject: Some("Invoice".into()),
+                body: "Hi".into(),
+                encoding: None,
+                parts: 0,
+                state: MessageState::Queued,
+                reason: None,
+                error: None,
+            })
+            .collect();
+        let ids = ledger.plan(run.id, planned).unwrap();
+        for to in [MessageState::Sending, MessageState::Sent] {
+            let changes: Vec<Change> = ids.iter().map(|id| Change::to(*id, to)).collect();
+            ledger.transition(&changes).unwrap();
+        }
+        ids
+    }
+
+    fn bounce(kind: Kind, status: &str, message: Option<MessageId>) -> Bounce {
+        Bounce {
+            kind,
+            status: status.into(),
+            diagnostic: Some(format!("550 {status} no such user")),
+            recipient: Some("ann@example.net".into()),
+            message: message.map(|id| (id, Clue::Verp)),
+            reporter: None,
+        }
+    }
+
+    #[test]
+    fn a_hard_bounce_moves_its_message_once_and_a_soft_one_only_records() {
+        let (_dir, store, ids) = sent(&["Ann@Example.net", "ben@example.net"]);
+        let hard = bounce(Kind::Hard, "5.1.1", Some(ids[0]));
+        let applied = apply(store.as_ref(), &hard, 1, ZA).unwrap();
+        assert_eq!(applied.effect, Effect::Undelivered);
+        assert_eq!(applied.address.as_deref(), Some("ann@example.net"));
+        assert_eq!(applied.opted_out, Some("bounce"));
+        let m = Ledger::new(store.as_ref()).message(ids[0]).unwrap();
+        assert_eq!(m.state, MessageState::Undelivered);
+        assert_eq!(m.error_code.as_deref(), Some("bounce:5.1.1"));
+        assert_eq!(m.error_text.as_deref(), Some("550 5.1.1 no such user"));
+
+        let again = apply(store.as_ref(), &hard, 1, ZA).unwrap();
+        assert_eq!(again.effect, Effect::Unchanged(MessageState::Undelivered));
+        assert_eq!(again.opted_out, None, "already on the list");
+        // A late soft bounce does not overwrite the hard one.
+        let late = apply(
+            store.as_ref(),
+            &bounce(Kind::Soft, "4.2.2", Some(ids[0])),
+            1,
+            ZA,
+        );
+        assert_eq!(
+            late.unwrap().effect,
+            Effect::Unchanged(MessageState::Undelivered)
+        );
+        let m = Ledger::new(store.as_ref()).message(ids[0]).unwrap();
+        assert_eq!(m.error_code.as_deref(), Some("bounce:5.1.1"));
+
+        let soft = apply(
+            store.as_ref(),
+            &bounce(Kind::Soft, "4.2.2", Some(ids[1])),
+            1,
+            ZA,
+        );
+        let soft = soft.unwrap();
+        assert_eq!(soft.effect, Effect::Recorded(MessageState::Sent));
+        assert_eq!(soft.opted_out, None);
+        let m = Ledger::new(store.as_ref()).message(ids[1]).unwrap();
+        assert_eq!(
+            (m.state, m.error_code.as_deref()),
+            (MessageState::Sent, Some("bounce:4.2.2"))
+        );
+        let run = Ledger::new(store.as_ref()).run(ids[0].run).unwrap();
+        assert_eq!(run.counters.get(MessageState::Undelivered), 1);
+        assert_eq!(run.counters.get(MessageState::Sent), 1);
+    }
+
+    #[test]
+    fn hard_bounce_limit_counts_the_addresss_hard_bounces_known_or_not() {
+        let (_dir, store, ids) = sent(&["ann@example.net", "ann@example.net"]);
+        let first = apply(
+            store.as_ref(),
+            &bounce(Kind::Hard, "5.1.1", Some(ids[0])),
+            3,
+            ZA,
+        );
+        assert_eq!(first.unwrap().opted_out, None, "1 of 3");
+        let second = apply(
+            store.as_ref(),
+            &bounce(Kind::Hard, "5.1.1", Some(ids[1])),
+            3,
+            ZA,
+        );
+        assert_eq!(second.unwrap().opted_out, None, "2 of 3");
+        // The third names no message the history has: it counts too.
+        let third = apply(store.as_ref(), &bounce(Kind::Hard, "5.1.1", None), 3, ZA).unwrap();
+        assert_eq!(third.effect, Effect::NoMessage);
+        assert_eq!(third.opted_out, Some("bounce"));
+    }
+
+    #[test]
+    fn a_report_naming_no_message_and_no_address_is_refused_before_any_write() {
+        let (_dir, store, _) = sent(&["ann@example.net"]);
+        let mut anonymous = bounce(Kind::Complaint, "abuse", None);
+        anonymous.recipient = None;
+        let refused = apply(store.as_ref(), &anonymous, 1, ZA);
+        assert!(
+            matches!(refused, Err(ApplyError::Unidentified)),
+            "{refused:?}"
+        );
+        assert_eq!(OptOuts::new(store.optouts()).list().count(), 0);
+    }
+}
