@@ -563,7 +563,25 @@ fn a_running_daemon_records_a_bounce_piped_to_another_crier() {
     // An unusable one is refused by the caller itself, with the daemon's store untouched.
     let run = ingest_stdin(&p, b"Subject: hi\n\nhello\n");
     assert_eq!(run.code, 65, "{}", run.stderr);
+    // A file named relative to another directory is found there by the daemon.
+    p.write("crier.yaml", "data_dir: data\n");
+    p.write("mail/exim.eml", std::fs::read(sample("exim.eml")).unwrap());
+    let out = Command::new(env!("CARGO_BIN_EXE_crier"))
+        .args(["--config", "../crier.yaml", "bounces", "ingest", "exim.eml"])
+        .current_dir(p.path().join("mail"))
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let run = Run::from(out);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains(&format!("{RUN}-000002: undelivered")),
+        "{}",
+        run.stdout
+    );
     let log = server.stop();
     assert!(log.contains("Carrying out a command"), "{log}");
-    assert_eq!(messages(&p)[0]["state"], "undelivered");
+    let all = messages(&p);
+    assert_eq!(all[0]["state"], "undelivered");
+    assert_eq!(all[2]["state"], "undelivered");
 }
