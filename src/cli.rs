@@ -306,7 +306,7 @@ pub enum BouncesCommand {
     /// (EX_DATAERR) the input is no report crier can use, 66 (EX_NOINPUT) the file cannot
     /// be read, 75 (EX_TEMPFAIL) the store or config is unavailable now: try again later.
     #[command(
-        after_help = "Example:\n  crier bounces ingest < dsn.eml\n  crier bounces ingest /var/mail/bounce.eml\n  crier bounces ingest --maildir ~/Maildir/.bounces\n\nPostfix master.cf:\n  crier unix - n n - 2 pipe flags=DORhu user=crier argv=/usr/local/bin/crier --config /etc/crier/crier.yaml bounces ingest -"
+        after_help = "Example:\n  crier bounces ingest < dsn.eml\n  crier bounces ingest /var/mail/bounce.eml\n  crier bounces ingest --maildir ~/Maildir/.bounces\n\nPostfix master.cf:\n  crier unix - n n - 1 pipe flags=DORhu user=crier argv=/usr/local/bin/crier --config /etc/crier/crier.yaml bounces ingest -"
     )]
     Ingest(IngestArgs),
 }
