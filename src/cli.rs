@@ -1,6 +1,7 @@
 //! The command line: every command, its flags, and an example for each.
 //!
-//! Exit codes: 0 ok, 1 the work failed or the input was invalid, 2 bad usage (clap).
+//! Exit codes: 0 ok, 1 the work failed or the input was invalid, 2 bad usage (clap);
+//! `bounces ingest` answers its MTA in `sysexits.h` codes (see `commands/bounces.rs`).
 
 use std::path::PathBuf;
 
