@@ -110,6 +110,9 @@ pub fn apply(
     };
     let reason = match bounce.kind {
         Kind::Complaint => Some("complaint"),
+        // 5.7.x is a refusal of the sender (policy, reputation, authentication), not a
+        // dead address: the message is undelivered, the address stays mailable.
+        Kind::Hard if is_policy(&bounce.status) => None,
         Kind::Hard => {
             let counted = usize::from(matches!(
                 effect,
@@ -165,7 +168,14 @@ fn is_hard_bounce(message: &Message) -> bool {
     message
         .error_code
         .as_deref()
-        .is_some_and(|c| c.starts_with("bounce:5"))
+        .and_then(|c| c.strip_prefix("bounce:"))
+        .is_some_and(|status| status.starts_with('5') && !is_policy(status))
+}
+
+/// RFC 3463's class 5.7 (security or policy status): the receiving system refused the
+/// sender, whatever the address.
+fn is_policy(status: &str) -> bool {
+    status.starts_with("5.7.")
 }
 
 #[cfg(test)]
@@ -239,6 +249,22 @@ mod tests {
             message: message.map(|id| (id, Clue::Verp)),
             reporter: None,
         }
+    }
+
+    #[test]
+    fn a_policy_rejection_is_undelivered_but_keeps_the_address() {
+        let (_dir, store, ids) = sent(&["ann@example.net"]);
+        let blocked = bounce(Kind::Hard, "5.7.1", Some(ids[0]));
+        let applied = apply(store.as_ref(), &blocked, 1, ZA).unwrap();
+        assert_eq!(applied.effect, Effect::Undelivered);
+        assert_eq!(applied.opted_out, None);
+        let m = Ledger::new(store.as_ref()).message(ids[0]).unwrap();
+        assert_eq!(m.error_code.as_deref(), Some("bounce:5.7.1"));
+        assert!(
+            !OptOuts::new(store.optouts())
+                .contains("ann@example.net")
+                .unwrap()
+        );
     }
 
     #[test]
