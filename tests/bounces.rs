@@ -10,9 +10,8 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::{Project, Run};
 use crier::bounces::{Clue, Kind, ParseError, parse};
@@ -260,17 +259,7 @@ fn opted_out(p: &Project) -> Vec<(String, String)> {
 
 /// `crier bounces ingest -` with `input` on its standard input.
 fn ingest_stdin(p: &Project, input: &[u8]) -> Run {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_crier"))
-        .args(["bounces", "ingest", "-"])
-        .current_dir(p.path())
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(input).unwrap();
-    child.wait_with_output().unwrap().into()
+    p.crier_stdin(&["bounces", "ingest", "-"], input)
 }
 
 fn ingest(p: &Project, file: &str) -> Run {

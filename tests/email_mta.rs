@@ -325,18 +325,7 @@ fn postfix_dsn(verp: &str, recipient: &str, original: &str) -> String {
 
 /// `crier bounces ingest -` in `p` with `input` on standard input.
 fn ingest(p: &Project, input: &[u8]) -> common::Run {
-    use std::io::Write;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_crier"))
-        .args(["bounces", "ingest", "-"])
-        .current_dir(p.path())
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(input).unwrap();
-    child.wait_with_output().unwrap().into()
+    p.crier_stdin(&["bounces", "ingest", "-"], input)
 }
 
 #[test]

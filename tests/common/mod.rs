@@ -6,7 +6,7 @@ pub mod ledger;
 pub mod server;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 /// The project root, where `jobs/` lives.
 pub fn root() -> PathBuf {
@@ -69,6 +69,23 @@ impl Project {
 
     pub fn crier(&self, args: &[&str]) -> Run {
         self.crier_env(args, &[])
+    }
+
+    /// Runs crier with `args` in this directory with `input` on its standard input.
+    pub fn crier_stdin(&self, args: &[&str], input: &[u8]) -> Run {
+        use std::io::Write;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_crier"))
+            .args(args)
+            .current_dir(self.dir.path())
+            .env_remove("RUST_LOG")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run crier");
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().expect("run crier").into()
     }
 }
 
