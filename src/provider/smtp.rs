@@ -73,6 +73,9 @@ pub struct SmtpConfig {
     pub documents_dir: Option<std::path::PathBuf>,
     #[serde(default)]
     pub limits: Limits,
+    /// Sign every message with DKIM (RSA-SHA256 or Ed25519-SHA256).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dkim: Option<super::dkim::DkimSettings>,
 }
 
 impl SmtpConfig {
@@ -93,6 +96,9 @@ impl SmtpConfig {
             report.error(field, "`username` and `password` go together");
         }
         self.limits.check(field, report);
+        if let Some(dkim) = &self.dkim {
+            dkim.check(&format!("{field}.dkim"), report);
+        }
     }
 }
 
@@ -114,6 +120,7 @@ pub struct Smtp {
     secrets: Vec<String>,
     from: Mailbox,
     documents_dir: Option<PathBuf>,
+    dkim: Option<super::dkim::Signer>,
     timeout: Duration,
     max_idle_connections: usize,
     idle: Mutex<Vec<(AsyncSmtpConnection, Instant)>>,
@@ -128,6 +135,7 @@ impl std::fmt::Debug for Smtp {
             .field("authenticated", &self.credentials.is_some())
             .field("from", &self.from.to_string())
             .field("documents_dir", &self.documents_dir)
+            .field("dkim", &self.dkim.is_some())
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
@@ -171,6 +179,11 @@ impl Smtp {
         };
         // Longest first: the PLAIN payload's base64 contains the password's own.
         secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        let dkim = config
+            .dkim
+            .as_ref()
+            .map(super::dkim::Signer::new)
+            .transpose()?;
         Ok(Smtp {
             host: config.host.clone(),
             port,
@@ -181,6 +194,7 @@ impl Smtp {
             secrets,
             from,
             documents_dir: config.documents_dir.clone(),
+            dkim,
             timeout: super::timeout(&config.limits),
             max_idle_connections: config.limits.concurrency.unwrap_or(8).max(1) as usize,
             idle: Mutex::new(Vec::new()),
@@ -327,6 +341,20 @@ impl Smtp {
                 HeaderName::new_from_ascii_str("X-Crier-Message-Id"),
                 message.id.clone(),
             ));
+        // RFC 2369 and RFC 8058 one-click: the mail client POSTs
+        // `List-Unsubscribe=One-Click` to the HTTPS link.
+        let builder = match &message.unsubscribe {
+            Some(links) => builder
+                .raw_header(HeaderValue::new(
+                    HeaderName::new_from_ascii_str("List-Unsubscribe"),
+                    links.header(),
+                ))
+                .raw_header(HeaderValue::new(
+                    HeaderName::new_from_ascii_str("List-Unsubscribe-Post"),
+                    "List-Unsubscribe=One-Click".into(),
+                )),
+            None => builder,
+        };
         let body = crlf_line_ends(&message.body);
         let plain = || SinglePart::plain(body.clone());
         let alternative = message
@@ -346,9 +374,27 @@ impl Smtp {
                 builder.multipart(attachments.into_iter().fold(mixed, MultiPart::singlepart))
             }
         };
-        built.map_err(|e| SendOutcome::Rejected {
+        let mut email = built.map_err(|e| SendOutcome::Rejected {
             code: "smtp:message".into(),
             text: format!("the email could not be built: {e}"),
+        })?;
+        if let Some(dkim) = &self.dkim {
+            dkim.sign(&mut email);
+        }
+        Ok(email)
+    }
+
+    /// The DKIM settings' domain does not align with `From:` (DMARC would fail), for
+    /// `crier providers check` to warn about.
+    pub fn misaligned_dkim(config: &SmtpConfig) -> Option<String> {
+        let dkim = config.dkim.as_ref()?;
+        let from: Mailbox = config.from.parse().ok()?;
+        let domain = from.email.domain();
+        (!dkim.aligns_with(domain)).then(|| {
+            format!(
+                "the From domain `{domain}` does not align with dkim.domain `{}`: DMARC will not count the signature",
+                dkim.domain
+            )
         })
     }
 
@@ -1099,6 +1145,7 @@ mod tests {
             parts: 0,
             recipient_id: 1,
             attach: vec![DocumentKind::Invoices],
+            unsubscribe: None,
             dedup_id: 0,
         };
         (Smtp::new(&config).unwrap(), message)
