@@ -16,7 +16,9 @@
 //! alternative) with CRLF line ends, each attachment base64 with its type guessed from its
 //! file name. Nothing leaves with a bare LF or CR, which strict MTAs refuse (Postfix's
 //! `smtpd_forbid_bare_newline`) and others rewrite; `tests/email_mta.rs` holds it to that
-//! against aiosmtpd and Python's `email` parser.
+//! against aiosmtpd and Python's `email` parser. A message with unsubscribe links gets
+//! `List-Unsubscribe` and `List-Unsubscribe-Post` (RFC 2369, RFC 8058), and with `dkim:`
+//! each message is signed last, over its bytes as sent ([`super::dkim`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -382,20 +384,6 @@ impl Smtp {
             dkim.sign(&mut email);
         }
         Ok(email)
-    }
-
-    /// The DKIM settings' domain does not align with `From:` (DMARC would fail), for
-    /// `crier providers check` to warn about.
-    pub fn misaligned_dkim(config: &SmtpConfig) -> Option<String> {
-        let dkim = config.dkim.as_ref()?;
-        let from: Mailbox = config.from.parse().ok()?;
-        let domain = from.email.domain();
-        (!dkim.aligns_with(domain)).then(|| {
-            format!(
-                "the From domain `{domain}` does not align with dkim.domain `{}`: DMARC will not count the signature",
-                dkim.domain
-            )
-        })
     }
 
     /// The attachment parts of `message.attach`, read from `documents_dir`, typed by file
