@@ -329,13 +329,24 @@ fn config_show_redacts_every_secret() {
     }
     assert!(run.stdout.contains("token_secret: <redacted>"));
     assert!(run.stdout.contains("api_key=<redacted>"));
-    // A missing variable names the variable, never a value.
+    // An unset secret is shown as unset, by its variable's name.
+    let unset_secret = p.crier_env(&["config", "show"], &secrets[1..]);
+    assert_eq!(unset_secret.code, 0, "{}", unset_secret.stderr);
+    assert!(
+        unset_secret
+            .stdout
+            .contains("token_secret: '<unset: BULK_SECRET>'"),
+        "{}",
+        unset_secret.stdout
+    );
+    // A variable missing from a field that is not a secret is an error naming the
+    // variable and the field, never a value.
     let missing = p.crier(&["config", "show"]);
     assert_eq!(missing.code, 1);
     assert!(
         missing
             .stderr
-            .contains("environment variable `BULK_SECRET` is not set"),
+            .contains("providers.gw.url: environment variable `GW_KEY` is not set"),
         "{}",
         missing.stderr
     );

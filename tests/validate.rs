@@ -504,7 +504,10 @@ fn the_json_schema_accepts_every_shipped_file() {
         serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
     };
     let mut checked = 0;
-    for dir in [root().join("jobs"), root().join("tests/corpus/project/jobs")] {
+    for dir in [
+        root().join("jobs"),
+        root().join("tests/corpus/project/jobs"),
+    ] {
         for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
             let path = entry.path();
             if path.extension().is_some_and(|x| x == "yaml") {

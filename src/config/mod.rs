@@ -409,11 +409,16 @@ pub fn parse_document<T: DeserializeOwned + JsonSchema>(
     let mut report = FileReport::new(path, &map);
     let mut pruned = Vec::new();
     // serde is what crier runs on: the schema only explains a document serde refuses.
-    // (Read from the text, so that its error has a position.)
-    if let Err(first) = serde_yaml::from_str::<T>(text) {
+    // Read from the text first, so that its error has a position; then as the value it
+    // is finally read from, which takes no plain scalar for a string (`cron: 5`).
+    let refused = serde_yaml::from_str::<T>(text)
+        .err()
+        .or_else(|| serde_yaml::from_value::<T>(value.clone()).err());
+    if let Some(first) = refused {
+        let first = diag::from_serde(path, &map, &first);
         let problems = shape::check::<T>(&value);
         if problems.is_empty() {
-            report.diags.0.push(diag::from_serde(path, &map, &first));
+            report.diags.0.push(first);
             let diags = report.diags;
             return Ok(Document {
                 raw: None,
@@ -423,18 +428,7 @@ pub fn parse_document<T: DeserializeOwned + JsonSchema>(
                 unset_secrets: Vec::new(),
             });
         }
-        // serde's own word on a value its parser refuses (`rate: 30/fortnight`) says
-        // more than the schema's pattern does.
-        let first = diag::from_serde(path, &map, &first);
-        for p in &problems {
-            if p.field == first.field && p.message.contains("not in the form") {
-                report.diags.0.push(first.clone());
-            } else if p.at_key {
-                report.key_error(&p.field, &p.message);
-            } else {
-                report.error(&p.field, &p.message);
-            }
-        }
+        report_shape(&mut report, &problems, &first);
         pruned = shape::prune(&mut value, &problems);
     }
     let mut unset = Vec::new();
@@ -482,6 +476,20 @@ pub fn parse_document<T: DeserializeOwned + JsonSchema>(
         pruned,
         unset_secrets,
     })
+}
+
+/// Puts the schema's `problems` in `report`; where serde refused the same field's value
+/// with its own parser's word (`rate: 30/fortnight`), that says more than a pattern does.
+fn report_shape(report: &mut FileReport, problems: &[shape::Problem], serde: &Diagnostic) {
+    for p in problems {
+        if p.field == serde.field && p.message.contains("not in the form") {
+            report.diags.0.push(serde.clone());
+        } else if p.at_key {
+            report.key_error(&p.field, &p.message);
+        } else {
+            report.error(&p.field, &p.message);
+        }
+    }
 }
 
 fn validate(raw: RawConfig, path: Option<&Path>, report: &mut FileReport) -> Config {

@@ -93,9 +93,14 @@ impl fmt::Display for Secret {
     }
 }
 
+/// `<redacted>`, or `<unset: VAR>` for a secret whose variable is not set here (the
+/// variable's name is no secret, and `crier config show` should not suggest a value).
 impl Serialize for Secret {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(REDACTED)
+        match &self.unset {
+            Some(var) => s.serialize_str(&format!("<unset: {var}>")),
+            None => s.serialize_str(REDACTED),
+        }
     }
 }
 

@@ -847,7 +847,9 @@ mod tests {
         ledger.remove(runs[1]).unwrap();
         let bodies = |q: MessageQuery| -> Vec<String> {
             let za = phonenumber::country::Id::ZA;
-            let f = q.filter(Face::Cli, chrono_tz::UTC, za, "ZA", Utc::now()).unwrap();
+            let f = q
+                .filter(Face::Cli, chrono_tz::UTC, za, "ZA", Utc::now())
+                .unwrap();
             messages(&ledger, &f).map(|m| m.unwrap().body).collect()
         };
         assert_eq!(bodies(MessageQuery::default()), ["from kept"]);
