@@ -681,7 +681,7 @@ fn validate_email(
             }
             (None, true) => server.public_url.clone(),
             (None, false) => {
-                report.error(
+                report.key_error(
                     "email.unsubscribe",
                     "needs `public_url` (where recipients reach `crier serve`, e.g. `https://crier.example.net`), or `server.public_url`",
                 );
@@ -826,6 +826,18 @@ mod tests {
         let shown = serde_yaml::to_string(&c).unwrap();
         assert!(!shown.contains("tok-secret-123"), "{shown}");
         assert!(shown.contains("token_secret: <redacted>"), "{shown}");
+    }
+
+    #[test]
+    fn unsubscribe_takes_the_server_url_and_never_shows_its_secret() {
+        let text = "server:\n  public_url: https://crier.example.net/\nemail:\n  unsubscribe:\n    secret: an-unsubscribe-key-of-32-characters\n";
+        let c = parse(text).unwrap();
+        let unsubscribe = c.email.unsubscribe.as_ref().unwrap();
+        assert_eq!(unsubscribe.public_url, "https://crier.example.net");
+        assert!(!c.email.transactional);
+        let shown = serde_yaml::to_string(&c).unwrap();
+        assert!(!shown.contains("an-unsubscribe-key"), "{shown}");
+        assert!(shown.contains("secret: <redacted>"), "{shown}");
     }
 
     #[test]
