@@ -37,7 +37,7 @@ const ONE_CLICK: (&str, &str) = ("List-Unsubscribe", "One-Click");
 async fn confirm(State(state): State<Shared>, Path(token): Path<String>) -> Response {
     let ticket = match verify(&state, &token) {
         Ok(ticket) => ticket,
-        Err(refused) => return refused,
+        Err(refused) => return refused.into_response(),
     };
     let address = escape(&ticket.address);
     let token = escape(&token);
@@ -62,7 +62,7 @@ async fn unsubscribe(
 ) -> Response {
     let ticket = match verify(&state, &token) {
         Ok(ticket) => ticket,
-        Err(refused) => return refused,
+        Err(refused) => return refused.into_response(),
     };
     if !form_urlencoded::parse(&body).any(|(k, v)| (&*k, &*v) == ONE_CLICK) {
         return page(
@@ -114,24 +114,43 @@ async fn unsubscribe(
     )
 }
 
-/// The ticket of `token`, or the response refusing it (404 when unsubscribe is not
-/// configured, 403 for a token that is not ours).
-#[allow(clippy::result_large_err)]
-fn verify(state: &Shared, token: &str) -> Result<Ticket, Response> {
-    let Some(settings) = &state.config.email.unsubscribe else {
-        return Err(page(
-            StatusCode::NOT_FOUND,
-            "Not found",
-            "<p>Unsubscribe links are not configured here.</p>",
-        ));
-    };
+/// Why a link is refused.
+enum Refused {
+    /// `email.unsubscribe` is not configured: there are no links here.
+    NotConfigured,
+    /// The token is not one this server signed (forged, altered, truncated).
+    Invalid,
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        match self {
+            Refused::NotConfigured => page(
+                StatusCode::NOT_FOUND,
+                "Not found",
+                "<p>Unsubscribe links are not configured here.</p>",
+            ),
+            Refused::Invalid => page(
+                StatusCode::FORBIDDEN,
+                "Invalid link",
+                "<p>This unsubscribe link is not valid. Use the link in the email itself.</p>",
+            ),
+        }
+    }
+}
+
+/// The ticket of `token`: 404 when unsubscribe is not configured, 403 for a token that
+/// is not ours.
+fn verify(state: &Shared, token: &str) -> Result<Ticket, Refused> {
+    let settings = state
+        .config
+        .email
+        .unsubscribe
+        .as_ref()
+        .ok_or(Refused::NotConfigured)?;
     settings.unsubscriber().verify(token).map_err(|refusal| {
         tracing::info!(%refusal, "Refused an unsubscribe link.");
-        page(
-            StatusCode::FORBIDDEN,
-            "Invalid link",
-            "<p>This unsubscribe link is not valid. Use the link in the email itself.</p>",
-        )
+        Refused::Invalid
     })
 }
 
