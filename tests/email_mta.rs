@@ -399,7 +399,7 @@ fn unsubscribe_headers_and_dkim_verify_and_a_one_click_post_opts_the_address_out
     // Sent in job order, recipients in id order: Zoë and Ben for each job.
     let algorithms = ["rsa-sha256", "ed25519-sha256", "rsa-sha256"];
     let selectors = ["rsa2026", "ed2026", "rsa2026"];
-    let mut zoe_link = None;
+    let (mut zoe_link, mut ben_link) = (None, None);
     for (i, (signed, parsed)) in dkim.iter().zip(&mail).enumerate() {
         let job = i / 2;
         assert_eq!(signed["verified"], true, "{signed:#}");
@@ -456,11 +456,14 @@ fn unsubscribe_headers_and_dkim_verify_and_a_one_click_post_opts_the_address_out
             text.contains(&format!("https://crier.atlantic.example/u/{url}")),
             "{text:?}"
         );
-        if job == 0 && parsed["to"][0] == "Zoe@Example.com" {
-            zoe_link = Some(format!("/u/{url}"));
+        match (job, parsed["to"][0].as_str()) {
+            (0, Some("Zoe@Example.com")) => zoe_link = Some(format!("/u/{url}")),
+            (1, Some("ben@example.com")) => ben_link = Some(format!("/u/{url}")),
+            _ => {}
         }
     }
     let zoe_link = zoe_link.expect("Zoë's link in the RSA job");
+    let ben_link = ben_link.expect("Ben's link in the Ed25519 job");
 
     // The server: a GET shows the page and changes nothing; a forged token, an altered
     // one and a POST without the one-click body are refused and change nothing.
@@ -474,10 +477,11 @@ fn unsubscribe_headers_and_dkim_verify_and_a_one_click_post_opts_the_address_out
     );
     assert!(page.body.contains("Zoe@Example.com"), "{}", page.body);
     assert!(
-        page.body.contains(&format!("action=\"{zoe_link}\""))
-            && page
-                .body
-                .contains("name=\"List-Unsubscribe\" value=\"One-Click\""),
+        page.body.contains(&format!(
+            "action=\"https://crier.atlantic.example{zoe_link}\""
+        )) && page
+            .body
+            .contains("name=\"List-Unsubscribe\" value=\"One-Click\""),
         "{}",
         page.body
     );
@@ -507,10 +511,19 @@ fn unsubscribe_headers_and_dkim_verify_and_a_one_click_post_opts_the_address_out
     assert_eq!(optouts(&p), serde_json::json!([]));
 
     // One click: 200, no redirect, and the address is on the list with the run and
-    // message; a second click changes nothing.
+    // message; a second click changes nothing. Zoë's as a browser's form sends it, Ben's
+    // as RFC 8058 says mail clients should (multipart/form-data).
     let server = Server::start(&p, &env, None);
-    for _ in 0..2 {
-        let answer = post(&server, &zoe_link, &one_click);
+    let multipart = [(
+        "Content-Type".to_string(),
+        "multipart/form-data; boundary=crier-test".to_string(),
+    )];
+    let multipart_body = b"--crier-test\r\nContent-Disposition: form-data; name=\"List-Unsubscribe\"\r\n\r\nOne-Click\r\n--crier-test--\r\n";
+    for click in 0..4 {
+        let answer = match click % 2 {
+            0 => post(&server, &zoe_link, &one_click),
+            _ => server.send("POST", &ben_link, &multipart, multipart_body.to_vec()),
+        };
         assert_eq!(answer.status, 200, "{}", answer.body);
         assert!(answer.location.is_none());
         assert!(answer.body.contains("unsubscribed"), "{}", answer.body);
@@ -519,16 +532,25 @@ fn unsubscribe_headers_and_dkim_verify_and_a_one_click_post_opts_the_address_out
     assert!(!log.contains(UNSUBSCRIBE_SECRET), "{log}");
     let list = optouts(&p);
     let list = list.as_array().unwrap();
-    assert_eq!(list.len(), 1, "{list:?}");
-    assert_eq!(list[0]["address"], "zoe@example.com");
-    assert_eq!(list[0]["reason"], "unsubscribe");
-    let run = list[0]["run"].as_str().unwrap();
-    let message = list[0]["message"].as_str().unwrap();
-    assert!(message.starts_with(&format!("{run}-")), "{message}");
-    assert!(runs[0].contains(run), "{}", runs[0]);
+    assert_eq!(list.len(), 2, "{list:?}");
+    // In address order: Ben (from the Ed25519 job's run), then Zoë (the RSA job's).
+    for (entry, (address, sent_by)) in list
+        .iter()
+        .zip([("ben@example.com", &runs[1]), ("zoe@example.com", &runs[0])])
+    {
+        assert_eq!(entry["address"], address);
+        assert_eq!(entry["reason"], "unsubscribe");
+        let run = entry["run"].as_str().unwrap();
+        let message = entry["message"].as_str().unwrap();
+        assert!(message.starts_with(&format!("{run}-")), "{message}");
+        assert!(sent_by.contains(run), "{sent_by}");
+    }
 
-    // The next run skips her.
-    let again = p.crier_env(&["send", "jobs/news-ed.yaml", "--yes"], &env);
-    assert!(again.stdout.contains("1 sent"), "{}", again.stdout);
-    assert!(again.stdout.contains("opted_out"), "{}", again.stdout);
+    // The next run skips both.
+    let again = p.crier_env(&["send", "jobs/news-rsa.yaml", "--yes"], &env);
+    assert!(
+        again.stdout.contains("0 to send, 2 skipped (opted_out 2)"),
+        "{}",
+        again.stdout
+    );
 }

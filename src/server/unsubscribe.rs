@@ -13,7 +13,7 @@
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 
@@ -40,13 +40,17 @@ async fn confirm(State(state): State<Shared>, Path(token): Path<String>) -> Resp
         Err(refused) => return refused.into_response(),
     };
     let address = escape(&ticket.address);
-    let token = escape(&token);
+    // The link as mailed, so the form posts back right behind a proxy's path prefix too.
+    let action = match &state.config.email.unsubscribe {
+        Some(settings) => escape(&format!("{}/u/{token}", settings.public_url)),
+        None => escape(&format!("/u/{token}")),
+    };
     page(
         StatusCode::OK,
         "Unsubscribe",
         &format!(
             "<p>Stop sending email to <strong>{address}</strong>?</p>\n\
-             <form method=\"post\" action=\"/u/{token}\">\n\
+             <form method=\"post\" action=\"{action}\">\n\
              <input type=\"hidden\" name=\"List-Unsubscribe\" value=\"One-Click\">\n\
              <button type=\"submit\">Unsubscribe</button>\n\
              </form>"
@@ -58,13 +62,18 @@ async fn confirm(State(state): State<Shared>, Path(token): Path<String>) -> Resp
 async fn unsubscribe(
     State(state): State<Shared>,
     Path(token): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let ticket = match verify(&state, &token) {
         Ok(ticket) => ticket,
         Err(refused) => return refused.into_response(),
     };
-    if !form_urlencoded::parse(&body).any(|(k, v)| (&*k, &*v) == ONE_CLICK) {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if !says_one_click(content_type, &body) {
         return page(
             StatusCode::BAD_REQUEST,
             "Not unsubscribed",
@@ -168,6 +177,42 @@ fn message_of(ledger: &Ledger, ticket: &Ticket) -> Option<MessageId> {
         .map(|m| m.id)
 }
 
+/// Whether a POST body is the one-click request: `List-Unsubscribe=One-Click` as
+/// `multipart/form-data` (what RFC 8058 §3.1 says clients SHOULD send) or
+/// `application/x-www-form-urlencoded` (what they MAY send, and what browsers send).
+fn says_one_click(content_type: &str, body: &[u8]) -> bool {
+    let boundary = content_type
+        .split(';')
+        .skip(1)
+        .filter_map(|p| p.trim().split_once('='))
+        .find(|(k, _)| k.eq_ignore_ascii_case("boundary"))
+        .map(|(_, v)| v.trim_matches('"'));
+    let multipart = content_type
+        .trim_start()
+        .to_ascii_lowercase()
+        .starts_with("multipart/form-data");
+    match (multipart, boundary) {
+        (true, Some(boundary)) => {
+            let delimiter = format!("--{boundary}");
+            let text = String::from_utf8_lossy(body);
+            text.split(delimiter.as_str()).any(|part| {
+                let Some((head, content)) = part.split_once("\r\n\r\n") else {
+                    return false;
+                };
+                let named = head.lines().any(|line| {
+                    let line = line.to_ascii_lowercase();
+                    line.starts_with("content-disposition:")
+                        && line.contains("form-data")
+                        && line.contains("name=\"list-unsubscribe\"")
+                });
+                named && content.trim_end_matches("\r\n").trim() == ONE_CLICK.1
+            })
+        }
+        (true, None) => false,
+        (false, _) => form_urlencoded::parse(body).any(|(k, v)| (&*k, &*v) == ONE_CLICK),
+    }
+}
+
 /// A small page, the same for a browser and a one-click client.
 fn page(status: StatusCode, title: &str, body: &str) -> Response {
     let html = format!(
@@ -193,4 +238,28 @@ fn escape(text: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_click_bodies_in_both_encodings() {
+        let form = "application/x-www-form-urlencoded";
+        assert!(says_one_click(form, b"List-Unsubscribe=One-Click"));
+        assert!(says_one_click("", b"List-Unsubscribe=One-Click"));
+        assert!(says_one_click(form, b"a=b&List-Unsubscribe=One-Click"));
+        assert!(!says_one_click(form, b"List-Unsubscribe=Maybe"));
+        assert!(!says_one_click(form, b""));
+
+        let multipart = "multipart/form-data; boundary=\"XyZ\"";
+        let body = "--XyZ\r\nContent-Disposition: form-data; name=\"List-Unsubscribe\"\r\n\r\nOne-Click\r\n--XyZ--\r\n";
+        assert!(says_one_click(multipart, body.as_bytes()));
+        let other = body.replace("One-Click", "Two-Clicks");
+        assert!(!says_one_click(multipart, other.as_bytes()));
+        assert!(!says_one_click("multipart/form-data", body.as_bytes()));
+        // The urlencoded text inside a multipart body is not the field.
+        assert!(!says_one_click(multipart, b"List-Unsubscribe=One-Click"));
+    }
 }
