@@ -333,18 +333,20 @@ fn unsubscribe_headers_and_dkim_verify_and_a_one_click_post_opts_the_address_out
     let (ed_key, ed_record) = test_key("ed25519");
     p.write("keys/rsa.pem", &rsa_key);
     p.write("keys/ed25519.pem", &ed_key);
-    let provider = |name: &str, selector: &str, key: &str| {
+    let provider = |name: &str, from: &str, selector: &str, key: &str| {
         format!(
-            "  {name}:\n    type: smtp\n    host: 127.0.0.1\n    port: {}\n    security: plain\n    from: Atlantic Fibre <news@atlantic.example>\n    dkim: {{ domain: atlantic.example, selector: {selector}, private_key_file: keys/{key} }}\n",
+            "  {name}:\n    type: smtp\n    host: 127.0.0.1\n    port: {}\n    security: plain\n    from: Atlantic Fibre <{from}>\n    dkim: {{ domain: atlantic.example, selector: {selector}, private_key_file: keys/{key} }}\n",
             sink.port
         )
     };
     p.write(
         "crier.yaml",
         format!(
-            "providers:\n{}{}email:\n  unsubscribe:\n    secret: ${{CRIER_UNSUBSCRIBE_SECRET}}\n    public_url: https://crier.atlantic.example/\n    mailto: unsubscribe@atlantic.example\n",
-            provider("mail-rsa", "rsa2026", "rsa.pem"),
-            provider("mail-ed", "ed2026", "ed25519.pem"),
+            "providers:\n{}{}{}email:\n  unsubscribe:\n    secret: ${{CRIER_UNSUBSCRIBE_SECRET}}\n    public_url: https://crier.atlantic.example/\n    mailto: unsubscribe@atlantic.example\n",
+            provider("mail-rsa", "news@atlantic.example", "rsa2026", "rsa.pem"),
+            provider("mail-ed", "news@mail.atlantic.example", "ed2026", "ed25519.pem"),
+            // Not aligned: DMARC would not count its signature.
+            provider("mail-partner", "news@partner.example", "rsa2026", "rsa.pem"),
         ),
     );
     let job = |provider: &str, extra: &str| {
@@ -359,6 +361,25 @@ fn unsubscribe_headers_and_dkim_verify_and_a_one_click_post_opts_the_address_out
         "send_to: email\nprovider: mail-rsa\nemail: { transactional: true }\nsubject: Maintenance tonight\nmessage: \"The network is down 01:00-03:00.\"\nrecipients: {}\n",
     );
     let env = [("CRIER_UNSUBSCRIBE_SECRET", UNSUBSCRIBE_SECRET)];
+
+    // `providers check` prints the TXT record of each key and warns of the one whose
+    // From domain does not align with its DKIM domain.
+    let check = p.crier(&["providers", "check"]);
+    assert_eq!(check.code, 0, "{}\n{}", check.stdout, check.stderr);
+    for (name, selector, record) in [
+        ("mail-ed", "ed2026", &ed_record),
+        ("mail-partner", "rsa2026", &rsa_record),
+        ("mail-rsa", "rsa2026", &rsa_record),
+    ] {
+        let line = format!(
+            "providers.{name}: DKIM public key: {selector}._domainkey.atlantic.example TXT \"{record}\""
+        );
+        assert!(check.stdout.contains(&line), "{line}\n{}", check.stdout);
+    }
+    assert_eq!(
+        check.stderr.trim(),
+        "warning: providers.mail-partner: the From domain `partner.example` does not align with dkim.domain `atlantic.example`: DMARC will not count the signature"
+    );
 
     // Validation needs no secret; sending does, and says which.
     let check = p.crier(&["validate", "jobs"]);
