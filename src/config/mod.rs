@@ -56,6 +56,9 @@ pub struct RawConfig {
     /// The HTTP server (`crier serve`; `crier run` when `listen` is set).
     #[serde(default)]
     pub server: Option<RawServer>,
+    /// What `crier bounces ingest` does with bounced addresses.
+    #[serde(default)]
+    pub bounces: RawBounces,
     /// Email settings of every job: one-click unsubscribe and the channel's default.
     #[serde(default)]
     pub email: Option<RawEmail>,
@@ -91,6 +94,18 @@ pub struct RawUnsubscribe {
     /// `unsubscribe@acme.example` (added as the `mailto:` of `List-Unsubscribe`).
     #[serde(default)]
     pub mailto: Option<String>,
+}
+
+/// `bounces:` as written.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawBounces {
+    /// Hard bounces (status 5.x.x) of one email address after which it goes on the
+    /// opt-out list with reason `bounce` (default 1: the first). A complaint (an abuse
+    /// report) opts the address out at once, whatever this says.
+    #[serde(default)]
+    #[schemars(range(min = 1))]
+    pub hard_bounce_limit: Option<u32>,
 }
 
 /// `server:` as written.
@@ -163,6 +178,7 @@ pub struct Config {
     pub channels: Channels,
     pub server: ServerSettings,
     pub email: EmailSettings,
+    pub bounces: BounceSettings,
     /// Secrets whose `${VAR}` is not set here (see [`Config::require_secrets`]).
     #[serde(skip)]
     pub unset_secrets: Vec<UnsetSecret>,
@@ -214,6 +230,12 @@ impl UnsubscribeSettings {
 
 /// Shortest `email.unsubscribe.secret`: 32 characters, so the HMAC key cannot be guessed.
 const MIN_UNSUBSCRIBE_SECRET: usize = 32;
+
+/// What `crier bounces ingest` does, validated.
+#[derive(Debug, Clone, Serialize)]
+pub struct BounceSettings {
+    pub hard_bounce_limit: u32,
+}
 
 /// Default of `server.listen`.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8025";
@@ -633,9 +655,20 @@ fn validate(raw: RawConfig, path: Option<&Path>, report: &mut FileReport) -> Con
 
     let email = validate_email(raw.email.unwrap_or_default(), &server, report);
 
+    if raw.bounces.hard_bounce_limit == Some(0) {
+        report.error(
+            "bounces.hard_bounce_limit",
+            "`0` is out of range (at least 1: the first hard bounce)",
+        );
+    }
+    let bounces = BounceSettings {
+        hard_bounce_limit: raw.bounces.hard_bounce_limit.unwrap_or(1).max(1),
+    };
+
     Config {
         server,
         email,
+        bounces,
         source: path.map(Path::to_path_buf),
         data_dir,
         default_region: default_region.to_ascii_uppercase(),
