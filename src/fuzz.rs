@@ -187,6 +187,7 @@ pub fn template(
         run: BTreeMap::from([("id".into(), "01FUZZ".into())]),
         now: "2026-11-27T09:00:00+02:00".into(),
         vars: vars.clone(),
+        unsubscribe_url: None,
     };
     let mut text = None;
     for html in [false, true] {

@@ -36,7 +36,7 @@ fn an_email_job_sends_text_html_and_invoices_over_smtp() {
     p.write(
         "crier.yaml",
         format!(
-            "providers:\n  mail:\n    type: smtp\n    host: 127.0.0.1\n    port: {}\n    security: plain\n    username: crier\n    password: ${{SMTP_PASSWORD}}\n    from: Atlantic Fibre <billing@atlantic.example>\n    documents_dir: docs\nchannels:\n  email: mail\n",
+            "providers:\n  mail:\n    type: smtp\n    host: 127.0.0.1\n    port: {}\n    security: plain\n    username: crier\n    password: ${{SMTP_PASSWORD}}\n    from: Atlantic Fibre <billing@atlantic.example>\n    documents_dir: docs\nchannels:\n  email: mail\nemail:\n  unsubscribe:\n    secret: ${{CRIER_UNSUBSCRIBE_SECRET}}\n    public_url: https://crier.atlantic.example\n",
             server.port
         ),
     );
@@ -54,7 +54,13 @@ fn an_email_job_sends_text_html_and_invoices_over_smtp() {
     );
     let run = p.crier_env(
         &["send", "jobs/welcome.yaml", "--yes"],
-        &[("SMTP_PASSWORD", PASSWORD)],
+        &[
+            ("SMTP_PASSWORD", PASSWORD),
+            (
+                "CRIER_UNSUBSCRIBE_SECRET",
+                "an unsubscribe key of 32 characters+",
+            ),
+        ],
     );
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     // An email run costs no SMS parts: its summary does not count them.
@@ -87,6 +93,20 @@ fn an_email_job_sends_text_html_and_invoices_over_smtp() {
     let attachment = ann.attachment(0).expect("the invoice");
     assert_eq!(attachment.attachment_name(), Some("2026-11.pdf"));
     assert_eq!(attachment.contents(), invoice.as_slice());
+    // A welcome is not service mail: it offers one-click unsubscribe.
+    let header = |name: &str| {
+        ann.header_raw(name)
+            .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+    };
+    let unsubscribe = header("List-Unsubscribe").expect("List-Unsubscribe");
+    assert!(
+        unsubscribe.starts_with("<https://crier.atlantic.example/u/") && unsubscribe.ends_with('>'),
+        "{unsubscribe}"
+    );
+    assert_eq!(
+        header("List-Unsubscribe-Post").as_deref(),
+        Some("List-Unsubscribe=One-Click")
+    );
     // Ben has no invoices: his welcome goes without.
     let ben = MessageParser::default().parse(&received[1].data).unwrap();
     assert_eq!(ben.attachment_count(), 0);

@@ -6,8 +6,14 @@
 //! message: the envelope sender the server recorded is the message's VERP address, and a
 //! Postfix DSN to it piped into `crier bounces ingest -` makes the message `undelivered`.
 //!
-//! Needs a Python with `aiosmtpd`: `CRIER_PYTHON`, else `python3` if it has the module.
-//! Without one the test says `skipped:` on stderr, and fails when `CI` is set.
+//! The same server receives the one-click unsubscribe and DKIM test's mail: `dkimpy`
+//! (`tests/tools/dkim_facts.py`) verifies every message against the public keys of
+//! `tests/fixtures/dkim/` (test-only keys), its DNS lookups answered locally, and the
+//! real `crier serve` answers the unsubscribe links.
+//!
+//! Needs a Python with `aiosmtpd` (and `dkim` and `nacl` for DKIM): `CRIER_PYTHON`, else
+//! `python3` if it has the modules. Without one a test says `skipped:` on stderr, and
+//! fails when `CI` is set.
 
 mod common;
 
@@ -16,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use common::Project;
+use common::server::Server;
 use serde_json::Value;
 
 /// A Python that can import `module`, or `None` (a panic under CI).
@@ -136,7 +143,7 @@ fn binary_document() -> Vec<u8> {
 
 #[test]
 fn a_strict_mta_accepts_the_email_and_the_recipient_saves_the_files_unchanged() {
-    let Some(python) = python_with("aiosmtpd") else {
+    let Some(python) = python_with("aiosmtpd, dkim") else {
         return;
     };
     let sink = Sink::start(&python);
@@ -165,10 +172,13 @@ fn a_strict_mta_accepts_the_email_and_the_recipient_saves_the_files_unchanged() 
     for (name, bytes) in documents {
         p.write(&format!("docs/1/invoices/{name}"), bytes);
     }
+    // Signed too: multipart, folded and encoded headers must verify as well.
+    let (rsa_key, rsa_record) = test_key("rsa");
+    p.write("keys/rsa.pem", &rsa_key);
     p.write(
         "crier.yaml",
         format!(
-            "providers:\n  mail:\n    type: smtp\n    host: 127.0.0.1\n    port: {}\n    security: plain\n    from: Atlantic Fibre Zürich <billing@atlantic.example>\n    documents_dir: docs\nchannels:\n  email: mail\n",
+            "providers:\n  mail:\n    type: smtp\n    host: 127.0.0.1\n    port: {}\n    security: plain\n    from: Atlantic Fibre Zürich <billing@atlantic.example>\n    documents_dir: docs\n    dkim: {{ domain: atlantic.example, selector: rsa2026, private_key_file: keys/rsa.pem }}\nchannels:\n  email: mail\n",
             sink.port
         ),
     );
@@ -183,7 +193,7 @@ fn a_strict_mta_accepts_the_email_and_the_recipient_saves_the_files_unchanged() 
     );
     p.write(
         "jobs/invoice.yaml",
-        "send_to: email\nsubject: \"Ihre Rechnung für März, {{ customer.name }}\"\ntemplate: t/invoice.email.j2\nhtml_template: t/invoice.email.html.j2\nattach: [invoices]\nrecipients:\n  where:\n    status: new\n",
+        "send_to: email\nemail: { transactional: true }\nsubject: \"Ihre Rechnung für März, {{ customer.name }}\"\ntemplate: t/invoice.email.j2\nhtml_template: t/invoice.email.html.j2\nattach: [invoices]\nrecipients:\n  where:\n    status: new\n",
     );
 
     let run = p.crier(&["send", "jobs/invoice.yaml", "--yes"]);
@@ -257,6 +267,10 @@ fn a_strict_mta_accepts_the_email_and_the_recipient_saves_the_files_unchanged() 
         assert_eq!(attachment["content_type"], content_type, "{attachment:#}");
         let got = std::fs::read(attachment["saved"].as_str().unwrap()).unwrap();
         assert!(got == bytes, "{name}: saved bytes differ from the file");
+    }
+    let records = serde_json::json!({ "rsa2026._domainkey.atlantic.example": rsa_record });
+    for signed in dkim_facts(&python, &records, &paths) {
+        assert_eq!(signed["verified"], true, "{signed:#}");
     }
     let dispositions = zoe["raw_headers"]["content_disposition"]
         .as_array()
@@ -349,7 +363,7 @@ fn a_bounce_to_the_verp_sender_makes_the_message_undelivered_and_opts_the_addres
     );
     p.write(
         "jobs/notice.yaml",
-        "send_to: email\nsubject: Maintenance tonight\nmessage: \"Dear {{ customer.name }}, we work on the network tonight.\"\nrecipients:\n  where:\n    status: new\n",
+        "send_to: email\nemail: { transactional: true }\nsubject: Maintenance tonight\nmessage: \"Dear {{ customer.name }}, we work on the network tonight.\"\nrecipients:\n  where:\n    status: new\n",
     );
     assert_eq!(
         p.crier(&["validate"]).code,
@@ -442,4 +456,303 @@ fn a_bounce_to_the_verp_sender_makes_the_message_undelivered_and_opts_the_addres
     // The next run skips her.
     let run = p.crier(&["send", "jobs/notice.yaml", "--yes"]);
     assert!(run.stdout.contains("1 sent"), "{}", run.stdout);
+}
+
+/// The test-only key pair `name` of `tests/fixtures/dkim/`: the private key file's text
+/// and the TXT record of its public half.
+fn test_key(name: &str) -> (String, String) {
+    let dir = common::root().join("tests/fixtures/dkim");
+    let read = |file: String| std::fs::read_to_string(dir.join(file)).unwrap();
+    (
+        read(format!("{name}.test-only.pem")),
+        read(format!("{name}.test-only.txt")).trim().to_string(),
+    )
+}
+
+/// `dkim_facts.py` on `messages`, with `records` as the DNS.
+fn dkim_facts(python: &Path, records: &Value, messages: &[PathBuf]) -> Vec<Value> {
+    let dir = tempfile::tempdir().unwrap();
+    let dns = dir.path().join("records.json");
+    std::fs::write(&dns, records.to_string()).unwrap();
+    let output = Command::new(python)
+        .arg(tool("dkim_facts.py"))
+        .arg(&dns)
+        .args(messages)
+        .output()
+        .expect("run dkim_facts.py");
+    assert!(
+        output.status.success(),
+        "dkim_facts.py: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let facts: Value = serde_json::from_slice(&output.stdout).unwrap();
+    facts.as_array().unwrap().clone()
+}
+
+const UNSUBSCRIBE_SECRET: &str = "test-only unsubscribe key, 32+ characters long";
+
+/// The opt-out list as `crier optout list --format json` prints it.
+fn optouts(p: &Project) -> Value {
+    let list = p.crier(&["optout", "list", "--format", "json"]);
+    assert_eq!(list.code, 0, "{}", list.stderr);
+    serde_json::from_str(&list.stdout).unwrap()
+}
+
+#[test]
+fn unsubscribe_headers_and_dkim_verify_and_a_one_click_post_opts_the_address_out() {
+    let Some(python) = python_with("aiosmtpd, dkim, nacl") else {
+        return;
+    };
+    let sink = Sink::start(&python);
+    let p = Project::new();
+    p.write(
+        "people.csv",
+        "id,name,status,email\n1,Zoë Ångström,new,Zoe@Example.com\n2,Ben,new,ben@example.com\n",
+    );
+    assert_eq!(p.crier(&["import", "people.csv"]).code, 0);
+    let (rsa_key, rsa_record) = test_key("rsa");
+    let (ed_key, ed_record) = test_key("ed25519");
+    p.write("keys/rsa.pem", &rsa_key);
+    p.write("keys/ed25519.pem", &ed_key);
+    let provider = |name: &str, from: &str, selector: &str, key: &str| {
+        format!(
+            "  {name}:\n    type: smtp\n    host: 127.0.0.1\n    port: {}\n    security: plain\n    from: Atlantic Fibre <{from}>\n    dkim: {{ domain: atlantic.example, selector: {selector}, private_key_file: keys/{key} }}\n",
+            sink.port
+        )
+    };
+    p.write(
+        "crier.yaml",
+        format!(
+            "providers:\n{}{}{}email:\n  unsubscribe:\n    secret: ${{CRIER_UNSUBSCRIBE_SECRET}}\n    public_url: https://crier.atlantic.example/\n    mailto: unsubscribe@atlantic.example\n",
+            provider("mail-rsa", "news@atlantic.example", "rsa2026", "rsa.pem"),
+            provider("mail-ed", "news@mail.atlantic.example", "ed2026", "ed25519.pem"),
+            // Not aligned: DMARC would not count its signature.
+            provider("mail-partner", "news@partner.example", "rsa2026", "rsa.pem"),
+        ),
+    );
+    let job = |provider: &str, extra: &str| {
+        format!(
+            "send_to: email\nprovider: {provider}\nsubject: \"News for {{{{ customer.name }}}}\"\nmessage: \"Hello {{{{ customer.name }}}},\\nthe news.\\nUnsubscribe: {{{{ unsubscribe_url }}}}\\n\"\nrecipients: {{}}\n{extra}"
+        )
+    };
+    p.write("jobs/news-rsa.yaml", job("mail-rsa", ""));
+    p.write("jobs/news-ed.yaml", job("mail-ed", ""));
+    p.write(
+        "jobs/notice.yaml",
+        "send_to: email\nprovider: mail-rsa\nemail: { transactional: true }\nsubject: Maintenance tonight\nmessage: \"The network is down 01:00-03:00.\"\nrecipients: {}\n",
+    );
+    let env = [("CRIER_UNSUBSCRIBE_SECRET", UNSUBSCRIBE_SECRET)];
+
+    // `providers check` prints the TXT record of each key and warns of the one whose
+    // From domain does not align with its DKIM domain.
+    let check = p.crier(&["providers", "check"]);
+    assert_eq!(check.code, 0, "{}\n{}", check.stdout, check.stderr);
+    for (name, selector, record) in [
+        ("mail-ed", "ed2026", &ed_record),
+        ("mail-partner", "rsa2026", &rsa_record),
+        ("mail-rsa", "rsa2026", &rsa_record),
+    ] {
+        let line = format!(
+            "providers.{name}: DKIM public key: {selector}._domainkey.atlantic.example TXT \"{record}\""
+        );
+        assert!(check.stdout.contains(&line), "{line}\n{}", check.stdout);
+    }
+    assert_eq!(
+        check.stderr.trim(),
+        "warning: providers.mail-partner: the From domain `partner.example` does not align with dkim.domain `atlantic.example`: DMARC will not count the signature"
+    );
+
+    // Validation needs no secret; sending does, and says which.
+    let check = p.crier(&["validate", "jobs"]);
+    assert_eq!(check.code, 0, "{}\n{}", check.stdout, check.stderr);
+    let refused = p.crier(&["send", "jobs/news-rsa.yaml", "--yes"]);
+    assert_eq!(refused.code, 1, "{}", refused.stdout);
+    assert!(
+        refused.stderr.contains("email.unsubscribe.secret")
+            && refused.stderr.contains("CRIER_UNSUBSCRIBE_SECRET"),
+        "{}",
+        refused.stderr
+    );
+    assert!(sink.messages().is_empty());
+
+    let mut runs = Vec::new();
+    for job in ["news-rsa", "news-ed", "notice"] {
+        let run = p.crier_env(&["send", &format!("jobs/{job}.yaml"), "--yes"], &env);
+        assert_eq!(run.code, 0, "{job}: {}\n{}", run.stdout, run.stderr);
+        assert!(run.stdout.contains("2 sent, 0 failed"), "{}", run.stdout);
+        assert!(!run.stderr.contains(UNSUBSCRIBE_SECRET), "{}", run.stderr);
+        runs.push(run.stdout);
+    }
+
+    let messages = sink.messages();
+    assert_eq!(messages.len(), 6, "{messages:?}");
+    for (_, envelope) in &messages {
+        assert_eq!(envelope["reply"], "250 2.0.0 Ok: queued", "{envelope}");
+    }
+    let paths: Vec<PathBuf> = messages.iter().map(|(eml, _)| eml.clone()).collect();
+    let records = serde_json::json!({
+        "rsa2026._domainkey.atlantic.example": rsa_record,
+        "ed2026._domainkey.atlantic.example": ed_record,
+    });
+    let dkim = dkim_facts(&python, &records, &paths);
+    let saved = tempfile::tempdir().unwrap();
+    let mail = facts(&python, saved.path(), &paths);
+
+    // Sent in job order, recipients in id order: Zoë and Ben for each job.
+    let algorithms = ["rsa-sha256", "ed25519-sha256", "rsa-sha256"];
+    let selectors = ["rsa2026", "ed2026", "rsa2026"];
+    let (mut zoe_link, mut ben_link) = (None, None);
+    for (i, (signed, parsed)) in dkim.iter().zip(&mail).enumerate() {
+        let job = i / 2;
+        assert_eq!(signed["verified"], true, "{signed:#}");
+        let signature = &signed["signature"];
+        assert_eq!(signature["a"], algorithms[job], "{signed:#}");
+        assert_eq!(signature["d"], "atlantic.example");
+        assert_eq!(signature["s"], selectors[job]);
+        assert_eq!(signature["c"], "relaxed/relaxed");
+        let covered: Vec<String> = signature["h"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h.as_str().unwrap().to_ascii_lowercase())
+            .collect();
+        for header in [
+            "from",
+            "to",
+            "subject",
+            "date",
+            "message-id",
+            "mime-version",
+            "content-type",
+            "list-unsubscribe",
+            "list-unsubscribe-post",
+        ] {
+            assert!(covered.iter().any(|h| h == header), "{header}: {covered:?}");
+        }
+        assert_eq!(
+            signed["lookups"],
+            serde_json::json!([format!("{}._domainkey.atlantic.example", selectors[job])])
+        );
+        assert_eq!(parsed["defects"], serde_json::json!([]), "{parsed:#}");
+        assert_eq!(parsed["bare_lf"], 0);
+        if job == 2 {
+            // Service mail: no unsubscribe headers at all.
+            assert_eq!(signed["list_unsubscribe"], Value::Null, "{signed:#}");
+            assert_eq!(signed["list_unsubscribe_post"], Value::Null, "{signed:#}");
+            continue;
+        }
+        let header = signed["list_unsubscribe"].as_str().unwrap();
+        let (https, mailto) = header.split_once(", ").unwrap();
+        let url = https
+            .strip_prefix("<https://crier.atlantic.example/u/")
+            .and_then(|u| u.strip_suffix('>'))
+            .unwrap_or_else(|| panic!("{header}"));
+        assert_eq!(mailto, "<mailto:unsubscribe@atlantic.example>");
+        assert_eq!(
+            signed["list_unsubscribe_post"],
+            "List-Unsubscribe=One-Click"
+        );
+        // `{{ unsubscribe_url }}` in the body is the same link.
+        let text = String::from_utf8(text_bytes(parsed)).unwrap();
+        assert!(
+            text.contains(&format!("https://crier.atlantic.example/u/{url}")),
+            "{text:?}"
+        );
+        match (job, parsed["to"][0].as_str()) {
+            (0, Some("Zoe@Example.com")) => zoe_link = Some(format!("/u/{url}")),
+            (1, Some("ben@example.com")) => ben_link = Some(format!("/u/{url}")),
+            _ => {}
+        }
+    }
+    let zoe_link = zoe_link.expect("Zoë's link in the RSA job");
+    let ben_link = ben_link.expect("Ben's link in the Ed25519 job");
+
+    // The server: a GET shows the page and changes nothing; a forged token, an altered
+    // one and a POST without the one-click body are refused and change nothing.
+    let server = Server::start(&p, &env, None);
+    let page = server.get(&zoe_link);
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        page.content_type.starts_with("text/html"),
+        "{}",
+        page.content_type
+    );
+    assert!(page.body.contains("Zoe@Example.com"), "{}", page.body);
+    assert!(
+        page.body.contains(&format!(
+            "action=\"https://crier.atlantic.example{zoe_link}\""
+        )) && page
+            .body
+            .contains("name=\"List-Unsubscribe\" value=\"One-Click\""),
+        "{}",
+        page.body
+    );
+    let form = [(
+        "Content-Type".to_string(),
+        "application/x-www-form-urlencoded".to_string(),
+    )];
+    let one_click = b"List-Unsubscribe=One-Click".to_vec();
+    let post =
+        |server: &Server, path: &str, body: &[u8]| server.send("POST", path, &form, body.to_vec());
+    let mut altered = zoe_link.clone().into_bytes();
+    let last = altered.len() - 1;
+    altered[last] = if altered[last] == b'A' { b'B' } else { b'A' };
+    let altered = String::from_utf8(altered).unwrap();
+    for (path, body, status) in [
+        (altered.as_str(), &one_click[..], 403),
+        ("/u/forged-token", &one_click[..], 403),
+        (zoe_link.as_str(), b"List-Unsubscribe=Maybe".as_slice(), 400),
+        (zoe_link.as_str(), b"".as_slice(), 400),
+    ] {
+        let answer = post(&server, path, body);
+        assert_eq!(answer.status, status, "{path}: {}", answer.body);
+        assert!(answer.location.is_none());
+    }
+    let log = server.stop();
+    assert!(!log.contains(UNSUBSCRIBE_SECRET), "{log}");
+    assert_eq!(optouts(&p), serde_json::json!([]));
+
+    // One click: 200, no redirect, and the address is on the list with the run and
+    // message; a second click changes nothing. Zoë's as a browser's form sends it, Ben's
+    // as RFC 8058 says mail clients should (multipart/form-data).
+    let server = Server::start(&p, &env, None);
+    let multipart = [(
+        "Content-Type".to_string(),
+        "multipart/form-data; boundary=crier-test".to_string(),
+    )];
+    let multipart_body = b"--crier-test\r\nContent-Disposition: form-data; name=\"List-Unsubscribe\"\r\n\r\nOne-Click\r\n--crier-test--\r\n";
+    for click in 0..4 {
+        let answer = match click % 2 {
+            0 => post(&server, &zoe_link, &one_click),
+            _ => server.send("POST", &ben_link, &multipart, multipart_body.to_vec()),
+        };
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        assert!(answer.location.is_none());
+        assert!(answer.body.contains("unsubscribed"), "{}", answer.body);
+    }
+    let log = server.stop();
+    assert!(!log.contains(UNSUBSCRIBE_SECRET), "{log}");
+    let list = optouts(&p);
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 2, "{list:?}");
+    // In address order: Ben (from the Ed25519 job's run), then Zoë (the RSA job's).
+    for (entry, (address, sent_by)) in list
+        .iter()
+        .zip([("ben@example.com", &runs[1]), ("zoe@example.com", &runs[0])])
+    {
+        assert_eq!(entry["address"], address);
+        assert_eq!(entry["reason"], "unsubscribe");
+        let run = entry["run"].as_str().unwrap();
+        let message = entry["message"].as_str().unwrap();
+        assert!(message.starts_with(&format!("{run}-")), "{message}");
+        assert!(sent_by.contains(run), "{sent_by}");
+    }
+
+    // The next run skips both.
+    let again = p.crier_env(&["send", "jobs/news-rsa.yaml", "--yes"], &env);
+    assert!(
+        again.stdout.contains("0 to send, 2 skipped (opted_out 2)"),
+        "{}",
+        again.stdout
+    );
 }

@@ -36,6 +36,7 @@ fn message(body: &str) -> RoutedMessage {
         parts: 1,
         recipient_id: 7,
         attach: vec![],
+        unsubscribe: None,
         dedup_id: 1001,
     }
 }

@@ -34,6 +34,7 @@ fn message(to: &str, recipient_id: u64, attach: Vec<DocumentKind>) -> RoutedMess
         parts: 1,
         recipient_id,
         attach,
+        unsubscribe: None,
         dedup_id: 1,
     }
 }

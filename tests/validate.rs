@@ -527,3 +527,83 @@ fn the_json_schema_accepts_every_shipped_file() {
         assert!(problems.is_empty(), "{}: {problems:?}", config.display());
     }
 }
+
+/// One-click unsubscribe: an email job that may leave through SMTP needs
+/// `email.unsubscribe` unless it is service mail, and each setting is checked.
+#[test]
+fn unsubscribe_settings_are_required_for_bulk_mail_and_checked() {
+    let p = Project::new();
+    let smtp = "providers:\n  mail:\n    type: smtp\n    host: 127.0.0.1\n    from: a@atlantic.example\nchannels:\n  email: mail\n";
+    p.write("crier.yaml", smtp);
+    let email = "send_to: email\nsubject: News\nrecipients: {}\n";
+    p.write("jobs/news.yaml", format!("{email}message: hi\n"));
+    p.write(
+        "jobs/notice.yaml",
+        format!("{email}email: {{ transactional: true }}\nmessage: hi\n"),
+    );
+    p.write(
+        "jobs/notice-link.yaml",
+        format!(
+            "{email}email: {{ transactional: true }}\nmessage: \"bye: {{{{ unsubscribe_url }}}}\"\n"
+        ),
+    );
+    p.write(
+        "jobs/sms-link.yaml",
+        "send_to: sms\nrecipients: {}\nmessage: \"{{ unsubscribe_url }}\"\nemail: { transactional: true }\n",
+    );
+    let run = p.crier(&["validate", "jobs"]);
+    assert_eq!(run.code, 1);
+    assert_eq!(
+        run.stderr.lines().collect::<Vec<_>>(),
+        [
+            "jobs/news.yaml:1:10: send_to: email through SMTP provider `mail` offers one-click unsubscribe, but crier.yaml has no `email.unsubscribe` (give it `secret` and `public_url`), or mark service mail `email: { transactional: true }`",
+            "jobs/notice-link.yaml:5:10: message: uses `unsubscribe_url`, but a transactional job has no unsubscribe link",
+            "jobs/sms-link.yaml:3:10: message: uses `unsubscribe_url`, but only email has an unsubscribe link",
+            "jobs/sms-link.yaml:4:8: email: `email` settings need `send_to: email` or `portal+email`",
+            "4 errors in 3 files",
+        ],
+        "{}",
+        run.stderr
+    );
+
+    // Service mail by default, for the whole channel.
+    p.write(
+        "crier.yaml",
+        format!("{smtp}email:\n  transactional: true\n"),
+    );
+    let run = p.crier(&["validate", "jobs/news.yaml", "jobs/notice.yaml"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+
+    // Every setting is checked, each at its line.
+    p.write(
+        "crier.yaml",
+        format!("{smtp}email:\n  unsubscribe:\n    secret: short\n    mailto: not an address\n"),
+    );
+    let run = p.crier(&["validate", "jobs/notice.yaml"]);
+    assert_eq!(
+        run.stderr.lines().collect::<Vec<_>>(),
+        [
+            "crier.yaml:9:3: email.unsubscribe: needs `public_url` (where recipients reach `crier serve`, e.g. `https://crier.example.net`), or `server.public_url`",
+            "crier.yaml:10:13: email.unsubscribe.secret: must be at least 32 characters (e.g. the output of `openssl rand -base64 32`)",
+            "crier.yaml:11:13: email.unsubscribe.mailto: `not an address` is not an email address (e.g. `unsubscribe@acme.example`)",
+            "3 errors in 1 file",
+            "job files were not checked: fix crier.yaml first",
+        ],
+        "{}",
+        run.stderr
+    );
+
+    // With the section, the secret from the environment: validate needs no secret,
+    // `server.public_url` serves as the link's base, and the bulk job passes.
+    p.write(
+        "crier.yaml",
+        format!("{smtp}server:\n  public_url: https://crier.atlantic.example\nemail:\n  unsubscribe:\n    secret: ${{CRIER_UNSUBSCRIBE_SECRET}}\n"),
+    );
+    let run = p.crier(&["validate", "jobs/news.yaml", "jobs/notice.yaml"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.contains("is not set here") && run.stdout.contains("CRIER_UNSUBSCRIBE_SECRET"),
+        "{}",
+        run.stdout
+    );
+}

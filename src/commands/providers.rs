@@ -1,5 +1,7 @@
 //! `crier providers check`: each provider's credentials and balance, as Splynx's balance
-//! check shows them. Exit 1 when any provider refuses.
+//! check shows them. Exit 1 when any provider refuses. An SMTP provider whose DKIM
+//! domain does not align with its `From:` gets a warning (the check still passes), and
+//! the TXT record its key needs is printed.
 
 use anyhow::bail;
 
@@ -39,7 +41,7 @@ pub(super) fn run(config: &Config, command: &ProvidersCommand) -> anyhow::Result
     };
     let mut rows = Vec::new();
     let mut failed = false;
-    for name in names {
+    for &name in &names {
         let pc = &config.providers[name];
         let (status, balance) = match provider::build(name, pc, &ctx) {
             Err(e) => {
@@ -63,6 +65,20 @@ pub(super) fn run(config: &Config, command: &ProvidersCommand) -> anyhow::Result
         ]);
     }
     print_table(&["provider", "type", "status", "balance"], &rows);
+    for name in names {
+        let provider::ProviderConfig::Smtp(smtp) = &config.providers[name] else {
+            continue;
+        };
+        if let Some(dkim) = &smtp.dkim
+            && let Ok(signer) = provider::dkim::Signer::new(dkim)
+        {
+            let (host, value) = signer.dns_record();
+            crate::outln!("providers.{name}: DKIM public key: {host} TXT \"{value}\"");
+        }
+        if let Some(problem) = smtp.dkim.as_ref().and_then(|d| d.misalignment(&smtp.from)) {
+            crate::errln!("warning: providers.{name}: {problem}");
+        }
+    }
     if failed {
         crate::errln!("error: a provider failed its check (see the status column)");
     }

@@ -20,11 +20,7 @@ pub(super) fn run(config: &Config, args: &SendArgs) -> anyhow::Result<Outcome> {
         return Ok(Outcome::Failed);
     };
     // Before the preview: a send that cannot start should not ask first.
-    if let Err(missing) = config.require_provider_secrets(
-        crate::engine::send::providers_of(&job, config)
-            .iter()
-            .map(String::as_str),
-    ) {
+    if let Err(missing) = crate::engine::send::secrets_of(&job, config) {
         crate::errln!("{missing}");
         return Ok(Outcome::Failed);
     }

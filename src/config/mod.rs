@@ -59,6 +59,41 @@ pub struct RawConfig {
     /// What `crier bounces ingest` does with bounced addresses.
     #[serde(default)]
     pub bounces: RawBounces,
+    /// Email settings of every job: one-click unsubscribe and the channel's default.
+    #[serde(default)]
+    pub email: Option<RawEmail>,
+}
+
+/// `email:` as written.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawEmail {
+    /// Default of a job's `email.transactional` (default false: every email job offers
+    /// one-click unsubscribe unless it says it is service mail).
+    #[serde(default)]
+    pub transactional: Option<bool>,
+    /// One-click unsubscribe (RFC 2369 `List-Unsubscribe`, RFC 8058): the links each
+    /// email carries and `crier serve` answers at `/u/TOKEN`.
+    #[serde(default)]
+    pub unsubscribe: Option<RawUnsubscribe>,
+}
+
+/// `email.unsubscribe:` as written.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawUnsubscribe {
+    /// The key unsubscribe tokens are signed with (HMAC-SHA256), at least 32 characters,
+    /// e.g. `${CRIER_UNSUBSCRIBE_SECRET}`. Changing it invalidates the links of every
+    /// email already sent.
+    pub secret: Secret,
+    /// Where recipients reach `crier serve`, e.g. `https://crier.example.net`: links are
+    /// `<public_url>/u/TOKEN`. Default: `server.public_url` when that is set.
+    #[serde(default)]
+    pub public_url: Option<String>,
+    /// An address for mail clients that unsubscribe by email, e.g.
+    /// `unsubscribe@acme.example` (added as the `mailto:` of `List-Unsubscribe`).
+    #[serde(default)]
+    pub mailto: Option<String>,
 }
 
 /// `bounces:` as written.
@@ -142,6 +177,7 @@ pub struct Config {
     pub providers: BTreeMap<String, ProviderConfig>,
     pub channels: Channels,
     pub server: ServerSettings,
+    pub email: EmailSettings,
     pub bounces: BounceSettings,
     /// Secrets whose `${VAR}` is not set here (see [`Config::require_secrets`]).
     #[serde(skip)]
@@ -157,8 +193,43 @@ pub struct ServerSettings {
     pub token: Option<Secret>,
     pub webhook_token: Option<Secret>,
     pub public_url: String,
+    /// Whether `public_url` was written (else it is `http://<listen>`).
+    #[serde(skip)]
+    pub public_url_given: bool,
     pub max_body_bytes: usize,
 }
+
+/// The validated `email:` settings.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct EmailSettings {
+    /// Whether a job that does not say is service mail (no unsubscribe headers).
+    pub transactional: bool,
+    /// `None` when `email.unsubscribe` is not configured.
+    pub unsubscribe: Option<UnsubscribeSettings>,
+}
+
+/// The validated `email.unsubscribe:`.
+#[derive(Debug, Clone, Serialize)]
+pub struct UnsubscribeSettings {
+    pub secret: Secret,
+    /// No trailing slash.
+    pub public_url: String,
+    pub mailto: Option<String>,
+}
+
+impl UnsubscribeSettings {
+    /// The signer of this config's unsubscribe tokens.
+    pub fn unsubscriber(&self) -> crate::recipients::unsubscribe::Unsubscriber {
+        crate::recipients::unsubscribe::Unsubscriber::new(
+            self.secret.clone(),
+            &self.public_url,
+            self.mailto.clone(),
+        )
+    }
+}
+
+/// Shortest `email.unsubscribe.secret`: 32 characters, so the HMAC key cannot be guessed.
+const MIN_UNSUBSCRIBE_SECRET: usize = 32;
 
 /// What `crier bounces ingest` does, validated.
 #[derive(Debug, Clone, Serialize)]
@@ -496,6 +567,12 @@ fn validate(raw: RawConfig, path: Option<&Path>, report: &mut FileReport) -> Con
     }
     // Folders in provider configs are relative to this file, as `data_dir` is.
     for provider in providers.values_mut() {
+        if let ProviderConfig::Smtp(c) = provider
+            && let Some(dkim) = c.dkim.as_mut()
+            && dkim.private_key_file.is_relative()
+        {
+            dkim.private_key_file = base.join(&dkim.private_key_file);
+        }
         let dir = match provider {
             ProviderConfig::Smtp(c) => c.documents_dir.as_mut(),
             ProviderConfig::File(c) => c.dir.as_mut(),
@@ -567,6 +644,7 @@ fn validate(raw: RawConfig, path: Option<&Path>, report: &mut FileReport) -> Con
             listen,
             token: raw.token,
             webhook_token: raw.webhook_token,
+            public_url_given: raw.public_url.is_some(),
             public_url: raw
                 .public_url
                 .map(|u| u.trim_end_matches('/').to_string())
@@ -574,6 +652,8 @@ fn validate(raw: RawConfig, path: Option<&Path>, report: &mut FileReport) -> Con
             max_body_bytes: raw.max_body_kb.unwrap_or(1024).clamp(1, MAX_BODY_KB) * 1024,
         }
     };
+
+    let email = validate_email(raw.email.unwrap_or_default(), &server, report);
 
     if raw.bounces.hard_bounce_limit == Some(0) {
         report.error(
@@ -587,6 +667,7 @@ fn validate(raw: RawConfig, path: Option<&Path>, report: &mut FileReport) -> Con
 
     Config {
         server,
+        email,
         bounces,
         source: path.map(Path::to_path_buf),
         data_dir,
@@ -601,6 +682,54 @@ fn validate(raw: RawConfig, path: Option<&Path>, report: &mut FileReport) -> Con
         providers,
         channels,
         unset_secrets: Vec::new(),
+    }
+}
+
+fn validate_email(
+    raw: RawEmail,
+    server: &ServerSettings,
+    report: &mut FileReport,
+) -> EmailSettings {
+    let unsubscribe = raw.unsubscribe.and_then(|u| {
+        if u.secret.unset_var().is_none() && u.secret.expose().chars().count() < MIN_UNSUBSCRIBE_SECRET {
+            report.error(
+                "email.unsubscribe.secret",
+                format!(
+                    "must be at least {MIN_UNSUBSCRIBE_SECRET} characters (e.g. the output of `openssl rand -base64 32`)"
+                ),
+            );
+        }
+        if let Some(mailto) = &u.mailto
+            && mailto.parse::<lettre::Address>().is_err()
+        {
+            report.error(
+                "email.unsubscribe.mailto",
+                format!("`{mailto}` is not an email address (e.g. `unsubscribe@acme.example`)"),
+            );
+        }
+        let public_url = match (&u.public_url, server.public_url_given) {
+            (Some(url), _) => {
+                crate::provider::check_url(url, "email.unsubscribe.public_url", report);
+                url.trim_end_matches('/').to_string()
+            }
+            (None, true) => server.public_url.clone(),
+            (None, false) => {
+                report.key_error(
+                    "email.unsubscribe",
+                    "needs `public_url` (where recipients reach `crier serve`, e.g. `https://crier.example.net`), or `server.public_url`",
+                );
+                return None;
+            }
+        };
+        Some(UnsubscribeSettings {
+            secret: u.secret,
+            public_url,
+            mailto: u.mailto,
+        })
+    });
+    EmailSettings {
+        transactional: raw.transactional.unwrap_or(false),
+        unsubscribe,
     }
 }
 
@@ -730,6 +859,18 @@ mod tests {
         let shown = serde_yaml::to_string(&c).unwrap();
         assert!(!shown.contains("tok-secret-123"), "{shown}");
         assert!(shown.contains("token_secret: <redacted>"), "{shown}");
+    }
+
+    #[test]
+    fn unsubscribe_takes_the_server_url_and_never_shows_its_secret() {
+        let text = "server:\n  public_url: https://crier.example.net/\nemail:\n  unsubscribe:\n    secret: an-unsubscribe-key-of-32-characters\n";
+        let c = parse(text).unwrap();
+        let unsubscribe = c.email.unsubscribe.as_ref().unwrap();
+        assert_eq!(unsubscribe.public_url, "https://crier.example.net");
+        assert!(!c.email.transactional);
+        let shown = serde_yaml::to_string(&c).unwrap();
+        assert!(!shown.contains("an-unsubscribe-key"), "{shown}");
+        assert!(shown.contains("secret: <redacted>"), "{shown}");
     }
 
     #[test]

@@ -17,10 +17,12 @@ use std::sync::Arc;
 use chrono::Utc;
 
 use crate::config::Config;
+use crate::history::RunId;
 use crate::job::{Body, Channel, Job};
 use crate::provider::ProviderConfig;
 use crate::recipients::Recipient;
 use crate::recipients::optout::OptOuts;
+use crate::recipients::unsubscribe::{Links, Ticket, Unsubscriber};
 use crate::render::sms;
 use crate::render::stored::Templates;
 use crate::render::template::{Context, Template};
@@ -84,6 +86,8 @@ pub struct Planned {
     /// The providers the job's `route` script chose, in failover order; empty: the
     /// job's provider for the channel.
     pub route: Vec<String>,
+    /// The one-click unsubscribe links (email of a job that offers them).
+    pub unsubscribe: Option<Links>,
 }
 
 /// Why planning cannot start.
@@ -122,6 +126,10 @@ pub struct Planner<'a> {
     /// The job's own provider per channel (what `route` sees as `message.provider`).
     defaults: BTreeMap<Channel, String>,
     filtered: u64,
+    /// Signs unsubscribe links, for a job that offers them.
+    unsubscriber: Option<Unsubscriber>,
+    /// The run the links name; `None` in a preview.
+    run: Option<RunId>,
 }
 
 /// The template text a job uses; `templates` resolves `stored:NAME`.
@@ -209,8 +217,17 @@ impl<'a> Planner<'a> {
             .into(),
             now: Utc::now().with_timezone(&tz).to_rfc3339(),
             vars: Default::default(),
+            unsubscribe_url: None,
         };
+        let unsubscriber = config
+            .email
+            .unsubscribe
+            .as_ref()
+            .filter(|_| job.unsubscribe)
+            .map(|u| u.unsubscriber());
         Ok(Planner {
+            unsubscriber,
+            run: run_id.parse().ok(),
             optouts,
             job: job.clone(),
             body,
@@ -293,6 +310,7 @@ impl<'a> Planner<'a> {
                     parts: 0,
                     skip: Some((SkipReason::ScriptFailed, e.to_string())),
                     route: Vec::new(),
+                    unsubscribe: None,
                 })
                 .collect()),
         }
@@ -362,6 +380,7 @@ impl<'a> Planner<'a> {
             parts: 0,
             skip: None,
             route: Vec::new(),
+            unsubscribe: None,
         };
         let address = match channel {
             Channel::Sms => match (&r.phone, &r.phone_raw) {
@@ -404,6 +423,24 @@ impl<'a> Planner<'a> {
         {
             planned.skip = Some((SkipReason::OptedOut, format!("{address} opted out")));
             return Ok(planned);
+        }
+        if channel == Channel::Email
+            && let Some(unsubscriber) = &self.unsubscriber
+        {
+            let links = match self.run {
+                Some(run) => unsubscriber.links(&Ticket {
+                    run,
+                    kind: r.kind,
+                    recipient: r.id,
+                    address: address.clone(),
+                }),
+                None => unsubscriber.placeholder(),
+            };
+            self.context.unsubscribe_url = Some(links.url.clone());
+            planned.unsubscribe = Some(links);
+        } else {
+            // The portal copy of a `portal+email` message has no link of its own.
+            self.context.unsubscribe_url = self.unsubscriber.as_ref().map(|_| String::new());
         }
         match self.body.render(r, &self.context) {
             Ok(body) => planned.body = body,

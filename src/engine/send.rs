@@ -45,6 +45,7 @@ use crate::job::{Channel, Job, Source};
 use crate::provider::{self, BuildContext, Provider, ProviderConfig, RoutedMessage, SendOutcome};
 use crate::recipients::optout::OptOuts;
 use crate::recipients::source::{self, SourceError};
+use crate::recipients::unsubscribe::Ticket;
 use crate::render::stored::Templates;
 use crate::store::{Store, StoreError};
 use crate::throttle::Rate;
@@ -315,6 +316,22 @@ pub fn providers_of(job: &Job, config: &Config) -> BTreeSet<String> {
     names
 }
 
+/// Refuses, naming each variable, when a secret a run of `job` uses is not set: the
+/// credentials of its providers, and the unsubscribe key of a job whose emails carry
+/// unsubscribe links.
+pub fn secrets_of(job: &Job, config: &Config) -> Result<(), crate::diag::Diagnostics> {
+    let providers = providers_of(job, config);
+    let prefixes: Vec<String> = providers
+        .iter()
+        .map(|n| format!("providers.{n}."))
+        .collect();
+    let links = job.unsubscribe && config.email.unsubscribe.is_some();
+    config.require_secrets(|field| {
+        prefixes.iter().any(|p| field.starts_with(p))
+            || (links && field == "email.unsubscribe.secret")
+    })
+}
+
 pub(super) fn provider_name(job: &Job, config: &Config, channel: Channel) -> String {
     match (&job.provider, channel) {
         (Some(p), c) if c != Channel::Portal => p.clone(),
@@ -377,9 +394,7 @@ pub fn send(
     store: &dyn Store,
     options: &SendOptions,
 ) -> Result<Summary, SendError> {
-    config
-        .require_provider_secrets(providers_of(job, config).iter().map(String::as_str))
-        .map_err(SendError::MissingSecrets)?;
+    secrets_of(job, config).map_err(SendError::MissingSecrets)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("crier-send")
@@ -873,6 +888,7 @@ fn hand_on(
             } else {
                 Vec::new()
             },
+            unsubscribe: p.unsubscribe,
             dedup_id: crate::history::ledger::dedup_after(dedup_base, i as u64),
         };
         let default = input.lane_of[&p.channel];
@@ -972,6 +988,13 @@ fn hand_on_queued(
         .collect::<Result<_, _>>()?;
     let now = Instant::now();
     let now_ms = chrono::Utc::now().timestamp_millis();
+    let unsubscriber = input
+        .config
+        .email
+        .unsubscribe
+        .as_ref()
+        .filter(|_| input.job.unsubscribe)
+        .map(|u| u.unsubscriber());
     let per_recipient = input
         .job
         .schedule
@@ -1002,7 +1025,6 @@ fn hand_on_queued(
         let message = RoutedMessage {
             id: id.to_string(),
             channel: m.channel,
-            to: m.address,
             subject: m.subject,
             body: m.body,
             html: None,
@@ -1018,7 +1040,18 @@ fn hand_on_queued(
             } else {
                 Vec::new()
             },
+            // The links the body was rendered with: the same run, recipient and address.
+            unsubscribe: match (&unsubscriber, m.channel) {
+                (Some(u), Channel::Email) => Some(u.links(&Ticket {
+                    run: m.id.run,
+                    kind: m.recipient_kind,
+                    recipient: m.recipient_id,
+                    address: m.address.clone(),
+                })),
+                _ => None,
+            },
             dedup_id: input.ledger.dedup_id(id)?,
+            to: m.address,
         };
         if work
             .blocking_send(Work {

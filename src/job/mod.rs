@@ -147,6 +147,9 @@ pub struct RawJob {
     /// SMS settings.
     #[serde(default)]
     pub sms: Option<SmsSettings>,
+    /// Email settings.
+    #[serde(default)]
+    pub email: Option<EmailSettings>,
     /// How long a message may wait for its provider (rate limits, retries) before it
     /// gives up as `expired`, e.g. `6h`, `2d` (Splynx's "days until expiration";
     /// default `1d`).
@@ -174,6 +177,17 @@ pub struct SmsSettings {
     /// equivalents, so one curly apostrophe does not turn the message into UCS-2.
     #[serde(default)]
     pub gsm_safe: bool,
+}
+
+/// `email:` settings of a job.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmailSettings {
+    /// Service mail (a payment reminder, a maintenance notice): no unsubscribe headers
+    /// and no `{{ unsubscribe_url }}`. Default: `email.transactional` of crier.yaml, else
+    /// false (the job offers one-click unsubscribe).
+    #[serde(default)]
+    pub transactional: Option<bool>,
 }
 
 /// `schedule:` as written.
@@ -277,6 +291,9 @@ pub struct Job {
     pub provider: Option<String>,
     pub rate: Option<Rate>,
     pub sms: SmsSettings,
+    /// Its emails carry one-click unsubscribe links (an email job that is not
+    /// transactional).
+    pub unsubscribe: bool,
     pub expire_after: std::time::Duration,
     pub min_balance: Option<f64>,
     /// The job's scripts, compiled once, shared by every thread of a run.
@@ -546,6 +563,46 @@ pub fn validate(raw: RawJob, path: &Path, config: &Config, report: &mut FileRepo
         }
     });
 
+    let transactional = raw
+        .email
+        .as_ref()
+        .and_then(|e| e.transactional)
+        .unwrap_or(config.email.transactional);
+    if raw.email.is_some() && !has_email {
+        report.error(
+            "email",
+            "`email` settings need `send_to: email` or `portal+email`",
+        );
+    }
+    let unsubscribe = has_email && !transactional;
+    let has_email_section = raw.email.is_some();
+    let offers_link = unsubscribe && config.email.unsubscribe.is_some();
+    if !offers_link {
+        let sources = [
+            ("template", body.as_ref().and_then(body_text)),
+            (
+                "html_template",
+                html.as_ref().and_then(|p| std::fs::read_to_string(p).ok()),
+            ),
+        ];
+        for (field, text) in sources {
+            if text.is_some_and(|t| template::uses(&t, "unsubscribe_url")) {
+                let why = if !has_email {
+                    "only email has an unsubscribe link"
+                } else if transactional {
+                    "a transactional job has no unsubscribe link"
+                } else {
+                    "crier.yaml has no `email.unsubscribe`, so there is no link"
+                };
+                let field = match (field, &raw.message) {
+                    ("template", Some(_)) => "message",
+                    (f, _) => f,
+                };
+                report.error(field, format!("uses `unsubscribe_url`, but {why}"));
+            }
+        }
+    }
+
     // Who.
     let kind = raw.recipients.kind.unwrap_or(RecipientKind::Customer);
     let source = match raw.recipients.source.as_deref() {
@@ -600,8 +657,51 @@ pub fn validate(raw: RawJob, path: &Path, config: &Config, report: &mut FileRepo
         expire_after,
         min_balance: raw.min_balance,
         sms,
+        unsubscribe,
         scripts,
     })
+    .inspect(|job| {
+        if unsubscribe && config.email.unsubscribe.is_none() {
+            check_unsubscribe_configured(job, has_email_section, config, report);
+        }
+    })
+}
+
+/// The text of an inline or file body (a stored template is checked when it is saved).
+fn body_text(body: &Body) -> Option<String> {
+    match body {
+        Body::Inline(text) => Some(text.clone()),
+        Body::File(path) => std::fs::read_to_string(path).ok(),
+        Body::Stored(_) => None,
+    }
+}
+
+/// A job whose emails may leave through SMTP and offer unsubscribe needs
+/// `email.unsubscribe` in crier.yaml: mail without its links would go out otherwise. (The
+/// file outbox is no mailbox: without the section, its email lines carry no links.)
+fn check_unsubscribe_configured(
+    job: &Job,
+    has_email_section: bool,
+    config: &Config,
+    report: &mut FileReport,
+) {
+    let smtp: Vec<String> = crate::engine::send::providers_of(job, config)
+        .into_iter()
+        .filter(|name| {
+            matches!(
+                config.providers.get(name),
+                Some(crate::provider::ProviderConfig::Smtp(_))
+            )
+        })
+        .collect();
+    if let Some(first) = smtp.first() {
+        report.error(
+            if has_email_section { "email" } else { "send_to" },
+            format!(
+                "email through SMTP provider `{first}` offers one-click unsubscribe, but crier.yaml has no `email.unsubscribe` (give it `secret` and `public_url`), or mark service mail `email: {{ transactional: true }}`"
+            ),
+        );
+    }
 }
 
 fn template_body(

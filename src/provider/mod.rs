@@ -8,6 +8,7 @@
 
 pub mod bulksms;
 pub mod clickatell;
+pub mod dkim;
 pub mod file;
 pub mod http;
 pub mod portal;
@@ -136,6 +137,10 @@ pub struct RoutedMessage {
     /// Financial documents to attach (email).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub attach: Vec<DocumentKind>,
+    /// One-click unsubscribe links: `List-Unsubscribe` and `List-Unsubscribe-Post`
+    /// (email of a job that is not transactional).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unsubscribe: Option<crate::recipients::unsubscribe::Links>,
     /// A number unique to this message among everything this store sent in the last
     /// 12 hours: BulkSMS's `deduplication-id`, so a retried submission cannot send twice.
     #[serde(skip)]

@@ -16,7 +16,9 @@
 //! alternative) with CRLF line ends, each attachment base64 with its type guessed from its
 //! file name. Nothing leaves with a bare LF or CR, which strict MTAs refuse (Postfix's
 //! `smtpd_forbid_bare_newline`) and others rewrite; `tests/email_mta.rs` holds it to that
-//! against aiosmtpd and Python's `email` parser.
+//! against aiosmtpd and Python's `email` parser. A message with unsubscribe links gets
+//! `List-Unsubscribe` and `List-Unsubscribe-Post` (RFC 2369, RFC 8058), and with `dkim:`
+//! each message is signed last, over its bytes as sent ([`super::dkim`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -79,6 +81,9 @@ pub struct SmtpConfig {
     pub bounce_domain: Option<String>,
     #[serde(default)]
     pub limits: Limits,
+    /// Sign every message with DKIM (RSA-SHA256 or Ed25519-SHA256).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dkim: Option<super::dkim::DkimSettings>,
 }
 
 impl SmtpConfig {
@@ -104,6 +109,9 @@ impl SmtpConfig {
             report.error(&format!("{field}.bounce_domain"), why);
         }
         self.limits.check(field, report);
+        if let Some(dkim) = &self.dkim {
+            dkim.check(&format!("{field}.dkim"), report);
+        }
     }
 }
 
@@ -125,6 +133,7 @@ pub struct Smtp {
     secrets: Vec<String>,
     from: Mailbox,
     documents_dir: Option<PathBuf>,
+    dkim: Option<super::dkim::Signer>,
     bounce_domain: Option<String>,
     timeout: Duration,
     max_idle_connections: usize,
@@ -140,6 +149,7 @@ impl std::fmt::Debug for Smtp {
             .field("authenticated", &self.credentials.is_some())
             .field("from", &self.from.to_string())
             .field("documents_dir", &self.documents_dir)
+            .field("dkim", &self.dkim.is_some())
             .field("bounce_domain", &self.bounce_domain)
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
@@ -184,6 +194,11 @@ impl Smtp {
         };
         // Longest first: the PLAIN payload's base64 contains the password's own.
         secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        let dkim = config
+            .dkim
+            .as_ref()
+            .map(super::dkim::Signer::new)
+            .transpose()?;
         Ok(Smtp {
             host: config.host.clone(),
             port,
@@ -194,6 +209,7 @@ impl Smtp {
             secrets,
             from,
             documents_dir: config.documents_dir.clone(),
+            dkim,
             bounce_domain: config.bounce_domain.clone(),
             timeout: super::timeout(&config.limits),
             max_idle_connections: config.limits.concurrency.unwrap_or(8).max(1) as usize,
@@ -354,6 +370,20 @@ impl Smtp {
                 HeaderName::new_from_ascii_str("X-Crier-Message-Id"),
                 message.id.clone(),
             ));
+        // RFC 2369 and RFC 8058 one-click: the mail client POSTs
+        // `List-Unsubscribe=One-Click` to the HTTPS link.
+        let builder = match &message.unsubscribe {
+            Some(links) => builder
+                .raw_header(HeaderValue::new(
+                    HeaderName::new_from_ascii_str("List-Unsubscribe"),
+                    links.header(),
+                ))
+                .raw_header(HeaderValue::new(
+                    HeaderName::new_from_ascii_str("List-Unsubscribe-Post"),
+                    "List-Unsubscribe=One-Click".into(),
+                )),
+            None => builder,
+        };
         let body = crlf_line_ends(&message.body);
         let plain = || SinglePart::plain(body.clone());
         let alternative = message
@@ -373,10 +403,14 @@ impl Smtp {
                 builder.multipart(attachments.into_iter().fold(mixed, MultiPart::singlepart))
             }
         };
-        built.map_err(|e| SendOutcome::Rejected {
+        let mut email = built.map_err(|e| SendOutcome::Rejected {
             code: "smtp:message".into(),
             text: format!("the email could not be built: {e}"),
-        })
+        })?;
+        if let Some(dkim) = &self.dkim {
+            dkim.sign(&mut email);
+        }
+        Ok(email)
     }
 
     /// The attachment parts of `message.attach`, read from `documents_dir`, typed by file
@@ -1151,6 +1185,7 @@ mod tests {
             parts: 0,
             recipient_id: 1,
             attach: vec![DocumentKind::Invoices],
+            unsubscribe: None,
             dedup_id: 0,
         };
         (Smtp::new(&config).unwrap(), message)

@@ -13,6 +13,7 @@ pub mod optout;
 pub mod phone;
 pub mod row;
 pub mod source;
+pub mod unsubscribe;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -17,8 +17,14 @@ use crate::store::{Kv, KvBatch, StoreError};
 pub struct OptOut {
     pub address: String,
     pub added_at: Millis,
-    /// Where it came from: `cli`, `import`, `reply`, a note.
+    /// Where it came from: `cli`, `import`, `reply`, `unsubscribe`, a note.
     pub reason: String,
+    /// The run whose message the address unsubscribed from (reason `unsubscribe`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
+    /// That message's id, when the history still holds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// Normalises an address: E.164 for phones (read in `region`), lower case for email.
@@ -60,6 +66,17 @@ impl<'a> OptOuts<'a> {
 
     /// Adds normalised addresses in one atomic write; returns how many were new.
     pub fn add(&self, addresses: &[String], reason: &str) -> Result<usize, StoreError> {
+        self.add_from(addresses, reason, None, None)
+    }
+
+    /// [`OptOuts::add`], recording the run and message the opt-out came from.
+    pub fn add_from(
+        &self,
+        addresses: &[String],
+        reason: &str,
+        run: Option<String>,
+        message: Option<String>,
+    ) -> Result<usize, StoreError> {
         let mut batch = KvBatch::default();
         let mut added = 0;
         for a in addresses {
@@ -70,6 +87,8 @@ impl<'a> OptOuts<'a> {
                 address: a.clone(),
                 added_at: now_ms(),
                 reason: reason.to_string(),
+                run: run.clone(),
+                message: message.clone(),
             };
             batch.put(key(a), serde_json::to_vec(&entry).unwrap_or_default());
             added += 1;

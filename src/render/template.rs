@@ -43,7 +43,15 @@ pub const RECIPIENT_FIELDS: [&str; 17] = [
     "services",
 ];
 
-const TOP_LEVEL: [&str; 6] = ["customer", "recipient", "job", "run", "now", "vars"];
+const TOP_LEVEL: [&str; 7] = [
+    "customer",
+    "recipient",
+    "job",
+    "run",
+    "now",
+    "vars",
+    "unsubscribe_url",
+];
 const JOB_FIELDS: [&str; 2] = ["name", "description"];
 const RUN_FIELDS: [&str; 2] = ["id", "trigger"];
 
@@ -238,6 +246,14 @@ pub fn check_with(source: &str, helpers: &[String]) -> Result<(), Vec<TemplateEr
     }
 }
 
+/// Whether `source` reads the variable `name` (a template that does not parse reads
+/// nothing; [`check`] reports it).
+pub fn uses(source: &str, name: &str) -> bool {
+    let env = environment(None);
+    env.template_from_str(source)
+        .is_ok_and(|t| t.undeclared_variables(false).iter().any(|v| v == name))
+}
+
 /// Filters, tests and functions are looked up while rendering, so a misspelt one
 /// (`| uper`) parses: a trial render in which every value may be missing finds the first
 /// one it reaches.
@@ -295,6 +311,9 @@ pub struct Context {
     /// Now, RFC 3339 in the job's zone.
     pub now: String,
     pub vars: BTreeMap<String, serde_json::Value>,
+    /// The one-click unsubscribe link of this message (email that offers one); absent
+    /// otherwise, so a template that reads it fails rather than print nothing.
+    pub unsubscribe_url: Option<String>,
 }
 
 /// A compiled template, rendered once per recipient.
@@ -346,6 +365,7 @@ impl Template {
             run => Value::from(Serde(&context.run)),
             now => context.now.clone(),
             vars => Value::from(Serde(&context.vars)),
+            unsubscribe_url => context.unsubscribe_url.clone().map(Value::from).unwrap_or(Value::UNDEFINED),
         };
         template
             .render(ctx)

@@ -6,11 +6,12 @@
 //! as they need, which is cheap and serialised process-wide), and the metrics. The
 //! router is built in one place, [`router`], from each part's own routes:
 //! `api::routes()` behind the bearer token, `webhooks::routes()` authenticated the way
-//! each provider allows. Every request body is size-limited; a malformed one is a 400
+//! each provider allows, `unsubscribe::routes()` by the signed token in the path. Every request body is size-limited; a malformed one is a 400
 //! with a reason, never a panic.
 
 pub mod api;
 pub mod metrics;
+pub mod unsubscribe;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -116,6 +117,7 @@ pub fn router(state: Shared) -> Router {
     Router::new()
         .merge(api)
         .merge(webhooks::routes())
+        .merge(unsubscribe::routes())
         .merge(api::open_routes())
         .layer(DefaultBodyLimit::max(state.config.server.max_body_bytes))
         .with_state(state)
