@@ -336,6 +336,8 @@ fn lane<'a>(
         ProviderConfig::Twilio(c) => Some(&c.limits),
         ProviderConfig::Vonage(c) => Some(&c.limits),
         ProviderConfig::Smtp(c) => Some(&c.limits),
+        ProviderConfig::Sendgrid(c) => Some(&c.limits),
+        ProviderConfig::Mailgun(c) => Some(&c.limits),
         ProviderConfig::File(_) | ProviderConfig::Portal(_) => None,
     };
     let default = provider::Limits::default();

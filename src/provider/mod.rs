@@ -6,11 +6,14 @@
 //! Provider`. Credentials are [`Secret`](crate::config::Secret)s: they print as
 //! `<redacted>` everywhere but in the request itself.
 
+mod attachments;
 pub mod bulksms;
 pub mod clickatell;
 pub mod file;
 pub mod http;
+pub mod mailgun;
 pub mod portal;
+pub mod sendgrid;
 pub mod smtp;
 pub mod twilio;
 pub mod vonage;
@@ -48,6 +51,10 @@ pub enum ProviderConfig {
     Vonage(vonage::VonageConfig),
     /// Email over SMTP.
     Smtp(smtp::SmtpConfig),
+    /// Email through SendGrid's v3 Mail Send API.
+    Sendgrid(sendgrid::SendgridConfig),
+    /// Email through Mailgun's messages API (US or EU).
+    Mailgun(mailgun::MailgunConfig),
     /// The customer-portal inbox, kept in crier's store.
     Portal(portal::PortalConfig),
 }
@@ -63,6 +70,10 @@ impl ProviderConfig {
             ProviderConfig::Twilio(c) => vec![&c.account_sid, &c.auth_token],
             ProviderConfig::Vonage(c) => vec![&c.api_secret],
             ProviderConfig::Smtp(c) => c.password.iter().collect(),
+            ProviderConfig::Sendgrid(c) => vec![&c.api_key],
+            ProviderConfig::Mailgun(c) => std::iter::once(&c.api_key)
+                .chain(&c.webhook_signing_key)
+                .collect(),
         }
     }
 
@@ -80,6 +91,8 @@ impl ProviderConfig {
             ProviderConfig::Twilio(_) => "twilio",
             ProviderConfig::Vonage(_) => "vonage",
             ProviderConfig::Smtp(_) => "smtp",
+            ProviderConfig::Sendgrid(_) => "sendgrid",
+            ProviderConfig::Mailgun(_) => "mailgun",
             ProviderConfig::Portal(_) => "portal",
         }
     }
@@ -93,7 +106,9 @@ impl ProviderConfig {
             | ProviderConfig::Clickatell(_)
             | ProviderConfig::Twilio(_)
             | ProviderConfig::Vonage(_) => channel == Channel::Sms,
-            ProviderConfig::Smtp(_) => channel == Channel::Email,
+            ProviderConfig::Smtp(_) | ProviderConfig::Sendgrid(_) | ProviderConfig::Mailgun(_) => {
+                channel == Channel::Email
+            }
             ProviderConfig::Portal(_) => channel == Channel::Portal,
         }
     }
@@ -109,6 +124,8 @@ impl ProviderConfig {
             ProviderConfig::Twilio(c) => c.check(field, report),
             ProviderConfig::Vonage(c) => c.check(field, report),
             ProviderConfig::Smtp(c) => c.check(field, report),
+            ProviderConfig::Sendgrid(c) => c.check(field, report),
+            ProviderConfig::Mailgun(c) => c.check(field, report),
         }
     }
 }
@@ -236,6 +253,8 @@ pub fn build<'a>(
         ProviderConfig::Twilio(c) => Box::new(twilio::Twilio::new(c, ctx.http.clone())),
         ProviderConfig::Vonage(c) => Box::new(vonage::Vonage::new(c, ctx.http.clone())),
         ProviderConfig::Smtp(c) => Box::new(smtp::Smtp::new(c)?),
+        ProviderConfig::Sendgrid(c) => Box::new(sendgrid::Sendgrid::new(c, ctx.http.clone())?),
+        ProviderConfig::Mailgun(c) => Box::new(mailgun::Mailgun::new(c, ctx.http.clone())?),
         ProviderConfig::Portal(_) => Box::new(portal::Inbox::new(ctx.inbox)),
     })
 }
