@@ -1,19 +1,27 @@
 //! The email API providers end to end: each client against a local mock speaking its
 //! real HTTP API over TCP on loopback (the request as the mock sees it, faults, wrong
-//! credentials, no secret in any outcome).
+//! credentials, no secret in any outcome), and each provider's event webhook through the
+//! real `crier serve`: signed events move sent messages to delivered / undelivered /
+//! failed and put bounces and complaints on the opt-out list; forged, stale or unsigned
+//! requests are refused and change nothing.
 
+mod common;
 mod mocks;
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
 use base64::Engine as _;
+use common::Project;
+use common::server::Server;
 use crier::job::{Channel, DocumentKind};
 use crier::provider::mailgun::{Mailgun, MailgunConfig};
 use crier::provider::sendgrid::{Sendgrid, SendgridConfig};
 use crier::provider::{Provider, RoutedMessage, SendOutcome};
 use mocks::Fault;
-use serde_json::json;
+use ring::signature::KeyPair as _;
+use serde_json::{Value, json};
 
 const TIMEOUT: &str = "1s";
 const SLOW: Duration = Duration::from_millis(1600);
@@ -287,4 +295,448 @@ async fn mailgun_refusals_and_faults_map_to_their_outcomes_without_the_key() {
             "unknown",
         ]
     );
+}
+
+// ---------------------------------------------------------------- Webhooks
+
+const TOKEN: &str = "hook-0123456789abcdef";
+const MG_SIGNING_KEY: &str = "mg-signing-key-0123456789";
+
+/// A P-256 key pair made for this test, and its verification key as SendGrid shows it
+/// (base64 DER SubjectPublicKeyInfo).
+fn p256_pair() -> (ring::signature::EcdsaKeyPair, String) {
+    let rng = ring::rand::SystemRandom::new();
+    let alg = &ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING;
+    let pkcs8 = ring::signature::EcdsaKeyPair::generate_pkcs8(alg, &rng).unwrap();
+    let pair = ring::signature::EcdsaKeyPair::from_pkcs8(alg, pkcs8.as_ref(), &rng).unwrap();
+    let mut spki = vec![
+        0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08,
+        0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+    ];
+    spki.extend_from_slice(pair.public_key().as_ref());
+    let b64 = base64::engine::general_purpose::STANDARD.encode(spki);
+    (pair, b64)
+}
+
+/// SendGrid's signature headers of `body` at `timestamp`.
+fn sendgrid_headers(
+    pair: &ring::signature::EcdsaKeyPair,
+    timestamp: i64,
+    body: &[u8],
+) -> Vec<(String, String)> {
+    let mut signed = timestamp.to_string().into_bytes();
+    signed.extend_from_slice(body);
+    let rng = ring::rand::SystemRandom::new();
+    let signature = pair.sign(&rng, &signed).unwrap();
+    vec![
+        ("Content-Type".into(), "application/json".into()),
+        (
+            "X-Twilio-Email-Event-Webhook-Signature".into(),
+            base64::engine::general_purpose::STANDARD.encode(signature.as_ref()),
+        ),
+        (
+            "X-Twilio-Email-Event-Webhook-Timestamp".into(),
+            timestamp.to_string(),
+        ),
+    ]
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+fn project(sendgrid_key: &str, messages: &[(&str, &str, &str)]) -> Project {
+    let project = Project::new();
+    project.write(
+        "crier.yaml",
+        format!(
+            r#"
+timezone: UTC
+default_region: ZA
+providers:
+  sg:
+    type: sendgrid
+    api_key: key
+    from: billing@acme.example
+    webhook_public_key: {sendgrid_key}
+  mg:
+    type: mailgun
+    api_key: key
+    domain: mg.acme.example
+    from: billing@mg.acme.example
+    webhook_signing_key: {MG_SIGNING_KEY}
+channels:
+  email: sg
+server:
+  webhook_token: {TOKEN}
+"#
+        ),
+    );
+    project.write("jobs/.keep", "");
+    common::ledger::sent_messages(&project, messages);
+    project
+}
+
+/// Every message by provider id, through `crier logs --format json`.
+fn messages(project: &Project) -> HashMap<String, Value> {
+    let run = project.crier(&["logs", "--format", "json"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let list: Vec<Value> = serde_json::from_str(&run.stdout).unwrap();
+    list.into_iter()
+        .map(|m| (m["provider_message_id"].as_str().unwrap().to_string(), m))
+        .collect()
+}
+
+/// The opt-out list as `address → reason`.
+fn optouts(project: &Project) -> HashMap<String, String> {
+    let run = project.crier(&["optout", "list", "--format", "json"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let list: Vec<Value> = serde_json::from_str(&run.stdout).unwrap();
+    list.iter()
+        .map(|e| {
+            (
+                e["address"].as_str().unwrap().to_string(),
+                e["reason"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn sg_event(event: &str, sg_id: &str, email: &str, extra: Value) -> Value {
+    let mut e = json!({
+        "email": email,
+        "timestamp": now(),
+        "smtp-id": format!("<{sg_id}@ismtpd-555>"),
+        "event": event,
+        "category": ["reminder"],
+        "sg_event_id": format!("ev-{sg_id}-{event}"),
+        "sg_message_id": format!("{sg_id}.filterdrecv-5645d9c87f-6r2ch-1-5F5FC76C-9.0"),
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        e[k] = v.clone();
+    }
+    e
+}
+
+#[test]
+fn sendgrid_signed_events_move_messages_and_opt_out_bounces_and_complaints() {
+    let (pair, public) = p256_pair();
+    let project = project(
+        &public,
+        &[
+            ("sg", "SGdelivered01", "ann@customer.example"),
+            ("sg", "SGbounced0002", "Bob@Customer.example"),
+            ("sg", "SGcomplaint03", "cat@customer.example"),
+            ("sg", "SGbycrierid04", "dan@customer.example"),
+            ("sg", "SGuntouched05", "eve@customer.example"),
+        ],
+    );
+    let before = messages(&project);
+    let crier_id = before["SGbycrierid04"]["id"].as_str().unwrap().to_string();
+    let server = Server::start(&project, &[], None);
+    let path = format!("/webhooks/sendgrid/{TOKEN}");
+    let post = |body: &Value, headers: Vec<(String, String)>| {
+        server.send("POST", &path, &headers, body.to_string().into_bytes())
+    };
+
+    // Forged, stale, unsigned, wrong token: refused, and nothing changes for eve.
+    let forged = json!([sg_event(
+        "bounce",
+        "SGuntouched05",
+        "eve@customer.example",
+        json!({"type": "bounce", "status": "5.1.1", "reason": "no such user"})
+    )]);
+    let bytes = forged.to_string().into_bytes();
+    let (other, _) = p256_pair();
+    assert_eq!(
+        post(&forged, sendgrid_headers(&other, now(), &bytes)).status,
+        403
+    );
+    assert_eq!(
+        post(&forged, sendgrid_headers(&pair, now() - 3600, &bytes)).status,
+        403,
+        "stale"
+    );
+    let mut tampered = sendgrid_headers(&pair, now(), &bytes);
+    tampered[2].1 = (now() + 1).to_string();
+    assert_eq!(post(&forged, tampered).status, 403, "another timestamp");
+    assert_eq!(
+        post(
+            &forged,
+            vec![("Content-Type".into(), "application/json".into())]
+        )
+        .status,
+        401
+    );
+    let wrong_token = server.send(
+        "POST",
+        "/webhooks/sendgrid/wrong-token-0123456789",
+        &sendgrid_headers(&pair, now(), &bytes),
+        bytes.clone(),
+    );
+    assert_eq!(wrong_token.status, 403);
+    assert_eq!(
+        server
+            .send("POST", "/webhooks/sendgrid", &[], bytes.clone())
+            .status,
+        401
+    );
+
+    // One signed batch, as SendGrid posts it.
+    let batch = json!([
+        sg_event(
+            "processed",
+            "SGdelivered01",
+            "ann@customer.example",
+            json!({})
+        ),
+        sg_event(
+            "delivered",
+            "SGdelivered01",
+            "ann@customer.example",
+            json!({"response": "250 OK"})
+        ),
+        sg_event(
+            "bounce",
+            "SGbounced0002",
+            "bob@customer.example",
+            json!({"type": "bounce", "status": "5.1.1", "reason": "550 5.1.1 The email account does not exist."})
+        ),
+        sg_event(
+            "spamreport",
+            "SGcomplaint03",
+            "cat@customer.example",
+            json!({})
+        ),
+        // Found by crier's id in its custom arguments, not by the provider id.
+        sg_event(
+            "delivered",
+            "SGnotinindex9",
+            "dan@customer.example",
+            json!({"crier_message_id": crier_id, "response": "250 OK"})
+        ),
+    ]);
+    let bytes = batch.to_string().into_bytes();
+    let answer = post(&batch, sendgrid_headers(&pair, now(), &bytes));
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let tally = answer.json();
+    assert_eq!(tally["applied"], 4, "{tally}");
+    assert_eq!(tally["opted_out"], 2, "{tally}");
+    server.stop();
+
+    let m = messages(&project);
+    let state = |pid: &str| m[pid]["state"].as_str().unwrap().to_string();
+    assert_eq!(state("SGdelivered01"), "delivered");
+    assert_eq!(state("SGbounced0002"), "undelivered");
+    assert_eq!(m["SGbounced0002"]["error_code"], "5.1.1");
+    assert_eq!(
+        m["SGbounced0002"]["error_text"],
+        "550 5.1.1 The email account does not exist."
+    );
+    assert_eq!(state("SGcomplaint03"), "delivered");
+    assert_eq!(state("SGbycrierid04"), "delivered");
+    assert_eq!(
+        state("SGuntouched05"),
+        "sent",
+        "refused requests changed nothing"
+    );
+    let list = optouts(&project);
+    assert_eq!(
+        list.get("bob@customer.example").map(String::as_str),
+        Some("bounce")
+    );
+    assert_eq!(
+        list.get("cat@customer.example").map(String::as_str),
+        Some("complaint")
+    );
+    assert_eq!(list.len(), 2, "{list:?}");
+}
+
+fn mg_event(event: &str, message_id: &str, recipient: &str, extra: Value) -> Value {
+    let mut data = json!({
+        "id": format!("ev-{event}"),
+        "event": event,
+        "timestamp": now() as f64 + 0.5,
+        "recipient": recipient,
+        "message": {"headers": {"message-id": message_id, "to": recipient,
+                                "from": "billing@mg.acme.example", "subject": "Your invoice"}},
+        "user-variables": {},
+        "flags": {"is-test-mode": false},
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        data[k] = v.clone();
+    }
+    data
+}
+
+/// A Mailgun webhook body, signed with `key` at `timestamp`.
+fn mg_signed(data: Value, key: &str, timestamp: i64) -> Vec<u8> {
+    let token = format!(
+        "{:050x}",
+        data.to_string().len() as u64 * 7919 + timestamp as u64
+    );
+    let signature =
+        crier::server::email_webhooks::mailgun_signature(key, &timestamp.to_string(), &token);
+    json!({
+        "signature": {"timestamp": timestamp.to_string(), "token": token, "signature": signature},
+        "event-data": data,
+    })
+    .to_string()
+    .into_bytes()
+}
+
+#[test]
+fn mailgun_signed_events_move_messages_and_opt_out_bounces_and_complaints() {
+    let (_, public) = p256_pair();
+    let project = project(
+        &public,
+        &[
+            (
+                "mg",
+                "20261127080000.1.A@mg.acme.example",
+                "ann@customer.example",
+            ),
+            (
+                "mg",
+                "20261127080000.2.B@mg.acme.example",
+                "bob@customer.example",
+            ),
+            (
+                "mg",
+                "20261127080000.3.C@mg.acme.example",
+                "cat@customer.example",
+            ),
+            (
+                "mg",
+                "20261127080000.4.D@mg.acme.example",
+                "dan@customer.example",
+            ),
+            (
+                "mg",
+                "20261127080000.5.E@mg.acme.example",
+                "eve@customer.example",
+            ),
+        ],
+    );
+    let before = messages(&project);
+    let crier_id = before["20261127080000.4.D@mg.acme.example"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let server = Server::start(&project, &[], None);
+    let path = format!("/webhooks/mailgun/{TOKEN}");
+    let json_header = vec![("Content-Type".to_string(), "application/json".to_string())];
+    let post = |body: Vec<u8>| server.send("POST", &path, &json_header, body);
+
+    // Forged, stale, unsigned, wrong token: refused, and nothing changes for eve.
+    let bounce_eve = || {
+        mg_event(
+            "failed",
+            "20261127080000.5.E@mg.acme.example",
+            "eve@customer.example",
+            json!({"severity": "permanent", "reason": "bounce",
+                   "delivery-status": {"code": 550, "message": "5.1.1 no such user"}}),
+        )
+    };
+    assert_eq!(
+        post(mg_signed(bounce_eve(), "not-the-key-000", now())).status,
+        403
+    );
+    assert_eq!(
+        post(mg_signed(bounce_eve(), MG_SIGNING_KEY, now() - 3600)).status,
+        403,
+        "stale"
+    );
+    let mut replayed: Value =
+        serde_json::from_slice(&mg_signed(bounce_eve(), MG_SIGNING_KEY, now())).unwrap();
+    replayed["signature"]["timestamp"] = json!((now() + 5).to_string());
+    assert_eq!(
+        post(replayed.to_string().into_bytes()).status,
+        403,
+        "another timestamp"
+    );
+    let unsigned = json!({"event-data": bounce_eve()}).to_string().into_bytes();
+    assert_eq!(post(unsigned).status, 401);
+    let wrong_token = server.send(
+        "POST",
+        "/webhooks/mailgun/wrong-token-0123456789",
+        &json_header,
+        mg_signed(bounce_eve(), MG_SIGNING_KEY, now()),
+    );
+    assert_eq!(wrong_token.status, 403);
+
+    // Signed events, one per request as Mailgun posts them.
+    let events = [
+        mg_event(
+            "delivered",
+            "20261127080000.1.A@mg.acme.example",
+            "ann@customer.example",
+            json!({"delivery-status": {"code": 250, "message": "OK"}}),
+        ),
+        mg_event(
+            "failed",
+            "20261127080000.2.B@mg.acme.example",
+            "bob@customer.example",
+            json!({"severity": "permanent", "reason": "bounce",
+                   "delivery-status": {"code": 550, "message": "5.1.1 The email account that you tried to reach does not exist."}}),
+        ),
+        // A temporary failure: Mailgun retries, nothing changes.
+        mg_event(
+            "failed",
+            "20261127080000.3.C@mg.acme.example",
+            "cat@customer.example",
+            json!({"severity": "temporary", "reason": "generic",
+                   "delivery-status": {"code": 421, "message": "try again later"}}),
+        ),
+        mg_event(
+            "delivered",
+            "20261127080000.3.C@mg.acme.example",
+            "cat@customer.example",
+            json!({}),
+        ),
+        mg_event(
+            "complained",
+            "20261127080000.3.C@mg.acme.example",
+            "cat@customer.example",
+            json!({}),
+        ),
+        // Found by crier's id in its user variables.
+        mg_event(
+            "delivered",
+            "unknown@mg.acme.example",
+            "dan@customer.example",
+            json!({"user-variables": {"crier_message_id": crier_id}}),
+        ),
+    ];
+    let mut opted_out = 0;
+    for data in events {
+        let answer = post(mg_signed(data, MG_SIGNING_KEY, now()));
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        opted_out += answer.json()["opted_out"].as_u64().unwrap();
+    }
+    assert_eq!(opted_out, 2);
+    server.stop();
+
+    let m = messages(&project);
+    let state = |pid: &str| m[pid]["state"].as_str().unwrap().to_string();
+    assert_eq!(state("20261127080000.1.A@mg.acme.example"), "delivered");
+    assert_eq!(state("20261127080000.2.B@mg.acme.example"), "undelivered");
+    assert_eq!(m["20261127080000.2.B@mg.acme.example"]["error_code"], "550");
+    assert_eq!(state("20261127080000.3.C@mg.acme.example"), "delivered");
+    assert_eq!(state("20261127080000.4.D@mg.acme.example"), "delivered");
+    assert_eq!(
+        state("20261127080000.5.E@mg.acme.example"),
+        "sent",
+        "refused requests changed nothing"
+    );
+    let list = optouts(&project);
+    assert_eq!(
+        list.get("bob@customer.example").map(String::as_str),
+        Some("bounce")
+    );
+    assert_eq!(
+        list.get("cat@customer.example").map(String::as_str),
+        Some("complaint")
+    );
+    assert_eq!(list.len(), 2, "{list:?}");
 }

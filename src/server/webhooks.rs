@@ -67,6 +67,7 @@ pub fn routes() -> Router<Shared> {
             "/webhooks/http/{provider}/{token}",
             axum::routing::get(http_gateway).post(http_gateway),
         )
+        .merge(super::email_webhooks::routes())
 }
 
 /// What a delivery report says became of a message.
@@ -107,10 +108,16 @@ pub(crate) struct Report {
     pub opted_out: bool,
     /// The recipient as the report gives it (for an opt-out of an unknown message).
     pub to: Option<String>,
+    /// crier's own message id, where the provider echoes it (email APIs' custom
+    /// arguments): the message is found by it when the provider id is not in the index.
+    pub crier_id: Option<String>,
+    /// Why the address is opted out (`bounce`, `complaint`, `unsubscribe`; default
+    /// `provider`).
+    pub opt_out_reason: Option<&'static str>,
 }
 
 impl Report {
-    fn new(pid: String, outcome: Outcome) -> Report {
+    pub(crate) fn new(pid: String, outcome: Outcome) -> Report {
         Report {
             pid,
             outcome,
@@ -119,6 +126,8 @@ impl Report {
             at: None,
             opted_out: false,
             to: None,
+            crier_id: None,
+            opt_out_reason: None,
         }
     }
 }
@@ -153,7 +162,7 @@ async fn missing_token(State(state): State<Shared>) -> Response {
     refuse(StatusCode::UNAUTHORIZED)
 }
 
-fn refuse(status: StatusCode) -> Response {
+pub(super) fn refuse(status: StatusCode) -> Response {
     let text = if status == StatusCode::UNAUTHORIZED {
         "unauthorized"
     } else {
@@ -164,7 +173,7 @@ fn refuse(status: StatusCode) -> Response {
 
 /// Checks the URL token: `None` when it is right, else the refusal to send (also when
 /// none is configured).
-fn check_token(state: &Shared, presented: &str) -> Option<Response> {
+pub(super) fn check_token(state: &Shared, presented: &str) -> Option<Response> {
     let ok = state
         .config
         .server
@@ -184,7 +193,7 @@ fn check_token(state: &Shared, presented: &str) -> Option<Response> {
 }
 
 /// A 400 with its reason, counted.
-fn malformed(state: &Shared, provider: &str, reason: String) -> Response {
+pub(super) fn malformed(state: &Shared, provider: &str, reason: String) -> Response {
     state
         .metrics
         .reports_rejected
@@ -342,7 +351,7 @@ async fn twilio(
 }
 
 /// Applies `parsed` under `providers`, waits until it is durable, and answers.
-async fn ingest(
+pub(super) async fn ingest(
     state: Shared,
     kind: &'static str,
     providers: Vec<String>,
@@ -399,18 +408,28 @@ fn apply(
                 break;
             }
         }
+        if found.is_none()
+            && let Some(id) = report.crier_id.as_deref().and_then(|i| i.parse().ok())
+        {
+            found = match ledger.message(id) {
+                Ok(m) if providers.contains(&m.provider) => Some(m),
+                Ok(_) | Err(LedgerError::NoSuchMessage(_)) => None,
+                Err(e) => return Err(e.into()),
+            };
+        }
+        let opt_out_reason = report.opt_out_reason.unwrap_or("provider");
         let Some(message) = found else {
             tally.unknown_id += 1;
             tracing::info!(provider = kind, provider_message_id = %report.pid, "Delivery report for an unknown message id; acknowledged.");
             if report.opted_out
                 && let Some(to) = &report.to
             {
-                opt_outs.push((to.clone(), "provider"));
+                opt_outs.push((to.clone(), opt_out_reason));
             }
             continue;
         };
         if report.opted_out {
-            opt_outs.push((message.address.clone(), "provider"));
+            opt_outs.push((message.address.clone(), opt_out_reason));
         }
         let Some(to) = report.outcome.state() else {
             tally.duplicate += 1;
@@ -467,7 +486,12 @@ fn apply(
     }
     let list = OptOuts::new(store.optouts());
     for (raw, reason) in &opt_outs {
-        match phone_of(raw, region) {
+        let address = if raw.contains('@') {
+            optout::normalize(raw, region).ok()
+        } else {
+            phone_of(raw, region)
+        };
+        match address {
             Some(address) => {
                 let added = list.add(std::slice::from_ref(&address), reason)?;
                 if added > 0 {
@@ -476,13 +500,13 @@ fn apply(
                     tracing::info!(
                         provider = kind,
                         reason,
-                        "Added a number to the opt-out list."
+                        "Added an address to the opt-out list."
                     );
                 }
             }
             None => tracing::info!(
                 provider = kind,
-                "An opt-out names no valid phone number; ignored."
+                "An opt-out names no valid phone number or email address; ignored."
             ),
         }
     }
@@ -667,11 +691,11 @@ fn quoted(value: &str) -> String {
     format!("`{shown}`")
 }
 
-fn field(obj: &Value, name: &str) -> Option<String> {
+pub(super) fn field(obj: &Value, name: &str) -> Option<String> {
     obj.get(name).and_then(text_of).filter(|s| !s.is_empty())
 }
 
-fn json(body: &[u8]) -> Result<Value, String> {
+pub(super) fn json(body: &[u8]) -> Result<Value, String> {
     serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))
 }
 
