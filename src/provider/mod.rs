@@ -71,9 +71,8 @@ impl ProviderConfig {
             ProviderConfig::Vonage(c) => vec![&c.api_secret],
             ProviderConfig::Smtp(c) => c.password.iter().collect(),
             ProviderConfig::Sendgrid(c) => vec![&c.api_key],
-            ProviderConfig::Mailgun(c) => std::iter::once(&c.api_key)
-                .chain(&c.webhook_signing_key)
-                .collect(),
+            // (Not the webhook signing key: sending does not need it.)
+            ProviderConfig::Mailgun(c) => vec![&c.api_key],
         }
     }
 
