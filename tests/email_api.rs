@@ -19,6 +19,7 @@ use crier::job::{Channel, DocumentKind};
 use crier::provider::mailgun::{Mailgun, MailgunConfig};
 use crier::provider::sendgrid::{Sendgrid, SendgridConfig};
 use crier::provider::{Provider, RoutedMessage, SendOutcome};
+use mail_parser::MimeHeaders as _;
 use mocks::Fault;
 use ring::signature::KeyPair as _;
 use serde_json::{Value, json};
@@ -739,4 +740,453 @@ fn mailgun_signed_events_move_messages_and_opt_out_bounces_and_complaints() {
         Some("complaint")
     );
     assert_eq!(list.len(), 2, "{list:?}");
+}
+
+// ---------------------------------------------------------------- SES
+
+const SES_SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY-crier";
+const SES_FROM: &str = "billing@acme.example";
+
+fn ses(url: &str, key_id: &str, secret: &str, documents_dir: &Path) -> crier::provider::ses::Ses {
+    let config: crier::provider::ses::SesConfig = serde_yaml::from_str(&format!(
+        "access_key_id: {key_id}\nsecret_access_key: {secret}\nregion: eu-west-1\nfrom: Acme ISP <{SES_FROM}>\nconfiguration_set: crier-events\nbase_url: {url}\ndocuments_dir: {}\nlimits: {{timeout: {TIMEOUT}}}\n",
+        documents_dir.display()
+    ))
+    .unwrap();
+    crier::provider::ses::Ses::new(&config, client()).unwrap()
+}
+
+#[tokio::test]
+async fn ses_sends_a_sigv4_signed_send_email_simple_or_raw() {
+    let mock = mocks::ses(SES_SECRET, SES_FROM).await;
+    let docs = documents();
+    let client = ses(
+        &mock.url,
+        mocks::ses::ACCESS_KEY_ID,
+        SES_SECRET,
+        docs.path(),
+    );
+    // Without attachments: Content.Simple.
+    let outcome = client.send(&message(false)).await;
+    let accepted = mock.state.accepted();
+    assert_eq!(sent_id(&outcome), accepted[0].provider_id, "{outcome:?}");
+    let req = mock.state.last_request().unwrap();
+    assert!(
+        req.header("authorization")
+            .unwrap()
+            .contains("/eu-west-1/ses/aws4_request, SignedHeaders=content-type;host;x-amz-date, ")
+    );
+    let body = req.json().unwrap();
+    assert_eq!(body["FromEmailAddress"], format!("Acme ISP <{SES_FROM}>"));
+    assert_eq!(body["Destination"]["ToAddresses"], json!([TO]));
+    assert_eq!(body["ConfigurationSetName"], "crier-events");
+    assert_eq!(
+        body["EmailTags"],
+        json!([{"Name": "crier_message_id", "Value": MESSAGE_ID}])
+    );
+    let simple = &body["Content"]["Simple"];
+    assert_eq!(simple["Subject"]["Data"], "Your invoice is due");
+    assert_eq!(
+        simple["Body"]["Text"]["Data"],
+        "Hi Ann,\nyour invoice is attached."
+    );
+    assert!(
+        simple["Body"]["Html"]["Data"]
+            .as_str()
+            .unwrap()
+            .starts_with("<p>")
+    );
+
+    // With attachments: Content.Raw, the MIME carrying the file byte for byte.
+    let outcome = client.send(&message(true)).await;
+    assert_eq!(sent_id(&outcome), mock.state.accepted()[1].provider_id);
+    let body = mock.state.last_request().unwrap().json().unwrap();
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(body["Content"]["Raw"]["Data"].as_str().unwrap())
+        .unwrap();
+    let parsed = mail_parser::MessageParser::default().parse(&raw).unwrap();
+    assert_eq!(parsed.subject(), Some("Your invoice is due"));
+    let attachment = parsed.attachment(0).unwrap();
+    assert_eq!(attachment.attachment_name(), Some("INV-0042.pdf"));
+    assert_eq!(attachment.contents(), INVOICE);
+}
+
+#[tokio::test]
+async fn ses_refusals_and_faults_map_to_their_outcomes_without_the_secret() {
+    let mock = mocks::ses(SES_SECRET, SES_FROM).await;
+    let docs = documents();
+    let good = ses(
+        &mock.url,
+        mocks::ses::ACCESS_KEY_ID,
+        SES_SECRET,
+        docs.path(),
+    );
+    let wrong_secret = ses(
+        &mock.url,
+        mocks::ses::ACCESS_KEY_ID,
+        "not-the-secret-000",
+        docs.path(),
+    );
+    assert_eq!(
+        kind(&wrong_secret.send(&message(false)).await),
+        "halt ses:InvalidSignatureException"
+    );
+    let wrong_key = ses(&mock.url, "AKIAWRONGWRONGWRONG0", SES_SECRET, docs.path());
+    assert_eq!(
+        kind(&wrong_key.send(&message(false)).await),
+        "halt ses:UnrecognizedClientException"
+    );
+    let other = mocks::ses(SES_SECRET, "someone@else.example").await;
+    let unverified = ses(
+        &other.url,
+        mocks::ses::ACCESS_KEY_ID,
+        SES_SECRET,
+        docs.path(),
+    );
+    assert_eq!(
+        kind(&unverified.send(&message(false)).await),
+        "rejected ses:MessageRejected"
+    );
+    let mut bad = message(false);
+    bad.to = "not an address".into();
+    assert_eq!(
+        kind(&good.send(&bad).await),
+        "rejected ses:BadRequestException"
+    );
+
+    let typed = |kind: &str, message: &str| {
+        format!(r#"{{"__type":"com.amazonaws.sesv2#{kind}","message":"{message}"}}"#)
+    };
+    mock.state.push_faults([
+        Fault::Status(
+            429,
+            typed("TooManyRequestsException", "Too many requests"),
+            Some(2),
+        ),
+        Fault::Status(
+            400,
+            typed(
+                "SendingPausedException",
+                "Sending is paused for this account.",
+            ),
+            None,
+        ),
+        Fault::Status(
+            400,
+            typed("AccountSuspendedException", &format!("key {SES_SECRET}")),
+            None,
+        ),
+        Fault::Status(500, typed("InternalFailure", "internal"), None),
+        Fault::Status(503, "".into(), None),
+        Fault::AcceptThenDrop,
+    ]);
+    let mut got = Vec::new();
+    for _ in 0..6 {
+        let outcome = good.send(&message(false)).await;
+        assert!(
+            !format!("{outcome:?}").contains(SES_SECRET),
+            "the secret leaked: {outcome:?}"
+        );
+        got.push(kind(&outcome));
+    }
+    assert_eq!(
+        got,
+        [
+            "retry after 2",
+            "halt ses:SendingPausedException",
+            "halt ses:AccountSuspendedException",
+            "unknown",
+            "retry",
+            "unknown",
+        ]
+    );
+}
+
+const TOPIC: &str = "arn:aws:sns:eu-west-1:123456789012:crier-ses-events";
+const SNS_CERT: &str = include_str!("fixtures/sns/cert.pem");
+
+/// The canonical string SNS signs, built here from the SNS developer guide's field list.
+fn sns_canonical(n: &Value) -> String {
+    let keys: &[&str] = if n["Type"] == "Notification" {
+        &[
+            "Message",
+            "MessageId",
+            "Subject",
+            "Timestamp",
+            "TopicArn",
+            "Type",
+        ]
+    } else {
+        &[
+            "Message",
+            "MessageId",
+            "SubscribeURL",
+            "Timestamp",
+            "Token",
+            "TopicArn",
+            "Type",
+        ]
+    };
+    keys.iter()
+        .filter_map(|k| n[*k].as_str().map(|v| format!("{k}\n{v}\n")))
+        .collect()
+}
+
+/// Signs `n` as SNS does with SignatureVersion 2 (SHA256withRSA) and the fixture key.
+fn sns_sign(mut n: Value, cert_url: &str) -> Value {
+    let pair =
+        ring::signature::RsaKeyPair::from_pkcs8(include_bytes!("fixtures/sns/key.pk8")).unwrap();
+    let mut signature = vec![0; pair.public().modulus_len()];
+    pair.sign(
+        &ring::signature::RSA_PKCS1_SHA256,
+        &ring::rand::SystemRandom::new(),
+        sns_canonical(&n).as_bytes(),
+        &mut signature,
+    )
+    .unwrap();
+    n["SignatureVersion"] = json!("2");
+    n["Signature"] = json!(base64::engine::general_purpose::STANDARD.encode(signature));
+    n["SigningCertURL"] = json!(cert_url);
+    n
+}
+
+fn sns_notification(id: &str, event: Value) -> Value {
+    json!({
+        "Type": "Notification",
+        "MessageId": format!("sns-{id}"),
+        "TopicArn": TOPIC,
+        "Message": event.to_string(),
+        "Timestamp": "2026-11-27T08:00:00.000Z",
+        "UnsubscribeURL": "https://sns.eu-west-1.amazonaws.com/?Action=Unsubscribe",
+    })
+}
+
+fn ses_event(kind: &str, message_id: &str, to: &str, extra: Value) -> Value {
+    let mut e = json!({
+        "eventType": kind,
+        "mail": {"timestamp": "2026-11-27T07:59:58.000Z", "source": SES_FROM,
+                 "messageId": message_id, "destination": [to],
+                 "tags": {"ses:configuration-set": ["crier-events"]}},
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        e[k] = v.clone();
+    }
+    e
+}
+
+#[test]
+fn ses_events_through_signed_sns_move_messages_and_opt_out_bounces_and_complaints() {
+    let rt = common::runtime();
+    let sns = rt.block_on(mocks::ses::sns(SNS_CERT));
+    let cert_url = format!("{}/SimpleNotificationService-test.pem", sns.url);
+    let project = Project::new();
+    project.write(
+        "crier.yaml",
+        format!(
+            r#"
+timezone: UTC
+default_region: ZA
+providers:
+  ses:
+    type: ses
+    access_key_id: AKIAIOSFODNN7EXAMPLE
+    secret_access_key: secret
+    region: eu-west-1
+    from: billing@acme.example
+    sns_topic_arns: ["{TOPIC}"]
+    sns_trusted_url_prefix: {}/
+channels:
+  email: ses
+server:
+  webhook_token: {TOKEN}
+"#,
+            sns.url
+        ),
+    );
+    project.write("jobs/.keep", "");
+    common::ledger::sent_messages(
+        &project,
+        &[
+            ("ses", "0100018f-v1-delivered", "fay@customer.example"),
+            ("ses", "0100018f-bounce", "bob@customer.example"),
+            ("ses", "0100018f-complaint", "cat@customer.example"),
+            ("ses", "0100018f-transient", "dan@customer.example"),
+            ("ses", "0100018f-by-crier-id", "ann@customer.example"),
+            ("ses", "0100018f-untouched", "eve@customer.example"),
+        ],
+    );
+    let crier_id = messages(&project)["0100018f-by-crier-id"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let server = Server::start(&project, &[], None);
+    let path = format!("/webhooks/ses/{TOKEN}");
+    // SNS posts JSON as text/plain.
+    let plain = vec![(
+        "Content-Type".to_string(),
+        "text/plain; charset=UTF-8".to_string(),
+    )];
+    let post = |n: &Value| server.send("POST", &path, &plain, n.to_string().into_bytes());
+
+    // The subscription is confirmed by fetching its SubscribeURL.
+    let confirm = sns_sign(
+        json!({
+            "Type": "SubscriptionConfirmation",
+            "MessageId": "sns-confirm",
+            "Token": "2336412f37fb687f5d51e6e2425c464de257ebc2",
+            "TopicArn": TOPIC,
+            "Message": format!("You have chosen to subscribe to the topic {TOPIC}."),
+            "SubscribeURL": format!("{}/?Action=ConfirmSubscription&TopicArn={TOPIC}&Token=2336412f37fb687f5d51e6e2425c464de257ebc2", sns.url),
+            "Timestamp": "2026-11-27T07:00:00.000Z",
+        }),
+        &cert_url,
+    );
+    let answer = post(&confirm);
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(
+        sns.state.accepted()[0].to,
+        "2336412f37fb687f5d51e6e2425c464de257ebc2",
+        "confirmed"
+    );
+
+    // Refused, changing nothing: a tampered message, another topic, a certificate from
+    // elsewhere, no signature, a wrong token.
+    let bounce_eve = sns_notification(
+        "eve",
+        ses_event(
+            "Bounce",
+            "0100018f-untouched",
+            "eve@customer.example",
+            json!({"bounce": {"bounceType": "Permanent", "bounceSubType": "General",
+                   "bouncedRecipients": [{"emailAddress": "eve@customer.example"}],
+                   "timestamp": "2026-11-27T08:00:01.000Z"}}),
+        ),
+    );
+    let mut tampered = sns_sign(bounce_eve.clone(), &cert_url);
+    tampered["Message"] = json!(
+        tampered["Message"]
+            .as_str()
+            .unwrap()
+            .replace("General", "Suppressed")
+    );
+    assert_eq!(post(&tampered).status, 403, "tampered");
+    let mut other_topic = bounce_eve.clone();
+    other_topic["TopicArn"] = json!("arn:aws:sns:eu-west-1:999999999999:someone-else");
+    assert_eq!(
+        post(&sns_sign(other_topic, &cert_url)).status,
+        403,
+        "other topic"
+    );
+    assert_eq!(
+        post(&sns_sign(
+            bounce_eve.clone(),
+            "https://sns.evil.example/cert.pem"
+        ))
+        .status,
+        403,
+        "untrusted certificate URL"
+    );
+    let mut downgraded = sns_sign(bounce_eve.clone(), &cert_url);
+    downgraded["SignatureVersion"] = json!("1");
+    assert_eq!(
+        post(&downgraded).status,
+        403,
+        "a v2 signature claimed as v1"
+    );
+    assert_eq!(post(&bounce_eve).status, 401, "unsigned");
+    let wrong_token = server.send(
+        "POST",
+        "/webhooks/ses/wrong-token-0123456789",
+        &plain,
+        sns_sign(bounce_eve.clone(), &cert_url)
+            .to_string()
+            .into_bytes(),
+    );
+    assert_eq!(wrong_token.status, 403);
+
+    // SignatureVersion 1 (SHA1withRSA), signed once with openssl (tests/fixtures/sns).
+    let mut v1: Value =
+        serde_json::from_str(include_str!("fixtures/sns/notification-v1.json")).unwrap();
+    v1["SigningCertURL"] = json!(cert_url);
+    let answer = post(&v1);
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.json()["applied"], 1);
+
+    // SignatureVersion 2 events.
+    let events = [
+        ses_event(
+            "Bounce",
+            "0100018f-bounce",
+            "bob@customer.example",
+            json!({"bounce": {"bounceType": "Permanent", "bounceSubType": "General",
+                   "bouncedRecipients": [{"emailAddress": "bob@customer.example", "action": "failed",
+                       "status": "5.1.1", "diagnosticCode": "smtp; 550 5.1.1 user unknown"}],
+                   "timestamp": "2026-11-27T08:00:02.000Z"}}),
+        ),
+        ses_event(
+            "Complaint",
+            "0100018f-complaint",
+            "cat@customer.example",
+            json!({"complaint": {"complainedRecipients": [{"emailAddress": "cat@customer.example"}],
+                   "complaintFeedbackType": "abuse", "timestamp": "2026-11-27T08:00:03.000Z"}}),
+        ),
+        ses_event(
+            "Bounce",
+            "0100018f-transient",
+            "dan@customer.example",
+            json!({"bounce": {"bounceType": "Transient", "bounceSubType": "MailboxFull",
+                   "bouncedRecipients": [{"emailAddress": "dan@customer.example"}],
+                   "timestamp": "2026-11-27T08:00:04.000Z"}}),
+        ),
+        // Found by crier's id in the message's tags.
+        {
+            let mut e = ses_event(
+                "Delivery",
+                "0100018f-not-in-index",
+                "ann@customer.example",
+                json!({"delivery": {"timestamp": "2026-11-27T08:00:05.000Z",
+                       "recipients": ["ann@customer.example"], "smtpResponse": "250 2.0.0 OK"}}),
+            );
+            e["mail"]["tags"]["crier_message_id"] = json!([crier_id]);
+            e
+        },
+    ];
+    let mut opted_out = 0;
+    for (i, event) in events.into_iter().enumerate() {
+        let n = sns_sign(sns_notification(&i.to_string(), event), &cert_url);
+        let answer = post(&n);
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        opted_out += answer.json()["opted_out"].as_u64().unwrap();
+    }
+    assert_eq!(opted_out, 2);
+    server.stop();
+
+    let m = messages(&project);
+    let state = |pid: &str| m[pid]["state"].as_str().unwrap().to_string();
+    assert_eq!(state("0100018f-v1-delivered"), "delivered");
+    assert_eq!(state("0100018f-bounce"), "undelivered");
+    assert_eq!(m["0100018f-bounce"]["error_code"], "5.1.1");
+    assert_eq!(
+        m["0100018f-bounce"]["error_text"],
+        "smtp; 550 5.1.1 user unknown"
+    );
+    assert_eq!(state("0100018f-complaint"), "delivered");
+    assert_eq!(state("0100018f-transient"), "undelivered");
+    assert_eq!(state("0100018f-by-crier-id"), "delivered");
+    assert_eq!(
+        state("0100018f-untouched"),
+        "sent",
+        "refused requests changed nothing"
+    );
+    let list = optouts(&project);
+    assert_eq!(
+        list.get("bob@customer.example").map(String::as_str),
+        Some("bounce")
+    );
+    assert_eq!(
+        list.get("cat@customer.example").map(String::as_str),
+        Some("complaint")
+    );
+    assert_eq!(list.len(), 2, "{list:?}");
+    drop(rt);
 }

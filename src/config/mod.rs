@@ -478,6 +478,7 @@ fn validate(raw: RawConfig, path: Option<&Path>, report: &mut FileReport) -> Con
             ProviderConfig::Smtp(c) => c.documents_dir.as_mut(),
             ProviderConfig::Sendgrid(c) => c.documents_dir.as_mut(),
             ProviderConfig::Mailgun(c) => c.documents_dir.as_mut(),
+            ProviderConfig::Ses(c) => c.documents_dir.as_mut(),
             ProviderConfig::File(c) => c.dir.as_mut(),
             _ => None,
         };

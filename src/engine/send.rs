@@ -338,6 +338,7 @@ fn lane<'a>(
         ProviderConfig::Smtp(c) => Some(&c.limits),
         ProviderConfig::Sendgrid(c) => Some(&c.limits),
         ProviderConfig::Mailgun(c) => Some(&c.limits),
+        ProviderConfig::Ses(c) => Some(&c.limits),
         ProviderConfig::File(_) | ProviderConfig::Portal(_) => None,
     };
     let default = provider::Limits::default();

@@ -14,6 +14,8 @@ pub mod http;
 pub mod mailgun;
 pub mod portal;
 pub mod sendgrid;
+pub mod ses;
+mod sigv4;
 pub mod smtp;
 pub mod twilio;
 pub mod vonage;
@@ -55,6 +57,8 @@ pub enum ProviderConfig {
     Sendgrid(sendgrid::SendgridConfig),
     /// Email through Mailgun's messages API (US or EU).
     Mailgun(mailgun::MailgunConfig),
+    /// Email through Amazon SES (API v2 `SendEmail`, SigV4).
+    Ses(ses::SesConfig),
     /// The customer-portal inbox, kept in crier's store.
     Portal(portal::PortalConfig),
 }
@@ -73,6 +77,10 @@ impl ProviderConfig {
             ProviderConfig::Sendgrid(c) => vec![&c.api_key],
             // (Not the webhook signing key: sending does not need it.)
             ProviderConfig::Mailgun(c) => vec![&c.api_key],
+            ProviderConfig::Ses(c) => [&c.access_key_id, &c.secret_access_key]
+                .into_iter()
+                .chain(&c.session_token)
+                .collect(),
         }
     }
 
@@ -92,6 +100,7 @@ impl ProviderConfig {
             ProviderConfig::Smtp(_) => "smtp",
             ProviderConfig::Sendgrid(_) => "sendgrid",
             ProviderConfig::Mailgun(_) => "mailgun",
+            ProviderConfig::Ses(_) => "ses",
             ProviderConfig::Portal(_) => "portal",
         }
     }
@@ -105,9 +114,10 @@ impl ProviderConfig {
             | ProviderConfig::Clickatell(_)
             | ProviderConfig::Twilio(_)
             | ProviderConfig::Vonage(_) => channel == Channel::Sms,
-            ProviderConfig::Smtp(_) | ProviderConfig::Sendgrid(_) | ProviderConfig::Mailgun(_) => {
-                channel == Channel::Email
-            }
+            ProviderConfig::Smtp(_)
+            | ProviderConfig::Sendgrid(_)
+            | ProviderConfig::Mailgun(_)
+            | ProviderConfig::Ses(_) => channel == Channel::Email,
             ProviderConfig::Portal(_) => channel == Channel::Portal,
         }
     }
@@ -125,6 +135,7 @@ impl ProviderConfig {
             ProviderConfig::Smtp(c) => c.check(field, report),
             ProviderConfig::Sendgrid(c) => c.check(field, report),
             ProviderConfig::Mailgun(c) => c.check(field, report),
+            ProviderConfig::Ses(c) => c.check(field, report),
         }
     }
 }
@@ -254,6 +265,7 @@ pub fn build<'a>(
         ProviderConfig::Smtp(c) => Box::new(smtp::Smtp::new(c)?),
         ProviderConfig::Sendgrid(c) => Box::new(sendgrid::Sendgrid::new(c, ctx.http.clone())?),
         ProviderConfig::Mailgun(c) => Box::new(mailgun::Mailgun::new(c, ctx.http.clone())?),
+        ProviderConfig::Ses(c) => Box::new(ses::Ses::new(c, ctx.http.clone())?),
         ProviderConfig::Portal(_) => Box::new(portal::Inbox::new(ctx.inbox)),
     })
 }

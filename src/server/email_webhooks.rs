@@ -1,6 +1,6 @@
-//! The email APIs' event webhooks: SendGrid's Event Webhook and Mailgun's webhooks, read
-//! into the same [`Report`]s as the SMS delivery reports and applied by the same
-//! [`ingest`].
+//! The email APIs' event webhooks: SendGrid's Event Webhook, Mailgun's webhooks and SES
+//! events through SNS, read into the same [`Report`]s as the SMS delivery reports and
+//! applied by the same [`ingest`].
 //!
 //! Each route carries `server.webhook_token` as a path segment *and* checks the provider's
 //! own signature, with the key configured on the provider (the provider whose key
@@ -11,6 +11,16 @@
 //!   is base64 DER, the key base64 DER SubjectPublicKeyInfo.
 //! - Mailgun puts `signature: {timestamp, token, signature}` in the JSON body; the
 //!   signature is hex HMAC-SHA256 of timestamp and token under the webhook signing key.
+//! - SNS signs each message with RSA (`SignatureVersion` 1: SHA1withRSA, 2: SHA256withRSA)
+//!   over its canonical string (the fields of its `Type`, each as name and value lines),
+//!   with the certificate at `SigningCertURL`. That URL is fetched only when it is
+//!   `https://sns.<region>.amazonaws.com/….pem` (or starts with the provider's
+//!   `sns_trusted_url_prefix`, for tests and mirrors), and only for a `TopicArn` the SES
+//!   provider lists in `sns_topic_arns`: the signature proves SNS sent it, the topic that
+//!   it is ours. A `SubscriptionConfirmation` that passes is confirmed by fetching its
+//!   `SubscribeURL` under the same host rule. SNS messages carry no freshness window
+//!   (SNS redelivers the same signed message for as long as its retry policy says), so
+//!   they are not refused for age; a replayed genuine event changes nothing.
 //!
 //! A missing signature is 401, a wrong one 403, and so is a timestamp more than
 //! [`MAX_SKEW`] away from now (a replayed request): neither changes anything.
@@ -28,7 +38,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{any, post};
 use base64::Engine as _;
 use serde_json::Value;
@@ -49,6 +59,8 @@ pub(super) fn routes() -> Router<Shared> {
         .route("/webhooks/sendgrid/{token}", post(sendgrid))
         .route("/webhooks/mailgun", any(missing_token))
         .route("/webhooks/mailgun/{token}", post(mailgun))
+        .route("/webhooks/ses", any(missing_token))
+        .route("/webhooks/ses/{token}", post(ses))
 }
 
 async fn missing_token(State(state): State<Shared>) -> Response {
@@ -313,6 +325,357 @@ pub(crate) fn parse_mailgun(root: &Value) -> Result<Parsed, String> {
     Ok(parsed)
 }
 
+// ---------------------------------------------------------------------------------------
+// SES through SNS
+
+async fn ses(State(state): State<Shared>, Path(token): Path<String>, body: Bytes) -> Response {
+    if let Some(r) = check_token(&state, &token) {
+        return r;
+    }
+    let message = match json(&body) {
+        Ok(v) if v.is_object() => v,
+        Ok(_) => return malformed(&state, "ses", "expected a JSON object".into()),
+        Err(reason) => return malformed(&state, "ses", reason),
+    };
+    let text = |k: &str| message.get(k).and_then(Value::as_str);
+    let kind = text("Type").unwrap_or_default().to_string();
+    let (Some(signature), Some(cert_url)) = (text("Signature"), text("SigningCertURL")) else {
+        return refused(&state, StatusCode::UNAUTHORIZED, "SNS: no signature");
+    };
+    let Some(signed) = sns_string_to_sign(&message) else {
+        return malformed(
+            &state,
+            "ses",
+            format!("not an SNS message of a known type (`Type` is `{kind}`)"),
+        );
+    };
+    // The SES provider subscribed to this topic: only it may speak for the message.
+    let topic = text("TopicArn").unwrap_or_default();
+    let Some((provider, prefix)) = state.config.providers.iter().find_map(|(name, p)| match p {
+        ProviderConfig::Ses(c) if c.sns_topic_arns.iter().any(|t| t == topic) => {
+            Some((name.clone(), c.sns_trusted_url_prefix.clone()))
+        }
+        _ => None,
+    }) else {
+        return refused(
+            &state,
+            StatusCode::FORBIDDEN,
+            "SNS: a topic no provider lists",
+        );
+    };
+    if !trusted_sns_url(cert_url, prefix.as_deref(), true) {
+        return refused(
+            &state,
+            StatusCode::FORBIDDEN,
+            "SNS: untrusted SigningCertURL",
+        );
+    }
+    let cert = match signing_cert(cert_url).await {
+        Ok(cert) => cert,
+        Err(e) => {
+            tracing::warn!(error = %e, "Could not fetch the SNS signing certificate.");
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(serde_json::json!({"error": "signing certificate unavailable"})),
+            )
+                .into_response();
+        }
+    };
+    let version = text("SignatureVersion").unwrap_or("1");
+    if !sns_verify(&cert, version, signed.as_bytes(), signature) {
+        return refused(&state, StatusCode::FORBIDDEN, "SNS: bad signature");
+    }
+    match kind.as_str() {
+        "Notification" => {
+            let inner = match serde_json::from_str::<Value>(text("Message").unwrap_or_default()) {
+                Ok(v) => v,
+                Err(e) => {
+                    return malformed(&state, "ses", format!("`Message` is not JSON: {e}"));
+                }
+            };
+            match parse_ses(&inner) {
+                Ok(parsed) => ingest(state, "ses", vec![provider], parsed).await,
+                Err(reason) => malformed(&state, "ses", reason),
+            }
+        }
+        "SubscriptionConfirmation" => {
+            let url = text("SubscribeURL").unwrap_or_default();
+            if !trusted_sns_url(url, prefix.as_deref(), false) {
+                return refused(&state, StatusCode::FORBIDDEN, "SNS: untrusted SubscribeURL");
+            }
+            match fetch(url).await {
+                Ok(_) => {
+                    tracing::info!(topic, provider, "Confirmed the SNS subscription.");
+                    axum::Json(serde_json::json!({"confirmed": true})).into_response()
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "Could not confirm the SNS subscription.");
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        axum::Json(serde_json::json!({"error": "confirmation failed"})),
+                    )
+                        .into_response()
+                }
+            }
+        }
+        _ => axum::Json(serde_json::json!({"ok": true})).into_response(),
+    }
+}
+
+/// The canonical string SNS signs: for a `Notification` `Message`, `MessageId`, `Subject`
+/// (when present), `Timestamp`, `TopicArn`, `Type`; for a (un)subscription confirmation
+/// `Message`, `MessageId`, `SubscribeURL`, `Timestamp`, `Token`, `TopicArn`, `Type`; each
+/// as its name and its value on lines of their own. `None` for another type or a missing
+/// field.
+pub(crate) fn sns_string_to_sign(message: &Value) -> Option<String> {
+    let keys: &[&str] = match message.get("Type").and_then(Value::as_str)? {
+        "Notification" => &[
+            "Message",
+            "MessageId",
+            "Subject",
+            "Timestamp",
+            "TopicArn",
+            "Type",
+        ],
+        "SubscriptionConfirmation" | "UnsubscribeConfirmation" => &[
+            "Message",
+            "MessageId",
+            "SubscribeURL",
+            "Timestamp",
+            "Token",
+            "TopicArn",
+            "Type",
+        ],
+        _ => return None,
+    };
+    let mut out = String::new();
+    for key in keys {
+        match message.get(*key).and_then(Value::as_str) {
+            Some(value) => {
+                out.push_str(key);
+                out.push('\n');
+                out.push_str(value);
+                out.push('\n');
+            }
+            None if *key == "Subject" => {}
+            None => return None,
+        }
+    }
+    Some(out)
+}
+
+/// May crier fetch `url` for SNS? `https://sns.<region>.amazonaws.com[.cn]/…` (with a
+/// `.pem` path for a certificate), or anything under the configured `prefix`.
+pub(crate) fn trusted_sns_url(url: &str, prefix: Option<&str>, certificate: bool) -> bool {
+    if let Some(prefix) = prefix.filter(|p| !p.is_empty())
+        && url.starts_with(prefix)
+    {
+        return true;
+    }
+    let Ok(u) = reqwest::Url::parse(url) else {
+        return false;
+    };
+    let host_ok = u.host_str().is_some_and(|h| {
+        let region = h.strip_prefix("sns.").and_then(|r| {
+            r.strip_suffix(".amazonaws.com")
+                .or_else(|| r.strip_suffix(".amazonaws.com.cn"))
+        });
+        region.is_some_and(|r| {
+            !r.is_empty()
+                && r.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        })
+    });
+    u.scheme() == "https"
+        && host_ok
+        && u.port().is_none()
+        && u.username().is_empty()
+        && u.password().is_none()
+        && (!certificate || u.path().ends_with(".pem"))
+}
+
+/// Checks an SNS signature (base64) over `signed` with the certificate `cert_der`:
+/// SHA1withRSA for `SignatureVersion` 1, SHA256withRSA for 2.
+pub(crate) fn sns_verify(cert_der: &[u8], version: &str, signed: &[u8], signature: &str) -> bool {
+    let alg: &dyn rustls_pki_types::SignatureVerificationAlgorithm = match version.trim() {
+        "1" => &RsaPkcs1(&ring::signature::RSA_PKCS1_2048_8192_SHA1_FOR_LEGACY_USE_ONLY),
+        "2" => &RsaPkcs1(&ring::signature::RSA_PKCS1_2048_8192_SHA256),
+        _ => return false,
+    };
+    let Ok(signature) = base64::engine::general_purpose::STANDARD.decode(signature.trim()) else {
+        return false;
+    };
+    let der = rustls_pki_types::CertificateDer::from(cert_der);
+    let Ok(cert) = webpki::EndEntityCert::try_from(&der) else {
+        return false;
+    };
+    cert.verify_signature(alg, signed, &signature).is_ok()
+}
+
+/// RSA PKCS#1 v1.5 verification for webpki, by `ring` (webpki offers no SHA-1 one, and
+/// SNS's `SignatureVersion` 1 is SHA1withRSA).
+#[derive(Debug)]
+struct RsaPkcs1(&'static ring::signature::RsaParameters);
+
+impl rustls_pki_types::SignatureVerificationAlgorithm for RsaPkcs1 {
+    fn verify_signature(
+        &self,
+        public_key: &[u8],
+        message: &[u8],
+        signature: &[u8],
+    ) -> Result<(), rustls_pki_types::InvalidSignature> {
+        ring::signature::UnparsedPublicKey::new(self.0, public_key)
+            .verify(message, signature)
+            .map_err(|_| rustls_pki_types::InvalidSignature)
+    }
+
+    fn public_key_alg_id(&self) -> rustls_pki_types::AlgorithmIdentifier {
+        rustls_pki_types::alg_id::RSA_ENCRYPTION
+    }
+
+    fn signature_alg_id(&self) -> rustls_pki_types::AlgorithmIdentifier {
+        rustls_pki_types::alg_id::RSA_PKCS1_SHA256
+    }
+}
+
+/// The DER of the first certificate in a PEM text.
+pub(crate) fn pem_certificate(pem: &str) -> Option<Vec<u8>> {
+    let start = pem.find("-----BEGIN CERTIFICATE-----")? + "-----BEGIN CERTIFICATE-----".len();
+    let end = start + pem[start..].find("-----END CERTIFICATE-----")?;
+    let b64: String = pem[start..end].split_whitespace().collect();
+    base64::engine::general_purpose::STANDARD.decode(b64).ok()
+}
+
+/// The client SNS URLs are fetched with (certificates, subscription confirmations).
+fn sns_client() -> &'static reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(crate::provider::http_client)
+}
+
+async fn fetch(url: &str) -> Result<String, String> {
+    let response = sns_client()
+        .get(url)
+        .timeout(std::time::Duration::from_secs(10))
+        .send()
+        .await
+        .map_err(|e| e.without_url().to_string())?;
+    if !response.status().is_success() {
+        return Err(format!("HTTP {}", response.status().as_u16()));
+    }
+    response
+        .text()
+        .await
+        .map_err(|e| e.without_url().to_string())
+}
+
+/// The signing certificate at `url` (DER), fetched once and kept (SNS rotates them
+/// rarely, under new URLs).
+async fn signing_cert(url: &str) -> Result<Vec<u8>, String> {
+    static CACHE: std::sync::Mutex<Vec<(String, Vec<u8>)>> = std::sync::Mutex::new(Vec::new());
+    let cached = |cache: &Vec<(String, Vec<u8>)>| {
+        cache.iter().find(|(u, _)| u == url).map(|(_, c)| c.clone())
+    };
+    if let Some(cert) = cached(&CACHE.lock().unwrap_or_else(|e| e.into_inner())) {
+        return Ok(cert);
+    }
+    let pem = fetch(url).await?;
+    let der = pem_certificate(&pem).ok_or("no PEM certificate at the URL")?;
+    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    if cache.len() >= 32 {
+        cache.remove(0);
+    }
+    cache.push((url.to_string(), der.clone()));
+    Ok(der)
+}
+
+/// An SES event (event publishing: `eventType`) or notification (`notificationType`):
+/// `mail.messageId`, `mail.tags.crier_message_id`, and the `bounce`, `complaint`,
+/// `delivery` or `reject` object.
+pub(crate) fn parse_ses(message: &Value) -> Result<Parsed, String> {
+    let kind = field(message, "eventType")
+        .or_else(|| field(message, "notificationType"))
+        .ok_or("neither `eventType` nor `notificationType`")?;
+    let mail = message.get("mail").ok_or("no `mail`")?;
+    let pid = field(mail, "messageId").unwrap_or_default();
+    let crier_id = mail
+        .pointer(&format!("/tags/{CRIER_ID_ARG}/0"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let time = |v: Option<&Value>| {
+        v.and_then(|v| field(v, "timestamp"))
+            .and_then(|t| super::webhooks::parse_time(&t))
+    };
+    let first = |v: Option<&Value>, list: &str| {
+        v.and_then(|v| v.get(list))
+            .and_then(|l| l.get(0))
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    let mut report = Report::new(pid, Outcome::Progress);
+    report.crier_id = crier_id;
+    report.to = mail
+        .get("destination")
+        .and_then(|d| d.get(0))
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    match kind.as_str() {
+        "Bounce" => {
+            let bounce = message.get("bounce");
+            let kind = bounce
+                .and_then(|b| field(b, "bounceType"))
+                .unwrap_or_default();
+            let sub = bounce
+                .and_then(|b| field(b, "bounceSubType"))
+                .unwrap_or_default();
+            let recipient = first(bounce, "bouncedRecipients");
+            report.outcome = Outcome::Undelivered;
+            if kind == "Permanent" {
+                report.opted_out = true;
+                report.opt_out_reason = Some("bounce");
+            }
+            report.code = field(&recipient, "status").or(Some(format!("{kind}/{sub}")));
+            report.text =
+                field(&recipient, "diagnosticCode").or(Some(format!("{kind} bounce: {sub}")));
+            report.to = field(&recipient, "emailAddress").or(report.to);
+            report.at = time(bounce);
+        }
+        "Complaint" => {
+            let complaint = message.get("complaint");
+            report.outcome = Outcome::Delivered;
+            report.opted_out = true;
+            report.opt_out_reason = Some("complaint");
+            report.to =
+                field(&first(complaint, "complainedRecipients"), "emailAddress").or(report.to);
+            report.at = time(complaint);
+        }
+        "Delivery" => {
+            let delivery = message.get("delivery");
+            report.outcome = Outcome::Delivered;
+            report.text = delivery.and_then(|d| field(d, "smtpResponse"));
+            report.at = time(delivery);
+        }
+        "Reject" | "Rendering Failure" => {
+            report.outcome = Outcome::Failed;
+            report.code = Some(kind.clone());
+            report.text = message
+                .get("reject")
+                .and_then(|r| field(r, "reason"))
+                .or_else(|| {
+                    message
+                        .get("failure")
+                        .and_then(|f| field(f, "errorMessage"))
+                });
+        }
+        // Send, DeliveryDelay, Open, Click, Subscription, …
+        _ => {}
+    }
+    let mut parsed = Parsed::default();
+    if !report.pid.is_empty() || report.crier_id.is_some() || report.opted_out {
+        parsed.reports.push(report);
+    }
+    Ok(parsed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -448,5 +811,155 @@ mod tests {
         assert_eq!(r.text.as_deref(), Some("5.1.1 no such user"));
         assert_eq!(r.at, Some(1_700_000_000_250));
         assert!(parse_mailgun(&serde_json::json!({"signature": {}})).is_err());
+    }
+
+    #[test]
+    fn sns_urls_are_trusted_only_on_aws_hosts_over_https_or_under_the_prefix() {
+        let ok = "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-0123.pem";
+        assert!(trusted_sns_url(ok, None, true));
+        assert!(trusted_sns_url(
+            "https://sns.cn-north-1.amazonaws.com.cn/a.pem",
+            None,
+            true
+        ));
+        for bad in [
+            "http://sns.eu-west-1.amazonaws.com/a.pem",
+            "https://sns.eu-west-1.amazonaws.com.evil.example/a.pem",
+            "https://evil.example/sns.eu-west-1.amazonaws.com/a.pem",
+            "https://sns.eu-west-1.amazonaws.com:8443/a.pem",
+            "https://user@sns.eu-west-1.amazonaws.com/a.pem",
+            "https://sns..amazonaws.com/a.pem",
+            "https://sns.eu-west-1.amazonaws.com/a.txt",
+            "not a url",
+        ] {
+            assert!(!trusted_sns_url(bad, None, true), "{bad}");
+        }
+        // A SubscribeURL has no .pem path.
+        assert!(trusted_sns_url(
+            "https://sns.eu-west-1.amazonaws.com/?Action=ConfirmSubscription",
+            None,
+            false
+        ));
+        let prefix = Some("http://127.0.0.1:9000/");
+        assert!(trusted_sns_url("http://127.0.0.1:9000/c.pem", prefix, true));
+        assert!(!trusted_sns_url(
+            "http://127.0.0.1:90001/c.pem",
+            prefix,
+            true
+        ));
+        assert!(!trusted_sns_url(
+            "http://127.0.0.1:9000/c.pem",
+            Some(""),
+            true
+        ));
+    }
+
+    #[test]
+    fn sns_canonical_strings_follow_the_type() {
+        let n = serde_json::json!({"Type": "Notification", "Message": "m", "MessageId": "i",
+            "Timestamp": "t", "TopicArn": "a", "Signature": "s", "UnsubscribeURL": "u"});
+        assert_eq!(
+            sns_string_to_sign(&n).unwrap(),
+            "Message\nm\nMessageId\ni\nTimestamp\nt\nTopicArn\na\nType\nNotification\n"
+        );
+        let mut with_subject = n.clone();
+        with_subject["Subject"] = serde_json::json!("s");
+        assert!(
+            sns_string_to_sign(&with_subject)
+                .unwrap()
+                .contains("MessageId\ni\nSubject\ns\nTimestamp")
+        );
+        let c = serde_json::json!({"Type": "SubscriptionConfirmation", "Message": "m", "MessageId": "i",
+            "SubscribeURL": "u", "Timestamp": "t", "Token": "k", "TopicArn": "a"});
+        assert_eq!(
+            sns_string_to_sign(&c).unwrap(),
+            "Message\nm\nMessageId\ni\nSubscribeURL\nu\nTimestamp\nt\nToken\nk\nTopicArn\na\nType\nSubscriptionConfirmation\n"
+        );
+        let mut missing = c.clone();
+        missing.as_object_mut().unwrap().remove("Token");
+        assert_eq!(sns_string_to_sign(&missing), None);
+        assert_eq!(
+            sns_string_to_sign(&serde_json::json!({"Type": "Other"})),
+            None
+        );
+    }
+
+    #[test]
+    fn sns_signature_version_1_verifies_against_its_certificate() {
+        let cert = pem_certificate(include_str!("../../tests/fixtures/sns/cert.pem")).unwrap();
+        let n: Value = serde_json::from_str(include_str!(
+            "../../tests/fixtures/sns/notification-v1.json"
+        ))
+        .unwrap();
+        let signed = sns_string_to_sign(&n).unwrap();
+        let signature = n["Signature"].as_str().unwrap();
+        assert!(sns_verify(&cert, "1", signed.as_bytes(), signature));
+        assert!(!sns_verify(&cert, "2", signed.as_bytes(), signature));
+        assert!(!sns_verify(&cert, "1", b"other text", signature));
+        assert!(!sns_verify(&cert, "3", signed.as_bytes(), signature));
+        assert!(!sns_verify(
+            b"not a certificate",
+            "1",
+            signed.as_bytes(),
+            signature
+        ));
+        assert_eq!(pem_certificate("no pem here"), None);
+    }
+
+    #[test]
+    fn ses_events_map_to_outcomes_and_opt_outs() {
+        let event = |kind: &str, extra: Value| {
+            let mut e = serde_json::json!({"mail": {"messageId": "m-1", "destination": ["a@x.example"],
+                "tags": {"crier_message_id": ["R-000003"]}}});
+            e[if kind.starts_with('n') {
+                "notificationType"
+            } else {
+                "eventType"
+            }] = serde_json::json!(kind.trim_start_matches('n'));
+            for (k, v) in extra.as_object().unwrap() {
+                e[k] = v.clone();
+            }
+            parse_ses(&e).unwrap().reports.remove(0)
+        };
+        let r = event(
+            "Bounce",
+            serde_json::json!({"bounce": {"bounceType": "Permanent",
+            "bounceSubType": "General", "timestamp": "2026-01-01T00:00:00.000Z",
+            "bouncedRecipients": [{"emailAddress": "b@x.example", "status": "5.1.1"}]}}),
+        );
+        assert_eq!(
+            (r.outcome, r.opt_out_reason),
+            (Outcome::Undelivered, Some("bounce"))
+        );
+        assert_eq!(
+            (r.pid.as_str(), r.crier_id.as_deref()),
+            ("m-1", Some("R-000003"))
+        );
+        assert_eq!(r.to.as_deref(), Some("b@x.example"));
+        assert_eq!(r.code.as_deref(), Some("5.1.1"));
+        assert!(r.at.is_some());
+        let r = event(
+            "Bounce",
+            serde_json::json!({"bounce": {"bounceType": "Transient"}}),
+        );
+        assert_eq!((r.outcome, r.opt_out_reason), (Outcome::Undelivered, None));
+        let r = event("nComplaint", serde_json::json!({"complaint": {}}));
+        assert_eq!(
+            (r.outcome, r.opt_out_reason),
+            (Outcome::Delivered, Some("complaint"))
+        );
+        let r = event("Delivery", serde_json::json!({"delivery": {}}));
+        assert_eq!(r.outcome, Outcome::Delivered);
+        let r = event(
+            "Reject",
+            serde_json::json!({"reject": {"reason": "Bad content"}}),
+        );
+        assert_eq!(
+            (r.outcome, r.text.as_deref()),
+            (Outcome::Failed, Some("Bad content"))
+        );
+        let r = event("DeliveryDelay", serde_json::json!({}));
+        assert_eq!(r.outcome, Outcome::Progress);
+        assert!(parse_ses(&serde_json::json!({"mail": {}})).is_err());
     }
 }

@@ -22,6 +22,7 @@ pub mod clickatell;
 pub mod gateway;
 pub mod mailgun;
 pub mod sendgrid;
+pub mod ses;
 pub mod twilio;
 pub mod vonage;
 
@@ -29,7 +30,7 @@ pub mod vonage;
 #[allow(unused_imports)]
 pub use {
     bulksms::bulksms, clickatell::clickatell, gateway::http_gateway, mailgun::mailgun,
-    sendgrid::sendgrid, twilio::twilio, vonage::vonage,
+    sendgrid::sendgrid, ses::ses, twilio::twilio, vonage::vonage,
 };
 
 use std::collections::{HashMap, VecDeque};
@@ -138,6 +139,7 @@ pub enum Kind {
     Gateway,
     Sendgrid,
     Mailgun,
+    Ses,
 }
 
 /// A committed message as the mock keeps it: the id is derived from `seq`.
@@ -315,6 +317,13 @@ impl State {
             Kind::Sendgrid => format!("{:016x}{seq:06}", mixed).replace('0', "A"),
             // The bare `Message-Id` (the send answer wraps it in `<>`); `user` is the domain.
             Kind::Mailgun => format!("20261127080000.{seq}.{:X}@{}", mixed >> 32, self.user),
+            // `0100` and 16 hex digits, dashes, `-000000` (the look of SES message ids).
+            Kind::Ses => format!(
+                "0100018f{:08x}-{:08x}-{:04x}-{seq:012}-000000",
+                mixed >> 32,
+                mixed as u32,
+                seq & 0xffff
+            ),
         }
     }
 
