@@ -290,12 +290,15 @@ mod tests {
         json!({"errors": [{"message": message, "field": field, "help": null}]}).to_string()
     }
 
+    /// Status, `Retry-After`, `X-Message-Id`, body, and the outcome wanted.
+    type Row<'a> = (u16, Option<Duration>, Option<&'a str>, String, &'a str);
+
     /// SendGrid's documented answers to Mail Send (Mail Send reference and the v3 API
     /// "Responses" and "Errors" pages).
     #[test]
     fn classifies_every_documented_answer() {
         let after = Some(Duration::from_secs(7));
-        let table: Vec<(u16, Option<Duration>, Option<&str>, String, &str)> = vec![
+        let table: Vec<Row> = vec![
             (
                 202,
                 None,

@@ -1,9 +1,10 @@
-//! Local mock servers that speak the SMS providers' real HTTP APIs, over real TCP on
+//! Local mock servers that speak the providers' real HTTP APIs (SMS and email), over real TCP on
 //! 127.0.0.1, with faults that can be injected one request at a time.
 //!
 //! One small hand-written HTTP/1.1 server (keep-alive, `Content-Length` bodies) serves
 //! every mock; each provider's file holds only its API: routes, auth, validation, the
-//! answers and error bodies of `/work/shared/specs/providers.md`. Faults queued with
+//! answers and error bodies of `/work/shared/specs/providers.md` (the email APIs:
+//! `tests/mocks/email-apis.md`). Faults queued with
 //! [`State::push_faults`] are consumed one per request, in order; with none queued the
 //! mock answers as the real API does. [`State::set_random_faults`] adds a seeded random
 //! mix on top (the chaos suite), and [`State::log_requests`] keeps every request with the
