@@ -18,7 +18,7 @@ use common::server::Server;
 use crier::job::{Channel, DocumentKind};
 use crier::provider::mailgun::{Mailgun, MailgunConfig};
 use crier::provider::sendgrid::{Sendgrid, SendgridConfig};
-use crier::provider::{Provider, RoutedMessage, SendOutcome};
+use crier::provider::{Balance, Provider, RoutedMessage, SendOutcome};
 use mail_parser::MimeHeaders as _;
 use mocks::Fault;
 use ring::signature::KeyPair as _;
@@ -1189,4 +1189,104 @@ server:
     );
     assert_eq!(list.len(), 2, "{list:?}");
     drop(rt);
+}
+
+#[tokio::test]
+async fn providers_check_reads_each_accounts_standing() {
+    let docs = documents();
+    let sg = mocks::sendgrid(SG_KEY, SG_FROM).await;
+    assert_eq!(
+        sendgrid(&sg.url, SG_KEY, docs.path()).balance().await,
+        Ok(None)
+    );
+    let refused = sendgrid(&sg.url, "SG.wrong-key-0123456789", docs.path())
+        .balance()
+        .await
+        .unwrap_err();
+    assert_eq!(refused, "credentials refused (HTTP 401)");
+    sg.state.set_balance(0.0);
+    let no_send = sendgrid(&sg.url, SG_KEY, docs.path()).balance().await;
+    assert_eq!(
+        no_send,
+        Err("the API key lacks the `mail.send` permission".into())
+    );
+
+    let mg = mocks::mailgun(MG_DOMAIN, MG_KEY).await;
+    let client = mailgun(&mg.url, MG_KEY, MG_DOMAIN, docs.path());
+    assert_eq!(client.balance().await, Ok(None));
+    let elsewhere = mailgun(&mg.url, MG_KEY, "mg.other.example", docs.path());
+    assert!(
+        elsewhere
+            .balance()
+            .await
+            .unwrap_err()
+            .contains("no domain `mg.other.example`")
+    );
+    mg.state.set_balance(0.0);
+    assert!(client.balance().await.unwrap_err().contains("is disabled"));
+
+    let ses_mock = mocks::ses(SES_SECRET, SES_FROM).await;
+    let client = ses(
+        &ses_mock.url,
+        mocks::ses::ACCESS_KEY_ID,
+        SES_SECRET,
+        docs.path(),
+    );
+    client.send(&message(false)).await;
+    assert_eq!(
+        client.balance().await,
+        Ok(Some(Balance {
+            amount: 49_999.0,
+            unit: "emails/24h".into()
+        }))
+    );
+    let wrong = ses(
+        &ses_mock.url,
+        mocks::ses::ACCESS_KEY_ID,
+        "not-the-secret-000",
+        docs.path(),
+    );
+    let refused = wrong.balance().await.unwrap_err();
+    assert_eq!(refused, "credentials refused (HTTP 403)");
+    ses_mock.state.set_balance(0.0);
+    assert_eq!(
+        client.balance().await,
+        Err("sending is paused for this SES account".into())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crier_providers_check_lists_the_email_apis() {
+    let sg = mocks::sendgrid(SG_KEY, SG_FROM).await;
+    let mg = mocks::mailgun(MG_DOMAIN, MG_KEY).await;
+    let project = Project::new();
+    project.write(
+        "crier.yaml",
+        format!(
+            "providers:\n  sg:\n    type: sendgrid\n    api_key: ${{SG_KEY}}\n    from: {SG_FROM}\n    base_url: {}\n  mg:\n    type: mailgun\n    api_key: ${{MG_KEY}}\n    domain: {MG_DOMAIN}\n    from: billing@{MG_DOMAIN}\n    base_url: {}\n",
+            sg.url, mg.url
+        ),
+    );
+    let run = tokio::task::block_in_place(|| {
+        project.crier_env(
+            &["providers", "check"],
+            &[("SG_KEY", SG_KEY), ("MG_KEY", MG_KEY)],
+        )
+    });
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("sendgrid"), "{}", run.stdout);
+    assert!(run.stdout.contains("mailgun"), "{}", run.stdout);
+    assert!(!run.stdout.contains(SG_KEY) && !run.stderr.contains(SG_KEY));
+    let wrong = tokio::task::block_in_place(|| {
+        project.crier_env(
+            &["providers", "check", "sg"],
+            &[("SG_KEY", "SG.wrong-0123456789"), ("MG_KEY", MG_KEY)],
+        )
+    });
+    assert_eq!(wrong.code, 1, "{}", wrong.stdout);
+    assert!(
+        wrong.stdout.contains("credentials refused (HTTP 401)"),
+        "{}",
+        wrong.stdout
+    );
 }

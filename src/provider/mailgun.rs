@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use super::attachments;
 use super::sendgrid::CRIER_ID_ARG;
 use super::wire::{self, snippet};
-use super::{BoxFuture, Limits, Provider, RoutedMessage, SendOutcome, check_url};
+use super::{Balance, BoxFuture, Limits, Provider, RoutedMessage, SendOutcome, check_url};
 use crate::config::Secret;
 use crate::diag::FileReport;
 
@@ -238,6 +238,40 @@ impl Provider for Mailgun {
                 classify(a.status, a.retry_after, &a.body, &message.id)
             })
             .await
+        })
+    }
+
+    /// `crier providers check`: `GET /v3/domains/<domain>` must answer with the domain in
+    /// state `active`. Mailgun has no balance to show.
+    fn balance(&self) -> BoxFuture<'_, Result<Option<Balance>, String>> {
+        Box::pin(async move {
+            let domain = self.config.domain.trim();
+            let url = format!("{}/v3/domains/{domain}", self.config.base());
+            let request = self
+                .http
+                .get(url)
+                .basic_auth("api", Some(self.config.api_key.expose()))
+                .header(reqwest::header::ACCEPT, "application/json")
+                .timeout(self.timeout);
+            let result = async {
+                let response = request.send().await.map_err(wire::request_failed)?;
+                let answer = wire::read(response).await.map_err(wire::request_failed)?;
+                if answer.status == 404 {
+                    return Err(format!("Mailgun knows no domain `{domain}` (HTTP 404)"));
+                }
+                if !(200..300).contains(&answer.status) {
+                    return Err(wire::balance_refused(&answer));
+                }
+                let reply: serde_json::Value = serde_json::from_str(&answer.body)
+                    .map_err(|_| format!("unreadable domain: {}", snippet(&answer.body)))?;
+                match reply["domain"]["state"].as_str() {
+                    Some("active") => Ok(None),
+                    Some(state) => Err(format!("the domain `{domain}` is {state}, not active")),
+                    None => Err(format!("no domain state in: {}", snippet(&answer.body))),
+                }
+            }
+            .await;
+            result.map_err(|e| wire::scrub_text(e, &[self.config.api_key.expose()]))
         })
     }
 }

@@ -22,7 +22,7 @@ use serde_json::json;
 
 use super::attachments;
 use super::wire::{self, snippet};
-use super::{BoxFuture, Limits, Provider, RoutedMessage, SendOutcome, check_url};
+use super::{Balance, BoxFuture, Limits, Provider, RoutedMessage, SendOutcome, check_url};
 use crate::config::Secret;
 use crate::diag::FileReport;
 
@@ -266,6 +266,37 @@ impl Provider for Sendgrid {
                 ),
                 Err(e) => super::transport_outcome(&e, false),
             }
+        })
+    }
+
+    /// `crier providers check`: `GET /v3/scopes` lists the key's permissions, which must
+    /// include `mail.send`. SendGrid has no balance to show.
+    fn balance(&self) -> BoxFuture<'_, Result<Option<Balance>, String>> {
+        Box::pin(async move {
+            let url = format!("{}/v3/scopes", self.config.base_url.trim_end_matches('/'));
+            let request = self
+                .http
+                .get(url)
+                .bearer_auth(self.config.api_key.expose())
+                .header(reqwest::header::ACCEPT, "application/json")
+                .timeout(self.timeout);
+            let result = async {
+                let response = request.send().await.map_err(wire::request_failed)?;
+                let answer = wire::read(response).await.map_err(wire::request_failed)?;
+                if !(200..300).contains(&answer.status) {
+                    return Err(wire::balance_refused(&answer));
+                }
+                let reply: serde_json::Value = serde_json::from_str(&answer.body)
+                    .map_err(|_| format!("unreadable scopes: {}", snippet(&answer.body)))?;
+                let scopes = reply["scopes"].as_array().cloned().unwrap_or_default();
+                if scopes.iter().any(|s| s == "mail.send") {
+                    Ok(None)
+                } else {
+                    Err("the API key lacks the `mail.send` permission".into())
+                }
+            }
+            .await;
+            result.map_err(|e| wire::scrub_text(e, &[self.config.api_key.expose()]))
         })
     }
 }

@@ -26,7 +26,7 @@ use super::attachments;
 use super::sendgrid::CRIER_ID_ARG;
 use super::sigv4;
 use super::wire::{self, snippet};
-use super::{BoxFuture, Limits, Provider, RoutedMessage, SendOutcome, check_url};
+use super::{Balance, BoxFuture, Limits, Provider, RoutedMessage, SendOutcome, check_url};
 use crate::config::Secret;
 use crate::diag::FileReport;
 
@@ -315,62 +315,93 @@ pub(crate) fn classify(
     }
 }
 
+impl Ses {
+    /// The credentials' secrets, to scrub from every text that leaves.
+    fn secrets(&self) -> Vec<&str> {
+        [
+            Some(self.config.access_key_id.expose()),
+            Some(self.config.secret_access_key.expose()),
+            self.config.session_token.as_ref().map(|t| t.expose()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
+    /// `method {base}{path}` with `body`, SigV4-signed for `ses` at this moment.
+    fn signed(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<reqwest::RequestBuilder, String> {
+        let url = format!("{}{path}", self.config.base());
+        let parsed = reqwest::Url::parse(&url).map_err(|_| format!("`{url}` is not a URL"))?;
+        let host = match (parsed.host_str(), parsed.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_string(),
+            (None, _) => return Err(format!("`{url}` has no host")),
+        };
+        let json = !body.is_empty();
+        let content_type: &[(&str, &str)] = if json {
+            &[("content-type", "application/json")]
+        } else {
+            &[]
+        };
+        let signed = sigv4::sign(
+            &sigv4::Credentials {
+                access_key_id: self.config.access_key_id.expose(),
+                secret_access_key: self.config.secret_access_key.expose(),
+                session_token: self.config.session_token.as_ref().map(|t| t.expose()),
+            },
+            self.config.region.trim(),
+            "ses",
+            &sigv4::amz_date(chrono::Utc::now()),
+            &sigv4::Request {
+                method: method.as_str(),
+                host: &host,
+                path: parsed.path(),
+                query: &[],
+                headers: content_type,
+                body: &body,
+            },
+        );
+        let mut request = self
+            .http
+            .request(method, parsed)
+            .header(reqwest::header::AUTHORIZATION, &signed.authorization)
+            .header("x-amz-date", &signed.amz_date)
+            .timeout(self.timeout);
+        if json {
+            request = request
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body);
+        }
+        if let Some(token) = &signed.session_token {
+            request = request.header("x-amz-security-token", token);
+        }
+        Ok(request)
+    }
+}
+
 impl Provider for Ses {
     fn send<'a>(&'a self, message: &'a RoutedMessage) -> BoxFuture<'a, SendOutcome> {
         Box::pin(async move {
-            let secrets: Vec<&str> = [
-                Some(self.config.access_key_id.expose()),
-                Some(self.config.secret_access_key.expose()),
-                self.config.session_token.as_ref().map(|t| t.expose()),
-            ]
-            .into_iter()
-            .flatten()
-            .collect();
+            let secrets = self.secrets();
             let body = match self.body(message) {
                 Ok(body) => serde_json::to_vec(&body).unwrap_or_default(),
                 Err(outcome) => return wire::scrub(outcome, &secrets),
             };
-            let url = format!("{}/v2/email/outbound-emails", self.config.base());
-            let Ok(parsed) = reqwest::Url::parse(&url) else {
-                return SendOutcome::Halt {
-                    code: "ses:config".into(),
-                    text: format!("`{url}` is not a URL"),
+            let request =
+                match self.signed(reqwest::Method::POST, "/v2/email/outbound-emails", body) {
+                    Ok(request) => request,
+                    Err(text) => {
+                        return SendOutcome::Halt {
+                            code: "ses:config".into(),
+                            text,
+                        };
+                    }
                 };
-            };
-            let host = match (parsed.host_str(), parsed.port()) {
-                (Some(h), Some(p)) => format!("{h}:{p}"),
-                (Some(h), None) => h.to_string(),
-                (None, _) => String::new(),
-            };
-            let signed = sigv4::sign(
-                &sigv4::Credentials {
-                    access_key_id: self.config.access_key_id.expose(),
-                    secret_access_key: self.config.secret_access_key.expose(),
-                    session_token: self.config.session_token.as_ref().map(|t| t.expose()),
-                },
-                self.config.region.trim(),
-                "ses",
-                &sigv4::amz_date(chrono::Utc::now()),
-                &sigv4::Request {
-                    method: "POST",
-                    host: &host,
-                    path: parsed.path(),
-                    query: &[],
-                    headers: &[("content-type", "application/json")],
-                    body: &body,
-                },
-            );
-            let mut request = self
-                .http
-                .post(parsed)
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .header(reqwest::header::AUTHORIZATION, &signed.authorization)
-                .header("x-amz-date", &signed.amz_date)
-                .timeout(self.timeout)
-                .body(body);
-            if let Some(token) = &signed.session_token {
-                request = request.header("x-amz-security-token", token);
-            }
             let response = match request.send().await {
                 Ok(response) => response,
                 Err(e) => return super::transport_outcome(&e, false),
@@ -396,6 +427,36 @@ impl Provider for Ses {
                 }
                 Err(e) => super::transport_outcome(&e, false),
             }
+        })
+    }
+
+    /// `crier providers check`: `GetAccount` (`GET /v2/email/account`) must show sending
+    /// enabled; the balance is what is left of the 24-hour quota.
+    fn balance(&self) -> BoxFuture<'_, Result<Option<Balance>, String>> {
+        Box::pin(async move {
+            let result = async {
+                let request = self.signed(reqwest::Method::GET, "/v2/email/account", Vec::new())?;
+                let response = request.send().await.map_err(wire::request_failed)?;
+                let answer = wire::read(response).await.map_err(wire::request_failed)?;
+                if !(200..300).contains(&answer.status) {
+                    return Err(wire::balance_refused(&answer));
+                }
+                let reply: serde_json::Value = serde_json::from_str(&answer.body)
+                    .map_err(|_| format!("unreadable account: {}", snippet(&answer.body)))?;
+                if reply["SendingEnabled"] == serde_json::Value::Bool(false) {
+                    return Err("sending is paused for this SES account".into());
+                }
+                let quota = &reply["SendQuota"];
+                let max = wire::number(&quota["Max24HourSend"])
+                    .ok_or_else(|| format!("no SendQuota in: {}", snippet(&answer.body)))?;
+                let sent = wire::number(&quota["SentLast24Hours"]).unwrap_or(0.0);
+                Ok(Some(Balance {
+                    amount: (max - sent).max(0.0),
+                    unit: "emails/24h".into(),
+                }))
+            }
+            .await;
+            result.map_err(|e| wire::scrub_text(e, &self.secrets()))
         })
     }
 }

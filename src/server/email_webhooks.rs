@@ -546,10 +546,20 @@ pub(crate) fn pem_certificate(pem: &str) -> Option<Vec<u8>> {
     base64::engine::general_purpose::STANDARD.decode(b64).ok()
 }
 
-/// The client SNS URLs are fetched with (certificates, subscription confirmations).
+/// The client SNS URLs are fetched with (certificates, subscription confirmations): it
+/// follows no redirect, so the host rule holds for the URL actually read.
 fn sns_client() -> &'static reqwest::Client {
     static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
-    CLIENT.get_or_init(crate::provider::http_client)
+    CLIENT.get_or_init(|| {
+        // Installs the process's rustls crypto provider, as every HTTP client here needs.
+        let _ = crate::provider::http_client();
+        reqwest::Client::builder()
+            .user_agent(concat!("crier/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new())
+    })
 }
 
 async fn fetch(url: &str) -> Result<String, String> {

@@ -1,7 +1,7 @@
 //! Mailgun messages mock: `POST /v3/<domain>/messages` with Basic `api:<key>`, a
 //! multipart/form-data (or urlencoded) body with `from`, `to`, `subject`, `text`/`html`,
 //! `attachment` parts and `v:` variables; `200 {"id":"<…>","message":"Queued. Thank you."}`
-//! and Mailgun's `{"message": …}` errors.
+//! and Mailgun's `{"message": …}` errors; `GET /v3/domains/<domain>` for the credentials check.
 
 use serde_json::json;
 
@@ -18,13 +18,6 @@ pub fn error(status: u16, message: &str) -> Response {
 }
 
 fn handle(state: &State, req: &Request) -> Response {
-    let Some(domain) = req
-        .path
-        .strip_prefix("/v3/")
-        .and_then(|rest| rest.strip_suffix("/messages"))
-    else {
-        return error(404, "not found");
-    };
     match req.basic_auth() {
         Some((user, key)) if user == "api" && key == state.secret => {}
         _ => {
@@ -36,6 +29,31 @@ fn handle(state: &State, req: &Request) -> Response {
             };
         }
     }
+    // The credentials check; a balance of 0 or less stands for a disabled domain.
+    if let Some(domain) = req.path.strip_prefix("/v3/domains/")
+        && req.method == "GET"
+    {
+        if domain != state.user {
+            return error(404, "Domain not found");
+        }
+        let state_name = if state.balance() > 0.0 {
+            "active"
+        } else {
+            "disabled"
+        };
+        return Response::json(
+            200,
+            json!({"domain": {"name": domain, "state": state_name, "type": "custom"},
+                   "receiving_dns_records": [], "sending_dns_records": []}),
+        );
+    }
+    let Some(domain) = req
+        .path
+        .strip_prefix("/v3/")
+        .and_then(|rest| rest.strip_suffix("/messages"))
+    else {
+        return error(404, "not found");
+    };
     if domain != state.user {
         return error(404, &format!("Domain not found: {domain}"));
     }

@@ -2,7 +2,7 @@
 //! JSON body validated as the Mail Send reference describes (personalizations with a
 //! `to`, a verified `from`, a subject, content, base64 attachments, string custom
 //! arguments), `202 Accepted` with an empty body and `X-Message-Id`, and SendGrid's
-//! `{"errors":[{"message","field","help"}]}` bodies.
+//! `{"errors":[{"message","field","help"}]}` bodies; `GET /v3/scopes` for the credentials check.
 
 use base64::Engine as _;
 use serde_json::{Value, json};
@@ -23,12 +23,6 @@ pub fn error(status: u16, field: Option<&str>, message: &str) -> Response {
 }
 
 fn handle(state: &State, req: &Request) -> Response {
-    if req.path != "/v3/mail/send" {
-        return error(404, None, "resource not found");
-    }
-    if req.method != "POST" {
-        return error(405, None, "method not allowed");
-    }
     let bearer = req
         .header("authorization")
         .and_then(|a| a.strip_prefix("Bearer "));
@@ -38,6 +32,20 @@ fn handle(state: &State, req: &Request) -> Response {
             None,
             "The provided authorization grant is invalid, expired, or revoked",
         );
+    }
+    // The key's permissions; a balance of 0 or less stands for a key without `mail.send`.
+    if (req.method.as_str(), req.path.as_str()) == ("GET", "/v3/scopes") {
+        let mut scopes = vec!["alerts.read", "user.profile.read"];
+        if state.balance() > 0.0 {
+            scopes.push("mail.send");
+        }
+        return Response::json(200, json!({ "scopes": scopes }));
+    }
+    if req.path != "/v3/mail/send" {
+        return error(404, None, "resource not found");
+    }
+    if req.method != "POST" {
+        return error(405, None, "method not allowed");
     }
     if !req.content_type().starts_with("application/json") {
         return error(415, None, "Content-Type should be application/json.");

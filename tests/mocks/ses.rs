@@ -32,6 +32,16 @@ fn handle(state: &State, req: &Request) -> Response {
     if let Err(r) = verify_sigv4(state, req) {
         return r;
     }
+    // GetAccount; a balance of 0 or less stands for sending paused.
+    if (req.method.as_str(), req.path.as_str()) == ("GET", "/v2/email/account") {
+        return Response::json(
+            200,
+            json!({"ProductionAccessEnabled": true, "SendingEnabled": state.balance() > 0.0,
+                   "EnforcementStatus": "HEALTHY", "DedicatedIpAutoWarmupEnabled": false,
+                   "SendQuota": {"Max24HourSend": 50000.0, "MaxSendRate": 14.0,
+                                 "SentLast24Hours": state.accepted_count() as f64}}),
+        );
+    }
     if req.method != "POST" || req.path != "/v2/email/outbound-emails" {
         return error(404, "NotFoundException", "Not Found");
     }
