@@ -1290,3 +1290,69 @@ async fn crier_providers_check_lists_the_email_apis() {
         wrong.stdout
     );
 }
+
+/// The whole loop: `crier send` an email job through the SendGrid mock (the ledger keeps
+/// `X-Message-Id`), then the signed event for it through `crier serve` delivers it.
+#[test]
+fn an_email_job_sent_through_sendgrid_is_delivered_by_its_event() {
+    let rt = common::runtime();
+    let mock = rt.block_on(mocks::sendgrid(SG_KEY, SG_FROM));
+    let (pair, public) = p256_pair();
+    let p = Project::new();
+    p.write(
+        "people.csv",
+        "id,name,status,email\n1,Ann,new,ann@customer.example\n2,Ben,new,ben@customer.example\n",
+    );
+    assert_eq!(p.crier(&["import", "people.csv"]).code, 0);
+    p.write(
+        "crier.yaml",
+        format!(
+            "providers:\n  sg:\n    type: sendgrid\n    api_key: ${{SG_KEY}}\n    from: Acme ISP <{SG_FROM}>\n    base_url: {}\n    webhook_public_key: {public}\nchannels:\n  email: sg\nserver:\n  webhook_token: {TOKEN}\n",
+            mock.url
+        ),
+    );
+    p.write(
+        "jobs/welcome.yaml",
+        "send_to: email\nsubject: \"Welcome, {{ customer.name }}\"\nmessage: \"Dear {{ customer.name }}, welcome.\"\nrecipients:\n  where:\n    status: new\n",
+    );
+    let run = p.crier_env(
+        &["send", "jobs/welcome.yaml", "--yes"],
+        &[("SG_KEY", SG_KEY)],
+    );
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("2 sent, 0 failed"), "{}", run.stdout);
+    let accepted = mock.state.accepted();
+    assert_eq!(accepted.len(), 2);
+    let ann = accepted
+        .iter()
+        .find(|a| a.to == "ann@customer.example")
+        .unwrap();
+    let sent = messages(&p);
+    assert_eq!(sent[&ann.provider_id]["state"], "sent", "{sent:?}");
+
+    let server = Server::start(&p, &[("SG_KEY", SG_KEY)], None);
+    let batch = json!([sg_event(
+        "delivered",
+        &ann.provider_id,
+        "ann@customer.example",
+        json!({"response": "250 OK"})
+    )]);
+    let bytes = batch.to_string().into_bytes();
+    let answer = server.send(
+        "POST",
+        &format!("/webhooks/sendgrid/{TOKEN}"),
+        &sendgrid_headers(&pair, now(), &bytes),
+        bytes.clone(),
+    );
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.json()["applied"], 1);
+    server.stop();
+    let after = messages(&p);
+    assert_eq!(after[&ann.provider_id]["state"], "delivered");
+    let ben = accepted
+        .iter()
+        .find(|a| a.to == "ben@customer.example")
+        .unwrap();
+    assert_eq!(after[&ben.provider_id]["state"], "sent");
+    drop(rt);
+}
