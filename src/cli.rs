@@ -1,6 +1,7 @@
 //! The command line: every command, its flags, and an example for each.
 //!
-//! Exit codes: 0 ok, 1 the work failed or the input was invalid, 2 bad usage (clap).
+//! Exit codes: 0 ok, 1 the work failed or the input was invalid, 2 bad usage (clap);
+//! `bounces ingest` answers its MTA in `sysexits.h` codes (see `commands/bounces.rs`).
 
 use std::path::PathBuf;
 
@@ -53,6 +54,14 @@ impl Cli {
             Command::Send(a) => at(&mut a.job),
             Command::Templates(TemplatesCommand::Save { file, .. }) => at(file),
             Command::Optout(OptoutCommand::Import { file }) => at(file),
+            Command::Bounces(BouncesCommand::Ingest(a)) => {
+                if let Some(file) = a.file.as_mut().filter(|f| f.as_os_str() != "-") {
+                    at(file);
+                }
+                if let Some(dir) = &mut a.maildir {
+                    at(dir);
+                }
+            }
             Command::Run(a) => at(&mut a.jobs),
             Command::Jobs(a) => at(&mut a.jobs),
             Command::Serve(a) => at(&mut a.jobs),
@@ -113,6 +122,9 @@ pub enum Command {
     /// The opt-out list: addresses no job ever messages.
     #[command(subcommand)]
     Optout(OptoutCommand),
+    /// Bounces and abuse reports that MTAs send back: each message's fate, opt-outs.
+    #[command(subcommand)]
+    Bounces(BouncesCommand),
     /// Mass sendings: list by status and period, show, recipients, cancel, delete.
     #[command(
         args_conflicts_with_subcommands = true,
@@ -284,6 +296,32 @@ pub enum TemplatesCommand {
     /// Delete a stored template.
     #[command(after_help = "Example:\n  crier templates delete reminder")]
     Delete { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BouncesCommand {
+    /// Read one bounce (a DSN, RFC 3464) or abuse report (ARF, RFC 5965), or a Maildir of
+    /// them: a hard bounce makes its message `undelivered` and opts the address out.
+    ///
+    /// Exit status, for an MTA's pipe transport: 0 recorded (or nothing to record), 65
+    /// (EX_DATAERR) the input is no report crier can use, 66 (EX_NOINPUT) the file cannot
+    /// be read, 75 (EX_TEMPFAIL) the store or config is unavailable now: try again later.
+    #[command(
+        after_help = "Example:\n  crier bounces ingest < dsn.eml\n  crier bounces ingest /var/mail/bounce.eml\n  crier bounces ingest --maildir ~/Maildir/.bounces\n\nPostfix master.cf:\n  crier unix - n n - 1 pipe flags=DORhu user=crier argv=/usr/local/bin/crier --config /etc/crier/crier.yaml bounces ingest -"
+    )]
+    Ingest(IngestArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    /// The message: a file, or `-` for standard input (the default).
+    #[arg(value_name = "FILE|-", conflicts_with = "maildir")]
+    pub file: Option<PathBuf>,
+    /// Read every message in this Maildir's `new/`, moving each one to `cur/`: flagged
+    /// seen (`:2,S`) once recorded, flagged `F` (and reported) when it is no report crier
+    /// can use. A store that is unavailable stops the run and leaves the rest in `new/`.
+    #[arg(long, value_name = "DIR")]
+    pub maildir: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

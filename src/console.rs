@@ -40,6 +40,8 @@ pub(crate) struct Forwarded {
     pub terminal: bool,
     /// Set when the other process goes away (Ctrl-C) or the daemon shuts down.
     pub cancel: Arc<AtomicBool>,
+    /// The other process's standard input, when the command reads it.
+    pub stdin: Option<Vec<u8>>,
 }
 
 thread_local! {
@@ -71,6 +73,19 @@ pub(crate) fn forwarded_store() -> Option<Arc<dyn Store>> {
 /// Set when a forwarded command should stop (its caller went away, the daemon stops).
 pub(crate) fn cancel_flag() -> Option<Arc<AtomicBool>> {
     current().map(|f| f.cancel.clone())
+}
+
+/// The command's standard input, read to its end: the other process's, when this
+/// command runs inside the daemon for it (empty if it sent none).
+pub fn read_stdin() -> io::Result<Vec<u8>> {
+    match current() {
+        Some(f) => Ok(f.stdin.clone().unwrap_or_default()),
+        None => {
+            let mut bytes = Vec::new();
+            io::Read::read_to_end(&mut io::stdin().lock(), &mut bytes)?;
+            Ok(bytes)
+        }
+    }
 }
 
 /// Is this command running inside the daemon for another process?

@@ -35,8 +35,10 @@ use crate::store::Store;
 /// The socket's file name inside the data directory.
 pub const SOCKET: &str = "crier.sock";
 
-/// Largest frame accepted (a request or an answer).
+/// Largest frame accepted (an answer).
 const MAX_FRAME: u32 = 1 << 20;
+/// Largest request accepted: the arguments and, base64, a forwarded standard input.
+const MAX_REQUEST: u32 = 64 << 20;
 
 /// The socket of the process holding the store `config` names.
 pub fn socket_path(config: &Config) -> PathBuf {
@@ -48,6 +50,10 @@ struct Request {
     argv: Vec<String>,
     cwd: PathBuf,
     terminal: bool,
+    /// The caller's standard input, read to its end, in base64: for a command that reads
+    /// it (`crier bounces ingest -`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    stdin: Option<String>,
 }
 
 fn write_frame(w: &mut impl Write, tag: u8, payload: &[u8]) -> io::Result<()> {
@@ -164,7 +170,7 @@ pub fn listen(host: Arc<Host>) -> anyhow::Result<Listener> {
 fn serve_one(stream: UnixStream, host: &Arc<Host>) -> io::Result<()> {
     let mut reader = stream.try_clone()?;
     let mut writer = io::BufWriter::new(stream);
-    let request: Request = match read_frame(&mut reader, MAX_FRAME)? {
+    let mut request: Request = match read_frame(&mut reader, MAX_REQUEST)? {
         Some((b'r', payload)) => serde_json::from_slice(&payload)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?,
         // A probe (`crier run` checking whether one already runs): nothing to do.
@@ -224,8 +230,17 @@ fn serve_one(stream: UnixStream, host: &Arc<Host>) -> io::Result<()> {
         });
     }
 
+    let stdin = match request.stdin.take().map(|b| {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.decode(b)
+    }) {
+        Some(Ok(bytes)) => Some(bytes),
+        Some(Err(e)) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
+        None => None,
+    };
     let (frames_tx, frames_rx) = mpsc::sync_channel::<Frame>(256);
     let context = Forwarded {
+        stdin,
         config: host.config.clone(),
         store: host.store.clone(),
         frames: frames_tx,
@@ -274,6 +289,7 @@ fn execute(request: Request) -> u8 {
     match crate::commands::run(&cli) {
         Ok(crate::commands::Outcome::Ok) => 0,
         Ok(crate::commands::Outcome::Failed) => 1,
+        Ok(crate::commands::Outcome::Exit(code)) => code,
         Err(e) => {
             crate::errln!("error: {e:#}");
             1
@@ -290,7 +306,12 @@ pub fn connect(config: &Config) -> Option<UnixStream> {
 
 /// Has the daemon on `stream` carry out this process's command line; prints what it
 /// prints and returns its exit code.
-pub fn forward(mut stream: UnixStream) -> anyhow::Result<u8> {
+pub fn forward(stream: UnixStream) -> anyhow::Result<u8> {
+    forward_with_stdin(stream, None)
+}
+
+/// [`forward`], handing the daemon `stdin` as the command's standard input.
+pub fn forward_with_stdin(mut stream: UnixStream, stdin: Option<&[u8]>) -> anyhow::Result<u8> {
     let argv = std::env::args_os()
         .map(|a| {
             a.into_string()
@@ -300,7 +321,11 @@ pub fn forward(mut stream: UnixStream) -> anyhow::Result<u8> {
     let request = Request {
         argv,
         cwd: std::env::current_dir().context("cannot read the working directory")?,
-        terminal: io::stdin().is_terminal() && io::stderr().is_terminal(),
+        terminal: stdin.is_none() && io::stdin().is_terminal() && io::stderr().is_terminal(),
+        stdin: stdin.map(|b| {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD.encode(b)
+        }),
     };
     write_frame(&mut stream, b'r', &serde_json::to_vec(&request)?)?;
     let mut reader = io::BufReader::new(stream.try_clone()?);

@@ -6,6 +6,7 @@
 //! provider ([`provider`]), with [`store`] underneath. [`config`] and [`diag`] serve the
 //! files admins write; [`cli`] and [`commands`] are the command line the binary wraps.
 
+pub mod bounces;
 pub mod cli;
 pub mod commands;
 pub mod config;

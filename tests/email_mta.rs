@@ -2,7 +2,9 @@
 //! `crier send` against a real SMTP server nobody on the project wrote (Python's
 //! `aiosmtpd`, `tests/tools/smtp_sink.py`, which refuses bare LF like Postfix's
 //! `smtpd_forbid_bare_newline`), with the DATA it received read by an independent parser
-//! (Python's `email` package, `tests/tools/mail_facts.py`).
+//! (Python's `email` package, `tests/tools/mail_facts.py`). And a bounce that finds its
+//! message: the envelope sender the server recorded is the message's VERP address, and a
+//! Postfix DSN to it piped into `crier bounces ingest -` makes the message `undelivered`.
 //!
 //! Needs a Python with `aiosmtpd`: `CRIER_PYTHON`, else `python3` if it has the module.
 //! Without one the test says `skipped:` on stderr, and fails when `CI` is set.
@@ -261,4 +263,194 @@ fn a_strict_mta_accepts_the_email_and_the_recipient_saves_the_files_unchanged() 
         .unwrap();
     let named_header = dispositions[0].as_str().unwrap();
     assert!(named_header.contains("filename*"), "{named_header}");
+}
+
+/// The DSN Postfix writes when the next hop refuses `recipient` at RCPT TO, for the
+/// message `original` sent with envelope sender `verp`.
+fn postfix_dsn(verp: &str, recipient: &str, original: &str) -> String {
+    let boundary = "4dLq2R1VbXz9sWq.1764586802/mail.atlantic.example";
+    format!(
+        "Return-Path: <>\n\
+         Delivered-To: {verp}\n\
+         Date: Tue,  1 Dec 2026 11:00:02 +0000 (UTC)\n\
+         From: MAILER-DAEMON@mail.atlantic.example (Mail Delivery System)\n\
+         Subject: Undelivered Mail Returned to Sender\n\
+         To: {verp}\n\
+         Auto-Submitted: auto-replied\n\
+         MIME-Version: 1.0\n\
+         Content-Type: multipart/report; report-type=delivery-status;\n\
+         \tboundary=\"{boundary}\"\n\
+         Content-Transfer-Encoding: 8bit\n\
+         Message-Id: <20261201110002.4dLq2R1VbXz9sWq@mail.atlantic.example>\n\
+         \n\
+         This is a MIME-encapsulated message.\n\
+         \n\
+         --{boundary}\n\
+         Content-Description: Notification\n\
+         Content-Type: text/plain; charset=utf-8\n\
+         \n\
+         This is the mail system at host mail.atlantic.example.\n\
+         \n\
+         <{recipient}>: host mx.example.com[203.0.113.25] said: 550 5.1.1\n\
+         \x20   <{recipient}>: Recipient address rejected: User unknown (in reply to RCPT\n\
+         \x20   TO command)\n\
+         \n\
+         --{boundary}\n\
+         Content-Description: Delivery report\n\
+         Content-Type: message/delivery-status\n\
+         \n\
+         Reporting-MTA: dns; mail.atlantic.example\n\
+         X-Postfix-Queue-ID: 4dLq2R1VbXz9sWq\n\
+         X-Postfix-Sender: rfc822; {verp}\n\
+         Arrival-Date: Tue,  1 Dec 2026 11:00:01 +0000 (UTC)\n\
+         \n\
+         Final-Recipient: rfc822; {recipient}\n\
+         Original-Recipient: rfc822;{recipient}\n\
+         Action: failed\n\
+         Status: 5.1.1\n\
+         Remote-MTA: dns; mx.example.com\n\
+         Diagnostic-Code: smtp; 550 5.1.1 <{recipient}>: Recipient address rejected:\n\
+         \x20   User unknown\n\
+         \n\
+         --{boundary}\n\
+         Content-Description: Undelivered Message\n\
+         Content-Type: message/rfc822\n\
+         Content-Transfer-Encoding: 8bit\n\
+         \n\
+         Return-Path: <{verp}>\n\
+         {original}\n\
+         --{boundary}--\n"
+    )
+}
+
+/// `crier bounces ingest -` in `p` with `input` on standard input.
+fn ingest(p: &Project, input: &[u8]) -> common::Run {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_crier"))
+        .args(["bounces", "ingest", "-"])
+        .current_dir(p.path())
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap().into()
+}
+
+#[test]
+fn a_bounce_to_the_verp_sender_makes_the_message_undelivered_and_opts_the_address_out() {
+    let Some(python) = python_with("aiosmtpd") else {
+        return;
+    };
+    let sink = Sink::start(&python);
+    let p = Project::new();
+    p.write(
+        "people.csv",
+        "id,name,status,email\n1,Ann,new,Ann@Example.com\n2,Ben,new,ben@example.com\n",
+    );
+    assert_eq!(p.crier(&["import", "people.csv"]).code, 0);
+    p.write(
+        "crier.yaml",
+        format!(
+            "providers:\n  mail:\n    type: smtp\n    host: 127.0.0.1\n    port: {}\n    security: plain\n    from: Atlantic Fibre <billing@atlantic.example>\n    bounce_domain: bounces.atlantic.example\nchannels:\n  email: mail\n",
+            sink.port
+        ),
+    );
+    p.write(
+        "jobs/notice.yaml",
+        "send_to: email\nsubject: Maintenance tonight\nmessage: \"Dear {{ customer.name }}, we work on the network tonight.\"\nrecipients:\n  where:\n    status: new\n",
+    );
+    assert_eq!(
+        p.crier(&["validate"]).code,
+        0,
+        "bounce_domain is known to validate"
+    );
+    let run = p.crier(&["send", "jobs/notice.yaml", "--yes"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+
+    let logs = |p: &Project| -> Vec<Value> {
+        let run = p.crier(&["logs", "--channel", "email", "--format", "json"]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        serde_json::from_str(&run.stdout).unwrap()
+    };
+    let before = logs(&p);
+    let ann = before
+        .iter()
+        .find(|m| {
+            m["address"]
+                .as_str()
+                .unwrap()
+                .eq_ignore_ascii_case("ann@example.com")
+        })
+        .expect("Ann's message");
+    let id = ann["id"].as_str().unwrap();
+    assert_eq!(ann["state"], "sent");
+
+    // The envelope sender the server was given is the message's VERP address; the
+    // message's own From is unchanged.
+    let verp = format!("bounces+{id}@bounces.atlantic.example");
+    let messages = sink.messages();
+    let (eml, envelope) = messages
+        .iter()
+        .find(|(_, e)| {
+            e["rcpt_tos"][0]
+                .as_str()
+                .unwrap()
+                .eq_ignore_ascii_case("ann@example.com")
+        })
+        .expect("Ann's email at the sink");
+    assert_eq!(envelope["mail_from"], verp.as_str(), "{envelope}");
+    let original = String::from_utf8(std::fs::read(eml).unwrap()).unwrap();
+    assert!(
+        original.contains("From: \"Atlantic Fibre\" <billing@atlantic.example>"),
+        "{original}"
+    );
+    let other = messages.iter().find(|(e, _)| e != eml).unwrap();
+    assert_ne!(
+        other.1["mail_from"],
+        verp.as_str(),
+        "one VERP address per message"
+    );
+
+    // Unusable input: a non-zero exit naming what is missing, and nothing changes.
+    let refused = ingest(&p, original.as_bytes());
+    assert_eq!(refused.code, 65, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("no `message/delivery-status`"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(logs(&p), before);
+
+    let dsn = postfix_dsn(&verp, "Ann@Example.com", &original.replace("\r\n", "\n"));
+    let run = ingest(&p, dsn.as_bytes());
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains(&format!("{id}: undelivered")),
+        "{}",
+        run.stdout
+    );
+
+    let after = logs(&p);
+    let ann = after.iter().find(|m| m["id"] == id).unwrap();
+    assert_eq!(ann["state"], "undelivered", "{ann:#}");
+    assert_eq!(ann["error_code"], "bounce:5.1.1");
+    assert_eq!(
+        ann["error_text"],
+        "550 5.1.1 <Ann@Example.com>: Recipient address rejected: User unknown"
+    );
+    let ben = after.iter().find(|m| m["id"] != id).unwrap();
+    assert_eq!(ben["state"], "sent", "the other message is untouched");
+
+    let list = p.crier(&["optout", "list", "--format", "json"]);
+    let list: Value = serde_json::from_str(&list.stdout).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list:#}");
+    assert_eq!(list[0]["address"], "ann@example.com");
+    assert_eq!(list[0]["reason"], "bounce");
+
+    // The next run skips her.
+    let run = p.crier(&["send", "jobs/notice.yaml", "--yes"]);
+    assert!(run.stdout.contains("1 sent"), "{}", run.stdout);
 }

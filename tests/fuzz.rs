@@ -1361,3 +1361,57 @@ fn regression_an_unknown_name_split_over_lines_is_placed() {
         "{errors:?}"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Bounces
+
+/// The bounce samples (`tests/bounces/*.eml`), each as bytes.
+fn bounce_samples() -> &'static [Vec<u8>] {
+    static SAMPLES: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
+    SAMPLES.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bounces");
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "eml"))
+            .collect();
+        files.sort();
+        files.iter().map(|f| std::fs::read(f).unwrap()).collect()
+    })
+}
+
+/// A sample cut short, with a stretch replaced by random bytes: the damage a bounce
+/// suffers on the way (truncated by `bounce_size_limit`, mangled by a gateway).
+fn damaged_bounce() -> impl Strategy<Value = Vec<u8>> {
+    (
+        0..bounce_samples().len(),
+        any::<prop::sample::Index>(),
+        any::<prop::sample::Index>(),
+        prop::collection::vec(any::<u8>(), 0..40),
+    )
+        .prop_map(|(i, cut, at, noise)| {
+            let sample = &bounce_samples()[i];
+            let mut bytes = sample[..cut.index(sample.len() + 1)].to_vec();
+            let at = at.index(bytes.len() + 1);
+            let end = (at + noise.len()).min(bytes.len());
+            bytes.splice(at..end, noise);
+            bytes
+        })
+}
+
+proptest! {
+    #![proptest_config(config(256))]
+
+    #[test]
+    fn damaged_bounces_are_read_or_refused_in_one_line(bytes in damaged_bounce()) {
+        if let Err(e) = crier::bounces::parse(&bytes) {
+            let text = e.to_string();
+            prop_assert!(!text.contains('\n'), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn arbitrary_bytes_as_a_bounce_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
+        let _ = crier::bounces::parse(&bytes);
+    }
+}

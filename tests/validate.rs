@@ -480,6 +480,7 @@ fn usage_errors_exit_2_and_help_lists_every_command() {
         &["optout", "remove"],
         &["optout", "list"],
         &["optout", "import"],
+        &["bounces", "ingest"],
         &["history"],
         &["history", "show"],
         &["history", "recipients"],

@@ -3,6 +3,7 @@
 //! Commands print their results on stdout and problems on stderr, and return an
 //! [`Outcome`]; only here and in `main.rs` are errors `anyhow`.
 
+mod bounces;
 mod config_show;
 mod history;
 mod import;
@@ -33,6 +34,9 @@ pub enum Outcome {
     Ok,
     /// The work failed or the input was invalid (details already printed): exit 1.
     Failed,
+    /// A command whose callers read its exit status (`crier bounces ingest`, run by an
+    /// MTA): this `sysexits.h` code.
+    Exit(u8),
 }
 
 impl From<Outcome> for ExitCode {
@@ -40,6 +44,7 @@ impl From<Outcome> for ExitCode {
         match o {
             Outcome::Ok => ExitCode::SUCCESS,
             Outcome::Failed => ExitCode::from(1),
+            Outcome::Exit(code) => ExitCode::from(code),
         }
     }
 }
@@ -58,6 +63,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<Outcome> {
         Command::Send(args) => send::run(&load_config(cli)?, args),
         Command::Templates(command) => templates::run(&load_config(cli)?, command),
         Command::Optout(command) => optout::run(&load_config(cli)?, command),
+        Command::Bounces(command) => Ok(bounces::run(cli, command)),
         Command::History(args) => history::run(&load_config(cli)?, args),
         Command::Logs(args) => history::logs(&load_config(cli)?, args),
         Command::Recipients(args) => recipients::run(&load_config(cli)?, args),
@@ -90,6 +96,9 @@ fn forward_if_daemon(cli: &Cli) -> anyhow::Result<Option<Outcome>> {
     }
     let uses_store = match &cli.command {
         Command::Validate(_) | Command::Schema(_) | Command::Config(_) => false,
+        // It reads its input before it looks for a daemon, and answers in exit codes an
+        // MTA understands, so it forwards itself.
+        Command::Bounces(_) => false,
         Command::Run(_) | Command::Serve(_) => {
             let config = load_config(cli)?;
             if crate::control::connect(&config).is_some() {

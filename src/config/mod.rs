@@ -56,6 +56,21 @@ pub struct RawConfig {
     /// The HTTP server (`crier serve`; `crier run` when `listen` is set).
     #[serde(default)]
     pub server: Option<RawServer>,
+    /// What `crier bounces ingest` does with bounced addresses.
+    #[serde(default)]
+    pub bounces: RawBounces,
+}
+
+/// `bounces:` as written.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawBounces {
+    /// Hard bounces (status 5.x.x) of one email address after which it goes on the
+    /// opt-out list with reason `bounce` (default 1: the first). A complaint (an abuse
+    /// report) opts the address out at once, whatever this says.
+    #[serde(default)]
+    #[schemars(range(min = 1))]
+    pub hard_bounce_limit: Option<u32>,
 }
 
 /// `server:` as written.
@@ -127,6 +142,7 @@ pub struct Config {
     pub providers: BTreeMap<String, ProviderConfig>,
     pub channels: Channels,
     pub server: ServerSettings,
+    pub bounces: BounceSettings,
     /// Secrets whose `${VAR}` is not set here (see [`Config::require_secrets`]).
     #[serde(skip)]
     pub unset_secrets: Vec<UnsetSecret>,
@@ -142,6 +158,12 @@ pub struct ServerSettings {
     pub webhook_token: Option<Secret>,
     pub public_url: String,
     pub max_body_bytes: usize,
+}
+
+/// What `crier bounces ingest` does, validated.
+#[derive(Debug, Clone, Serialize)]
+pub struct BounceSettings {
+    pub hard_bounce_limit: u32,
 }
 
 /// Default of `server.listen`.
@@ -556,8 +578,19 @@ fn validate(raw: RawConfig, path: Option<&Path>, report: &mut FileReport) -> Con
         }
     };
 
+    if raw.bounces.hard_bounce_limit == Some(0) {
+        report.error(
+            "bounces.hard_bounce_limit",
+            "`0` is out of range (at least 1: the first hard bounce)",
+        );
+    }
+    let bounces = BounceSettings {
+        hard_bounce_limit: raw.bounces.hard_bounce_limit.unwrap_or(1).max(1),
+    };
+
     Config {
         server,
+        bounces,
         source: path.map(Path::to_path_buf),
         data_dir,
         default_region: default_region.to_ascii_uppercase(),

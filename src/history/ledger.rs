@@ -712,6 +712,25 @@ impl<'a> Ledger<'a> {
         Ok(results)
     }
 
+    /// Records an error code and text on a message without changing its state (a soft
+    /// bounce, a complaint): the message's `error_code`/`error_text` and `updated_at`.
+    pub fn annotate(
+        &self,
+        id: MessageId,
+        (code, text): (String, String),
+        at: Millis,
+    ) -> Result<Message, LedgerError> {
+        let _guard = self.lock();
+        let mut msg = self.message(id)?;
+        msg.error_code = Some(code);
+        msg.error_text = Some(text);
+        msg.updated_at = msg.updated_at.max(at);
+        let mut batch = KvBatch::default();
+        batch.put(keys::message(id), encode_message(&msg));
+        self.kv.apply(batch)?;
+        Ok(msg)
+    }
+
     /// [`Ledger::transition`], then [`Ledger::flush`]: the changes are durable when this
     /// returns. Callers batch changes (one flush per batch, not per message).
     pub fn record(

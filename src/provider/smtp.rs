@@ -23,6 +23,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use lettre::Message;
+use lettre::address::{Address, Envelope};
 use lettre::message::header::{ContentTransferEncoding, ContentType, HeaderName, HeaderValue};
 use lettre::message::{Attachment, Body, Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
@@ -71,6 +72,11 @@ pub struct SmtpConfig {
     /// Folder of financial documents for `attach:` (`<id>/<kind>/*.pdf`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub documents_dir: Option<std::path::PathBuf>,
+    /// Domain whose mail reaches `crier bounces ingest`, e.g. `bounces.acme.example`. When
+    /// set, each message's envelope sender (its `Return-Path`) is
+    /// `bounces+<message id>@<bounce_domain>` (VERP), so a bounce names its message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bounce_domain: Option<String>,
     #[serde(default)]
     pub limits: Limits,
 }
@@ -91,6 +97,11 @@ impl SmtpConfig {
         }
         if self.username.is_some() != self.password.is_some() {
             report.error(field, "`username` and `password` go together");
+        }
+        if let Some(domain) = &self.bounce_domain
+            && let Err(why) = check_domain(domain)
+        {
+            report.error(&format!("{field}.bounce_domain"), why);
         }
         self.limits.check(field, report);
     }
@@ -114,6 +125,7 @@ pub struct Smtp {
     secrets: Vec<String>,
     from: Mailbox,
     documents_dir: Option<PathBuf>,
+    bounce_domain: Option<String>,
     timeout: Duration,
     max_idle_connections: usize,
     idle: Mutex<Vec<(AsyncSmtpConnection, Instant)>>,
@@ -128,6 +140,7 @@ impl std::fmt::Debug for Smtp {
             .field("authenticated", &self.credentials.is_some())
             .field("from", &self.from.to_string())
             .field("documents_dir", &self.documents_dir)
+            .field("bounce_domain", &self.bounce_domain)
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
@@ -181,6 +194,7 @@ impl Smtp {
             secrets,
             from,
             documents_dir: config.documents_dir.clone(),
+            bounce_domain: config.bounce_domain.clone(),
             timeout: super::timeout(&config.limits),
             max_idle_connections: config.limits.concurrency.unwrap_or(8).max(1) as usize,
             idle: Mutex::new(Vec::new()),
@@ -318,7 +332,20 @@ impl Smtp {
             text: format!("`{}` is not an email address: {e}", message.to),
         })?;
         let attachments = self.attachments(message)?;
-        let builder = Message::builder()
+        let mut builder = Message::builder();
+        if let Some(domain) = &self.bounce_domain {
+            let envelope = verp(&message.id, domain)
+                .map_err(|e| e.to_string())
+                .and_then(|sender| {
+                    Envelope::new(Some(sender), vec![to.email.clone()]).map_err(|e| e.to_string())
+                })
+                .map_err(|e| SendOutcome::Rejected {
+                    code: "smtp:address".into(),
+                    text: format!("no VERP envelope sender for `{}`: {e}", message.to),
+                })?;
+            builder = builder.envelope(envelope);
+        }
+        let builder = builder
             .from(self.from.clone())
             .to(to)
             .subject(message.subject.clone().unwrap_or_default())
@@ -775,6 +802,31 @@ fn message_id(id: &str, domain: &str) -> String {
     format!("<crier.{local}@{domain}>")
 }
 
+/// The VERP envelope sender of crier message `id`: `bounces+<id>@<domain>`. A bounce is
+/// sent to it, so it names the message (`crate::bounces` reads it back).
+fn verp(id: &str, domain: &str) -> Result<Address, lettre::address::AddressError> {
+    Address::new(format!("{}+{id}", crate::bounces::VERP_PREFIX), domain)
+}
+
+/// Why `domain` cannot be a bounce domain, if it cannot: dot-separated labels of letters,
+/// digits and inner hyphens (RFC 1035 §2.3.1), at least two of them.
+fn check_domain(domain: &str) -> Result<(), String> {
+    let labels: Vec<&str> = domain.split('.').collect();
+    let good_label = |l: &&str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if labels.len() < 2 || domain.len() > 253 || !labels.iter().all(good_label) {
+        return Err(format!(
+            "`{domain}` is not a domain name (expected e.g. `bounces.acme.example`)"
+        ));
+    }
+    Ok(())
+}
+
 /// Standard base64, for recognising encoded credentials in server text.
 fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -1189,6 +1241,76 @@ mod tests {
             ))
             .unwrap();
             assert_eq!(Smtp::new(&config).unwrap().port, port);
+        }
+    }
+
+    #[test]
+    fn the_envelope_sender_is_the_verp_address_when_a_bounce_domain_is_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let (smtp, mut message) = client_and_message(dir.path(), "Hello");
+        message.attach.clear();
+        message.id = "01JDZ8X6Q4T5N0V9K3M2R7W1YB-000003".into();
+        let plain = smtp.build(&message).unwrap();
+        assert_eq!(
+            plain.envelope().from().map(|a| a.to_string()).as_deref(),
+            Some("billing@isp.example"),
+            "without bounce_domain the envelope sender is the From address"
+        );
+
+        let config: SmtpConfig = serde_yaml::from_str(
+            "host: mail.example\nfrom: Zoë's ISP <billing@isp.example>\nbounce_domain: bounces.isp.example",
+        )
+        .unwrap();
+        let smtp = Smtp::new(&config).unwrap();
+        let email = smtp.build(&message).unwrap();
+        assert_eq!(
+            email.envelope().from().map(|a| a.to_string()).as_deref(),
+            Some("bounces+01JDZ8X6Q4T5N0V9K3M2R7W1YB-000003@bounces.isp.example")
+        );
+        let to: Vec<String> = email
+            .envelope()
+            .to()
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        assert_eq!(to, ["ann@example.com"]);
+        let bytes = email.formatted();
+        let parsed = mail_parser::MessageParser::default().parse(&bytes).unwrap();
+        assert_eq!(
+            parsed
+                .from()
+                .and_then(|f| f.first())
+                .and_then(|a| a.address()),
+            Some("billing@isp.example"),
+            "the From header stays"
+        );
+        assert!(
+            parsed.header("Return-Path").is_none(),
+            "the receiving MTA writes Return-Path, not crier"
+        );
+    }
+
+    #[test]
+    fn check_reports_a_bounce_domain_that_is_no_domain() {
+        for (domain, good) in [
+            ("bounces.acme.example", true),
+            ("b-1.acme.example", true),
+            ("localhost", false),
+            ("bounces..acme.example", false),
+            ("-bounces.acme.example", false),
+            ("bounces@acme.example", false),
+        ] {
+            let text = format!("host: m\nfrom: a@acme.example\nbounce_domain: '{domain}'\n");
+            let config: SmtpConfig = serde_yaml::from_str(&text).unwrap();
+            let map = crate::diag::SourceMap::new(&text);
+            let mut report = FileReport::new(Path::new("crier.yaml"), &map);
+            config.check("providers.mail", &mut report);
+            let fields: Vec<_> = report.diags.iter().map(|d| d.field.clone()).collect();
+            if good {
+                assert!(fields.is_empty(), "{domain}: {fields:?}");
+            } else {
+                assert_eq!(fields, ["providers.mail.bounce_domain"], "{domain}");
+            }
         }
     }
 }
