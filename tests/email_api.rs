@@ -374,7 +374,7 @@ server:
         ),
     );
     project.write("jobs/.keep", "");
-    common::ledger::sent_messages(&project, messages);
+    common::ledger::sent_messages_on(&project, Channel::Email, messages);
     project
 }
 
@@ -529,7 +529,7 @@ fn sendgrid_signed_events_move_messages_and_opt_out_bounces_and_complaints() {
     let state = |pid: &str| m[pid]["state"].as_str().unwrap().to_string();
     assert_eq!(state("SGdelivered01"), "delivered");
     assert_eq!(state("SGbounced0002"), "undelivered");
-    assert_eq!(m["SGbounced0002"]["error_code"], "5.1.1");
+    assert_eq!(m["SGbounced0002"]["error_code"], "bounce:5.1.1");
     assert_eq!(
         m["SGbounced0002"]["error_text"],
         "550 5.1.1 The email account does not exist."
@@ -722,7 +722,10 @@ fn mailgun_signed_events_move_messages_and_opt_out_bounces_and_complaints() {
     let state = |pid: &str| m[pid]["state"].as_str().unwrap().to_string();
     assert_eq!(state("20261127080000.1.A@mg.acme.example"), "delivered");
     assert_eq!(state("20261127080000.2.B@mg.acme.example"), "undelivered");
-    assert_eq!(m["20261127080000.2.B@mg.acme.example"]["error_code"], "550");
+    assert_eq!(
+        m["20261127080000.2.B@mg.acme.example"]["error_code"],
+        "bounce:550"
+    );
     assert_eq!(state("20261127080000.3.C@mg.acme.example"), "delivered");
     assert_eq!(state("20261127080000.4.D@mg.acme.example"), "delivered");
     assert_eq!(
@@ -1004,8 +1007,9 @@ server:
         ),
     );
     project.write("jobs/.keep", "");
-    common::ledger::sent_messages(
+    common::ledger::sent_messages_on(
         &project,
+        Channel::Email,
         &[
             ("ses", "0100018f-v1-delivered", "fay@customer.example"),
             ("ses", "0100018f-bounce", "bob@customer.example"),
@@ -1165,7 +1169,7 @@ server:
     let state = |pid: &str| m[pid]["state"].as_str().unwrap().to_string();
     assert_eq!(state("0100018f-v1-delivered"), "delivered");
     assert_eq!(state("0100018f-bounce"), "undelivered");
-    assert_eq!(m["0100018f-bounce"]["error_code"], "5.1.1");
+    assert_eq!(m["0100018f-bounce"]["error_code"], "bounce:5.1.1");
     assert_eq!(
         m["0100018f-bounce"]["error_text"],
         "smtp; 550 5.1.1 user unknown"
@@ -1355,4 +1359,55 @@ fn an_email_job_sent_through_sendgrid_is_delivered_by_its_event() {
         .unwrap();
     assert_eq!(after[&ben.provider_id]["state"], "sent");
     drop(rt);
+}
+
+/// `bounces.hard_bounce_limit` holds for the providers' bounce events as for `crier bounces
+/// ingest`: with a limit of 2 the first hard bounce of an address does not opt it out, the
+/// second does.
+#[test]
+fn a_hard_bounce_limit_counts_the_providers_bounces() {
+    let (pair, public) = p256_pair();
+    let p = project(&public, &[]);
+    let config = std::fs::read_to_string(p.path().join("crier.yaml")).unwrap();
+    p.write(
+        "crier.yaml",
+        format!("{config}bounces:\n  hard_bounce_limit: 2\n"),
+    );
+    common::ledger::sent_messages_on(
+        &p,
+        Channel::Email,
+        &[
+            ("sg", "SGfirst000001", "bob@customer.example"),
+            ("sg", "SGsecond00002", "bob@customer.example"),
+        ],
+    );
+    let server = Server::start(&p, &[], None);
+    let bounce = |id: &str| {
+        let body = json!([sg_event(
+            "bounce",
+            id,
+            "bob@customer.example",
+            json!({"type": "bounce", "status": "5.1.1", "reason": "550 no such user"})
+        )]);
+        let bytes = body.to_string().into_bytes();
+        server.send(
+            "POST",
+            &format!("/webhooks/sendgrid/{TOKEN}"),
+            &sendgrid_headers(&pair, now(), &bytes),
+            bytes.clone(),
+        )
+    };
+    let first = bounce("SGfirst000001");
+    assert_eq!(first.status, 200, "{}", first.body);
+    assert_eq!(first.json()["opted_out"], 0, "{}", first.body);
+    let second = bounce("SGsecond00002");
+    assert_eq!(second.json()["opted_out"], 1, "{}", second.body);
+    server.stop();
+    let m = messages(&p);
+    assert_eq!(m["SGfirst000001"]["state"], "undelivered");
+    assert_eq!(m["SGfirst000001"]["error_code"], "bounce:5.1.1");
+    assert_eq!(
+        optouts(&p).get("bob@customer.example").map(String::as_str),
+        Some("bounce")
+    );
 }

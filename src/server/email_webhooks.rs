@@ -184,9 +184,13 @@ pub(crate) fn parse_sendgrid(body: &[u8]) -> Result<Parsed, String> {
             .unwrap_or_default();
         let mut report = Report::new(pid, outcome);
         report.crier_id = field(e, CRIER_ID_ARG);
-        report.code = field(e, "status")
-            .or_else(|| (!kind.is_empty()).then(|| kind.clone()))
-            .or_else(|| Some(event.clone()));
+        report.code = if event == "bounce" && opt_out.is_some() {
+            Some(hard_bounce_code(field(e, "status")))
+        } else {
+            field(e, "status")
+                .or_else(|| (!kind.is_empty()).then(|| kind.clone()))
+                .or_else(|| Some(event.clone()))
+        };
         report.text = Some(if reason.is_empty() {
             field(e, "response").unwrap_or_else(|| event.clone())
         } else {
@@ -262,6 +266,13 @@ pub fn mailgun_signature(signing_key: &str, timestamp: &str, token: &str) -> Str
     hex(ctx.sign().as_ref())
 }
 
+/// A hard bounce's error code as `crier bounces ingest` writes it, `bounce:<status>`
+/// (`bounce:5.1.1`), so both count towards `bounces.hard_bounce_limit` alike; a bounce
+/// without a status is the generic permanent failure `5.0.0`.
+fn hard_bounce_code(status: Option<String>) -> String {
+    format!("bounce:{}", status.unwrap_or_else(|| "5.0.0".into()))
+}
+
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -306,7 +317,12 @@ pub(crate) fn parse_mailgun(root: &Value) -> Result<Parsed, String> {
         .get("user-variables")
         .and_then(|v| field(v, CRIER_ID_ARG));
     let status = data.get("delivery-status").cloned().unwrap_or(Value::Null);
-    report.code = field(&status, "code").or_else(|| Some(event.clone()));
+    let smtp_status = field(&status, "enhanced-code").or_else(|| field(&status, "code"));
+    report.code = if opt_out == Some("bounce") && event == "failed" {
+        Some(hard_bounce_code(smtp_status))
+    } else {
+        smtp_status.or_else(|| Some(event.clone()))
+    };
     report.text = field(&status, "message")
         .or_else(|| field(&status, "description"))
         .or_else(|| (!reason.is_empty()).then(|| reason.clone()))
@@ -643,7 +659,11 @@ pub(crate) fn parse_ses(message: &Value) -> Result<Parsed, String> {
                 report.opted_out = true;
                 report.opt_out_reason = Some("bounce");
             }
-            report.code = field(&recipient, "status").or(Some(format!("{kind}/{sub}")));
+            report.code = if kind == "Permanent" {
+                Some(hard_bounce_code(field(&recipient, "status")))
+            } else {
+                field(&recipient, "status").or(Some(format!("{kind}/{sub}")))
+            };
             report.text =
                 field(&recipient, "diagnosticCode").or(Some(format!("{kind} bounce: {sub}")));
             report.to = field(&recipient, "emailAddress").or(report.to);
@@ -761,7 +781,12 @@ mod tests {
             ]
         );
         assert_eq!(p.reports[0].crier_id.as_deref(), Some("R-000001"));
-        assert_eq!(p.reports[2].code.as_deref(), Some("5.1.1"));
+        assert_eq!(p.reports[2].code.as_deref(), Some("bounce:5.1.1"));
+        assert_eq!(
+            p.reports[3].code.as_deref(),
+            Some("4.0.0"),
+            "blocked: not a hard bounce"
+        );
         assert_eq!(p.reports[2].text.as_deref(), Some("550 5.1.1 no such user"));
         assert_eq!(p.reports[2].at, Some(1_700_000_002_000));
         assert!(parse_sendgrid(b"{}").unwrap_err().contains("array"));
@@ -817,7 +842,7 @@ mod tests {
         let r = &p.reports[0];
         assert_eq!(r.pid, "20260101.1@mg.acme.example");
         assert_eq!(r.crier_id.as_deref(), Some("R-000002"));
-        assert_eq!(r.code.as_deref(), Some("550"));
+        assert_eq!(r.code.as_deref(), Some("bounce:550"));
         assert_eq!(r.text.as_deref(), Some("5.1.1 no such user"));
         assert_eq!(r.at, Some(1_700_000_000_250));
         assert!(parse_mailgun(&serde_json::json!({"signature": {}})).is_err());
@@ -946,7 +971,7 @@ mod tests {
             ("m-1", Some("R-000003"))
         );
         assert_eq!(r.to.as_deref(), Some("b@x.example"));
-        assert_eq!(r.code.as_deref(), Some("5.1.1"));
+        assert_eq!(r.code.as_deref(), Some("bounce:5.1.1"));
         assert!(r.at.is_some());
         let r = event(
             "Bounce",

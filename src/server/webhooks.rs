@@ -400,6 +400,9 @@ fn apply(
     // Per change: when the message was sent (for the lag metric).
     let mut sent_at = Vec::new();
     let mut opt_outs: Vec<(String, &'static str)> = Vec::new();
+    // Addresses of hard bounces whose message the ledger does not know: the bounce counts
+    // towards `bounces.hard_bounce_limit` though no message records it.
+    let mut unrecorded_bounces: Vec<&str> = Vec::new();
     for report in &parsed.reports {
         let mut found = None;
         for p in providers {
@@ -425,6 +428,9 @@ fn apply(
                 && let Some(to) = &report.to
             {
                 opt_outs.push((to.clone(), opt_out_reason));
+                if opt_out_reason == "bounce" {
+                    unrecorded_bounces.push(to);
+                }
             }
             continue;
         };
@@ -485,7 +491,16 @@ fn apply(
         opt_outs.push((from.clone(), "reply"));
     }
     let list = OptOuts::new(store.optouts());
+    let hard_bounce_limit = state.config.bounces.hard_bounce_limit.max(1) as usize;
     for (raw, reason) in &opt_outs {
+        // A hard bounce opts out once the address has bounced `hard_bounce_limit` times,
+        // counted as `crier bounces ingest` counts them (this one included).
+        if *reason == "bounce" && hard_bounce_limit > 1 {
+            let unrecorded = usize::from(unrecorded_bounces.contains(&raw.as_str()));
+            if crate::bounces::hard_bounces(&ledger, raw)? + unrecorded < hard_bounce_limit {
+                continue;
+            }
+        }
         let address = if raw.contains('@') {
             optout::normalize(raw, region).ok()
         } else {
