@@ -196,7 +196,10 @@ pub(crate) fn parse_sendgrid(body: &[u8]) -> Result<Parsed, String> {
         } else {
             reason
         });
-        report.at = e.get("timestamp").and_then(Value::as_i64).map(|t| t * 1000);
+        report.at = e
+            .get("timestamp")
+            .and_then(Value::as_i64)
+            .and_then(|t| t.checked_mul(1000));
         report.to = field(e, "email");
         report.opted_out = opt_out.is_some();
         report.opt_out_reason = opt_out;
