@@ -17,6 +17,12 @@
 //! acknowledged (the provider would only retry it). Replies of `STOP` and the
 //! providers' opted-out statuses put the number on the opt-out list.
 //!
+//! The email APIs' event webhooks (SendGrid, Mailgun, SES through SNS) live in
+//! [`email_webhooks`](super::email_webhooks) and feed the same [`ingest`]: their reports
+//! may also name crier's own message id (found when the provider id is not indexed) and
+//! why an address is opted out (`bounce`, `complaint`, `unsubscribe`); a `bounce`
+//! counts towards `bounces.hard_bounce_limit` as `crier bounces ingest` counts it.
+//!
 //! Bodies are parsed here from raw bytes, so a malformed one is a 400 with a reason.
 //! Status codes follow the providers' retry rules: 2xx acknowledges, a malformed report
 //! or a refused credential is a 4xx (BulkSMS drops those rather than retrying), and a
