@@ -21,6 +21,7 @@ use crate::recipients::import::{Delimiter, Lines, csv_reader};
 use crate::recipients::{Recipient, RecipientKind, phone, row};
 use crate::render::sms;
 use crate::render::template::{self, Context, Template};
+use crate::server::email_webhooks;
 use crate::server::webhooks::{self, Parsed};
 
 /// The longest reason a refused delivery report may carry.
@@ -260,10 +261,16 @@ pub enum Webhook {
     HttpJson,
     HttpForm,
     HttpQuery,
+    /// SendGrid's Event Webhook (the JSON array, as signed).
+    Sendgrid,
+    /// Mailgun's webhook body (`signature` and `event-data`).
+    Mailgun,
+    /// An SES event record: the `Message` of an SNS notification.
+    Ses,
 }
 
 impl Webhook {
-    pub const ALL: [Webhook; 7] = [
+    pub const ALL: [Webhook; 10] = [
         Webhook::BulkSms,
         Webhook::Clickatell,
         Webhook::Vonage,
@@ -271,7 +278,15 @@ impl Webhook {
         Webhook::HttpJson,
         Webhook::HttpForm,
         Webhook::HttpQuery,
+        Webhook::Sendgrid,
+        Webhook::Mailgun,
+        Webhook::Ses,
     ];
+}
+
+/// A JSON body, as the email webhooks read it before their parsers.
+fn email_json(body: &[u8]) -> Result<serde_json::Value, String> {
+    serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))
 }
 
 /// A gateway mapping like the README's example, in `format`.
@@ -301,11 +316,19 @@ pub fn webhook(kind: Webhook, body: &[u8], query: Option<&str>) -> Result<usize,
         Webhook::HttpJson => webhooks::parse_http(&mapping(ReportFormat::Json), body, query),
         Webhook::HttpForm => webhooks::parse_http(&mapping(ReportFormat::Form), body, query),
         Webhook::HttpQuery => webhooks::parse_http(&mapping(ReportFormat::Query), body, query),
+        Webhook::Sendgrid => email_webhooks::parse_sendgrid(body),
+        Webhook::Mailgun => email_json(body).and_then(|v| email_webhooks::parse_mailgun(&v)),
+        Webhook::Ses => email_json(body).and_then(|v| email_webhooks::parse_ses(&v)),
     };
     match parsed {
         Ok(parsed) => {
             for r in &parsed.reports {
-                assert!(!r.pid.is_empty(), "a report without a message id");
+                // Email events may name their message by crier's id alone, or only opt
+                // an address out.
+                assert!(
+                    !r.pid.is_empty() || r.crier_id.is_some() || r.opted_out,
+                    "a report without a message id"
+                );
                 if let Some(code) = &r.code {
                     assert!(!code.is_empty(), "an empty status code");
                 }

@@ -1248,6 +1248,15 @@ proptest! {
         let flat = format!("id={id}&state=DELIVRD&ts={time}");
         prop_assert_eq!(fuzz::webhook(Webhook::HttpForm, flat.as_bytes(), None), Ok(1));
         prop_assert_eq!(fuzz::webhook(Webhook::HttpQuery, b"", Some(&flat)), Ok(1));
+        let sg_event = ["delivered", "bounce", "processed"][status];
+        let sendgrid = serde_json::json!([{"event": sg_event, "sg_message_id": format!("{id}.filter0"), "email": "a@b.example", "timestamp": time}]);
+        prop_assert_eq!(fuzz::webhook(Webhook::Sendgrid, sendgrid.to_string().as_bytes(), None), Ok(1));
+        let mg_event = ["delivered", "failed", "accepted"][status];
+        let mailgun = serde_json::json!({"signature": {}, "event-data": {"event": mg_event, "severity": "permanent", "message": {"headers": {"message-id": id}}}});
+        prop_assert_eq!(fuzz::webhook(Webhook::Mailgun, mailgun.to_string().as_bytes(), None), Ok(1));
+        let ses_event = ["Delivery", "Bounce", "Send"][status];
+        let ses = serde_json::json!({"eventType": ses_event, "mail": {"messageId": id}, "bounce": {"bounceType": "Permanent"}});
+        prop_assert_eq!(fuzz::webhook(Webhook::Ses, ses.to_string().as_bytes(), None), Ok(1));
     }
 }
 

@@ -556,7 +556,7 @@ fn unsubscribe_settings_are_required_for_bulk_mail_and_checked() {
     assert_eq!(
         run.stderr.lines().collect::<Vec<_>>(),
         [
-            "jobs/news.yaml:1:10: send_to: email through SMTP provider `mail` offers one-click unsubscribe, but crier.yaml has no `email.unsubscribe` (give it `secret` and `public_url`), or mark service mail `email: { transactional: true }`",
+            "jobs/news.yaml:1:10: send_to: email through provider `mail` offers one-click unsubscribe, but crier.yaml has no `email.unsubscribe` (give it `secret` and `public_url`), or mark service mail `email: { transactional: true }`",
             "jobs/notice-link.yaml:5:10: message: uses `unsubscribe_url`, but a transactional job has no unsubscribe link",
             "jobs/sms-link.yaml:3:10: message: uses `unsubscribe_url`, but only email has an unsubscribe link",
             "jobs/sms-link.yaml:4:8: email: `email` settings need `send_to: email` or `portal+email`",

@@ -146,8 +146,9 @@ pub fn apply(
     })
 }
 
-/// How many email messages to `address` ended `undelivered` by a hard bounce.
-fn hard_bounces(ledger: &Ledger<'_>, address: &str) -> Result<usize, LedgerError> {
+/// How many email messages to `address` ended `undelivered` by a hard bounce (also
+/// counted by the email APIs' event webhooks).
+pub(crate) fn hard_bounces(ledger: &Ledger<'_>, address: &str) -> Result<usize, LedgerError> {
     let filter = MessageFilter {
         channel: Some(Channel::Email),
         state: Some(MessageState::Undelivered),

@@ -31,6 +31,7 @@ use thiserror::Error;
 
 use crate::history::MessageId;
 
+pub(crate) use apply::hard_bounces;
 pub use apply::{Applied, ApplyError, Effect, apply};
 
 /// The local part before `+` in a VERP envelope sender.

@@ -575,6 +575,9 @@ fn validate(raw: RawConfig, path: Option<&Path>, report: &mut FileReport) -> Con
         }
         let dir = match provider {
             ProviderConfig::Smtp(c) => c.documents_dir.as_mut(),
+            ProviderConfig::Sendgrid(c) => c.documents_dir.as_mut(),
+            ProviderConfig::Mailgun(c) => c.documents_dir.as_mut(),
+            ProviderConfig::Ses(c) => c.documents_dir.as_mut(),
             ProviderConfig::File(c) => c.dir.as_mut(),
             _ => None,
         };

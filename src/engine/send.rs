@@ -353,6 +353,9 @@ fn lane<'a>(
         ProviderConfig::Twilio(c) => Some(&c.limits),
         ProviderConfig::Vonage(c) => Some(&c.limits),
         ProviderConfig::Smtp(c) => Some(&c.limits),
+        ProviderConfig::Sendgrid(c) => Some(&c.limits),
+        ProviderConfig::Mailgun(c) => Some(&c.limits),
+        ProviderConfig::Ses(c) => Some(&c.limits),
         ProviderConfig::File(_) | ProviderConfig::Portal(_) => None,
     };
     let default = provider::Limits::default();

@@ -676,7 +676,7 @@ fn body_text(body: &Body) -> Option<String> {
     }
 }
 
-/// A job whose emails may leave through SMTP and offer unsubscribe needs
+/// A job whose emails may leave through SMTP or an email API and offer unsubscribe needs
 /// `email.unsubscribe` in crier.yaml: mail without its links would go out otherwise. (The
 /// file outbox is no mailbox: without the section, its email lines carry no links.)
 fn check_unsubscribe_configured(
@@ -685,20 +685,21 @@ fn check_unsubscribe_configured(
     config: &Config,
     report: &mut FileReport,
 ) {
-    let smtp: Vec<String> = crate::engine::send::providers_of(job, config)
+    let mailers: Vec<String> = crate::engine::send::providers_of(job, config)
         .into_iter()
         .filter(|name| {
+            use crate::provider::ProviderConfig as P;
             matches!(
                 config.providers.get(name),
-                Some(crate::provider::ProviderConfig::Smtp(_))
+                Some(P::Smtp(_) | P::Sendgrid(_) | P::Mailgun(_) | P::Ses(_))
             )
         })
         .collect();
-    if let Some(first) = smtp.first() {
+    if let Some(first) = mailers.first() {
         report.error(
             if has_email_section { "email" } else { "send_to" },
             format!(
-                "email through SMTP provider `{first}` offers one-click unsubscribe, but crier.yaml has no `email.unsubscribe` (give it `secret` and `public_url`), or mark service mail `email: {{ transactional: true }}`"
+                "email through provider `{first}` offers one-click unsubscribe, but crier.yaml has no `email.unsubscribe` (give it `secret` and `public_url`), or mark service mail `email: {{ transactional: true }}`"
             ),
         );
     }

@@ -6,12 +6,17 @@
 //! Provider`. Credentials are [`Secret`](crate::config::Secret)s: they print as
 //! `<redacted>` everywhere but in the request itself.
 
+mod attachments;
 pub mod bulksms;
 pub mod clickatell;
 pub mod dkim;
 pub mod file;
 pub mod http;
+pub mod mailgun;
 pub mod portal;
+pub mod sendgrid;
+pub mod ses;
+mod sigv4;
 pub mod smtp;
 pub mod twilio;
 pub mod vonage;
@@ -49,6 +54,12 @@ pub enum ProviderConfig {
     Vonage(vonage::VonageConfig),
     /// Email over SMTP.
     Smtp(smtp::SmtpConfig),
+    /// Email through SendGrid's v3 Mail Send API.
+    Sendgrid(sendgrid::SendgridConfig),
+    /// Email through Mailgun's messages API (US or EU).
+    Mailgun(mailgun::MailgunConfig),
+    /// Email through Amazon SES (API v2 `SendEmail`, SigV4).
+    Ses(ses::SesConfig),
     /// The customer-portal inbox, kept in crier's store.
     Portal(portal::PortalConfig),
 }
@@ -64,6 +75,13 @@ impl ProviderConfig {
             ProviderConfig::Twilio(c) => vec![&c.account_sid, &c.auth_token],
             ProviderConfig::Vonage(c) => vec![&c.api_secret],
             ProviderConfig::Smtp(c) => c.password.iter().collect(),
+            ProviderConfig::Sendgrid(c) => vec![&c.api_key],
+            // (Not the webhook signing key: sending does not need it.)
+            ProviderConfig::Mailgun(c) => vec![&c.api_key],
+            ProviderConfig::Ses(c) => [&c.access_key_id, &c.secret_access_key]
+                .into_iter()
+                .chain(&c.session_token)
+                .collect(),
         }
     }
 
@@ -81,6 +99,9 @@ impl ProviderConfig {
             ProviderConfig::Twilio(_) => "twilio",
             ProviderConfig::Vonage(_) => "vonage",
             ProviderConfig::Smtp(_) => "smtp",
+            ProviderConfig::Sendgrid(_) => "sendgrid",
+            ProviderConfig::Mailgun(_) => "mailgun",
+            ProviderConfig::Ses(_) => "ses",
             ProviderConfig::Portal(_) => "portal",
         }
     }
@@ -94,7 +115,10 @@ impl ProviderConfig {
             | ProviderConfig::Clickatell(_)
             | ProviderConfig::Twilio(_)
             | ProviderConfig::Vonage(_) => channel == Channel::Sms,
-            ProviderConfig::Smtp(_) => channel == Channel::Email,
+            ProviderConfig::Smtp(_)
+            | ProviderConfig::Sendgrid(_)
+            | ProviderConfig::Mailgun(_)
+            | ProviderConfig::Ses(_) => channel == Channel::Email,
             ProviderConfig::Portal(_) => channel == Channel::Portal,
         }
     }
@@ -110,6 +134,9 @@ impl ProviderConfig {
             ProviderConfig::Twilio(c) => c.check(field, report),
             ProviderConfig::Vonage(c) => c.check(field, report),
             ProviderConfig::Smtp(c) => c.check(field, report),
+            ProviderConfig::Sendgrid(c) => c.check(field, report),
+            ProviderConfig::Mailgun(c) => c.check(field, report),
+            ProviderConfig::Ses(c) => c.check(field, report),
         }
     }
 }
@@ -241,6 +268,9 @@ pub fn build<'a>(
         ProviderConfig::Twilio(c) => Box::new(twilio::Twilio::new(c, ctx.http.clone())),
         ProviderConfig::Vonage(c) => Box::new(vonage::Vonage::new(c, ctx.http.clone())),
         ProviderConfig::Smtp(c) => Box::new(smtp::Smtp::new(c)?),
+        ProviderConfig::Sendgrid(c) => Box::new(sendgrid::Sendgrid::new(c, ctx.http.clone())?),
+        ProviderConfig::Mailgun(c) => Box::new(mailgun::Mailgun::new(c, ctx.http.clone())?),
+        ProviderConfig::Ses(c) => Box::new(ses::Ses::new(c, ctx.http.clone())?),
         ProviderConfig::Portal(_) => Box::new(portal::Inbox::new(ctx.inbox)),
     })
 }

@@ -372,18 +372,16 @@ impl Smtp {
             ));
         // RFC 2369 and RFC 8058 one-click: the mail client POSTs
         // `List-Unsubscribe=One-Click` to the HTTPS link.
-        let builder = match &message.unsubscribe {
-            Some(links) => builder
-                .raw_header(HeaderValue::new(
-                    HeaderName::new_from_ascii_str("List-Unsubscribe"),
-                    links.header(),
+        let builder = message
+            .unsubscribe
+            .iter()
+            .flat_map(|links| links.headers())
+            .fold(builder, |b, (name, value)| {
+                b.raw_header(HeaderValue::new(
+                    HeaderName::new_from_ascii_str(name),
+                    value,
                 ))
-                .raw_header(HeaderValue::new(
-                    HeaderName::new_from_ascii_str("List-Unsubscribe-Post"),
-                    "List-Unsubscribe=One-Click".into(),
-                )),
-            None => builder,
-        };
+            });
         let body = crlf_line_ends(&message.body);
         let plain = || SinglePart::plain(body.clone());
         let alternative = message

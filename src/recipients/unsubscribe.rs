@@ -79,6 +79,14 @@ impl Links {
             None => format!("<{}>", self.url),
         }
     }
+
+    /// Both headers a one-click message carries, as every email provider writes them.
+    pub fn headers(&self) -> [(&'static str, String); 2] {
+        [
+            ("List-Unsubscribe", self.header()),
+            ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click".into()),
+        ]
+    }
 }
 
 impl std::fmt::Debug for Unsubscriber {

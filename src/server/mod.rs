@@ -10,6 +10,7 @@
 //! with a reason, never a panic.
 
 pub mod api;
+pub mod email_webhooks;
 pub mod metrics;
 pub mod unsubscribe;
 pub mod webhooks;

@@ -17,6 +17,12 @@
 //! acknowledged (the provider would only retry it). Replies of `STOP` and the
 //! providers' opted-out statuses put the number on the opt-out list.
 //!
+//! The email APIs' event webhooks (SendGrid, Mailgun, SES through SNS) live in
+//! [`email_webhooks`](super::email_webhooks) and feed the same [`ingest`]: their reports
+//! may also name crier's own message id (found when the provider id is not indexed) and
+//! why an address is opted out (`bounce`, `complaint`, `unsubscribe`); a `bounce`
+//! counts towards `bounces.hard_bounce_limit` as `crier bounces ingest` counts it.
+//!
 //! Bodies are parsed here from raw bytes, so a malformed one is a 400 with a reason.
 //! Status codes follow the providers' retry rules: 2xx acknowledges, a malformed report
 //! or a refused credential is a 4xx (BulkSMS drops those rather than retrying), and a
@@ -67,6 +73,7 @@ pub fn routes() -> Router<Shared> {
             "/webhooks/http/{provider}/{token}",
             axum::routing::get(http_gateway).post(http_gateway),
         )
+        .merge(super::email_webhooks::routes())
 }
 
 /// What a delivery report says became of a message.
@@ -107,10 +114,16 @@ pub(crate) struct Report {
     pub opted_out: bool,
     /// The recipient as the report gives it (for an opt-out of an unknown message).
     pub to: Option<String>,
+    /// crier's own message id, where the provider echoes it (email APIs' custom
+    /// arguments): the message is found by it when the provider id is not in the index.
+    pub crier_id: Option<String>,
+    /// Why the address is opted out (`bounce`, `complaint`, `unsubscribe`; default
+    /// `provider`).
+    pub opt_out_reason: Option<&'static str>,
 }
 
 impl Report {
-    fn new(pid: String, outcome: Outcome) -> Report {
+    pub(crate) fn new(pid: String, outcome: Outcome) -> Report {
         Report {
             pid,
             outcome,
@@ -119,6 +132,8 @@ impl Report {
             at: None,
             opted_out: false,
             to: None,
+            crier_id: None,
+            opt_out_reason: None,
         }
     }
 }
@@ -153,7 +168,7 @@ async fn missing_token(State(state): State<Shared>) -> Response {
     refuse(StatusCode::UNAUTHORIZED)
 }
 
-fn refuse(status: StatusCode) -> Response {
+pub(super) fn refuse(status: StatusCode) -> Response {
     let text = if status == StatusCode::UNAUTHORIZED {
         "unauthorized"
     } else {
@@ -164,7 +179,7 @@ fn refuse(status: StatusCode) -> Response {
 
 /// Checks the URL token: `None` when it is right, else the refusal to send (also when
 /// none is configured).
-fn check_token(state: &Shared, presented: &str) -> Option<Response> {
+pub(super) fn check_token(state: &Shared, presented: &str) -> Option<Response> {
     let ok = state
         .config
         .server
@@ -184,7 +199,7 @@ fn check_token(state: &Shared, presented: &str) -> Option<Response> {
 }
 
 /// A 400 with its reason, counted.
-fn malformed(state: &Shared, provider: &str, reason: String) -> Response {
+pub(super) fn malformed(state: &Shared, provider: &str, reason: String) -> Response {
     state
         .metrics
         .reports_rejected
@@ -342,7 +357,7 @@ async fn twilio(
 }
 
 /// Applies `parsed` under `providers`, waits until it is durable, and answers.
-async fn ingest(
+pub(super) async fn ingest(
     state: Shared,
     kind: &'static str,
     providers: Vec<String>,
@@ -391,6 +406,9 @@ fn apply(
     // Per change: when the message was sent (for the lag metric).
     let mut sent_at = Vec::new();
     let mut opt_outs: Vec<(String, &'static str)> = Vec::new();
+    // Addresses of hard bounces whose message the ledger does not know: the bounce counts
+    // towards `bounces.hard_bounce_limit` though no message records it.
+    let mut unrecorded_bounces: Vec<&str> = Vec::new();
     for report in &parsed.reports {
         let mut found = None;
         for p in providers {
@@ -399,18 +417,31 @@ fn apply(
                 break;
             }
         }
+        if found.is_none()
+            && let Some(id) = report.crier_id.as_deref().and_then(|i| i.parse().ok())
+        {
+            found = match ledger.message(id) {
+                Ok(m) if providers.contains(&m.provider) => Some(m),
+                Ok(_) | Err(LedgerError::NoSuchMessage(_)) => None,
+                Err(e) => return Err(e.into()),
+            };
+        }
+        let opt_out_reason = report.opt_out_reason.unwrap_or("provider");
         let Some(message) = found else {
             tally.unknown_id += 1;
             tracing::info!(provider = kind, provider_message_id = %report.pid, "Delivery report for an unknown message id; acknowledged.");
             if report.opted_out
                 && let Some(to) = &report.to
             {
-                opt_outs.push((to.clone(), "provider"));
+                opt_outs.push((to.clone(), opt_out_reason));
+                if opt_out_reason == "bounce" {
+                    unrecorded_bounces.push(to);
+                }
             }
             continue;
         };
         if report.opted_out {
-            opt_outs.push((message.address.clone(), "provider"));
+            opt_outs.push((message.address.clone(), opt_out_reason));
         }
         let Some(to) = report.outcome.state() else {
             tally.duplicate += 1;
@@ -466,8 +497,22 @@ fn apply(
         opt_outs.push((from.clone(), "reply"));
     }
     let list = OptOuts::new(store.optouts());
+    let hard_bounce_limit = state.config.bounces.hard_bounce_limit.max(1) as usize;
     for (raw, reason) in &opt_outs {
-        match phone_of(raw, region) {
+        // A hard bounce opts out once the address has bounced `hard_bounce_limit` times,
+        // counted as `crier bounces ingest` counts them (this one included).
+        if *reason == "bounce" && hard_bounce_limit > 1 {
+            let unrecorded = usize::from(unrecorded_bounces.contains(&raw.as_str()));
+            if crate::bounces::hard_bounces(&ledger, raw)? + unrecorded < hard_bounce_limit {
+                continue;
+            }
+        }
+        let address = if raw.contains('@') {
+            optout::normalize(raw, region).ok()
+        } else {
+            phone_of(raw, region)
+        };
+        match address {
             Some(address) => {
                 let added = list.add(std::slice::from_ref(&address), reason)?;
                 if added > 0 {
@@ -476,13 +521,13 @@ fn apply(
                     tracing::info!(
                         provider = kind,
                         reason,
-                        "Added a number to the opt-out list."
+                        "Added an address to the opt-out list."
                     );
                 }
             }
             None => tracing::info!(
                 provider = kind,
-                "An opt-out names no valid phone number; ignored."
+                "An opt-out names no valid phone number or email address; ignored."
             ),
         }
     }
@@ -667,11 +712,11 @@ fn quoted(value: &str) -> String {
     format!("`{shown}`")
 }
 
-fn field(obj: &Value, name: &str) -> Option<String> {
+pub(super) fn field(obj: &Value, name: &str) -> Option<String> {
     obj.get(name).and_then(text_of).filter(|s| !s.is_empty())
 }
 
-fn json(body: &[u8]) -> Result<Value, String> {
+pub(super) fn json(body: &[u8]) -> Result<Value, String> {
     serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))
 }
 

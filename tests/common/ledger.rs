@@ -12,6 +12,11 @@ use super::Project;
 /// One run in `project`'s sled store whose messages are `sent`, one per
 /// `(provider, provider message id, number)`.
 pub fn sent_messages(project: &Project, messages: &[(&str, &str, &str)]) {
+    sent_messages_on(project, Channel::Sms, messages);
+}
+
+/// [`sent_messages`] on `channel` (email messages for the email providers' events).
+pub fn sent_messages_on(project: &Project, channel: Channel, messages: &[(&str, &str, &str)]) {
     let store = open(&StoreConfig {
         path: project.path().join("data/store"),
         cache_bytes: 8 << 20,
@@ -23,7 +28,7 @@ pub fn sent_messages(project: &Project, messages: &[(&str, &str, &str)]) {
         .create_run(NewRun {
             job: "payment-reminder".into(),
             trigger: Trigger::Manual,
-            channels: vec![Channel::Sms],
+            channels: vec![channel],
             provider: "bulk".into(),
             body: "Hi".into(),
             subject: None,
@@ -36,12 +41,12 @@ pub fn sent_messages(project: &Project, messages: &[(&str, &str, &str)]) {
             recipient_kind: RecipientKind::Customer,
             recipient_id: i as u64 + 1,
             address: number.to_string(),
-            channel: Channel::Sms,
+            channel,
             provider: provider.to_string(),
             kind: MessageType::Message,
             subject: None,
             body: "Your invoice is due.".into(),
-            encoding: Some("gsm7".into()),
+            encoding: (channel == Channel::Sms).then(|| "gsm7".into()),
             parts: 1,
             state: MessageState::Queued,
             reason: None,

@@ -1,9 +1,10 @@
-//! Local mock servers that speak the SMS providers' real HTTP APIs, over real TCP on
+//! Local mock servers that speak the providers' real HTTP APIs (SMS and email), over real TCP on
 //! 127.0.0.1, with faults that can be injected one request at a time.
 //!
 //! One small hand-written HTTP/1.1 server (keep-alive, `Content-Length` bodies) serves
 //! every mock; each provider's file holds only its API: routes, auth, validation, the
-//! answers and error bodies of `/work/shared/specs/providers.md`. Faults queued with
+//! answers and error bodies of `/work/shared/specs/providers.md` (the email APIs:
+//! `tests/mocks/email-apis.md`). Faults queued with
 //! [`State::push_faults`] are consumed one per request, in order; with none queued the
 //! mock answers as the real API does. [`State::set_random_faults`] adds a seeded random
 //! mix on top (the chaos suite), and [`State::log_requests`] keeps every request with the
@@ -20,13 +21,17 @@
 pub mod bulksms;
 pub mod clickatell;
 pub mod gateway;
+pub mod mailgun;
+pub mod sendgrid;
+pub mod ses;
 pub mod twilio;
 pub mod vonage;
 
 // Each test binary uses some of them.
 #[allow(unused_imports)]
 pub use {
-    bulksms::bulksms, clickatell::clickatell, gateway::http_gateway, twilio::twilio, vonage::vonage,
+    bulksms::bulksms, clickatell::clickatell, gateway::http_gateway, mailgun::mailgun,
+    sendgrid::sendgrid, ses::ses, twilio::twilio, vonage::vonage,
 };
 
 use std::collections::{HashMap, VecDeque};
@@ -133,6 +138,9 @@ pub enum Kind {
     Twilio,
     Vonage,
     Gateway,
+    Sendgrid,
+    Mailgun,
+    Ses,
 }
 
 /// A committed message as the mock keeps it: the id is derived from `seq`.
@@ -306,6 +314,17 @@ impl State {
             Kind::Twilio => format!("SM{mixed:016x}{seq:016x}"),
             Kind::Vonage => format!("{:016X}", mixed ^ seq),
             Kind::Gateway => format!("gw-{seq}"),
+            // `X-Message-Id`: 22 URL-safe base64 characters.
+            Kind::Sendgrid => format!("{:016x}{seq:06}", mixed).replace('0', "A"),
+            // The bare `Message-Id` (the send answer wraps it in `<>`); `user` is the domain.
+            Kind::Mailgun => format!("20261127080000.{seq}.{:X}@{}", mixed >> 32, self.user),
+            // `0100` and 16 hex digits, dashes, `-000000` (the look of SES message ids).
+            Kind::Ses => format!(
+                "0100018f{:08x}-{:08x}-{:04x}-{seq:012}-000000",
+                mixed >> 32,
+                mixed as u32,
+                seq & 0xffff
+            ),
         }
     }
 
@@ -383,6 +402,58 @@ impl Request {
         find(self.query_pairs(), name)
     }
 
+    /// The parts of a `multipart/form-data` body: name, file name, content type, bytes.
+    pub fn multipart(&self) -> Vec<Part> {
+        let Some(boundary) = self
+            .content_type()
+            .split(';')
+            .find_map(|p| p.trim().strip_prefix("boundary="))
+        else {
+            return Vec::new();
+        };
+        let boundary = format!("--{}", boundary.trim_matches('"'));
+        let mut parts = Vec::new();
+        let body = &self.body;
+        let mut at = match find_bytes(body, boundary.as_bytes(), 0) {
+            Some(i) => i + boundary.len(),
+            None => return parts,
+        };
+        while body[at..].starts_with(b"\r\n") {
+            let head_start = at + 2;
+            let Some(head_end) = find_bytes(body, b"\r\n\r\n", head_start) else {
+                break;
+            };
+            let head = String::from_utf8_lossy(&body[head_start..head_end]).into_owned();
+            let data_start = head_end + 4;
+            let delimiter = format!("\r\n{boundary}");
+            let Some(data_end) = find_bytes(body, delimiter.as_bytes(), data_start) else {
+                break;
+            };
+            let mut part = Part {
+                data: body[data_start..data_end].to_vec(),
+                ..Part::default()
+            };
+            for line in head.split("\r\n") {
+                let (k, v) = line.split_once(':').unwrap_or((line, ""));
+                if k.eq_ignore_ascii_case("content-type") {
+                    part.content_type = Some(v.trim().to_string());
+                } else if k.eq_ignore_ascii_case("content-disposition") {
+                    for param in v.split(';') {
+                        let param = param.trim();
+                        if let Some(n) = param.strip_prefix("name=") {
+                            part.name = n.trim_matches('"').to_string();
+                        } else if let Some(f) = param.strip_prefix("filename=") {
+                            part.filename = Some(f.trim_matches('"').to_string());
+                        }
+                    }
+                }
+            }
+            parts.push(part);
+            at = data_end + delimiter.len();
+        }
+        parts
+    }
+
     /// Decoded `application/x-www-form-urlencoded` body.
     pub fn form(&self) -> Vec<(String, String)> {
         decode_form(&self.body)
@@ -410,6 +481,29 @@ impl Request {
     }
 }
 
+/// One part of a multipart body.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Part {
+    pub name: String,
+    pub filename: Option<String>,
+    pub content_type: Option<String>,
+    pub data: Vec<u8>,
+}
+
+impl Part {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.data).into_owned()
+    }
+}
+
+fn find_bytes(haystack: &[u8], needle: &[u8], from: usize) -> Option<usize> {
+    haystack
+        .get(from..)?
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .map(|i| i + from)
+}
+
 fn find(pairs: Vec<(String, String)>, name: &str) -> Option<String> {
     pairs.into_iter().find(|(k, _)| k == name).map(|(_, v)| v)
 }
@@ -428,6 +522,8 @@ pub struct Response {
     pub status: u16,
     pub body: String,
     pub retry_after: Option<u64>,
+    /// More headers (SendGrid's `X-Message-Id`).
+    pub headers: Vec<(String, String)>,
 }
 
 impl Response {
@@ -436,7 +532,13 @@ impl Response {
             status,
             body: body.to_string(),
             retry_after: None,
+            headers: Vec::new(),
         }
+    }
+
+    pub fn with_header(mut self, name: &str, value: &str) -> Response {
+        self.headers.push((name.to_string(), value.to_string()));
+        self
     }
 }
 
@@ -525,6 +627,7 @@ async fn respond(state: &State, request: Request, handler: Handler, n: usize) ->
             status,
             body,
             retry_after,
+            headers: Vec::new(),
         },
         Some(Fault::Delay(d)) => {
             tokio::time::sleep(d).await;
@@ -612,6 +715,9 @@ fn write_response(out: &mut Vec<u8>, r: &Response, close: bool) {
     if let Some(s) = r.retry_after {
         let _ = write!(out, "retry-after: {s}\r\n");
     }
+    for (name, value) in &r.headers {
+        let _ = write!(out, "{name}: {value}\r\n");
+    }
     if close {
         out.extend_from_slice(b"connection: close\r\n");
     }
@@ -631,6 +737,8 @@ fn reason(status: u16) -> &'static str {
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        413 => "Payload Too Large",
+        415 => "Unsupported Media Type",
         429 => "Too Many Requests",
         500 => "Internal Server Error",
         502 => "Bad Gateway",
