@@ -386,7 +386,7 @@ impl Ses {
                 headers: content_type,
                 body: &body,
             },
-        );
+        )?;
         let mut request = self
             .http
             .request(method, parsed)
