@@ -1,19 +1,21 @@
-//! What the email API providers (SendGrid, Mailgun, SES) share: the sender they are
+//! What every email provider (SMTP, SendGrid, Mailgun, SES) shares: the sender they are
 //! configured with, read once, and a message's attachments read from `documents_dir`.
 //!
-//! SMTP composes MIME itself (`smtp.rs`); the APIs take the parts as fields (JSON
-//! `attachments[]`, multipart `attachment`), so this reads the same files with the same
-//! rules — [`super::smtp::documents`] finds them and refuses any path leaving the folder
-//! — and hands back bytes, file name and `Content-Type` for each API to encode its way.
+//! [`load`] reads the files with one set of rules — [`super::smtp::documents`] finds
+//! them and refuses any path leaving the folder — and hands back bytes, file name and
+//! `Content-Type`; the APIs that take parts as fields (JSON `attachments[]`, multipart
+//! `attachment`) encode them their way, and [`mime_parts`] makes the MIME parts SMTP and
+//! SES's raw messages carry.
 
 use std::path::Path;
 
-use lettre::message::Mailbox;
+use lettre::message::header::{ContentTransferEncoding, ContentType};
+use lettre::message::{Attachment, Body, Mailbox, SinglePart};
 
 use super::{RoutedMessage, SendOutcome};
 use crate::diag::FileReport;
 
-/// Most bytes of attachments one email may carry (as SMTP; every API allows more).
+/// Most bytes of attachments one email may carry (every API allows more).
 const MAX_BYTES: u64 = 20 * 1024 * 1024;
 
 /// One file to attach.
@@ -65,13 +67,7 @@ pub(crate) fn load(
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let guess = mime_guess::from_path(&path).first_or_octet_stream();
-        let content_type =
-            if guess.type_() == mime_guess::mime::TEXT && std::str::from_utf8(&bytes).is_ok() {
-                format!("{}; charset=utf-8", guess.essence_str())
-            } else {
-                guess.essence_str().to_string()
-            };
+        let content_type = content_type(&path, &bytes);
         files.push(File {
             name,
             content_type,
@@ -79,6 +75,40 @@ pub(crate) fn load(
         });
     }
     Ok(files)
+}
+
+/// The `Content-Type` of an attachment, from its file name (`.pdf` → `application/pdf`,
+/// `.csv` → `text/csv`, unknown → `application/octet-stream`); a text type whose bytes are
+/// UTF-8 says `charset=utf-8`, so a mail program shows it right.
+fn content_type(path: &Path, bytes: &[u8]) -> String {
+    let guess = mime_guess::from_path(path).first_or_octet_stream();
+    if guess.type_() == mime_guess::mime::TEXT && std::str::from_utf8(bytes).is_ok() {
+        format!("{}; charset=utf-8", guess.essence_str())
+    } else {
+        guess.essence_str().to_string()
+    }
+}
+
+/// `files` as MIME attachment parts. Always base64, whatever the bytes: a file sent as
+/// 7bit or 8bit text keeps its own line ends, and a bare LF is refused by a strict MTA
+/// (Postfix's `smtpd_forbid_bare_newline`) or rewritten by one that normalises line ends,
+/// so the recipient would save a different file. Base64 lines end in CRLF and carry every
+/// byte unchanged.
+pub(crate) fn mime_parts(provider: &str, files: Vec<File>) -> Result<Vec<SinglePart>, SendOutcome> {
+    let rejected = |text: String| SendOutcome::Rejected {
+        code: format!("{provider}:attachment"),
+        text,
+    };
+    files
+        .into_iter()
+        .map(|f| {
+            let content_type = ContentType::parse(&f.content_type)
+                .map_err(|_| rejected(format!("`{}` is not a content type", f.content_type)))?;
+            let body = Body::new_with_encoding(f.bytes, ContentTransferEncoding::Base64)
+                .map_err(|_| rejected(format!("attachment `{}` could not be encoded", f.name)))?;
+            Ok(Attachment::new(f.name).body(body, content_type))
+        })
+        .collect()
 }
 
 /// The configured `from`, or an error at `crier validate`.
@@ -95,4 +125,38 @@ pub(crate) fn check_from(from: &str, field: &str, report: &mut FileReport) {
 pub(crate) fn sender(from: &str) -> Result<Mailbox, String> {
     from.parse::<Mailbox>()
         .map_err(|e| format!("`from` `{from}` is not an email address: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attachment_types_come_from_the_file_name() {
+        let binary = b"%PDF-1.4 \xe2\xe3";
+        for (name, bytes, expected) in [
+            ("invoice.pdf", &binary[..], "application/pdf"),
+            ("INVOICE.PDF", &binary[..], "application/pdf"),
+            (
+                "usage.csv",
+                b"id,amount\n".as_slice(),
+                "text/csv; charset=utf-8",
+            ),
+            (
+                "notes.txt",
+                b"caf\xc3\xa9".as_slice(),
+                "text/plain; charset=utf-8",
+            ),
+            ("latin1.txt", b"caf\xe9".as_slice(), "text/plain"),
+            ("scan.png", b"\x89PNG".as_slice(), "image/png"),
+            (
+                "data.unknown-kind",
+                b"x".as_slice(),
+                "application/octet-stream",
+            ),
+            ("no-extension", b"x".as_slice(), "application/octet-stream"),
+        ] {
+            assert_eq!(content_type(Path::new(name), bytes), expected, "{name}");
+        }
+    }
 }

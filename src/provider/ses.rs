@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use base64::Engine as _;
-use lettre::message::{Attachment, Body, Mailbox, MultiPart, SinglePart, header::ContentType};
+use lettre::message::{Mailbox, MultiPart, SinglePart};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -196,11 +196,7 @@ impl Ses {
             .to
             .parse()
             .map_err(|e| rejected(format!("`{}` is not an email address: {e}", message.to)))?;
-        let crlf = |t: &str| {
-            t.replace("\r\n", "\n")
-                .replace('\r', "\n")
-                .replace('\n', "\r\n")
-        };
+        let crlf = super::smtp::crlf_line_ends;
         let text = crlf(&message.body);
         let mut mixed = match &message.html {
             Some(html) => {
@@ -208,15 +204,8 @@ impl Ses {
             }
             None => MultiPart::mixed().singlepart(SinglePart::plain(text)),
         };
-        for f in files {
-            let content_type = ContentType::parse(&f.content_type)
-                .map_err(|_| rejected(format!("`{}` is not a content type", f.content_type)))?;
-            let body = Body::new_with_encoding(
-                f.bytes,
-                lettre::message::header::ContentTransferEncoding::Base64,
-            )
-            .map_err(|_| rejected(format!("attachment `{}` could not be encoded", f.name)))?;
-            mixed = mixed.singlepart(Attachment::new(f.name).body(body, content_type));
+        for part in attachments::mime_parts("ses", files)? {
+            mixed = mixed.singlepart(part);
         }
         let builder = lettre::Message::builder()
             .from(self.from.clone())

@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 
 use lettre::Message;
 use lettre::address::{Address, Envelope};
-use lettre::message::header::{ContentTransferEncoding, ContentType, HeaderName, HeaderValue};
-use lettre::message::{Attachment, Body, Mailbox, MultiPart, SinglePart};
+use lettre::message::header::{HeaderName, HeaderValue};
+use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
 use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
@@ -114,9 +114,6 @@ impl SmtpConfig {
         }
     }
 }
-
-/// Most bytes of attachments one email may carry.
-const MAX_ATTACHMENTS_BYTES: u64 = 20 * 1024 * 1024;
 
 /// How long an idle pooled connection is kept before it is closed instead of reused.
 const MAX_IDLE: Duration = Duration::from_secs(60);
@@ -412,52 +409,10 @@ impl Smtp {
     }
 
     /// The attachment parts of `message.attach`, read from `documents_dir`, typed by file
-    /// name. Always base64, whatever the bytes: a file sent as 7bit or 8bit text keeps
-    /// its own line ends, and a bare LF is refused by a strict MTA (Postfix's
-    /// `smtpd_forbid_bare_newline`) or rewritten by one that normalises line ends, so the
-    /// recipient would save a different file. Base64 lines end in CRLF and carry every
-    /// byte unchanged.
+    /// name, base64 ([`super::attachments::mime_parts`] says why).
     fn attachments(&self, message: &RoutedMessage) -> Result<Vec<SinglePart>, SendOutcome> {
-        if message.attach.is_empty() {
-            return Ok(Vec::new());
-        }
-        let rejected = |text: String| SendOutcome::Rejected {
-            code: "smtp:attachment".into(),
-            text,
-        };
-        let Some(dir) = &self.documents_dir else {
-            return Err(rejected(
-                "the job attaches documents but this SMTP provider has no `documents_dir`".into(),
-            ));
-        };
-        let paths = documents(dir, message.recipient_id, &message.attach).map_err(rejected)?;
-        let mut total = 0u64;
-        let mut parts = Vec::with_capacity(paths.len());
-        for path in paths {
-            let shown = path
-                .strip_prefix(dir)
-                .unwrap_or(&path)
-                .display()
-                .to_string();
-            let bytes = std::fs::read(&path)
-                .map_err(|e| rejected(format!("attachment `{shown}` could not be read: {e}")))?;
-            total += bytes.len() as u64;
-            if total > MAX_ATTACHMENTS_BYTES {
-                return Err(rejected(format!(
-                    "attachments exceed {} MB (at `{shown}`)",
-                    MAX_ATTACHMENTS_BYTES / (1024 * 1024)
-                )));
-            }
-            let name = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let content_type = content_type(&path, &bytes);
-            let body = Body::new_with_encoding(bytes, ContentTransferEncoding::Base64)
-                .map_err(|_| rejected(format!("attachment `{shown}` could not be encoded")))?;
-            parts.push(Attachment::new(name).body(body, content_type));
-        }
-        Ok(parts)
+        let files = super::attachments::load("smtp", self.documents_dir.as_deref(), message)?;
+        super::attachments::mime_parts("smtp", files)
     }
 
     /// Removes every form of the password from text that leaves this provider.
@@ -799,21 +754,9 @@ fn kind_folder(kind: DocumentKind) -> &'static str {
     }
 }
 
-/// The `Content-Type` of an attachment, from its file name (`.pdf` → `application/pdf`,
-/// `.csv` → `text/csv`, unknown → `application/octet-stream`); a text type whose bytes are
-/// UTF-8 says `charset=utf-8`, so a mail program shows it right.
-fn content_type(path: &Path, bytes: &[u8]) -> ContentType {
-    let guess = mime_guess::from_path(path).first_or_octet_stream();
-    if guess.type_() == mime_guess::mime::TEXT && std::str::from_utf8(bytes).is_ok() {
-        let utf8 = format!("{}; charset=utf-8", guess.essence_str());
-        return ContentType::from(utf8.parse().unwrap_or(guess));
-    }
-    ContentType::from(guess)
-}
-
 /// `text` with every line end (LF, CRLF or a lone CR) as CRLF. lettre adds the CR to a
 /// bare LF itself but leaves a lone CR, which is as bare to an MTA.
-fn crlf_line_ends(text: &str) -> String {
+pub(super) fn crlf_line_ends(text: &str) -> String {
     text.replace("\r\n", "\n")
         .replace('\r', "\n")
         .replace('\n', "\r\n")
@@ -1225,36 +1168,6 @@ mod tests {
             parsed.body_text(0).unwrap(),
             "Dear Ann,\r\nyour invoice.\r\n\r\nBye\r\n"
         );
-    }
-
-    #[test]
-    fn attachment_types_come_from_the_file_name() {
-        let binary = b"%PDF-1.4 \xe2\xe3";
-        for (name, bytes, expected) in [
-            ("invoice.pdf", &binary[..], "application/pdf"),
-            ("INVOICE.PDF", &binary[..], "application/pdf"),
-            (
-                "usage.csv",
-                b"id,amount\n".as_slice(),
-                "text/csv; charset=utf-8",
-            ),
-            (
-                "notes.txt",
-                b"caf\xc3\xa9".as_slice(),
-                "text/plain; charset=utf-8",
-            ),
-            ("latin1.txt", b"caf\xe9".as_slice(), "text/plain"),
-            ("scan.png", b"\x89PNG".as_slice(), "image/png"),
-            (
-                "data.unknown-kind",
-                b"x".as_slice(),
-                "application/octet-stream",
-            ),
-            ("no-extension", b"x".as_slice(), "application/octet-stream"),
-        ] {
-            let header = content_type(Path::new(name), bytes);
-            assert_eq!(header, ContentType::parse(expected).unwrap(), "{name}");
-        }
     }
 
     #[test]
