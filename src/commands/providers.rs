@@ -72,8 +72,7 @@ pub(super) fn run(config: &Config, command: &ProvidersCommand) -> anyhow::Result
         if let Some(dkim) = &smtp.dkim
             && let Ok(signer) = provider::dkim::Signer::new(dkim)
         {
-            let (host, value) = signer.dns_record();
-            crate::outln!("providers.{name}: DKIM public key: {host} TXT \"{value}\"");
+            crate::outln!("providers.{name}: DKIM public key: {}", signer.zone_line());
         }
         if let Some(problem) = smtp.dkim.as_ref().and_then(|d| d.misalignment(&smtp.from)) {
             crate::errln!("warning: providers.{name}: {problem}");

@@ -172,6 +172,19 @@ impl Signer {
         (name, value)
     }
 
+    /// [`Signer::dns_record`] as a zone file writes it: `name TXT "…" "…"`, the value in
+    /// quoted strings of at most 255 characters (one DNS character-string each; a
+    /// 2048-bit RSA key needs two, which resolvers join back together).
+    pub fn zone_line(&self) -> String {
+        let (name, value) = self.dns_record();
+        let strings: Vec<String> = value
+            .as_bytes()
+            .chunks(255)
+            .map(|chunk| format!("\"{}\"", String::from_utf8_lossy(chunk)))
+            .collect();
+        format!("{name} TXT {}", strings.join(" "))
+    }
+
     /// Adds the `DKIM-Signature` header, over the message as it will be sent.
     pub fn sign(&self, message: &mut Message) {
         let now = std::time::SystemTime::now()
@@ -448,6 +461,24 @@ mod tests {
         assert_eq!(
             signer(dir.path().join("ed.key")).dns_record(),
             signer(fixture("ed25519.test-only.pem")).dns_record()
+        );
+    }
+
+    #[test]
+    fn a_long_record_is_split_into_dns_strings() {
+        let rsa = signer(fixture("rsa.test-only.pem"));
+        let (name, value) = rsa.dns_record();
+        assert!(value.len() > 255, "a 2048-bit key's record");
+        let line = rsa.zone_line();
+        let quoted = line.strip_prefix(&format!("{name} TXT \"")).unwrap();
+        let strings: Vec<&str> = quoted.strip_suffix('"').unwrap().split("\" \"").collect();
+        assert_eq!(strings.len(), 2);
+        assert!(strings.iter().all(|s| s.len() <= 255));
+        assert_eq!(strings.concat(), value);
+        let ed = signer(fixture("ed25519.test-only.pem"));
+        assert_eq!(
+            ed.zone_line(),
+            format!("{} TXT \"{}\"", ed.dns_record().0, ed.dns_record().1)
         );
     }
 
