@@ -315,17 +315,7 @@ mod tests {
     const AUTH: &str = r#"{"type":"https://developer.bulksms.com/json/v1/errors#authentication-failed",
         "title":"Authentication Failed","status":401}"#;
 
-    fn kind(o: &SendOutcome) -> String {
-        match o {
-            SendOutcome::Sent { provider_id } => format!("sent {provider_id}"),
-            SendOutcome::Retry { .. } => "retry".into(),
-            SendOutcome::RetryAfter { after, .. } => format!("retry after {}", after.as_secs()),
-            SendOutcome::Rejected { code, .. } => format!("rejected {code}"),
-            SendOutcome::Unknown { .. } => "unknown".into(),
-            SendOutcome::Resubmit { .. } => "resubmit".into(),
-            SendOutcome::Halt { code, .. } => format!("halt {code}"),
-        }
-    }
+    use crate::provider::outcome_kind as kind;
 
     #[test]
     fn classifies_every_row_of_the_retry_table() {

@@ -522,17 +522,7 @@ impl Provider for HttpGateway {
 mod tests {
     use super::*;
 
-    fn kind(o: &SendOutcome) -> String {
-        match o {
-            SendOutcome::Sent { provider_id } => format!("sent {provider_id}"),
-            SendOutcome::Retry { .. } => "retry".into(),
-            SendOutcome::RetryAfter { after, .. } => format!("retry after {}", after.as_secs()),
-            SendOutcome::Rejected { code, .. } => format!("rejected {code}"),
-            SendOutcome::Unknown { .. } => "unknown".into(),
-            SendOutcome::Resubmit { .. } => "resubmit".into(),
-            SendOutcome::Halt { code, .. } => format!("halt {code}"),
-        }
-    }
+    use crate::provider::outcome_kind as kind;
 
     #[test]
     fn classifies_by_the_success_rule_then_the_status() {

@@ -283,17 +283,7 @@ impl Provider for Mailgun {
 mod tests {
     use super::*;
 
-    fn kind(o: &SendOutcome) -> String {
-        match o {
-            SendOutcome::Sent { provider_id } => format!("sent {provider_id}"),
-            SendOutcome::Retry { .. } => "retry".into(),
-            SendOutcome::RetryAfter { after, .. } => format!("retry after {}", after.as_secs()),
-            SendOutcome::Rejected { code, .. } => format!("rejected {code}"),
-            SendOutcome::Unknown { .. } => "unknown".into(),
-            SendOutcome::Resubmit { .. } => "resubmit".into(),
-            SendOutcome::Halt { code, .. } => format!("halt {code}"),
-        }
-    }
+    use crate::provider::outcome_kind as kind;
 
     fn message(text: &str) -> String {
         serde_json::json!({ "message": text }).to_string()

@@ -394,3 +394,17 @@ pub(crate) fn check_url(url: &str, field: &str, report: &mut FileReport) {
         report.error(field, format!("`{url}` is not an http:// or https:// URL"));
     }
 }
+
+/// An outcome in one line, for the providers' classification tables.
+#[cfg(test)]
+pub(crate) fn outcome_kind(o: &SendOutcome) -> String {
+    match o {
+        SendOutcome::Sent { provider_id } => format!("sent {provider_id}"),
+        SendOutcome::Retry { .. } => "retry".into(),
+        SendOutcome::RetryAfter { after, .. } => format!("retry after {}", after.as_secs()),
+        SendOutcome::Rejected { code, .. } => format!("rejected {code}"),
+        SendOutcome::Unknown { .. } => "unknown".into(),
+        SendOutcome::Resubmit { .. } => "resubmit".into(),
+        SendOutcome::Halt { code, .. } => format!("halt {code}"),
+    }
+}
