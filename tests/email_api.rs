@@ -423,6 +423,21 @@ fn optouts(project: &Project) -> HashMap<String, String> {
         .collect()
 }
 
+/// The opt-out list after each webhook test's events: Bob's hard bounce and Cat's
+/// complaint, nobody else.
+fn bob_bounced_and_cat_complained(project: &Project) {
+    let list = optouts(project);
+    assert_eq!(
+        list.get("bob@customer.example").map(String::as_str),
+        Some("bounce")
+    );
+    assert_eq!(
+        list.get("cat@customer.example").map(String::as_str),
+        Some("complaint")
+    );
+    assert_eq!(list.len(), 2, "{list:?}");
+}
+
 fn sg_event(event: &str, sg_id: &str, email: &str, extra: Value) -> Value {
     let mut e = json!({
         "email": email,
@@ -561,16 +576,7 @@ fn sendgrid_signed_events_move_messages_and_opt_out_bounces_and_complaints() {
         "sent",
         "refused requests changed nothing"
     );
-    let list = optouts(&project);
-    assert_eq!(
-        list.get("bob@customer.example").map(String::as_str),
-        Some("bounce")
-    );
-    assert_eq!(
-        list.get("cat@customer.example").map(String::as_str),
-        Some("complaint")
-    );
-    assert_eq!(list.len(), 2, "{list:?}");
+    bob_bounced_and_cat_complained(&project);
 }
 
 fn mg_event(event: &str, message_id: &str, recipient: &str, extra: Value) -> Value {
@@ -753,16 +759,7 @@ fn mailgun_signed_events_move_messages_and_opt_out_bounces_and_complaints() {
         "sent",
         "refused requests changed nothing"
     );
-    let list = optouts(&project);
-    assert_eq!(
-        list.get("bob@customer.example").map(String::as_str),
-        Some("bounce")
-    );
-    assert_eq!(
-        list.get("cat@customer.example").map(String::as_str),
-        Some("complaint")
-    );
-    assert_eq!(list.len(), 2, "{list:?}");
+    bob_bounced_and_cat_complained(&project);
 }
 
 // ---------------------------------------------------------------- SES
@@ -1221,16 +1218,7 @@ server:
         "sent",
         "refused requests changed nothing"
     );
-    let list = optouts(&project);
-    assert_eq!(
-        list.get("bob@customer.example").map(String::as_str),
-        Some("bounce")
-    );
-    assert_eq!(
-        list.get("cat@customer.example").map(String::as_str),
-        Some("complaint")
-    );
-    assert_eq!(list.len(), 2, "{list:?}");
+    bob_bounced_and_cat_complained(&project);
     drop(rt);
 }
 
