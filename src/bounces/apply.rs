@@ -186,19 +186,12 @@ mod tests {
     use crate::history::ledger::{NewMessage, NewRun};
     use crate::history::{MessageType, Trigger};
     use crate::recipients::RecipientKind;
-    use crate::store::{Backend, StoreConfig, open};
 
     const ZA: phonenumber::country::Id = phonenumber::country::Id::ZA;
 
     /// A store whose history holds one `sent` email per address.
     fn sent(addresses: &[&str]) -> (tempfile::TempDir, Box<dyn Store>, Vec<MessageId>) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(&StoreConfig {
-            path: dir.path().join("store"),
-            cache_bytes: 8 << 20,
-            backend: Backend::Sled,
-        })
-        .unwrap();
+        let (dir, store) = crate::store::scratch();
         let ids = plan_sent(&Ledger::new(store.as_ref()), addresses);
         (dir, store, ids)
     }

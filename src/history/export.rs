@@ -377,7 +377,6 @@ mod tests {
     use crate::history::ledger::{NewMessage, NewRun};
     use crate::job::Channel;
     use crate::recipients::RecipientKind;
-    use crate::store::{Backend, StoreConfig, open};
 
     #[test]
     fn formula_text_is_prefixed_and_phones_ids_and_plain_text_are_not() {
@@ -399,13 +398,7 @@ mod tests {
 
     /// One message with formula text in every free-text field, exported.
     fn export(cells: Cells) -> (String, Message) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(&StoreConfig {
-            path: dir.path().join("store"),
-            cache_bytes: 8 << 20,
-            backend: Backend::Sled,
-        })
-        .unwrap();
+        let (_dir, store) = crate::store::scratch();
         let ledger = Ledger::new(store.as_ref());
         let run = ledger
             .create_run(NewRun {

@@ -1004,17 +1004,9 @@ impl Ledger<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{StoreConfig, open};
 
     fn store() -> (tempfile::TempDir, Box<dyn Store>) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(&StoreConfig {
-            path: dir.path().join("store"),
-            cache_bytes: 8 << 20,
-            backend: crate::store::Backend::Sled,
-        })
-        .unwrap();
-        (dir, store)
+        crate::store::scratch()
     }
 
     fn new_run(job: &str) -> NewRun {

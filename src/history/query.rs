@@ -805,14 +805,7 @@ mod tests {
     #[test]
     fn messages_of_removed_runs_are_hidden_unless_asked_for_or_their_run_is_named() {
         use crate::history::ledger::{NewMessage, NewRun};
-        use crate::store::{Backend, StoreConfig, open};
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(&StoreConfig {
-            path: dir.path().join("store"),
-            cache_bytes: 8 << 20,
-            backend: Backend::Sled,
-        })
-        .unwrap();
+        let (_dir, store) = crate::store::scratch();
         let ledger = Ledger::new(store.as_ref());
         let mut runs = Vec::new();
         for job in ["kept", "removed"] {

@@ -126,7 +126,6 @@ impl<'a> OptOuts<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{StoreConfig, open};
 
     #[test]
     fn one_entry_per_person_whatever_the_spelling() {
@@ -139,13 +138,7 @@ mod tests {
         assert!(normalize("12", za).is_err());
         assert!(normalize("ann@", za).is_err());
 
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(&StoreConfig {
-            path: dir.path().join("s"),
-            cache_bytes: 8 << 20,
-            backend: crate::store::Backend::Sled,
-        })
-        .unwrap();
+        let (_dir, store) = crate::store::scratch();
         let list = OptOuts::new(store.optouts());
         let a = normalize("082 123 4567", za).unwrap();
         let b = normalize("+27 82 123 4567", za).unwrap();

@@ -359,6 +359,19 @@ fn open_once(config: &StoreConfig) -> Result<Box<dyn Store>, StoreError> {
     })
 }
 
+/// A scratch sled store in a fresh temp dir, for unit tests (the dir goes with it).
+#[cfg(test)]
+pub(crate) fn scratch() -> (tempfile::TempDir, Box<dyn Store>) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = open(&StoreConfig {
+        path: dir.path().join("store"),
+        cache_bytes: 8 << 20,
+        backend: Backend::Sled,
+    })
+    .expect("open a scratch store");
+    (dir, store)
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     //! The conformance suite: every backend must pass every function here.
