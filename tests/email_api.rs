@@ -1449,3 +1449,81 @@ fn a_hard_bounce_limit_counts_the_providers_bounces() {
         Some("bounce")
     );
 }
+
+/// A project that has sent a two-recipient email job with `crier send` through
+/// `provider` (its crier.yaml entry, indented under `providers:`), with `env` set.
+fn send_welcome_through(provider: &str, env: &[(&str, &str)]) -> Project {
+    let p = Project::new();
+    p.write(
+        "people.csv",
+        "id,name,status,email\n1,Ann,new,ann@customer.example\n2,Ben,new,ben@customer.example\n",
+    );
+    assert_eq!(p.crier(&["import", "people.csv"]).code, 0);
+    p.write(
+        "crier.yaml",
+        format!(
+            "providers:\n  mail:\n{provider}channels:\n  email: mail\nemail:\n  unsubscribe:\n    secret: an-unsubscribe-secret-of-32-chars+\n    public_url: https://crier.acme.example\n"
+        ),
+    );
+    p.write(
+        "jobs/welcome.yaml",
+        "send_to: email\nsubject: \"Welcome, {{ customer.name }}\"\nmessage: \"Dear {{ customer.name }}, welcome.\"\nrecipients:\n  where:\n    status: new\n",
+    );
+    let run = p.crier_env(&["send", "jobs/welcome.yaml", "--yes"], env);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("2 sent, 0 failed"), "{}", run.stdout);
+    p
+}
+
+#[test]
+fn mailgun_and_ses_send_a_job_from_the_command_line() {
+    let rt = common::runtime();
+
+    let mock = rt.block_on(mocks::mailgun(MG_DOMAIN, MG_KEY));
+    let p = send_welcome_through(
+        &format!(
+            "    type: mailgun\n    api_key: ${{MG_KEY}}\n    domain: {MG_DOMAIN}\n    from: Acme ISP <billing@{MG_DOMAIN}>\n    region: eu\n    base_url: {}\n",
+            mock.url
+        ),
+        &[("MG_KEY", MG_KEY)],
+    );
+    let accepted = mock.state.accepted();
+    assert_eq!(accepted.len(), 2);
+    let history = messages(&p);
+    for a in &accepted {
+        assert_eq!(history[&a.provider_id]["state"], "sent", "{history:?}");
+    }
+    let parts = mock.state.last_request().unwrap().multipart();
+    assert!(
+        parts
+            .iter()
+            .any(|part| part.name == "h:List-Unsubscribe-Post"),
+        "{parts:?}"
+    );
+
+    let mock = rt.block_on(mocks::ses(SES_SECRET, SES_FROM));
+    let p = send_welcome_through(
+        &format!(
+            "    type: ses\n    access_key_id: {}\n    secret_access_key: ${{SES_SECRET}}\n    region: eu-west-1\n    from: Acme ISP <{SES_FROM}>\n    base_url: {}\n",
+            mocks::ses::ACCESS_KEY_ID,
+            mock.url
+        ),
+        &[("SES_SECRET", SES_SECRET)],
+    );
+    let accepted = mock.state.accepted();
+    assert_eq!(
+        accepted.len(),
+        2,
+        "every request's SigV4 checked by the mock"
+    );
+    let history = messages(&p);
+    for a in &accepted {
+        assert_eq!(history[&a.provider_id]["state"], "sent", "{history:?}");
+    }
+    let body = mock.state.last_request().unwrap().json().unwrap();
+    assert_eq!(
+        body["Content"]["Simple"]["Headers"][1]["Value"],
+        "List-Unsubscribe=One-Click"
+    );
+    drop(rt);
+}
