@@ -71,6 +71,7 @@ fn fill(store: &dyn Store, n: u64) {
                 state: MessageState::Queued,
                 reason: None,
                 error: None,
+                snapshot: Default::default(),
             })
             .collect();
         let ids = ledger.plan(run.id, messages).unwrap();

@@ -223,6 +223,7 @@ fn project_with_messages() -> Project {
             state: MessageState::Queued,
             reason: None,
             error: None,
+            snapshot: Default::default(),
         })
         .collect();
     let ids = ledger.plan(run.id, planned).unwrap();

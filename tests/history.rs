@@ -40,7 +40,8 @@ fn message(id: u64, address: &str, channel: Channel, kind: MessageType) -> NewMe
         state: MessageState::Queued,
         reason: None,
         error: None,
-    }
+    },
+    snapshot: Default::default(),
 }
 
 fn fixture() -> Fixture {

@@ -84,6 +84,7 @@ fn child(dir: &str, backend: Backend) -> ! {
                 state: MessageState::Queued,
                 reason: None,
                 error: None,
+                snapshot: Default::default(),
             })
             .collect();
         let ids = ledger.plan(run.id, messages).expect("plan");

@@ -224,6 +224,7 @@ mod tests {
                 state: MessageState::Queued,
                 reason: None,
                 error: None,
+                snapshot: Default::default(),
             })
             .collect();
         let ids = ledger.plan(run.id, planned).unwrap();

@@ -10,7 +10,7 @@ use crate::provider::portal::Inbox;
 
 pub(super) fn run(config: &Config, command: &PortalCommand) -> anyhow::Result<Outcome> {
     let store = open_store(config)?;
-    let inbox = Inbox::new(store.inbox());
+    let inbox = Inbox::new(store.history());
     match command {
         PortalCommand::Inbox {
             customer,

@@ -37,7 +37,7 @@ pub(super) fn run(config: &Config, command: &ProvidersCommand) -> anyhow::Result
     let ctx = BuildContext {
         http: provider::http_client(),
         data_dir: &config.data_dir,
-        inbox: store.inbox(),
+        inbox: store.history(),
     };
     let mut rows = Vec::new();
     let mut failed = false;

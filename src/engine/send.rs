@@ -39,6 +39,7 @@ use tokio::sync::oneshot;
 
 use super::{PlanError, Planned, Planner, SkipReason};
 use crate::config::Config;
+use crate::history::RecipientSnapshot;
 use crate::history::ledger::{Change, Ledger, LedgerError, NewMessage, NewRun};
 use crate::history::{MessageId, MessageState, MessageType, Run, RunId, Trigger};
 use crate::job::{Channel, Job, Source};
@@ -422,7 +423,7 @@ pub fn send(
     let ctx = BuildContext {
         http: provider::http_client(),
         data_dir: &config.data_dir,
-        inbox: store.inbox(),
+        inbox: store.history(),
     };
     let mut lanes = Lanes {
         slots: Vec::new(),
@@ -851,6 +852,7 @@ fn hand_on(
                 }
                 _ => None,
             },
+            snapshot: RecipientSnapshot::of(&p.recipient),
         })
         .collect();
     let ids = input.ledger.plan(input.run.id, messages)?;

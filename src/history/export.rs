@@ -427,6 +427,7 @@ mod tests {
                     state: MessageState::Skipped,
                     reason: Some("@SUM(1)".into()),
                     error: None,
+                    snapshot: Default::default(),
                 }],
             )
             .unwrap();

@@ -12,6 +12,7 @@
 pub mod export;
 pub mod ledger;
 pub mod query;
+pub mod store;
 
 use std::fmt;
 use std::str::FromStr;
@@ -395,6 +396,34 @@ pub struct Message {
     /// message on (a route's failover). Empty for most messages.
     #[serde(default)]
     pub failovers: Vec<Failover>,
+    /// The recipient's fields analysts group by, as they were when it was planned.
+    #[serde(default)]
+    pub snapshot: RecipientSnapshot,
+}
+
+/// A recipient's fields as they were when a message to them was planned: history says
+/// where the customer was when we wrote to them, whatever the directory says today.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecipientSnapshot {
+    pub location: Option<String>,
+    pub partner: Option<String>,
+    pub category: Option<String>,
+    pub billing_type: Option<String>,
+    /// The recipient's status (`active`, `blocked`, …).
+    pub status: Option<String>,
+}
+
+impl RecipientSnapshot {
+    /// The fields of `r` now.
+    pub fn of(r: &crate::recipients::Recipient) -> RecipientSnapshot {
+        RecipientSnapshot {
+            location: r.location.clone(),
+            partner: r.partner.clone(),
+            category: r.category.map(|c| c.as_str().to_string()),
+            billing_type: r.billing_type.map(|b| b.as_str().to_string()),
+            status: Some(r.status.as_str().to_string()),
+        }
+    }
 }
 
 /// One provider a message was tried on before it failed over to the next in its route.

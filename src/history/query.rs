@@ -5,12 +5,11 @@
 //! days, this month, last month, a custom range), computed in the configured time zone:
 //! a day is local midnight to local midnight, whatever DST does to its length.
 
-use std::collections::HashMap;
-
 use chrono::{DateTime, Datelike, Days, Months, NaiveDate, NaiveDateTime, NaiveTime, Utc};
 use chrono_tz::Tz;
 
-use super::ledger::{Ledger, LedgerError, keys, time_bytes};
+use super::ledger::{Ledger, LedgerError, paged};
+use super::store::sql::{self, MessageCursor};
 use super::{Message, MessageState, MessageType, Millis, Run, RunId, RunStatus};
 use crate::job::Channel;
 use crate::job::schedule::resolve_local;
@@ -208,33 +207,14 @@ pub fn runs<'a>(
     ledger: &'a Ledger<'a>,
     filter: &'a RunFilter,
 ) -> Box<dyn Iterator<Item = Result<Run, LedgerError>> + 'a> {
-    let (lo, hi) = filter.range.unwrap_or((Millis::MIN, Millis::MAX));
-    let (start, end) = match &filter.job {
-        Some(job) => {
-            let prefix = keys::job_prefix(job);
-            (
-                [prefix.clone(), time_bytes(lo).to_vec()].concat(),
-                [prefix, time_bytes(hi).to_vec()].concat(),
-            )
-        }
-        None => (
-            [b"T".to_vec(), time_bytes(lo).to_vec()].concat(),
-            [b"T".to_vec(), time_bytes(hi).to_vec()].concat(),
-        ),
-    };
+    let h = ledger.history();
     Box::new(
-        ledger
-            .kv()
-            .range(&start, &end, true)
-            .map(move |item| {
-                let (key, _) = item?;
-                let id = keys::tail_run(&key).ok_or_else(|| LedgerError::Decode {
-                    key: String::from_utf8_lossy(&key).into_owned(),
-                    detail: "short run index key".into(),
-                })?;
-                ledger.run(id)
-            })
-            .filter(move |r| r.as_ref().map_or(true, |r| filter.accepts(r))),
+        paged(move |last: Option<&Run>, limit| {
+            let cursor = last.map(|r| (r.created_at, r.id));
+            h.select_runs(&sql::runs(filter.range, filter.job.as_deref(), cursor, limit))
+                .map_err(LedgerError::from)
+        })
+        .filter(move |r| r.as_ref().map_or(true, |r| filter.accepts(r))),
     )
 }
 
@@ -254,107 +234,18 @@ pub struct MessageFilter {
     pub include_removed: bool,
 }
 
-impl MessageFilter {
-    fn accepts(&self, m: &Message) -> bool {
-        self.channel.is_none_or(|c| c == m.channel)
-            && self.state.is_none_or(|s| s == m.state)
-            && self.kind.is_none_or(|k| k == m.kind)
-            && self
-                .range
-                .is_none_or(|(lo, hi)| m.created_at >= lo && m.created_at < hi)
-            && self.address.as_ref().is_none_or(|a| *a == m.address)
-            && self.recipient.is_none_or(|(kind, id)| {
-                id == m.recipient_id && kind.is_none_or(|k| k == m.recipient_kind)
-            })
-            && self.run.is_none_or(|r| r == m.id.run)
-    }
-}
-
-/// Messages matching `filter`, newest first, read through the narrowest index.
+/// Messages matching `filter`, newest first (within one run, in reverse plan order),
+/// read through the narrowest index.
 pub fn messages<'a>(
     ledger: &'a Ledger<'a>,
     filter: &'a MessageFilter,
 ) -> Box<dyn Iterator<Item = Result<Message, LedgerError>> + 'a> {
-    let kv = ledger.kv();
-    let prefixes: Vec<(Vec<u8>, Vec<u8>)> = if let Some(run) = filter.run {
-        if let Some(state) = filter.state {
-            let p = keys::state_prefix(run, state);
-            vec![(p.clone(), keys::end_of(&p))]
-        } else {
-            let p = keys::messages_of(run);
-            vec![(p.clone(), keys::end_of(&p))]
-        }
-    } else if let Some(address) = &filter.address {
-        let p = keys::address_prefix(address);
-        vec![(p.clone(), keys::end_of(&p))]
-    } else if let Some((kind, id)) = filter.recipient {
-        let kinds = match kind {
-            Some(k) => vec![k],
-            None => RecipientKind::ALL.to_vec(),
-        };
-        kinds
-            .into_iter()
-            .map(|k| {
-                let p = keys::recipient_prefix(k, id);
-                (p.clone(), keys::end_of(&p))
-            })
-            .collect()
-    } else {
-        let (lo, hi) = filter.range.unwrap_or((Millis::MIN, Millis::MAX));
-        vec![(
-            [b"t".to_vec(), time_bytes(lo).to_vec()].concat(),
-            [b"t".to_vec(), time_bytes(hi).to_vec()].concat(),
-        )]
-    };
-    let by_record = filter.run.is_some() && filter.state.is_none();
-    let by_state = filter.run.is_some() && filter.state.is_some();
-    let hide_removed = !filter.include_removed && filter.run.is_none();
-    // Whether each run met is removed: a handful of runs cover millions of messages.
-    let mut removed: HashMap<RunId, bool> = HashMap::new();
-    Box::new(
-        prefixes
-            .into_iter()
-            .flat_map(move |(start, end)| kv.range(&start, &end, true))
-            .map(move |item| {
-                let (key, bytes) = item?;
-                if by_record {
-                    return Ledger::decode_message(&key, &bytes);
-                }
-                let id = if by_state {
-                    keys::state_id(&key).map(|(id, _)| id)
-                } else {
-                    keys::tail_id(&key)
-                };
-                let id = id.ok_or_else(|| LedgerError::Decode {
-                    key: String::from_utf8_lossy(&key).into_owned(),
-                    detail: "short message index key".into(),
-                })?;
-                ledger.message(id)
-            })
-            .filter(move |m| m.as_ref().map_or(true, |m| filter.accepts(m)))
-            .filter_map(move |m| {
-                let Ok(message) = &m else { return Some(m) };
-                if !hide_removed {
-                    return Some(m);
-                }
-                let run = message.id.run;
-                let is_removed = match removed.get(&run) {
-                    Some(r) => *r,
-                    None => {
-                        let r = match ledger.run(run) {
-                            Ok(r) => r.removed,
-                            Err(e) => return Some(Err(e)),
-                        };
-                        if removed.len() > 10_000 {
-                            removed.clear();
-                        }
-                        removed.insert(run, r);
-                        r
-                    }
-                };
-                (!is_removed).then_some(m)
-            }),
-    )
+    let h = ledger.history();
+    Box::new(paged(move |last: Option<&Message>, limit| {
+        let cursor = last.map(|m| MessageCursor::after(filter, m));
+        h.select_messages(&sql::messages(filter, cursor, limit))
+            .map_err(LedgerError::from)
+    }))
 }
 
 /// The run filters as people type them (`crier history --status …`, `GET /api/runs?status=…`),
@@ -833,6 +724,7 @@ mod tests {
                 state: MessageState::Queued,
                 reason: None,
                 error: None,
+                snapshot: Default::default(),
             };
             ledger.plan(run.id, vec![message]).unwrap();
             runs.push(run.id);

@@ -33,7 +33,6 @@ use serde::{Deserialize, Serialize};
 use crate::diag::FileReport;
 use crate::job::{Channel, DocumentKind};
 use crate::render::sms::Encoding;
-use crate::store::Kv;
 use crate::throttle::Rate;
 
 /// One configured provider, tagged by `type`.
@@ -242,7 +241,7 @@ pub struct BuildContext<'a> {
     /// `data_dir`, for the file outbox.
     pub data_dir: &'a Path,
     /// The customer-portal inbox.
-    pub inbox: &'a dyn Kv,
+    pub inbox: &'a dyn crate::history::store::HistoryStore,
 }
 
 /// Builds the client of provider `name`.

@@ -1077,7 +1077,7 @@ async fn portal_inbox(
 ) -> Result<Json<PortalInbox>, ApiError> {
     let customer = customer_id(&path_of(customer)?)?;
     blocking(move || {
-        let items = Inbox::new(state.store.inbox())
+        let items = Inbox::new(state.store.history())
             .list(customer)
             .map_err(ApiError::internal)?;
         Ok(Json(PortalInbox {
@@ -1126,7 +1126,7 @@ async fn portal_read(
     let (customer, message) = path_of(path)?;
     let customer = customer_id(&customer)?;
     blocking(move || {
-        let inbox = Inbox::new(state.store.inbox());
+        let inbox = Inbox::new(state.store.history());
         if !inbox
             .mark_read(customer, &message, Utc::now().timestamp_millis())
             .map_err(ApiError::internal)?
@@ -1185,8 +1185,7 @@ async fn healthz(State(state): State<Shared>) -> Response {
         state
             .store
             .history()
-            .get(b"healthz")
-            .map(drop)
+            .ping()
             .map_err(ApiError::internal)
     })
     .await;

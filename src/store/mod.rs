@@ -8,7 +8,6 @@
 //! Keys are laid out for ordered prefix scans: a record kind byte, a recipient kind
 //! byte, then the id in big-endian, so a scan of customers never touches leads.
 
-mod redb_store;
 mod sled_store;
 
 use std::path::{Path, PathBuf};
@@ -35,6 +34,8 @@ pub enum StoreError {
     },
     #[error("stored record {key} cannot be read: {detail}")]
     Decode { key: String, detail: String },
+    #[error(transparent)]
+    History(#[from] crate::history::store::HistoryError),
 }
 
 /// How an upsert changed the store.
@@ -62,18 +63,6 @@ pub enum Backend {
     /// sled: the default.
     #[default]
     Sled,
-    /// redb: bounded memory; see the README's benchmarks.
-    Redb,
-}
-
-impl Backend {
-    /// `CRIER_BENCH_BACKEND` for benchmarks (sled when unset).
-    pub fn from_env(var: &str) -> Backend {
-        match std::env::var(var).as_deref() {
-            Ok("redb") => Backend::Redb,
-            _ => Backend::Sled,
-        }
-    }
 }
 
 /// Settings for opening a store.
@@ -84,6 +73,13 @@ pub struct StoreConfig {
     /// Upper bound of the page cache, in bytes.
     pub cache_bytes: u64,
     pub backend: Backend,
+}
+
+impl StoreConfig {
+    /// The embedded history's file: beside the directory's, in the data dir.
+    pub fn history_path(&self) -> PathBuf {
+        self.path.with_file_name("history.sqlite3")
+    }
 }
 
 pub type RecipientIter<'a> = Box<dyn Iterator<Item = Result<Recipient, StoreError>> + 'a>;
@@ -155,17 +151,14 @@ pub trait Store: Send + Sync {
     /// How many recipients of `kind` are stored.
     fn count_recipients(&self, kind: RecipientKind) -> Result<u64, StoreError>;
 
-    /// The history ledger's key space.
-    fn history(&self) -> &dyn Kv;
+    /// The history: runs, messages, the portal inbox.
+    fn history(&self) -> &dyn crate::history::store::HistoryStore;
 
     /// The opt-out list's key space.
     fn optouts(&self) -> &dyn Kv;
 
     /// The stored templates' key space.
     fn templates(&self) -> &dyn Kv;
-
-    /// The customer-portal inbox's key space.
-    fn inbox(&self) -> &dyn Kv;
 
     /// Makes every write so far durable on disk before returning.
     fn flush(&self) -> Result<(), StoreError>;
@@ -210,7 +203,7 @@ impl Store for Shared {
         self.0.count_recipients(kind)
     }
 
-    fn history(&self) -> &dyn Kv {
+    fn history(&self) -> &dyn crate::history::store::HistoryStore {
         self.0.history()
     }
 
@@ -220,10 +213,6 @@ impl Store for Shared {
 
     fn templates(&self) -> &dyn Kv {
         self.0.templates()
-    }
-
-    fn inbox(&self) -> &dyn Kv {
-        self.0.inbox()
     }
 
     fn flush(&self) -> Result<(), StoreError> {
@@ -355,7 +344,6 @@ pub fn open(config: &StoreConfig) -> Result<Box<dyn Store>, StoreError> {
 fn open_once(config: &StoreConfig) -> Result<Box<dyn Store>, StoreError> {
     Ok(match config.backend {
         Backend::Sled => Box::new(sled_store::SledStore::open(config)?),
-        Backend::Redb => Box::new(redb_store::RedbStore::open(config)?),
     })
 }
 
@@ -493,7 +481,7 @@ pub(crate) mod tests {
     }
 
     fn kv_ranges_are_ordered_and_batches_atomic(store: &dyn Store) {
-        let kv = store.history();
+        let kv = store.optouts();
         let mut batch = KvBatch::default();
         for k in [
             b"a2".to_vec(),
@@ -533,10 +521,10 @@ pub(crate) mod tests {
                 .unwrap();
             let mut batch = KvBatch::default();
             batch.put(b"k".to_vec(), b"v".to_vec());
-            store.history().apply(batch).unwrap();
+            store.optouts().apply(batch).unwrap();
             let mut batch = KvBatch::default();
-            batch.put(b"k".to_vec(), b"inbox".to_vec());
-            store.inbox().apply(batch).unwrap();
+            batch.put(b"k".to_vec(), b"template".to_vec());
+            store.templates().apply(batch).unwrap();
             store.flush().unwrap();
         }
         let store = open(&config(dir.path(), backend)).unwrap();
@@ -546,25 +534,12 @@ pub(crate) mod tests {
                 .unwrap(),
             Some(9)
         );
-        assert_eq!(store.history().get(b"k").unwrap(), Some(b"v".to_vec()));
+        assert_eq!(store.optouts().get(b"k").unwrap(), Some(b"v".to_vec()));
         // Each key space is its own: the same key holds different values.
-        assert_eq!(store.inbox().get(b"k").unwrap(), Some(b"inbox".to_vec()));
-        assert_eq!(store.optouts().get(b"k").unwrap(), None);
-    }
-
-    fn a_second_open_is_refused_as_in_use(backend: Backend) {
-        let dir = tempfile::tempdir().unwrap();
-        let _first = open(&config(dir.path(), backend)).unwrap();
-        // sled's lock is per process and re-entrant, so only redb can show it here; the
-        // cross-process refusal of both is tested end to end in tests/import.rs.
-        if backend == Backend::Redb {
-            let second = open(&config(dir.path(), backend));
-            assert!(
-                matches!(second, Err(StoreError::Locked(_))),
-                "{:?}",
-                second.err()
-            );
-        }
+        assert_eq!(
+            store.templates().get(b"k").unwrap(),
+            Some(b"template".to_vec())
+        );
     }
 
     /// Runs the whole suite against `backend`, on a fresh store for each case.
@@ -583,6 +558,5 @@ pub(crate) mod tests {
         scans_are_per_kind_and_ordered(&*make());
         allocated_ids_are_fresh(&*make());
         flushed_writes_survive_reopening(backend);
-        a_second_open_is_refused_as_in_use(backend);
     }
 }

@@ -12,6 +12,8 @@ use super::{
     Kv, KvBatch, KvIter, LOCAL_ID_BASE, RECORD, RecipientIter, Store, StoreConfig, StoreError,
     Upsert, decode, kind_byte, login_key, plan_upsert, record_key,
 };
+use crate::history::store::HistoryStore;
+use crate::history::store::sqlite::SqliteHistory;
 use crate::recipients::{Recipient, RecipientKind};
 
 pub(super) struct SledStore {
@@ -19,10 +21,9 @@ pub(super) struct SledStore {
     db: sled::Db,
     recipients: sled::Tree,
     meta: sled::Tree,
-    history: SledKv,
+    history: SqliteHistory,
     optouts: SledKv,
     templates: SledKv,
-    inbox: SledKv,
 }
 
 /// One sled tree as a [`Kv`].
@@ -74,10 +75,7 @@ impl SledStore {
         let db = open_guarded(&path, config.cache_bytes)?;
         let recipients = db.open_tree("recipients").map_err(|e| map_err(&path, e))?;
         let meta = db.open_tree("meta").map_err(|e| map_err(&path, e))?;
-        let history = SledKv {
-            path: path.clone(),
-            tree: db.open_tree("history").map_err(|e| map_err(&path, e))?,
-        };
+        let history = SqliteHistory::open(&config.history_path())?;
         let optouts = SledKv {
             path: path.clone(),
             tree: db.open_tree("optouts").map_err(|e| map_err(&path, e))?,
@@ -85,10 +83,6 @@ impl SledStore {
         let templates = SledKv {
             path: path.clone(),
             tree: db.open_tree("templates").map_err(|e| map_err(&path, e))?,
-        };
-        let inbox = SledKv {
-            path: path.clone(),
-            tree: db.open_tree("inbox").map_err(|e| map_err(&path, e))?,
         };
         Ok(SledStore {
             path,
@@ -98,7 +92,6 @@ impl SledStore {
             history,
             optouts,
             templates,
-            inbox,
         })
     }
 
@@ -293,7 +286,7 @@ impl Store for SledStore {
         Ok(n)
     }
 
-    fn history(&self) -> &dyn Kv {
+    fn history(&self) -> &dyn HistoryStore {
         &self.history
     }
 
@@ -303,10 +296,6 @@ impl Store for SledStore {
 
     fn templates(&self) -> &dyn Kv {
         &self.templates
-    }
-
-    fn inbox(&self) -> &dyn Kv {
-        &self.inbox
     }
 
     fn flush(&self) -> Result<(), StoreError> {

@@ -51,6 +51,7 @@ pub fn sent_messages_on(project: &Project, channel: Channel, messages: &[(&str, 
             state: MessageState::Queued,
             reason: None,
             error: None,
+            snapshot: Default::default(),
         })
         .collect();
     let ids = ledger.plan(run.id, planned).unwrap();
