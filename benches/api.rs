@@ -43,8 +43,8 @@ fn message(i: u64, state: MessageState) -> NewMessage {
         state,
         reason: None,
         error: None,
-    },
-    snapshot: Default::default(),
+        snapshot: Default::default(),
+    }
 }
 
 /// `total` messages in runs of 1,000, oldest first over 60 days; returns the newest run.

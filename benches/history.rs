@@ -55,8 +55,8 @@ fn message(i: u64, state: MessageState) -> NewMessage {
         state,
         reason: None,
         error: None,
-    },
-    snapshot: Default::default(),
+        snapshot: Default::default(),
+    }
 }
 
 fn new_run(job: &str) -> NewRun {

@@ -49,8 +49,8 @@ fn message(id: u64, address: &str, channel: Channel, kind: MessageType) -> NewMe
         state: MessageState::Queued,
         reason: None,
         error: None,
-    },
-    snapshot: Default::default(),
+        snapshot: Default::default(),
+    }
 }
 
 /// A project with people, two jobs, and a ledger of runs written through the library.

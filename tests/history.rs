@@ -40,8 +40,8 @@ fn message(id: u64, address: &str, channel: Channel, kind: MessageType) -> NewMe
         state: MessageState::Queued,
         reason: None,
         error: None,
-    },
-    snapshot: Default::default(),
+        snapshot: Default::default(),
+    }
 }
 
 fn fixture() -> Fixture {
