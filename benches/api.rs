@@ -115,7 +115,7 @@ fn main() {
         .and_then(|a| a.parse().ok())
         .unwrap_or(1_000_000);
     let requests: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(1_000);
-    let backend = crier::store::Backend::from_env("CRIER_BENCH_BACKEND");
+    let backend = crier::store::Backend::Sled;
     let dir = tempfile::tempdir().expect("temp dir");
     let store: Arc<dyn Store> = Arc::from(
         open(&StoreConfig {
@@ -181,8 +181,7 @@ fn main() {
         "period=today&limit=50".to_string(),
     ];
     let backend_name = match backend {
-        crier::store::Backend::Redb => "redb",
-        _ => "sled",
+        crier::store::Backend::Sled => "embedded",
     };
     println!(
         "| GET /api/messages?… over {total} messages ({backend_name}), {requests} requests | median | p99 | max | rows | bytes |"

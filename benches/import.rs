@@ -24,7 +24,7 @@ fn child(csv: &str, store_dir: &str) {
     let store = open(&StoreConfig {
         path: store_dir.into(),
         cache_bytes: cache_mb << 20,
-        backend: crier::store::Backend::from_env("CRIER_BENCH_BACKEND"),
+        backend: crier::store::Backend::Sled,
     })
     .expect("store");
     let options = ImportOptions {

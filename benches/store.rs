@@ -57,7 +57,7 @@ fn main() {
         let store = open(&StoreConfig {
             path: path.clone(),
             cache_bytes: cache_mb << 20,
-            backend: crier::store::Backend::from_env("CRIER_BENCH_BACKEND"),
+            backend: crier::store::Backend::Sled,
         })
         .expect("store");
         let started = Instant::now();

@@ -103,10 +103,7 @@ fn load() -> f64 {
 }
 
 fn backend() -> &'static str {
-    match crier::store::Backend::from_env("CRIER_BENCH_BACKEND") {
-        crier::store::Backend::Sled => "sled",
-        crier::store::Backend::Redb => "redb",
-    }
+    "embedded (sled directory, SQLite history)"
 }
 
 /// Writes `crier.yaml` (one SMS provider, `provider_yaml` indented under its name) and

@@ -18,7 +18,8 @@ use crate::recipients::{Recipient, RecipientKind};
 
 pub(super) struct SledStore {
     path: PathBuf,
-    db: sled::Db,
+    /// Dropped by hand (see `Drop`): sled's own drop panics when the disk fails.
+    db: std::mem::ManuallyDrop<sled::Db>,
     recipients: sled::Tree,
     meta: sled::Tree,
     history: SqliteHistory,
@@ -86,7 +87,7 @@ impl SledStore {
         };
         Ok(SledStore {
             path,
-            db,
+            db: std::mem::ManuallyDrop::new(db),
             recipients,
             meta,
             history,
@@ -97,6 +98,29 @@ impl SledStore {
 
     fn err(&self, e: sled::Error) -> StoreError {
         map_err(&self.path, e)
+    }
+}
+
+impl Drop for SledStore {
+    /// sled 0.34 syncs its file in its own drop and panics if the OS refuses (a disk that
+    /// failed under a run: full, or turned read-only), which would turn a clean error exit
+    /// into a crash. So the store flushes first and, when that fails, leaves the handle
+    /// to the OS: nothing unflushed can be saved then anyway, and the process is ending.
+    fn drop(&mut self) {
+        // A flush with nothing to write syncs nothing, so ask the OS directly whether the
+        // file can still be synced, as sled's drop is about to.
+        let synced = self.db.flush().map(drop).map_err(|e| e.to_string()).and_then(|()| {
+            std::fs::File::open(self.path.join("db"))
+                .and_then(|f| f.sync_all())
+                .map_err(|e| e.to_string())
+        });
+        match synced {
+            // SAFETY: dropped once, here, and never used again.
+            Ok(()) => unsafe { std::mem::ManuallyDrop::drop(&mut self.db) },
+            Err(e) => {
+                tracing::warn!(path = %self.path.display(), error = %e, "The directory store could not be flushed at close.");
+            }
+        }
     }
 }
 

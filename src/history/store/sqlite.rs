@@ -84,6 +84,12 @@ impl SqliteHistory {
         }
     }
 
+    /// [`SqliteHistory::fail`] for an error of `conn`, with the OS's own words when the
+    /// OS refused (SQLite says "disk is full"; the OS says which errno).
+    fn fail_on(&self, conn: &Connection, e: rusqlite::Error) -> HistoryError {
+        self.fail(with_os_error(conn, e))
+    }
+
     /// Runs `f` on a read connection from the pool (opening one if none is free).
     fn read<T>(
         &self,
@@ -109,7 +115,7 @@ impl SqliteHistory {
                 c
             }
         };
-        let result = f(&conn).map_err(|e| self.fail(e));
+        let result = f(&conn).map_err(|e| self.fail_on(&conn, e));
         let mut pool = self.readers.lock().unwrap_or_else(|e| e.into_inner());
         if pool.len() < READERS {
             pool.push(conn);
@@ -139,6 +145,47 @@ impl SqliteHistory {
             Ok(())
         })?;
         decoded.map(|()| out)
+    }
+}
+
+/// The error's text, followed by the OS error behind it, if any: SQLite's "database or
+/// disk is full" becomes "database or disk is full (No space left on device (os error
+/// 28))", an I/O error says `Read-only file system` or `Input/output error`.
+fn with_os_error(conn: &Connection, e: rusqlite::Error) -> String {
+    use rusqlite::ErrorCode;
+    let os = match &e {
+        // SQLite reports ENOSPC as SQLITE_FULL and keeps no errno for it (we set no
+        // page limit, the other cause).
+        rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::DiskFull => {
+            Some(no_space().to_string())
+        }
+        rusqlite::Error::SqliteFailure(f, _)
+            if matches!(
+                f.code,
+                ErrorCode::SystemIoFailure
+                    | ErrorCode::ReadOnly
+                    | ErrorCode::CannotOpen
+            ) =>
+        {
+            // SAFETY: the handle is this live connection's; sqlite3_system_errno only
+            // reads the errno SQLite saved for its last failed call.
+            let errno = unsafe { rusqlite::ffi::sqlite3_system_errno(conn.handle()) };
+            (errno != 0).then(|| std::io::Error::from_raw_os_error(errno).to_string())
+        }
+        _ => None,
+    };
+    match os {
+        Some(os) => format!("{e} ({os})"),
+        None => e.to_string(),
+    }
+}
+
+/// The OS's error for a full disk, as it would print it.
+fn no_space() -> std::io::Error {
+    if cfg!(target_os = "linux") {
+        std::io::Error::from_raw_os_error(28) // ENOSPC
+    } else {
+        std::io::Error::from(std::io::ErrorKind::StorageFull)
     }
 }
 
@@ -254,7 +301,7 @@ impl SqliteTx<'_> {
                 .path()
                 .map(str::to_string)
                 .unwrap_or_else(|| "history".into()),
-            detail: e.to_string(),
+            detail: with_os_error(self.conn, e),
         })
     }
 }
@@ -467,14 +514,15 @@ impl HistoryStore for SqliteHistory {
     fn write(&self, body: &mut TxBody<'_>) -> Result<(), LedgerError> {
         let conn = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         conn.execute_batch("BEGIN IMMEDIATE")
-            .map_err(|e| self.fail(e))?;
+            .map_err(|e| self.fail_on(&conn, e))?;
         let mut tx = SqliteTx { conn: &conn };
         match body(&mut tx) {
             Ok(()) => match conn.execute_batch("COMMIT") {
                 Ok(()) => Ok(()),
                 Err(e) => {
+                    let error = self.fail_on(&conn, e);
                     let _ = conn.execute_batch("ROLLBACK");
-                    Err(self.fail(e).into())
+                    Err(error.into())
                 }
             },
             Err(e) => {
@@ -528,7 +576,7 @@ impl HistoryStore for SqliteHistory {
             ])
         })
         .map(drop)
-        .map_err(|e| self.fail(e))
+        .map_err(|e| self.fail_on(&conn, e))
     }
 
     fn inbox_list(&self, customer: u64) -> Result<Vec<InboxItem>, HistoryError> {
@@ -563,7 +611,7 @@ impl HistoryStore for SqliteHistory {
                  WHERE customer_id = ?1 AND message_id = ?2",
             )
             .and_then(|mut stmt| stmt.execute(params![customer as i64, message, at]))
-            .map_err(|e| self.fail(e))?;
+            .map_err(|e| self.fail_on(&conn, e))?;
         Ok(found > 0)
     }
 
