@@ -746,3 +746,83 @@ fn the_daemon_serves_health_and_metrics_with_its_scheduler_alive() {
     let (code, log) = daemon.stop();
     assert_eq!(code, 0, "{log}");
 }
+
+/// Runs `sql` on the history file the way an analyst's script would: Python's `sqlite3`,
+/// opened read-only (`mode=ro`) beside the daemon that writes it. Rows as JSON.
+fn analyst_query(p: &Project, sql: &str) -> Result<serde_json::Value, String> {
+    let python = std::env::var("CRIER_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = "import json, sqlite3, sys\n\
+                  db = sqlite3.connect('file:' + sys.argv[1] + '?mode=ro', uri=True, timeout=5)\n\
+                  print(json.dumps(db.execute(sys.argv[2]).fetchall()))\n";
+    let out = Command::new(python)
+        .args(["-c", script])
+        .arg(p.path().join("data/history.sqlite3"))
+        .arg(sql)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+}
+
+#[test]
+fn an_analyst_reads_the_history_with_sqlite_while_the_daemon_sends() {
+    let rt = runtime();
+    let mock = rt.block_on(mocks::bulksms(TOKEN_ID, SECRET));
+    mock.state
+        .set_fault_every(1, Fault::Delay(Duration::from_millis(10)));
+    let n = 400;
+    let p = project(&mock.url, n, &one_shot_job(1, ""));
+    let daemon = Daemon::start_ready(&p);
+    let by_state = "SELECT state, COUNT(*) FROM messages GROUP BY state ORDER BY state";
+    // Mid-run: the file opens read-only while the daemon writes, and shows the run as
+    // it stands (some sent, the rest still to go).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while mock.state.accepted_count() < 20 {
+        assert!(Instant::now() < deadline, "the run did not get going");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mid = analyst_query(&p, by_state).expect("read while the daemon writes");
+    let counted: u64 = mid
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row[1].as_u64().unwrap())
+        .sum();
+    assert!(counted > 0, "{mid}");
+    assert!(
+        mock.state.accepted_count() < n,
+        "the run ended before the read"
+    );
+    while mock.state.accepted_count() < n {
+        assert!(Instant::now() < deadline, "the run did not finish");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, log) = daemon.stop();
+    assert_eq!(code, 0, "{log}");
+    // After the run: the analyst's counts are crier's own.
+    let runs = runs(&p);
+    let show = p.crier(&["history", "show", runs[0]["id"].as_str().unwrap()]);
+    assert_eq!(show.code, 0, "{}", show.stderr);
+    let after = analyst_query(&p, by_state).unwrap();
+    for row in after.as_array().unwrap() {
+        let state = row[0].as_str().unwrap();
+        assert_eq!(
+            runs[0]["counters"][state], row[1],
+            "state {state}: crier says {}, sqlite3 {after}",
+            runs[0]["counters"]
+        );
+        let line = format!("  {state:<12} {}", row[1]);
+        assert!(show.stdout.contains(&line), "{line:?} in {}", show.stdout);
+    }
+    assert_eq!(after, serde_json::json!([["sent", n]]));
+    // The run row's own counters agree, as analysts would read them.
+    let run_row = analyst_query(
+        &p,
+        "SELECT n_sent, planned_all, finished_at IS NOT NULL FROM runs",
+    )
+    .unwrap();
+    assert_eq!(run_row, serde_json::json!([[n, 1, 1]]));
+}

@@ -160,9 +160,7 @@ pub struct Ledger<'a> {
 impl<'a> Ledger<'a> {
     /// The ledger of `store`'s history.
     pub fn new(store: &'a dyn Store) -> Ledger<'a> {
-        Ledger {
-            h: store.history(),
-        }
+        Ledger { h: store.history() }
     }
 
     /// The ledger over a history opened on its own.
@@ -630,10 +628,7 @@ impl Ledger<'_> {
                     counters.0, counted.0
                 ));
             }
-            let beyond = self
-                .h
-                .select_ints(&sql::beyond_next_seq(id))
-                .map_err(err)?;
+            let beyond = self.h.select_ints(&sql::beyond_next_seq(id)).map_err(err)?;
             if beyond.iter().any(|(_, n)| *n > 0) {
                 return Err(format!("run {id} has messages beyond its next sequence"));
             }
@@ -919,7 +914,14 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, LedgerError::NoSuchMessage(_)), "{err}");
         assert_eq!(ledger.message(ids[0]).unwrap().state, MessageState::Queued);
-        assert_eq!(ledger.run(run.id).unwrap().counters.get(MessageState::Queued), 1);
+        assert_eq!(
+            ledger
+                .run(run.id)
+                .unwrap()
+                .counters
+                .get(MessageState::Queued),
+            1
+        );
         ledger.verify().unwrap();
     }
 

@@ -211,8 +211,13 @@ pub fn runs<'a>(
     Box::new(
         paged(move |last: Option<&Run>, limit| {
             let cursor = last.map(|r| (r.created_at, r.id));
-            h.select_runs(&sql::runs(filter.range, filter.job.as_deref(), cursor, limit))
-                .map_err(LedgerError::from)
+            h.select_runs(&sql::runs(
+                filter.range,
+                filter.job.as_deref(),
+                cursor,
+                limit,
+            ))
+            .map_err(LedgerError::from)
         })
         .filter(move |r| r.as_ref().map_or(true, |r| filter.accepts(r))),
     )

@@ -1181,14 +1181,7 @@ async fn healthz(State(state): State<Shared>) -> Response {
         Some(alive) if alive.load(std::sync::atomic::Ordering::SeqCst) => "ok",
         _ => "not running",
     };
-    let store = blocking(move || {
-        state
-            .store
-            .history()
-            .ping()
-            .map_err(ApiError::internal)
-    })
-    .await;
+    let store = blocking(move || state.store.history().ping().map_err(ApiError::internal)).await;
     let (code, status, store) = match store {
         Ok(()) => (StatusCode::OK, "ok", "ok".to_string()),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.message),

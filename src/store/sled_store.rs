@@ -109,11 +109,16 @@ impl Drop for SledStore {
     fn drop(&mut self) {
         // A flush with nothing to write syncs nothing, so ask the OS directly whether the
         // file can still be synced, as sled's drop is about to.
-        let synced = self.db.flush().map(drop).map_err(|e| e.to_string()).and_then(|()| {
-            std::fs::File::open(self.path.join("db"))
-                .and_then(|f| f.sync_all())
-                .map_err(|e| e.to_string())
-        });
+        let synced = self
+            .db
+            .flush()
+            .map(drop)
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                std::fs::File::open(self.path.join("db"))
+                    .and_then(|f| f.sync_all())
+                    .map_err(|e| e.to_string())
+            });
         match synced {
             // SAFETY: dropped once, here, and never used again.
             Ok(()) => unsafe { std::mem::ManuallyDrop::drop(&mut self.db) },

@@ -104,7 +104,8 @@ pub trait Tx {
 }
 
 /// The body of a write transaction; its error aborts the transaction.
-pub type TxBody<'a> = dyn FnMut(&mut dyn Tx) -> Result<(), crate::history::ledger::LedgerError> + 'a;
+pub type TxBody<'a> =
+    dyn FnMut(&mut dyn Tx) -> Result<(), crate::history::ledger::LedgerError> + 'a;
 
 /// The history's database.
 pub trait HistoryStore: Send + Sync {
@@ -130,8 +131,12 @@ pub trait HistoryStore: Send + Sync {
     /// A customer's inbox, oldest first.
     fn inbox_list(&self, customer: u64) -> Result<Vec<InboxItem>, HistoryError>;
     /// Marks an inbox message read (the first time counts); `false` when there is none.
-    fn inbox_mark_read(&self, customer: u64, message: &str, at: Millis)
-    -> Result<bool, HistoryError>;
+    fn inbox_mark_read(
+        &self,
+        customer: u64,
+        message: &str,
+        at: Millis,
+    ) -> Result<bool, HistoryError>;
 
     /// Where the history lives, for messages (a file, or a server and database; never a
     /// password).

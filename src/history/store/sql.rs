@@ -123,9 +123,8 @@ pub fn message_from_row(row: &dyn SqlRow) -> Result<Message, HistoryError> {
     let text = |i: usize, column: &str| -> Result<String, HistoryError> {
         need(row.text(i)?, &key, column)
     };
-    let int = |i: usize, column: &str| -> Result<i64, HistoryError> {
-        need(row.int(i)?, &key, column)
-    };
+    let int =
+        |i: usize, column: &str| -> Result<i64, HistoryError> { need(row.int(i)?, &key, column) };
     let transitions: Vec<(MessageState, Millis)> =
         serde_json::from_str(&text(20, "transitions")?).map_err(|e| decode(&key, e))?;
     let failovers: Vec<Failover> = match row.text(21)? {
@@ -257,8 +256,7 @@ pub fn runs(
         s.params
             .extend([Param::Int(at), Param::Text(id.to_string())]);
     }
-    s.sql
-        .push_str(" ORDER BY created_at DESC, id DESC LIMIT ?");
+    s.sql.push_str(" ORDER BY created_at DESC, id DESC LIMIT ?");
     s.params.push(Param::Int(limit as i64));
     s
 }
@@ -427,7 +425,11 @@ mod tests {
             ..Default::default()
         };
         let s = messages(&scoped, Some(MessageCursor::Seq(7)), 10);
-        assert!(s.sql.ends_with("seq < ? ORDER BY seq DESC LIMIT ?"), "{}", s.sql);
+        assert!(
+            s.sql.ends_with("seq < ? ORDER BY seq DESC LIMIT ?"),
+            "{}",
+            s.sql
+        );
         assert!(!s.sql.contains("removed"));
         assert_eq!(s.sql.matches('?').count(), s.params.len());
     }

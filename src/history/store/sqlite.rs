@@ -95,11 +95,7 @@ impl SqliteHistory {
         &self,
         f: impl FnOnce(&Connection) -> Result<T, rusqlite::Error>,
     ) -> Result<T, HistoryError> {
-        let conn = self
-            .readers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .pop();
+        let conn = self.readers.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let conn = match conn {
             Some(c) => c,
             None => {
@@ -162,9 +158,7 @@ fn with_os_error(conn: &Connection, e: rusqlite::Error) -> String {
         rusqlite::Error::SqliteFailure(f, _)
             if matches!(
                 f.code,
-                ErrorCode::SystemIoFailure
-                    | ErrorCode::ReadOnly
-                    | ErrorCode::CannotOpen
+                ErrorCode::SystemIoFailure | ErrorCode::ReadOnly | ErrorCode::CannotOpen
             ) =>
         {
             // SAFETY: the handle is this live connection's; sqlite3_system_errno only
@@ -278,7 +272,9 @@ impl SqliteTx<'_> {
             .prepare_cached(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"))?;
         let mut rows = stmt.query([id.to_string()])?;
         match rows.next()? {
-            Some(row) => Ok(Some(sql::stored_run_from_row(&Row(row)).map_err(to_sqlite)?)),
+            Some(row) => Ok(Some(
+                sql::stored_run_from_row(&Row(row)).map_err(to_sqlite)?,
+            )),
             None => Ok(None),
         }
     }
@@ -620,14 +616,16 @@ impl HistoryStore for SqliteHistory {
     }
 
     fn ping(&self) -> Result<(), HistoryError> {
-        self.read(|conn| conn.query_row("SELECT 1 FROM runs LIMIT 1", [], |_| Ok(())).optional())
-            .map(drop)
+        self.read(|conn| {
+            conn.query_row("SELECT 1 FROM runs LIMIT 1", [], |_| Ok(()))
+                .optional()
+        })
+        .map(drop)
     }
 
     fn check(&self) -> Result<(), HistoryError> {
-        let result: String = self.read(|conn| {
-            conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        })?;
+        let result: String =
+            self.read(|conn| conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)))?;
         if result == "ok" {
             Ok(())
         } else {
