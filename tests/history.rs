@@ -529,3 +529,71 @@ fn logs_hide_the_messages_of_removed_runs_unless_asked_for() {
     // Naming the run is asking for it, as `history show` does.
     assert_eq!(count(&["--run", &welcome]), 1);
 }
+
+/// The ```sql blocks of the README's "The history in SQL" section, in order.
+fn readme_queries() -> Vec<String> {
+    let readme = std::fs::read_to_string(common::root().join("README.md")).unwrap();
+    let start = readme
+        .find("### The history in SQL")
+        .expect("the README documents the history's tables");
+    let section = &readme[start..];
+    let section = &section[..section[4..].find("\n#").map_or(section.len(), |i| i + 4)];
+    section
+        .split("```sql\n")
+        .skip(1)
+        .map(|block| block[..block.find("```").unwrap()].to_string())
+        .collect()
+}
+
+/// Rows of `sql` on the fixture's history, through Python's `sqlite3`, read-only.
+fn sqlite_rows(p: &Project, sql: &str) -> Vec<serde_json::Value> {
+    let python = std::env::var("CRIER_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = "import json, sqlite3, sys\n\
+                  db = sqlite3.connect('file:' + sys.argv[1] + '?mode=ro', uri=True)\n\
+                  print(json.dumps(db.execute(sys.argv[2]).fetchall()))\n";
+    let out = std::process::Command::new(python)
+        .args(["-c", script])
+        .arg(p.path().join("data/history.sqlite3"))
+        .arg(sql)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{sql}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<serde_json::Value>(&out.stdout)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn the_readmes_example_queries_answer_on_a_real_history() {
+    let f = fixture();
+    let queries = readme_queries();
+    assert_eq!(queries.len(), 4, "{queries:?}");
+    let [by_location, failed, missed, per_day] = &queries[..] else {
+        unreachable!()
+    };
+    // Last month's reminder: the fixture's runs are from this month and 40 days ago, so
+    // the rows depend on the date; the query must run.
+    sqlite_rows(&f.project, by_location);
+    let failed = sqlite_rows(&f.project, failed);
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0][0], format!("{}-000001", f.reminder));
+    assert_eq!(failed[0][4], "Insufficient Credits");
+    let missed = sqlite_rows(&f.project, missed);
+    assert_eq!(
+        missed,
+        vec![
+            serde_json::json!([2, "+27831234567", "failed", "Insufficient Credits"]),
+            serde_json::json!([4, "12345", "skipped", "invalid_phone"]),
+        ]
+    );
+    let per_day = sqlite_rows(&f.project, per_day);
+    let total: u64 = per_day.iter().map(|r| r[2].as_u64().unwrap()).sum();
+    // Everything but the 40-day-old run's one message.
+    assert_eq!(total, 10, "{per_day:?}");
+}
