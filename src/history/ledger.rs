@@ -122,22 +122,27 @@ pub fn dedup_after(first: u32, n: u64) -> u32 {
     ((first.saturating_sub(1) as u64 + n) % DEDUP_SPACE) as u32 + 1
 }
 
-/// How many rows a paged read fetches at a time.
-const PAGE: usize = 1000;
+/// How many rows a paged read fetches at a time, at most.
+const PAGE: usize = 1024;
 
-/// Items of a paged read, fetched `PAGE` at a time: `fetch(last item of the previous
-/// page, limit)` returns the next page.
+/// The first page's size: a table of 50 rows reads no more than it shows.
+const FIRST_PAGE: usize = 64;
+
+/// Items of a paged read: `fetch(last item of the previous page, limit)` returns the
+/// next page. Pages start small (a listing shows its first 50) and grow to `PAGE`.
 pub(crate) fn paged<'a, T: Clone + 'a, E: 'a>(
     mut fetch: impl FnMut(Option<&T>, usize) -> Result<Vec<T>, E> + 'a,
 ) -> impl Iterator<Item = Result<T, E>> + 'a {
     let mut buffer = std::collections::VecDeque::new();
     let mut last: Option<T> = None;
     let mut done = false;
+    let mut limit = FIRST_PAGE;
     std::iter::from_fn(move || {
         if buffer.is_empty() && !done {
-            match fetch(last.as_ref(), PAGE) {
+            match fetch(last.as_ref(), limit) {
                 Ok(page) => {
-                    done = page.len() < PAGE;
+                    done = page.len() < limit;
+                    limit = (limit * 4).min(PAGE);
                     last = page.last().cloned();
                     buffer.extend(page);
                 }
@@ -649,306 +654,17 @@ impl StoredRunKey {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
-    fn store() -> (tempfile::TempDir, Box<dyn Store>) {
-        crate::store::scratch()
-    }
-
-    fn new_run(job: &str) -> NewRun {
-        NewRun {
-            job: job.into(),
-            trigger: Trigger::Manual,
-            channels: vec![Channel::Sms],
-            provider: "bulksms".into(),
-            body: "Hi {{ customer.name }}".into(),
-            subject: None,
-        }
-    }
-
-    fn msg(i: u64) -> NewMessage {
-        NewMessage {
-            recipient_kind: RecipientKind::Customer,
-            recipient_id: i,
-            address: format!("+2782000{i:04}"),
-            channel: Channel::Sms,
-            provider: "bulksms".into(),
-            kind: MessageType::Message,
-            subject: None,
-            body: format!("Hi {i}"),
-            encoding: Some("gsm7".into()),
-            parts: 1,
-            state: MessageState::Queued,
-            reason: None,
-            error: None,
-            snapshot: RecipientSnapshot {
-                location: Some("Cape Town".into()),
-                ..Default::default()
-            },
-        }
-    }
-
     #[test]
-    fn a_run_goes_from_new_to_sent_with_error_through_its_messages() {
-        let (_d, store) = store();
-        let ledger = Ledger::new(store.as_ref());
-        let run = ledger.create_run(new_run("reminder")).unwrap();
-        assert_eq!(run.status(), crate::history::RunStatus::New);
-        let mut skipped = msg(9);
-        skipped.state = MessageState::Skipped;
-        skipped.reason = Some("invalid_phone".into());
-        let ids = ledger.plan(run.id, vec![msg(1), msg(2), skipped]).unwrap();
-        assert_eq!(
-            ledger.run(run.id).unwrap().status(),
-            crate::history::RunStatus::Processing
-        );
-        ledger.finish_planning(run.id).unwrap();
-
-        let sending: Vec<Change> = ids[..2]
-            .iter()
-            .map(|id| Change::to(*id, MessageState::Sending))
-            .collect();
-        ledger.transition(&sending).unwrap();
-        let mut sent = Change::to(ids[0], MessageState::Sent);
-        sent.provider_message_id = Some("bulk-1".into());
-        let mut failed = Change::to(ids[1], MessageState::Failed);
-        failed.error = Some(("403".into(), "Insufficient Credits".into()));
-        let results = ledger.transition(&[sent, failed]).unwrap();
-        assert!(results.iter().all(Result::is_ok));
-
-        let r = ledger.run(run.id).unwrap();
-        assert_eq!(r.status(), crate::history::RunStatus::SentWithError);
-        assert!(r.started_at.is_some() && r.finished_at.is_some());
-        assert_eq!(r.counters.get(MessageState::Sent), 1);
-        assert_eq!(r.counters.get(MessageState::Skipped), 1);
-        let m = ledger
-            .find_by_provider_id("bulksms", "bulk-1")
-            .unwrap()
+    fn the_sqlite_history_passes_the_conformance_suite() {
+        let dirs = std::cell::RefCell::new(Vec::new());
+        crate::history::store::conformance::run(&|| {
+            let dir = tempfile::tempdir().unwrap();
+            let h = crate::history::store::sqlite::SqliteHistory::open(
+                &dir.path().join("history.sqlite3"),
+            )
             .unwrap();
-        assert_eq!(m.id, ids[0]);
-        assert_eq!(m.attempts, 1);
-        assert_eq!(
-            m.transitions.iter().map(|t| t.0).collect::<Vec<_>>(),
-            vec![
-                MessageState::Queued,
-                MessageState::Sending,
-                MessageState::Sent
-            ]
-        );
-        assert_eq!(
-            ledger.message(ids[1]).unwrap().error_text.as_deref(),
-            Some("Insufficient Credits")
-        );
-        ledger.verify().unwrap();
-    }
-
-    #[test]
-    fn illegal_transitions_are_refused_alone() {
-        let (_d, store) = store();
-        let ledger = Ledger::new(store.as_ref());
-        let run = ledger.create_run(new_run("j")).unwrap();
-        let ids = ledger.plan(run.id, vec![msg(1), msg(2)]).unwrap();
-        let results = ledger
-            .transition(&[
-                Change::to(ids[0], MessageState::Delivered),
-                Change::to(ids[1], MessageState::Sending),
-            ])
-            .unwrap();
-        assert_eq!(
-            results[0],
-            Err(IllegalTransition {
-                id: ids[0],
-                from: MessageState::Queued,
-                to: MessageState::Delivered
-            })
-        );
-        assert!(results[1].is_ok());
-        assert_eq!(ledger.message(ids[0]).unwrap().state, MessageState::Queued);
-        // Delivered never goes back to sending.
-        ledger
-            .transition(&[Change::to(ids[1], MessageState::Sent)])
-            .unwrap();
-        ledger
-            .transition(&[Change::to(ids[1], MessageState::Delivered)])
-            .unwrap();
-        let back = ledger
-            .transition(&[Change::to(ids[1], MessageState::Sending)])
-            .unwrap();
-        assert!(back[0].is_err());
-        ledger.verify().unwrap();
-    }
-
-    #[test]
-    fn a_runs_messages_by_state_without_other_runs() {
-        let (_d, store) = store();
-        let ledger = Ledger::new(store.as_ref());
-        let a = ledger.create_run(new_run("a")).unwrap();
-        let b = ledger.create_run(new_run("b")).unwrap();
-        let ids_a = ledger.plan(a.id, (0..5).map(msg).collect()).unwrap();
-        ledger.plan(b.id, (0..7).map(msg).collect()).unwrap();
-        ledger
-            .transition(&[Change::to(ids_a[3], MessageState::Sending)])
-            .unwrap();
-        let queued: Vec<MessageId> = ledger
-            .ids_in_state(a.id, MessageState::Queued)
-            .map(Result::unwrap)
-            .collect();
-        assert_eq!(queued, vec![ids_a[0], ids_a[1], ids_a[2], ids_a[4]]);
-        let sending: Vec<MessageId> = ledger
-            .ids_in_state(a.id, MessageState::Sending)
-            .map(Result::unwrap)
-            .collect();
-        assert_eq!(sending, vec![ids_a[3]]);
-        assert_eq!(ledger.messages_of(b.id, None).count(), 7);
-    }
-
-    #[test]
-    fn dedup_ids_are_unique_across_runs_and_stable_per_message() {
-        let (_d, store) = store();
-        let ledger = Ledger::new(store.as_ref());
-        let a = ledger.create_run(new_run("a")).unwrap();
-        let b = ledger.create_run(new_run("b")).unwrap();
-        let mut all = Vec::new();
-        for run in [a.id, b.id, a.id] {
-            let ids = ledger.plan(run, (0..5).map(msg).collect()).unwrap();
-            all.extend(ids);
-        }
-        let dedups: Vec<u32> = all.iter().map(|id| ledger.dedup_id(*id).unwrap()).collect();
-        let unique: std::collections::HashSet<_> = dedups.iter().collect();
-        assert_eq!(unique.len(), 15, "{dedups:?}");
-        // Asking again gives the same id (a retry after a restart resubmits it).
-        assert_eq!(ledger.dedup_id(all[12]).unwrap(), dedups[12]);
-        assert!(dedups.iter().all(|d| *d >= 1 && *d <= i32::MAX as u32));
-        assert_eq!(dedup_after(i32::MAX as u32, 1), 1);
-        // Purging another run leaves these ids as they were.
-        ledger.finish_planning(b.id).unwrap();
-        ledger.purge(b.id).unwrap();
-        assert_eq!(ledger.dedup_id(all[0]).unwrap(), dedups[0]);
-        assert!(matches!(
-            ledger.dedup_id(all[5]),
-            Err(LedgerError::NoSuchMessage(_))
-        ));
-    }
-
-    #[test]
-    fn cancel_remove_and_purge() {
-        let (_d, store) = store();
-        let ledger = Ledger::new(store.as_ref());
-        let run = ledger.create_run(new_run("maint")).unwrap();
-        let ids = ledger.plan(run.id, (0..10).map(msg).collect()).unwrap();
-        ledger
-            .transition(&[Change::to(ids[0], MessageState::Sending)])
-            .unwrap();
-        ledger
-            .transition(&[Change::to(ids[0], MessageState::Sent)])
-            .unwrap();
-        assert_eq!(ledger.cancel(run.id).unwrap(), 9);
-        let r = ledger.run(run.id).unwrap();
-        assert_eq!(r.status(), crate::history::RunStatus::Cancelled);
-        assert_eq!(r.counters.get(MessageState::Cancelled), 9);
-        ledger.verify().unwrap();
-        assert_eq!(
-            ledger.remove(run.id).unwrap().status(),
-            crate::history::RunStatus::Removed
-        );
-        let other = ledger.create_run(new_run("keep")).unwrap();
-        ledger.plan(other.id, vec![msg(1)]).unwrap();
-        assert_eq!(ledger.purge(run.id).unwrap(), 10);
-        assert!(matches!(ledger.run(run.id), Err(LedgerError::NoSuchRun(_))));
-        let v = ledger.verify().unwrap();
-        assert_eq!((v.runs, v.messages), (1, 1));
-        // Nothing of the purged run is left.
-        let left = ledger
-            .history()
-            .select_ints(&crate::history::store::Select {
-                sql: "SELECT 'left', COUNT(*) FROM messages WHERE run_id = ?".into(),
-                params: vec![crate::history::store::Param::Text(run.id.to_string())],
-            })
-            .unwrap();
-        assert_eq!(left, vec![("left".to_string(), 0)]);
-    }
-
-    #[test]
-    fn failover_and_snapshot_survive_the_round_trip() {
-        let (_dir, store) = store();
-        let ledger = Ledger::new(store.as_ref());
-        let run = ledger.create_run(new_run("j")).unwrap();
-        let id = ledger.plan(run.id, vec![msg(1)]).unwrap()[0];
-        let planned = ledger.message(id).unwrap();
-        assert!(planned.failovers.is_empty());
-        assert_eq!(planned.snapshot.location.as_deref(), Some("Cape Town"));
-        ledger
-            .record(&[Change::to(id, MessageState::Sending)])
-            .unwrap();
-        let mut change = Change::to(id, MessageState::Queued);
-        change.error = Some(("bulksms:400".into(), "no route".into()));
-        change.failover = Some("clickatell".into());
-        ledger.record(&[change]).unwrap();
-        let m = ledger.message(id).unwrap();
-        assert_eq!(m.provider, "clickatell");
-        assert_eq!(m.failovers.len(), 1);
-        assert_eq!(m.failovers[0].provider, "bulksms");
-        assert_eq!(m.failovers[0].attempts, 1);
-        assert_eq!(m.failovers[0].error_text, "no route");
-        assert_eq!(m.error_code, None);
-        assert_eq!(m.snapshot, planned.snapshot);
-        assert_eq!(m.transitions.len(), 3);
-    }
-
-    #[test]
-    fn a_failed_transaction_writes_nothing() {
-        let (_dir, store) = store();
-        let ledger = Ledger::new(store.as_ref());
-        let run = ledger.create_run(new_run("j")).unwrap();
-        let ids = ledger.plan(run.id, vec![msg(1)]).unwrap();
-        // One known and one unknown message: the whole batch is refused.
-        let ghost = MessageId {
-            run: run.id,
-            seq: 99,
-        };
-        let err = ledger
-            .transition(&[
-                Change::to(ids[0], MessageState::Sending),
-                Change::to(ghost, MessageState::Sending),
-            ])
-            .unwrap_err();
-        assert!(matches!(err, LedgerError::NoSuchMessage(_)), "{err}");
-        assert_eq!(ledger.message(ids[0]).unwrap().state, MessageState::Queued);
-        assert_eq!(
-            ledger
-                .run(run.id)
-                .unwrap()
-                .counters
-                .get(MessageState::Queued),
-            1
-        );
-        ledger.verify().unwrap();
-    }
-
-    #[test]
-    fn a_run_id_is_taken_once() {
-        let (_dir, store) = store();
-        let ledger = Ledger::new(store.as_ref());
-        let id = RunId::new();
-        ledger.create_run_with_id(id, new_run("j"), 5).unwrap();
-        let again = ledger.create_run_with_id(id, new_run("j"), 6);
-        assert!(matches!(again, Err(LedgerError::RunExists(_))));
-        assert_eq!(ledger.run(id).unwrap().created_at, 5);
-    }
-
-    #[test]
-    fn pages_continue_where_the_last_ended() {
-        let (_dir, store) = store();
-        let ledger = Ledger::new(store.as_ref());
-        let run = ledger.create_run(new_run("big")).unwrap();
-        let n = PAGE * 2 + 7;
-        ledger
-            .plan(run.id, (0..n as u64).map(msg).collect())
-            .unwrap();
-        let seqs: Vec<u32> = ledger
-            .messages_of(run.id, None)
-            .map(|m| m.unwrap().id.seq)
-            .collect();
-        assert_eq!(seqs, (0..n as u32).collect::<Vec<_>>());
+            dirs.borrow_mut().push(dir);
+            Box::new(h)
+        });
     }
 }

@@ -16,6 +16,7 @@
 //! fragments in the dialect both engines share, so the CLI, the API and the console read
 //! the same rows whichever database holds them.
 
+pub mod conformance;
 pub mod sql;
 pub mod sqlite;
 
