@@ -15,9 +15,12 @@ use crate::history::{MessageId, MessageState, MessageType, RecipientSnapshot, Ru
 use crate::job::Channel;
 use crate::recipients::RecipientKind;
 
+/// One case of the suite.
+type Case = fn(&dyn HistoryStore);
+
 /// Every case, by name, each on a fresh history from `make`.
 pub fn run(make: &dyn Fn() -> Box<dyn HistoryStore>) {
-    let cases: &[(&str, fn(&dyn HistoryStore))] = &[
+    let cases: &[(&str, Case)] = &[
         (
             "a_run_goes_from_new_to_sent_with_error_through_its_messages",
             a_run_goes_from_new_to_sent_with_error_through_its_messages,
