@@ -102,8 +102,9 @@ fn load() -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-fn backend() -> &'static str {
-    "embedded (sled directory, SQLite history)"
+/// `store.backend` of the benchmarked projects, and how the table names it.
+fn backend() -> (&'static str, &'static str) {
+    ("sled", "embedded (sled directory, SQLite history)")
 }
 
 /// Writes `crier.yaml` (one SMS provider, `provider_yaml` indented under its name) and
@@ -114,7 +115,7 @@ fn write_project(dir: &Path, provider_yaml: &str, job_extra: &str) {
         dir.join("crier.yaml"),
         format!(
             "store: {{ backend: {} }}\nproviders:\n  sms:\n{provider_yaml}channels:\n  sms: sms\n",
-            backend()
+            backend().0
         ),
     )
     .expect("crier.yaml");
@@ -630,7 +631,7 @@ fn main() {
     println!();
     println!(
         "crier end-to-end suite, {} store, {} customers, {runs} run(s), concurrency {concurrency}; {} on {} cores; load average at start {}, at end {}",
-        backend(),
+        backend().1,
         thousands(total as f64, 0),
         started_at.format("%Y-%m-%d %H:%M"),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
