@@ -36,6 +36,7 @@ fn open_store(dir: &str) -> Box<dyn Store> {
         path: dir.into(),
         cache_bytes: cache_mb << 20,
         backend: crier::store::Backend::from_env("CRIER_BENCH_BACKEND"),
+        postgres: None,
     })
     .expect("store")
 }

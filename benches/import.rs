@@ -25,6 +25,7 @@ fn child(csv: &str, store_dir: &str) {
         path: store_dir.into(),
         cache_bytes: cache_mb << 20,
         backend: crier::store::Backend::from_env("CRIER_BENCH_BACKEND"),
+        postgres: None,
     })
     .expect("store");
     let options = ImportOptions {

@@ -58,6 +58,7 @@ fn main() {
             path: path.clone(),
             cache_bytes: cache_mb << 20,
             backend: crier::store::Backend::from_env("CRIER_BENCH_BACKEND"),
+            postgres: None,
         })
         .expect("store");
         let started = Instant::now();

@@ -2,7 +2,7 @@
 //! beside a plain load generator and a peer tool, printed as one Markdown table.
 //!
 //! `cargo bench --bench suite -- [CUSTOMERS] [RUNS]` (default 1,000,000 and 3);
-//! `CRIER_BENCH_BACKEND=redb` for the redb store; `CRIER_BENCH_CONCURRENCY` (default 64);
+//! `CRIER_BENCH_BACKEND` (`embedded`, the default); `CRIER_BENCH_CONCURRENCY` (default 64);
 //! `CRIER_BENCH_RATE_SECS` (default 30); `CRIER_BENCH_PEER_MESSAGES` (default 10,000);
 //! `CRIER_BENCH_PYTHON` (default `python3`) for Apprise.
 //!
@@ -104,8 +104,8 @@ fn load() -> f64 {
 
 fn backend() -> &'static str {
     match crier::store::Backend::from_env("CRIER_BENCH_BACKEND") {
-        crier::store::Backend::Sled => "sled",
-        crier::store::Backend::Redb => "redb",
+        crier::store::Backend::Embedded => "embedded",
+        crier::store::Backend::Postgres => "postgres",
     }
 }
 

@@ -39,15 +39,12 @@ fn store_config(dir: &str, backend: Backend) -> StoreConfig {
         path: dir.into(),
         cache_bytes: 8 << 20,
         backend,
+        postgres: None,
     }
 }
 
-fn backend_named(name: &str) -> Backend {
-    if name == "redb" {
-        Backend::Redb
-    } else {
-        Backend::Sled
-    }
+fn backend_named(_name: &str) -> Backend {
+    Backend::Embedded
 }
 
 /// Writes forever, until killed.
@@ -127,7 +124,7 @@ fn main() {
         child(&args[2], backend_named(&args[3]));
     }
     let (mut passed, mut failed) = (0, 0);
-    for backend in ["sled", "redb"] {
+    for backend in ["sled"] {
         let (p, f) = rounds_on(backend);
         passed += p;
         failed += f;
