@@ -942,4 +942,3 @@ fn disk_full_sled() {
 fn disk_read_only_sled() {
     disk_fault(DiskFault::ReadOnly, "sled");
 }
-

@@ -398,18 +398,28 @@ fn config_show_redacts_the_postgres_password_and_open_says_what_is_missing() {
     let run = p.crier(&["import", "people.csv"]);
     assert_ne!(run.code, 0);
     assert!(
-        run.stderr.contains("PostgreSQL history is not available yet"),
+        run.stderr
+            .contains("PostgreSQL history is not available yet"),
         "{}",
         run.stderr
     );
     assert!(!run.stderr.contains("hunter2"), "{}", run.stderr);
     // `backend: postgres` needs a URL, and a schema must be a plain identifier.
-    p.write("crier.yaml", "store:\n  backend: postgres\n  schema: Bad-Name\n");
+    p.write(
+        "crier.yaml",
+        "store:\n  backend: postgres\n  schema: Bad-Name\n",
+    );
     let bad = p.crier(&["validate"]);
     assert_ne!(bad.code, 0);
     let text = format!("{}{}", bad.stdout, bad.stderr);
-    assert!(text.contains("store.url: is required with `backend: postgres`"), "{text}");
-    assert!(text.contains("store.schema: `Bad-Name` is not a lower-case SQL identifier"), "{text}");
+    assert!(
+        text.contains("store.url: is required with `backend: postgres`"),
+        "{text}"
+    );
+    assert!(
+        text.contains("store.schema: `Bad-Name` is not a lower-case SQL identifier"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -64,7 +64,9 @@ fn unreachable_server_names_host_port_and_the_os_error() {
         .unwrap()
         .port();
     let url = format!("postgres://crier:hunter2@127.0.0.1:{port}/crier");
-    let err = PgDirectory::open(&PgSettings::new(url)).err().expect("refused");
+    let err = PgDirectory::open(&PgSettings::new(url))
+        .err()
+        .expect("refused");
     let text = format!("{err:#}");
     assert!(
         text.contains(&format!("cannot reach PostgreSQL at 127.0.0.1:{port}")),
@@ -104,7 +106,9 @@ fn refused_login_names_the_role_and_never_the_password() {
 fn missing_database_is_named() {
     let _s = shared();
     let url = pg::server().url("no_such_db");
-    let err = PgDirectory::open(&PgSettings::new(url)).err().expect("refused");
+    let err = PgDirectory::open(&PgSettings::new(url))
+        .err()
+        .expect("refused");
     let text = format!("{err:#}");
     assert!(
         text.contains(&format!(
@@ -135,7 +139,9 @@ fn a_schema_newer_than_the_binary_is_refused() {
         &db,
         "INSERT INTO crier.schema_migrations (domain, version, name) VALUES ('directory', 99, 'from_the_future')",
     );
-    let err = PgDirectory::open(&PgSettings::new(url)).err().expect("refused");
+    let err = PgDirectory::open(&PgSettings::new(url))
+        .err()
+        .expect("refused");
     let text = format!("{err:#}");
     assert!(
         text.contains("the directory schema in PostgreSQL at 127.0.0.1:")
@@ -179,7 +185,10 @@ fn migrations_apply_once_per_domain_and_are_recorded() {
         "directory:1:create_directory\nthings:1:create_things\nthings:2:add_label"
     );
     assert_eq!(
-        pg::server().psql(&db, "SELECT count(*) FROM analytics_x.things WHERE label = ''"),
+        pg::server().psql(
+            &db,
+            "SELECT count(*) FROM analytics_x.things WHERE label = ''"
+        ),
         "0"
     );
     // A migration that fails leaves nothing behind: not its table, not its row.
@@ -195,7 +204,7 @@ fn migrations_apply_once_per_domain_and_are_recorded() {
             sql: "ALTER TABLE nowhere ADD COLUMN x int",
         },
     ];
-    let err = pg.migrate("broken", BROKEN).err().expect("fails");
+    let err = pg.migrate("broken", BROKEN).expect_err("fails");
     assert!(format!("{err:#}").contains("nowhere"), "{err:#}");
     assert_eq!(
         pg::server().psql(
@@ -222,7 +231,9 @@ fn count_via_call(pg: &Pg) -> i64 {
 fn call_works_from_a_plain_thread() {
     let _s = shared();
     let pg = Pg::connect(&PgSettings::new(pg::server().database())).unwrap();
-    let n = std::thread::spawn(move || count_via_call(&pg)).join().unwrap();
+    let n = std::thread::spawn(move || count_via_call(&pg))
+        .join()
+        .unwrap();
     assert_eq!(n, 42);
 }
 
@@ -263,7 +274,8 @@ async fn call_works_inside_a_current_thread_tokio_test() {
     )
     .unwrap();
     assert_eq!(
-        d.recipient_id_by_login(RecipientKind::Customer, "seven").unwrap(),
+        d.recipient_id_by_login(RecipientKind::Customer, "seven")
+            .unwrap(),
         Some(7)
     );
     drop(d);
@@ -277,7 +289,9 @@ fn a_restarted_server_is_reconnected_and_a_stopped_one_is_reported() {
     d.upsert_recipients(&[conformance::recipient(RecipientKind::Lead, 1, "a")], true)
         .unwrap();
     server.stop_immediate();
-    let err = d.count_recipients(RecipientKind::Lead).err().expect("server down");
+    let err = d
+        .count_recipients(RecipientKind::Lead)
+        .expect_err("server down");
     let text = format!("{err:#}");
     assert!(
         text.contains(&format!("127.0.0.1:{}", server.port))

@@ -252,7 +252,10 @@ mod tests {
         // No password, nothing to hide; the value is still there to connect with.
         let plain = SecretUrl::new("postgres://crier@db/mail");
         assert_eq!(plain.to_string(), "postgres://crier@db/mail");
-        assert_eq!(u.expose(), "postgres://crier:hunter2@db.example:5433/mail?sslmode=disable");
+        assert_eq!(
+            u.expose(),
+            "postgres://crier:hunter2@db.example:5433/mail?sslmode=disable"
+        );
     }
 
     #[test]

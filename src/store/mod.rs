@@ -7,8 +7,8 @@
 //! history. [`open`] picks the backend from `store.backend`: `embedded` (sled, one
 //! directory in `data_dir`) or `postgres` (the shared plumbing is [`postgres`]).
 
-pub(crate) mod sled_store;
 pub mod postgres;
+pub(crate) mod sled_store;
 
 pub use crate::recipients::directory::{Directory, LOCAL_ID_BASE, RecipientIter};
 pub use postgres::{PgError, PgSettings};
@@ -299,6 +299,9 @@ pub(crate) mod tests {
         let mut c = config(std::path::Path::new("/nonexistent"));
         c.backend = Backend::Postgres;
         let err = open(&c).err().expect("refused").to_string();
-        assert!(err.contains("PostgreSQL history is not available yet"), "{err}");
+        assert!(
+            err.contains("PostgreSQL history is not available yet"),
+            "{err}"
+        );
     }
 }

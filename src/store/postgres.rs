@@ -80,19 +80,29 @@ pub enum PgError {
         "store.url is not a PostgreSQL URL (expected postgres://USER:PASSWORD@HOST:PORT/DATABASE)"
     )]
     BadUrl,
+    #[error("store.url: the environment variable `{0}` is not set")]
+    UnsetUrl(String),
     #[error("store.schema `{0}` is not a lower-case SQL identifier (e.g. `crier`)")]
     BadSchema(String),
-    #[error("cannot reach PostgreSQL at {server}: {error} (is the server running, and is store.url's host and port right?)")]
+    #[error(
+        "cannot reach PostgreSQL at {server}: {error} (is the server running, and is store.url's host and port right?)"
+    )]
     Unreachable { server: String, error: String },
-    #[error("PostgreSQL at {server} refused the login of role `{user}`: {detail} (check the user and password in store.url)")]
+    #[error(
+        "PostgreSQL at {server} refused the login of role `{user}`: {detail} (check the user and password in store.url)"
+    )]
     AuthRefused {
         server: String,
         user: String,
         detail: String,
     },
-    #[error("PostgreSQL at {server} has no database `{database}` (create it: `createdb -h HOST -p PORT {database}`)")]
+    #[error(
+        "PostgreSQL at {server} has no database `{database}` (create it: `createdb -h HOST -p PORT {database}`)"
+    )]
     DatabaseMissing { server: String, database: String },
-    #[error("the {domain} schema in PostgreSQL at {server} (schema `{schema}`) is at version {found}, newer than this crier knows ({known}): upgrade crier, or point it at another database")]
+    #[error(
+        "the {domain} schema in PostgreSQL at {server} (schema `{schema}`) is at version {found}, newer than this crier knows ({known}): upgrade crier, or point it at another database"
+    )]
     SchemaTooNew {
         server: String,
         schema: String,
@@ -146,14 +156,14 @@ impl Pg {
     /// Connects (one connection is opened now, so a bad URL, an unreachable server, a
     /// refused login or a missing database fail here, placed) and creates the schema.
     pub fn connect(settings: &PgSettings) -> Result<Pg, StoreError> {
+        if let Some(var) = settings.url.unset_var() {
+            return Err(PgError::UnsetUrl(var.to_string()).into());
+        }
         if !valid_schema(&settings.schema) {
             return Err(PgError::BadSchema(settings.schema.clone()).into());
         }
-        let mut config: tokio_postgres::Config = settings
-            .url
-            .expose()
-            .parse()
-            .map_err(|_| PgError::BadUrl)?;
+        let mut config: tokio_postgres::Config =
+            settings.url.expose().parse().map_err(|_| PgError::BadUrl)?;
         config
             .options(format!("-c search_path={}", settings.schema))
             .connect_timeout(CONNECT_TIMEOUT)
@@ -266,7 +276,11 @@ impl Pg {
     /// Applies `migrations` of `domain` (ascending versions) that this database lacks, each
     /// in one transaction with its `schema_migrations` row; refuses a database whose
     /// `domain` is at a version newer than the last of `migrations`.
-    pub fn migrate(&self, domain: &str, migrations: &'static [Migration]) -> Result<(), StoreError> {
+    pub fn migrate(
+        &self,
+        domain: &str,
+        migrations: &'static [Migration],
+    ) -> Result<(), StoreError> {
         let known = migrations.last().map_or(0, |m| m.version);
         let owned_domain = domain.to_string();
         let found = self.call("apply migrations", move |mut client| async move {
@@ -318,10 +332,7 @@ impl Pg {
             Failure::Pool(deadpool_postgres::PoolError::Timeout(_)) => {
                 return PgError::Unreachable {
                     server,
-                    error: format!(
-                        "no connection within {} s",
-                        CONNECT_TIMEOUT.as_secs()
-                    ),
+                    error: format!("no connection within {} s", CONNECT_TIMEOUT.as_secs()),
                 };
             }
             Failure::Pool(other) => {

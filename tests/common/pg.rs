@@ -137,6 +137,8 @@ impl Pg {
     }
 
     /// A detached shell that stops the cluster and removes its dir once this process ends.
+    /// Never waited on, by design: it must outlive this process (init reaps it).
+    #[allow(clippy::zombie_processes)]
     fn watchdog(&self) {
         let script = format!(
             "while kill -0 {pid} 2>/dev/null; do sleep 0.2; done; \

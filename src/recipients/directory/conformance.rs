@@ -37,9 +37,12 @@ pub fn recipient(kind: RecipientKind, id: u64, login: &str) -> Recipient {
     }
 }
 
+/// One case of the suite.
+type Case = (&'static str, fn(&dyn Directory));
+
 /// Every case, by name, each on a fresh directory from `make`.
 pub fn run(make: &dyn Fn() -> Box<dyn Directory>) {
-    let cases: &[(&str, fn(&dyn Directory))] = &[
+    let cases: &[Case] = &[
         (
             "upsert_reports_inserted_updated_unchanged",
             upsert_reports_inserted_updated_unchanged,
@@ -49,13 +52,16 @@ pub fn run(make: &dyn Fn() -> Box<dyn Directory>) {
             "login_index_follows_login_changes",
             login_index_follows_login_changes,
         ),
-        ("scans_are_per_kind_and_ordered", scans_are_per_kind_and_ordered),
-        ("allocated_ids_are_fresh", allocated_ids_are_fresh),
         (
-            "every_field_round_trips",
-            every_field_round_trips,
+            "scans_are_per_kind_and_ordered",
+            scans_are_per_kind_and_ordered,
         ),
-        ("large_batches_upsert_in_order", large_batches_upsert_in_order),
+        ("allocated_ids_are_fresh", allocated_ids_are_fresh),
+        ("every_field_round_trips", every_field_round_trips),
+        (
+            "large_batches_upsert_in_order",
+            large_batches_upsert_in_order,
+        ),
         ("optouts_add_once_and_remove", optouts_add_once_and_remove),
         ("templates_replace_and_delete", templates_replace_and_delete),
     ];
@@ -76,12 +82,16 @@ fn upsert_reports_inserted_updated_unchanged(d: &dyn Directory) {
         outcomes,
         vec![Upsert::Inserted, Upsert::Unchanged, Upsert::Updated]
     );
-    assert_eq!(d.recipient(RecipientKind::Customer, 1).unwrap(), Some(a2.clone()));
+    assert_eq!(
+        d.recipient(RecipientKind::Customer, 1).unwrap(),
+        Some(a2.clone())
+    );
     // Against the stored row, in a later batch: same is unchanged, different is updated.
     let mut a3 = a2.clone();
     a3.attrs.insert("plan".into(), "gold".into());
     assert_eq!(
-        d.upsert_recipients(&[a2.clone(), a3.clone()], true).unwrap(),
+        d.upsert_recipients(&[a2.clone(), a3.clone()], true)
+            .unwrap(),
         vec![Upsert::Unchanged, Upsert::Updated]
     );
     assert_eq!(d.recipient(RecipientKind::Customer, 1).unwrap(), Some(a3));
@@ -89,7 +99,8 @@ fn upsert_reports_inserted_updated_unchanged(d: &dyn Directory) {
     let mut a4 = a2;
     a4.email = Some("a@example.com".into());
     assert_eq!(
-        d.upsert_recipients(std::slice::from_ref(&a4), true).unwrap(),
+        d.upsert_recipients(std::slice::from_ref(&a4), true)
+            .unwrap(),
         vec![Upsert::Updated]
     );
 }
@@ -97,12 +108,14 @@ fn upsert_reports_inserted_updated_unchanged(d: &dyn Directory) {
 fn dry_run_writes_nothing(d: &dyn Directory) {
     let b = recipient(RecipientKind::Customer, 2, "b");
     assert_eq!(
-        d.upsert_recipients(std::slice::from_ref(&b), false).unwrap(),
+        d.upsert_recipients(std::slice::from_ref(&b), false)
+            .unwrap(),
         vec![Upsert::Inserted]
     );
     assert_eq!(d.recipient(RecipientKind::Customer, 2).unwrap(), None);
     assert_eq!(
-        d.recipient_id_by_login(RecipientKind::Customer, "b").unwrap(),
+        d.recipient_id_by_login(RecipientKind::Customer, "b")
+            .unwrap(),
         None
     );
     assert_eq!(d.count_recipients(RecipientKind::Customer).unwrap(), 0);
@@ -143,7 +156,8 @@ fn login_index_follows_login_changes(d: &dyn Directory) {
     );
     // Customers and leads do not share logins.
     assert_eq!(
-        d.recipient_id_by_login(RecipientKind::Customer, "new").unwrap(),
+        d.recipient_id_by_login(RecipientKind::Customer, "new")
+            .unwrap(),
         None
     );
 }
@@ -201,7 +215,10 @@ fn every_field_round_trips(d: &dyn Directory) {
     r.attrs.insert("balance".into(), "-12.50".into());
     r.attrs.insert("contract".into(), "".into());
     d.upsert_recipients(std::slice::from_ref(&r), true).unwrap();
-    assert_eq!(d.recipient(RecipientKind::Customer, 42).unwrap(), Some(r.clone()));
+    assert_eq!(
+        d.recipient(RecipientKind::Customer, 42).unwrap(),
+        Some(r.clone())
+    );
     assert_eq!(
         d.upsert_recipients(std::slice::from_ref(&r), true).unwrap(),
         vec![Upsert::Unchanged]
@@ -209,7 +226,8 @@ fn every_field_round_trips(d: &dyn Directory) {
     let mut bare = recipient(RecipientKind::Lead, 43, "bare");
     bare.login = None;
     bare.name = String::new();
-    d.upsert_recipients(std::slice::from_ref(&bare), true).unwrap();
+    d.upsert_recipients(std::slice::from_ref(&bare), true)
+        .unwrap();
     assert_eq!(d.recipient(RecipientKind::Lead, 43).unwrap(), Some(bare));
     assert_eq!(d.recipient(RecipientKind::Lead, 42).unwrap(), None);
 }
@@ -236,7 +254,8 @@ fn large_batches_upsert_in_order(d: &dyn Directory) {
         .collect();
     assert_eq!(ids, (1..=10_000).collect::<Vec<_>>());
     assert_eq!(
-        d.recipient_id_by_login(RecipientKind::Customer, "u7777").unwrap(),
+        d.recipient_id_by_login(RecipientKind::Customer, "u7777")
+            .unwrap(),
         Some(7777)
     );
 }

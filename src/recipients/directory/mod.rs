@@ -145,8 +145,7 @@ macro_rules! delegate_directory {
             fn optout(
                 &self,
                 address: &str,
-            ) -> Result<Option<$crate::recipients::optout::OptOut>, $crate::store::StoreError>
-            {
+            ) -> Result<Option<$crate::recipients::optout::OptOut>, $crate::store::StoreError> {
                 let $s = self;
                 $field.optout(address)
             }

@@ -103,12 +103,7 @@ impl PgDirectory {
         &self.pg
     }
 
-    fn query(
-        &self,
-        what: &str,
-        sql: &'static str,
-        params: Params,
-    ) -> Result<Vec<Row>, StoreError> {
+    fn query(&self, what: &str, sql: &'static str, params: Params) -> Result<Vec<Row>, StoreError> {
         self.pg.call(what, move |client| async move {
             let stmt = client.prepare_cached(sql).await?;
             let refs = params.refs();
@@ -146,7 +141,12 @@ fn decode_error(key: String, detail: impl Into<String>) -> StoreError {
     }
 }
 
-fn label<T>(key: &str, column: &str, value: Option<String>, parse: fn(&str) -> Option<T>) -> Result<Option<T>, StoreError> {
+fn label<T>(
+    key: &str,
+    column: &str,
+    value: Option<String>,
+    parse: fn(&str) -> Option<T>,
+) -> Result<Option<T>, StoreError> {
     match value {
         None => Ok(None),
         Some(v) => parse(&v)
@@ -163,8 +163,8 @@ fn recipient_from(row: &Row) -> Result<Recipient, StoreError> {
     let kind = kind
         .parse::<RecipientKind>()
         .map_err(|e| decode_error(key.clone(), e))?;
-    let status = label(&key, "status", Some(row.get(3)), Status::parse_label)?
-        .unwrap_or(Status::Active);
+    let status =
+        label(&key, "status", Some(row.get(3)), Status::parse_label)?.unwrap_or(Status::Active);
     let tariffs: String = row.get(13);
     let attrs: String = row.get(15);
     Ok(Recipient {
@@ -296,32 +296,35 @@ impl Directory for PgDirectory {
         let params = columns(&written);
         repeated.sort();
         repeated.dedup();
-        let repeated_kinds: Vec<&'static str> = repeated.iter().map(|(k, _)| kind_name(*k)).collect();
+        let repeated_kinds: Vec<&'static str> =
+            repeated.iter().map(|(k, _)| kind_name(*k)).collect();
         let repeated_ids: Vec<i64> = repeated.iter().map(|(_, id)| *id as i64).collect();
-        let (stored, changed) = self.pg.call("upsert recipients", move |mut client| async move {
-            let tx = client.transaction().await?;
-            let stored = if repeated_ids.is_empty() {
-                Vec::new()
-            } else {
-                tx.query(
-                    &format!(
-                        "SELECT {COLUMNS} FROM recipients WHERE (kind, id) IN \
+        let (stored, changed) =
+            self.pg
+                .call("upsert recipients", move |mut client| async move {
+                    let tx = client.transaction().await?;
+                    let stored = if repeated_ids.is_empty() {
+                        Vec::new()
+                    } else {
+                        tx.query(
+                            &format!(
+                                "SELECT {COLUMNS} FROM recipients WHERE (kind, id) IN \
                          (SELECT * FROM unnest($1::text[], $2::bigint[]))"
-                    ),
-                    &[&repeated_kinds, &repeated_ids],
-                )
-                .await?
-            };
-            let stmt = tx.prepare_cached(UPSERT).await?;
-            let refs = params.refs();
-            let changed = tx.query(&stmt, &refs).await?;
-            if write {
-                tx.commit().await?;
-            } else {
-                tx.rollback().await?;
-            }
-            Ok((stored, changed))
-        })?;
+                            ),
+                            &[&repeated_kinds, &repeated_ids],
+                        )
+                        .await?
+                    };
+                    let stmt = tx.prepare_cached(UPSERT).await?;
+                    let refs = params.refs();
+                    let changed = tx.query(&stmt, &refs).await?;
+                    if write {
+                        tx.commit().await?;
+                    } else {
+                        tx.rollback().await?;
+                    }
+                    Ok((stored, changed))
+                })?;
         let mut outcome_of: HashMap<(RecipientKind, u64), Upsert> =
             HashMap::with_capacity(changed.len());
         for row in &changed {

@@ -160,12 +160,11 @@ impl Directory for SledDirectory {
             if outcome == Upsert::Unchanged {
                 continue;
             }
-            if let Some(old) = previous {
-                if let Some(old_login) = decode(&key, &old)?.login {
-                    if Some(&old_login) != r.login.as_ref() {
-                        batch.remove(login_key(r.kind, &old_login));
-                    }
-                }
+            if let Some(old) = previous
+                && let Some(old_login) = decode(&key, &old)?.login
+                && Some(&old_login) != r.login.as_ref()
+            {
+                batch.remove(login_key(r.kind, &old_login));
             }
             if let Some(login) = &r.login {
                 batch.insert(login_key(r.kind, login), &r.id.to_be_bytes());
