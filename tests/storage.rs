@@ -341,7 +341,9 @@ fn import_writes_through_the_postgres_directory_as_through_sled() {
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("nasty.csv");
     std::fs::write(&csv, NASTY).unwrap();
-    let pgd = pg_directory();
+    let url = pg::server().database();
+    let db = url.rsplit('/').next().unwrap().to_string();
+    let pgd = PgDirectory::open(&PgSettings::new(url)).unwrap();
     let sled = crier::store::open(&StoreConfig {
         path: dir.path().join("store"),
         cache_bytes: 8 << 20,
@@ -372,4 +374,17 @@ fn import_writes_through_the_postgres_directory_as_through_sled() {
         .unwrap()
         .expect("the login-only row got an id");
     assert!(login_only >= crier::store::LOCAL_ID_BASE);
+    // The README's example query, run as an analyst would (psql), so it never rots.
+    let readme = std::fs::read_to_string(common::root().join("README.md")).unwrap();
+    let section = &readme[readme.find("### The directory in PostgreSQL").unwrap()..];
+    let start = section.find("```sql\n").unwrap() + "```sql\n".len();
+    let query = &section[start..start + section[start..].find("```").unwrap()];
+    let out = pg::server().psql(&db, query);
+    let mut lines: Vec<&str> = out.lines().collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        vec!["Cape Town|1", "Durban|1", "London|1"],
+        "{query}"
+    );
 }
