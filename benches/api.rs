@@ -2,8 +2,8 @@
 //! through the real server on loopback.
 //!
 //! `cargo bench --bench api -- [MESSAGES] [REQUESTS]` (defaults 1,000,000 and 1,000).
-//! `CRIER_BENCH_BACKEND=redb` selects redb; use it for 10,000,000 messages (sled's memory
-//! grows with the data and cannot hold 10 M on a normal machine; see `benches/history.rs`).
+//! (sled's memory grows with the data and cannot hold 10,000,000 messages on a normal
+//! machine; see `benches/history.rs`; the SQL history of issue 13 is meant to.)
 //! Fills a fresh store like the history benchmark (runs of 1,000 spread over 60 days,
 //! 2 % failed), serves it with `crier::server::serve` on 127.0.0.1, and sends each query
 //! REQUESTS times in sequence over one keep-alive connection, after a warm-up of 20,
@@ -115,13 +115,14 @@ fn main() {
         .and_then(|a| a.parse().ok())
         .unwrap_or(1_000_000);
     let requests: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(1_000);
-    let backend = crier::store::Backend::Sled;
+    let backend = crier::store::Backend::from_env("CRIER_BENCH_BACKEND");
     let dir = tempfile::tempdir().expect("temp dir");
     let store: Arc<dyn Store> = Arc::from(
         open(&StoreConfig {
             path: dir.path().join("store"),
             cache_bytes: 64 << 20,
             backend,
+            postgres: None,
         })
         .expect("store"),
     );
@@ -181,7 +182,8 @@ fn main() {
         "period=today&limit=50".to_string(),
     ];
     let backend_name = match backend {
-        crier::store::Backend::Sled => "embedded",
+        crier::store::Backend::Postgres => "postgres",
+        crier::store::Backend::Embedded => "sled",
     };
     println!(
         "| GET /api/messages?… over {total} messages ({backend_name}), {requests} requests | median | p99 | max | rows | bytes |"

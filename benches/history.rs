@@ -35,7 +35,8 @@ fn open_store(dir: &str) -> Box<dyn Store> {
     open(&StoreConfig {
         path: dir.into(),
         cache_bytes: cache_mb << 20,
-        backend: crier::store::Backend::Sled,
+        backend: crier::store::Backend::from_env("CRIER_BENCH_BACKEND"),
+        postgres: None,
     })
     .expect("store")
 }

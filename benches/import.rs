@@ -2,6 +2,8 @@
 //!
 //! `cargo bench --bench import -- [ROWS] [RUNS]` (default 1,000,000 rows, 3 runs);
 //! `CRIER_BENCH_CACHE_MB` sets the store cache (default 64, crier's default).
+//! `CRIER_BENCH_BACKEND=postgres` imports into the PostgreSQL directory instead, at
+//! `CRIER_BENCH_DATABASE_URL` (a fresh schema per run, dropped after it).
 //! The file is generated once; each run imports it in a fresh child process, so the
 //! peak RSS (VmHWM) reported is that of one import alone. Prints each run, then the
 //! median, min and max.
@@ -11,9 +13,11 @@ mod support;
 use std::time::Instant;
 
 use crier::recipients::RecipientKind;
+use crier::recipients::directory::Directory;
+use crier::recipients::directory::postgres::PgDirectory;
 use crier::recipients::import::{Delimiter, ImportOptions, import};
 use crier::recipients::phone::parse_region;
-use crier::store::{StoreConfig, open};
+use crier::store::{PgSettings, StoreConfig, open};
 
 /// One import in this process; prints `rows_per_s peak_rss_mb invalid_phones`.
 fn child(csv: &str, store_dir: &str) {
@@ -21,12 +25,23 @@ fn child(csv: &str, store_dir: &str) {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(64);
-    let store = open(&StoreConfig {
-        path: store_dir.into(),
-        cache_bytes: cache_mb << 20,
-        backend: crier::store::Backend::Sled,
-    })
-    .expect("store");
+    let backend = crier::store::Backend::from_env("CRIER_BENCH_BACKEND");
+    let directory: Box<dyn Directory> = match backend {
+        crier::store::Backend::Embedded => open(&StoreConfig {
+            path: store_dir.into(),
+            cache_bytes: cache_mb << 20,
+            backend,
+            postgres: None,
+        })
+        .expect("store"),
+        crier::store::Backend::Postgres => {
+            let url = std::env::var("CRIER_BENCH_DATABASE_URL")
+                .expect("CRIER_BENCH_DATABASE_URL for CRIER_BENCH_BACKEND=postgres");
+            let mut settings = PgSettings::new(url);
+            settings.schema = schema_of(store_dir);
+            Box::new(PgDirectory::open(&settings).expect("PostgreSQL directory"))
+        }
+    };
     let options = ImportOptions {
         kind: RecipientKind::Customer,
         delimiter: Delimiter::Auto,
@@ -36,7 +51,7 @@ fn child(csv: &str, store_dir: &str) {
         rejects: None,
     };
     let started = Instant::now();
-    let report = import(store.as_ref(), std::path::Path::new(csv), &options).expect("import");
+    let report = import(directory.as_ref(), std::path::Path::new(csv), &options).expect("import");
     let secs = started.elapsed().as_secs_f64();
     println!(
         "{} {} {}",
@@ -44,6 +59,15 @@ fn child(csv: &str, store_dir: &str) {
         support::peak_rss_mb(),
         report.invalid_phones
     );
+}
+
+/// The bench schema of one run: `bench_` and the store dir's last path element.
+fn schema_of(store_dir: &str) -> String {
+    let leaf = std::path::Path::new(store_dir)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("store");
+    format!("bench_{}_{}", std::process::id(), leaf.replace('-', "_"))
 }
 
 fn main() {

@@ -57,7 +57,8 @@ fn main() {
         let store = open(&StoreConfig {
             path: path.clone(),
             cache_bytes: cache_mb << 20,
-            backend: crier::store::Backend::Sled,
+            backend: crier::store::Backend::from_env("CRIER_BENCH_BACKEND"),
+            postgres: None,
         })
         .expect("store");
         let started = Instant::now();

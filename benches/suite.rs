@@ -2,7 +2,7 @@
 //! beside a plain load generator and a peer tool, printed as one Markdown table.
 //!
 //! `cargo bench --bench suite -- [CUSTOMERS] [RUNS]` (default 1,000,000 and 3);
-//! `CRIER_BENCH_BACKEND=redb` for the redb store; `CRIER_BENCH_CONCURRENCY` (default 64);
+//! `CRIER_BENCH_BACKEND` (`embedded`, the default); `CRIER_BENCH_CONCURRENCY` (default 64);
 //! `CRIER_BENCH_RATE_SECS` (default 30); `CRIER_BENCH_PEER_MESSAGES` (default 10,000);
 //! `CRIER_BENCH_PYTHON` (default `python3`) for Apprise.
 //!
@@ -102,9 +102,11 @@ fn load() -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-/// `store.backend` of the benchmarked projects, and how the table names it.
-fn backend() -> (&'static str, &'static str) {
-    ("sled", "embedded (sled directory, SQLite history)")
+fn backend() -> &'static str {
+    match crier::store::Backend::from_env("CRIER_BENCH_BACKEND") {
+        crier::store::Backend::Embedded => "embedded",
+        crier::store::Backend::Postgres => "postgres",
+    }
 }
 
 /// Writes `crier.yaml` (one SMS provider, `provider_yaml` indented under its name) and
@@ -115,7 +117,7 @@ fn write_project(dir: &Path, provider_yaml: &str, job_extra: &str) {
         dir.join("crier.yaml"),
         format!(
             "store: {{ backend: {} }}\nproviders:\n  sms:\n{provider_yaml}channels:\n  sms: sms\n",
-            backend().0
+            backend()
         ),
     )
     .expect("crier.yaml");
@@ -631,7 +633,7 @@ fn main() {
     println!();
     println!(
         "crier end-to-end suite, {} store, {} customers, {runs} run(s), concurrency {concurrency}; {} on {} cores; load average at start {}, at end {}",
-        backend().1,
+        backend(),
         thousands(total as f64, 0),
         started_at.format("%Y-%m-%d %H:%M"),
         std::thread::available_parallelism().map_or(0, |n| n.get()),

@@ -7,7 +7,7 @@
 //! the median with min and max.
 //!
 //! Settings (environment):
-//! - `CRIER_BENCH_BACKEND`: `sled` (default) or `redb`;
+//! - `CRIER_BENCH_BACKEND`: `embedded` (default);
 //! - `CRIER_BENCH_REPORTS`: reports per run (default 20,000);
 //! - `CRIER_BENCH_RUNS`: runs (default 5);
 //! - `CRIER_BENCH_CONNS`: concurrent connections (default 64);
@@ -197,7 +197,7 @@ fn main() {
     let batch = env_u64("CRIER_BENCH_BATCH", 1).max(1);
     let use_wrk = std::env::var("CRIER_BENCH_WRK").is_ok_and(|v| v == "1");
     let seconds = env_u64("CRIER_BENCH_SECONDS", 5);
-    let backend = std::env::var("CRIER_BENCH_BACKEND").unwrap_or_else(|_| "sled".into());
+    let backend = std::env::var("CRIER_BENCH_BACKEND").unwrap_or_else(|_| "embedded".into());
     let wrk_threads = 2;
     // wrk runs for a time, not a count: room for far more reports than it can send.
     let per_run = if use_wrk { 200_000 } else { reports };

@@ -82,7 +82,8 @@ fn fixture() -> Fixture {
     let store = open(&StoreConfig {
         path: project.path().join("data/store"),
         cache_bytes: 8 << 20,
-        backend: crier::store::Backend::Sled,
+        backend: crier::store::Backend::Embedded,
+        postgres: None,
     })
     .unwrap();
     let ledger = Ledger::new(store.as_ref());
@@ -568,7 +569,8 @@ fn csv_exports_neutralise_formulas_unless_raw_is_true() {
     let store = open(&StoreConfig {
         path: p.path().join("data/store"),
         cache_bytes: 8 << 20,
-        backend: crier::store::Backend::Sled,
+        backend: crier::store::Backend::Embedded,
+        postgres: None,
     })
     .unwrap();
     let ledger = Ledger::new(store.as_ref());

@@ -188,7 +188,8 @@ fn project_with_messages() -> Project {
     let store = open(&StoreConfig {
         path: p.path().join("data/store"),
         cache_bytes: 8 << 20,
-        backend: Backend::Sled,
+        backend: Backend::Embedded,
+        postgres: None,
     })
     .unwrap();
     let ledger = Ledger::new(store.as_ref());
@@ -519,7 +520,8 @@ fn a_store_held_by_another_process_is_a_temporary_failure() {
     let held = open(&StoreConfig {
         path: p.path().join("data/store"),
         cache_bytes: 8 << 20,
-        backend: Backend::Sled,
+        backend: Backend::Embedded,
+        postgres: None,
     })
     .unwrap();
     let run = ingest_stdin(&p, &std::fs::read(sample("postfix.eml")).unwrap());
@@ -531,7 +533,8 @@ fn a_store_held_by_another_process_is_a_temporary_failure() {
     let held = open(&StoreConfig {
         path: p.path().join("data/store"),
         cache_bytes: 8 << 20,
-        backend: Backend::Sled,
+        backend: Backend::Embedded,
+        postgres: None,
     })
     .unwrap();
     assert_eq!(ingest_stdin(&p, b"Subject: hi\n\nhello\n").code, 65);

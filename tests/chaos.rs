@@ -763,8 +763,8 @@ enum DiskFault {
 
 fn disk_fault(fault: DiskFault, backend: &str) {
     // Enough recipients that the planner (about 2,500 messages ahead of the sending)
-    // is still adding messages when the fault strikes early on: redb writes inside its
-    // own file's free pages, and only a store that must grow meets a full disk.
+    // is still adding messages when the fault strikes early on: only a store that must
+    // grow meets a full disk.
     let n = env_or("CRIER_CHAOS_RECIPIENTS", 6_000) as usize;
     let runtime = runtime();
     let mock = runtime.block_on(Kind::BulkSms.mock());
@@ -910,10 +910,10 @@ fn disk_fault(fault: DiskFault, backend: &str) {
 
 #[test]
 fn disk_full_embedded() {
-    disk_fault(DiskFault::Full, "sled");
+    disk_fault(DiskFault::Full, "embedded");
 }
 
 #[test]
 fn disk_read_only_embedded() {
-    disk_fault(DiskFault::ReadOnly, "sled");
+    disk_fault(DiskFault::ReadOnly, "embedded");
 }

@@ -442,7 +442,7 @@ const CONFIG_FIELDS: &[(&str, &[&str])] = &[
     ("data_dir", &["./data", "\"\"", "/nonexistent/data", "[x]"]),
     ("default_region", &["ZA", "XX", "za", "\"\"", "1"]),
     ("timezone", &["UTC", "Mars/Base", "\"\""]),
-    ("store.backend", &["sled", "redb", "mongo"]),
+    ("store.backend", &["embedded", "postgres", "mongo"]),
     ("store.cache_mb", &["0", "64", "99999999", "-1", "x"]),
     (
         "providers.sms.type",

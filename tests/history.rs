@@ -50,7 +50,8 @@ fn fixture() -> Fixture {
     let store = open(&StoreConfig {
         path: project.path().join("data/store"),
         cache_bytes: 8 << 20,
-        backend: crier::store::Backend::Sled,
+        backend: crier::store::Backend::Embedded,
+        postgres: None,
     })
     .unwrap();
     let ledger = Ledger::new(store.as_ref());
@@ -414,7 +415,8 @@ fn add_formula_run(p: &Project) -> RunId {
     let store = open(&StoreConfig {
         path: p.path().join("data/store"),
         cache_bytes: 8 << 20,
-        backend: crier::store::Backend::Sled,
+        backend: crier::store::Backend::Embedded,
+        postgres: None,
     })
     .unwrap();
     let ledger = Ledger::new(store.as_ref());

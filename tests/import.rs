@@ -231,7 +231,8 @@ fn a_store_held_by_another_process_is_reported_not_corrupted() {
     let held = crier::store::open(&crier::store::StoreConfig {
         path: p.path().join("data/store"),
         cache_bytes: 8 << 20,
-        backend: crier::store::Backend::Sled,
+        backend: crier::store::Backend::Embedded,
+        postgres: None,
     })
     .unwrap();
     let run = p.crier(&["import", "a.csv"]);
@@ -376,30 +377,49 @@ fn logs_are_json_lines_on_stderr_when_asked() {
 }
 
 #[test]
-fn the_redb_backend_serves_the_same_commands() {
+fn config_show_redacts_the_postgres_password_and_open_says_what_is_missing() {
     let p = Project::new();
-    p.write("crier.yaml", "store:\n  backend: redb\n");
-    p.write("nasty.csv", NASTY);
-    let run = p.crier(&["import", "nasty.csv"]);
-    assert!(
-        run.stdout
-            .contains("8 rows: 4 inserted, 1 updated, 0 unchanged, 3 rejected"),
-        "{}",
-        run.stdout
-    );
-    assert!(p.path().join("data/store/crier.redb").is_file());
-    let all = recipients_json(&p, &[]);
-    assert_eq!(all.len(), 4);
-    assert_eq!(all[1]["name"], "José Naidoo Updated");
-    let again = p.crier(&["import", "nasty.csv"]);
-    // The file updates id 2 twice (its two rows), so a re-import replays both updates.
-    assert!(
-        again.stdout.contains("0 inserted, 2 updated, 3 unchanged"),
-        "{}",
-        again.stdout
+    p.write(
+        "crier.yaml",
+        "store:\n  backend: postgres\n  url: postgres://crier:hunter2@db.example:5433/mail\n  pool_size: 4\n",
     );
     let show = p.crier(&["config", "show"]);
-    assert!(show.stdout.contains("backend: redb"), "{}", show.stdout);
+    assert_eq!(show.code, 0, "{}", show.stderr);
+    assert!(
+        show.stdout
+            .contains("postgres://crier:<redacted>@db.example:5433/mail"),
+        "{}",
+        show.stdout
+    );
+    assert!(show.stdout.contains("pool_size: 4"), "{}", show.stdout);
+    assert!(show.stdout.contains("schema: crier"), "{}", show.stdout);
+    assert!(!show.stdout.contains("hunter2"), "{}", show.stdout);
+    p.write("people.csv", "id,name\n1,Ann\n");
+    let run = p.crier(&["import", "people.csv"]);
+    assert_ne!(run.code, 0);
+    assert!(
+        run.stderr
+            .contains("PostgreSQL history is not available yet"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("hunter2"), "{}", run.stderr);
+    // `backend: postgres` needs a URL, and a schema must be a plain identifier.
+    p.write(
+        "crier.yaml",
+        "store:\n  backend: postgres\n  schema: Bad-Name\n",
+    );
+    let bad = p.crier(&["validate"]);
+    assert_ne!(bad.code, 0);
+    let text = format!("{}{}", bad.stdout, bad.stderr);
+    assert!(
+        text.contains("store.url: is required with `backend: postgres`"),
+        "{text}"
+    );
+    assert!(
+        text.contains("store.schema: `Bad-Name` is not a lower-case SQL identifier"),
+        "{text}"
+    );
 }
 
 #[test]

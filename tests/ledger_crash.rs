@@ -40,11 +40,12 @@ fn store_config(dir: &str, backend: Backend) -> StoreConfig {
         path: dir.into(),
         cache_bytes: 8 << 20,
         backend,
+        postgres: None,
     }
 }
 
 fn backend_named(_name: &str) -> Backend {
-    Backend::Sled
+    Backend::Embedded
 }
 
 /// Writes forever, until killed.

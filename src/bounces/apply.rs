@@ -132,7 +132,7 @@ pub fn apply(
     };
     let mut opted_out = None;
     if let (Some(reason), Some(address)) = (reason, &address) {
-        let list = OptOuts::new(store.optouts());
+        let list = OptOuts::new(store.directory());
         if list.add(std::slice::from_ref(address), reason)? > 0 {
             opted_out = Some(reason);
         }
@@ -256,7 +256,7 @@ mod tests {
         let m = Ledger::new(store.as_ref()).message(ids[0]).unwrap();
         assert_eq!(m.error_code.as_deref(), Some("bounce:5.7.1"));
         assert!(
-            !OptOuts::new(store.optouts())
+            !OptOuts::new(store.directory())
                 .contains("ann@example.net")
                 .unwrap()
         );
@@ -344,6 +344,6 @@ mod tests {
             matches!(refused, Err(ApplyError::Unidentified)),
             "{refused:?}"
         );
-        assert_eq!(OptOuts::new(store.optouts()).list().count(), 0);
+        assert_eq!(OptOuts::new(store.directory()).list().count(), 0);
     }
 }

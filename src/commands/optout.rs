@@ -27,7 +27,7 @@ fn normalize_all(addresses: &[String], config: &Config) -> anyhow::Result<Vec<St
 
 pub(super) fn run(config: &Config, command: &OptoutCommand) -> anyhow::Result<Outcome> {
     let store = open_store(config)?;
-    let list = OptOuts::new(store.optouts());
+    let list = OptOuts::new(store.directory());
     match command {
         OptoutCommand::Add { addresses, reason } => {
             let addresses = normalize_all(addresses, config)?;

@@ -12,7 +12,7 @@ use crate::render::template;
 
 pub(super) fn run(config: &Config, command: &TemplatesCommand) -> anyhow::Result<Outcome> {
     let store = open_store(config)?;
-    let templates = Templates::new(store.templates());
+    let templates = Templates::new(store.directory());
     match command {
         TemplatesCommand::List => {
             let rows: Vec<Vec<String>> = templates

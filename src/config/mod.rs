@@ -19,12 +19,13 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-pub use secret::Secret;
+pub use secret::{Secret, SecretUrl};
 
 use crate::diag::{self, Diagnostic, Diagnostics, FileReport, SourceMap};
 use crate::job::Channel;
 use crate::provider::{ProviderConfig, file::FileConfig, portal::PortalConfig};
 use crate::recipients::phone;
+use crate::store::postgres::PgSettings;
 use crate::store::{Backend, StoreConfig};
 
 /// The file crier reads when `--config` is not given.
@@ -137,12 +138,23 @@ pub struct RawServer {
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawStore {
-    /// Upper bound of the store's page cache in MiB (default 64).
+    /// Upper bound of the sled directory's page cache in MiB (default 64).
     #[serde(default)]
     pub cache_mb: Option<u64>,
-    /// The embedded database: `sled` (default) or `redb` (bounded memory).
+    /// `embedded` (default: a sled directory and an SQLite history in `data_dir`) or
+    /// `postgres` (both in the PostgreSQL database `url` names).
     #[serde(default)]
     pub backend: Option<Backend>,
+    /// The PostgreSQL database, `postgres://USER:PASSWORD@HOST:PORT/DATABASE`: write
+    /// `${DATABASE_URL}`. Required with `backend: postgres`.
+    #[serde(default)]
+    pub url: Option<SecretUrl>,
+    /// Most PostgreSQL connections crier opens at once (default 8).
+    #[serde(default)]
+    pub pool_size: Option<usize>,
+    /// The PostgreSQL schema crier's tables live in (default `crier`).
+    #[serde(default)]
+    pub schema: Option<String>,
 }
 
 /// `channels:` as written.
@@ -244,6 +256,11 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8025";
 pub struct StoreSettings {
     pub backend: Backend,
     pub cache_mb: u64,
+    /// With `backend: postgres` only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<SecretUrl>,
+    pub pool_size: usize,
+    pub schema: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -362,6 +379,11 @@ impl Config {
             path: self.data_dir.join("store"),
             cache_bytes: self.store.cache_mb * 1024 * 1024,
             backend: self.store.backend,
+            postgres: self.store.url.clone().map(|url| PgSettings {
+                url,
+                pool_size: self.store.pool_size,
+                schema: self.store.schema.clone(),
+            }),
         }
     }
 }
@@ -550,6 +572,8 @@ fn validate(raw: RawConfig, path: Option<&Path>, report: &mut FileReport) -> Con
         );
     }
 
+    let store = validate_store(raw.store, cache_mb, report);
+
     let mut providers = raw.providers;
     for (name, provider) in &providers {
         let field = format!("providers.{name}");
@@ -678,13 +702,45 @@ fn validate(raw: RawConfig, path: Option<&Path>, report: &mut FileReport) -> Con
         region,
         timezone,
         tz,
-        store: StoreSettings {
-            backend: raw.store.backend.unwrap_or_default(),
-            cache_mb,
-        },
+        store,
         providers,
         channels,
         unset_secrets: Vec::new(),
+    }
+}
+
+fn validate_store(raw: RawStore, cache_mb: u64, report: &mut FileReport) -> StoreSettings {
+    let backend = raw.backend.unwrap_or_default();
+    if backend == Backend::Postgres && raw.url.is_none() {
+        report.error(
+            "store.url",
+            "is required with `backend: postgres` (e.g. `url: ${DATABASE_URL}`)".to_string(),
+        );
+    }
+    let pool_size = raw
+        .pool_size
+        .unwrap_or(crate::store::postgres::DEFAULT_POOL_SIZE);
+    if !(1..=1000).contains(&pool_size) {
+        report.error(
+            "store.pool_size",
+            format!("`{pool_size}` is out of range (1 to 1000)"),
+        );
+    }
+    let schema = raw
+        .schema
+        .unwrap_or_else(|| crate::store::postgres::DEFAULT_SCHEMA.into());
+    if !crate::store::postgres::valid_schema(&schema) {
+        report.error(
+            "store.schema",
+            format!("`{schema}` is not a lower-case SQL identifier (e.g. `crier`)"),
+        );
+    }
+    StoreSettings {
+        backend,
+        cache_mb,
+        url: raw.url,
+        pool_size,
+        schema,
     }
 }
 

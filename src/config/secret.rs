@@ -135,9 +135,128 @@ impl schemars::JsonSchema for Secret {
     }
 }
 
+/// A connection URL whose password must never be printed (`store.url`).
+///
+/// It reads like a [`Secret`] (`${DATABASE_URL}` may be unset at `crier validate`), but
+/// prints the URL with only the password replaced, so `crier config show` still says
+/// which server and database it names: `postgres://crier:<redacted>@db:5432/crier`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+pub struct SecretUrl(Secret);
+
+impl SecretUrl {
+    pub fn new(url: impl Into<String>) -> SecretUrl {
+        SecretUrl(Secret::new(url))
+    }
+
+    /// The URL itself, password included, for connecting.
+    pub fn expose(&self) -> &str {
+        self.0.expose()
+    }
+
+    /// The variable this URL names when it is not set in the environment.
+    pub fn unset_var(&self) -> Option<&str> {
+        self.0.unset_var()
+    }
+
+    /// The URL with its password (user-info or `password=` parameter) redacted.
+    pub fn redacted(&self) -> String {
+        if let Some(var) = self.0.unset_var() {
+            return format!("<unset: {var}>");
+        }
+        let url = self.0.expose();
+        let mut out = match url.split_once("://") {
+            Some((scheme, rest)) => {
+                let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+                let (authority, tail) = rest.split_at(authority_end);
+                match authority.rsplit_once('@') {
+                    Some((userinfo, host)) => match userinfo.split_once(':') {
+                        Some((user, _)) => format!("{scheme}://{user}:{REDACTED}@{host}{tail}"),
+                        None => url.to_string(),
+                    },
+                    None => url.to_string(),
+                }
+            }
+            None => url.to_string(),
+        };
+        // `?password=…` in a URL, `password=…` in libpq's key=value form.
+        let mut from = 0;
+        while let Some(at) = out[from..].find("password=") {
+            let start = from + at + "password=".len();
+            let end = out[start..]
+                .find(['&', ' '])
+                .map_or(out.len(), |n| start + n);
+            out.replace_range(start..end, REDACTED);
+            from = start + REDACTED.len();
+        }
+        out
+    }
+}
+
+impl fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl fmt::Display for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl Serialize for SecretUrl {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.redacted())
+    }
+}
+
+impl schemars::JsonSchema for SecretUrl {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "SecretUrl".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "A connection URL holding a password: write `${DATABASE_URL}`."
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_url_prints_without_its_password() {
+        let u = SecretUrl::new("postgres://crier:hunter2@db.example:5433/mail?sslmode=disable");
+        assert_eq!(
+            u.to_string(),
+            "postgres://crier:<redacted>@db.example:5433/mail?sslmode=disable"
+        );
+        assert_eq!(format!("{u:?}"), u.to_string());
+        assert_eq!(
+            serde_json::to_string(&u).unwrap(),
+            "\"postgres://crier:<redacted>@db.example:5433/mail?sslmode=disable\""
+        );
+        let kv = SecretUrl::new("host=db user=crier password=hunter2 dbname=mail");
+        assert_eq!(
+            kv.to_string(),
+            "host=db user=crier password=<redacted> dbname=mail"
+        );
+        let q = SecretUrl::new("postgres://db/mail?user=crier&password=hunter2");
+        assert_eq!(
+            q.to_string(),
+            "postgres://db/mail?user=crier&password=<redacted>"
+        );
+        // No password, nothing to hide; the value is still there to connect with.
+        let plain = SecretUrl::new("postgres://crier@db/mail");
+        assert_eq!(plain.to_string(), "postgres://crier@db/mail");
+        assert_eq!(
+            u.expose(),
+            "postgres://crier:hunter2@db.example:5433/mail?sslmode=disable"
+        );
+    }
 
     #[test]
     fn never_prints_the_value() {

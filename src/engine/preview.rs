@@ -51,12 +51,12 @@ pub fn preview(
         Source::Store => Some(store),
         Source::Csv(_) => None,
     };
-    let templates = Templates::new(store.templates());
+    let templates = Templates::new(store.directory());
     let mut planner = Planner::new(
         job,
         config,
         "preview",
-        Some(OptOuts::new(store.optouts())),
+        Some(OptOuts::new(store.directory())),
         Some(&templates),
     )?;
     let mut p = Preview {

@@ -491,9 +491,9 @@ pub fn send(
         }
     }
 
-    let templates = Templates::new(store.templates());
+    let templates = Templates::new(store.directory());
     let testing = options.test_to.is_some();
-    let optouts = (!testing).then(|| OptOuts::new(store.optouts()));
+    let optouts = (!testing).then(|| OptOuts::new(store.directory()));
     let ledger = Ledger::new(store);
     let body = super::body_source(job, Some(&templates))?.1;
     let new_run = NewRun {
@@ -588,7 +588,7 @@ pub fn send(
         (planned, summary, recorded)
     });
     // When both failed, the one that stopped the run first names the cause; the other
-    // may only echo it (redb: "an earlier write failed").
+    // may only echo it ("an earlier write failed").
     let planning_first = stop
         .reason()
         .is_some_and(|r| r.starts_with(PLANNING_FAILED));

@@ -20,7 +20,8 @@ use thiserror::Error;
 
 use super::RecipientKind;
 use super::row::{self, Column, Header, ParsedRow, RowError};
-use crate::store::{Store, StoreError, Upsert};
+use crate::recipients::directory::Directory;
+use crate::store::{StoreError, Upsert};
 
 /// Field separator of the input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -245,9 +246,9 @@ fn describe(errors: &[RowError]) -> String {
         .join("; ")
 }
 
-/// Imports `path` into `store`.
+/// Imports `path` into the directory `store`.
 pub fn import(
-    store: &dyn Store,
+    store: &dyn Directory,
     path: &Path,
     options: &ImportOptions,
 ) -> Result<ImportReport, ImportError> {
@@ -273,7 +274,7 @@ pub fn import(
 /// file order and writes them to the store in batches. Every channel is bounded, so
 /// memory stays flat whatever the file's size.
 fn scan(
-    store: Option<&dyn Store>,
+    store: Option<&dyn Directory>,
     path: &Path,
     options: &ImportOptions,
 ) -> Result<ImportReport, ImportError> {
@@ -350,7 +351,7 @@ fn scan(
     if let Some(store) = store
         && !options.dry_run
     {
-        store.flush()?;
+        store.sync()?;
     }
     Ok(report)
 }
@@ -473,7 +474,7 @@ fn parse_chunks(
 fn take_chunk(
     chunk: ParsedChunk,
     batch: &mut Batch,
-    store: Option<&dyn Store>,
+    store: Option<&dyn Directory>,
     options: &ImportOptions,
     report: &mut ImportReport,
     notes: &mut Notes,
@@ -567,7 +568,7 @@ struct Batch {
 impl Batch {
     fn apply(
         &mut self,
-        store: Option<&dyn Store>,
+        store: Option<&dyn Directory>,
         options: &ImportOptions,
         report: &mut ImportReport,
         notes: &mut Notes,

@@ -7,6 +7,7 @@
 //! share one row parser ([`row`]) and one filter ([`filter::Filter`]), so a job selects
 //! the same people whichever source it names.
 
+pub mod directory;
 pub mod filter;
 pub mod import;
 pub mod optout;

@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use super::phone;
 use crate::history::{Millis, now_ms};
-use crate::store::{Kv, KvBatch, StoreError};
+use crate::recipients::directory::Directory;
+use crate::store::StoreError;
 
 /// One opted-out address.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,25 +44,19 @@ pub fn normalize(address: &str, region: Id) -> Result<String, String> {
     }
 }
 
-fn key(address: &str) -> Vec<u8> {
-    let mut k = b"o".to_vec();
-    k.extend_from_slice(address.as_bytes());
-    k
-}
-
-/// The list, over the store's opt-out key space.
+/// The list, over the directory's opt-out operations.
 pub struct OptOuts<'a> {
-    kv: &'a dyn Kv,
+    directory: &'a dyn Directory,
 }
 
 impl<'a> OptOuts<'a> {
-    pub fn new(kv: &'a dyn Kv) -> OptOuts<'a> {
-        OptOuts { kv }
+    pub fn new(directory: &'a dyn Directory) -> OptOuts<'a> {
+        OptOuts { directory }
     }
 
     /// Is this (normalised) address on the list?
     pub fn contains(&self, address: &str) -> Result<bool, StoreError> {
-        Ok(self.kv.get(&key(address))?.is_some())
+        Ok(self.directory.optout(address)?.is_some())
     }
 
     /// Adds normalised addresses in one atomic write; returns how many were new.
@@ -77,49 +72,28 @@ impl<'a> OptOuts<'a> {
         run: Option<String>,
         message: Option<String>,
     ) -> Result<usize, StoreError> {
-        let mut batch = KvBatch::default();
-        let mut added = 0;
-        for a in addresses {
-            if self.contains(a)? {
-                continue;
-            }
-            let entry = OptOut {
+        let added_at = now_ms();
+        let entries: Vec<OptOut> = addresses
+            .iter()
+            .map(|a| OptOut {
                 address: a.clone(),
-                added_at: now_ms(),
+                added_at,
                 reason: reason.to_string(),
                 run: run.clone(),
                 message: message.clone(),
-            };
-            batch.put(key(a), serde_json::to_vec(&entry).unwrap_or_default());
-            added += 1;
-        }
-        self.kv.apply(batch)?;
-        Ok(added)
+            })
+            .collect();
+        self.directory.add_optouts(&entries)
     }
 
     /// Removes normalised addresses; returns how many were on the list.
     pub fn remove(&self, addresses: &[String]) -> Result<usize, StoreError> {
-        let mut batch = KvBatch::default();
-        let mut removed = 0;
-        for a in addresses {
-            if self.contains(a)? {
-                batch.delete(key(a));
-                removed += 1;
-            }
-        }
-        self.kv.apply(batch)?;
-        Ok(removed)
+        self.directory.remove_optouts(addresses)
     }
 
     /// Every entry, in address order.
     pub fn list(&self) -> impl Iterator<Item = Result<OptOut, StoreError>> + '_ {
-        self.kv.range(b"o", b"p", false).map(|item| {
-            let (k, v) = item?;
-            serde_json::from_slice(&v).map_err(|e| StoreError::Decode {
-                key: String::from_utf8_lossy(&k).into_owned(),
-                detail: e.to_string(),
-            })
-        })
+        self.directory.optouts()
     }
 }
 
@@ -139,7 +113,7 @@ mod tests {
         assert!(normalize("ann@", za).is_err());
 
         let (_dir, store) = crate::store::scratch();
-        let list = OptOuts::new(store.optouts());
+        let list = OptOuts::new(store.directory());
         let a = normalize("082 123 4567", za).unwrap();
         let b = normalize("+27 82 123 4567", za).unwrap();
         assert_eq!(list.add(std::slice::from_ref(&a), "cli").unwrap(), 1);

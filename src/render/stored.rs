@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::history::{Millis, now_ms};
 use crate::job::Channel;
-use crate::store::{Kv, KvBatch, StoreError};
+use crate::recipients::directory::Directory;
+use crate::store::StoreError;
 
 /// One stored template.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,12 +21,6 @@ pub struct StoredTemplate {
     pub updated_at: Millis,
 }
 
-fn key(name: &str) -> Vec<u8> {
-    let mut k = b"t".to_vec();
-    k.extend_from_slice(name.as_bytes());
-    k
-}
-
 /// Is `name` usable as a template name?
 pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
@@ -35,29 +30,19 @@ pub fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
-/// The stored templates, over the store's template key space.
+/// The stored templates, over the directory's template operations. The rules (a name
+/// keeps its `created_at` across saves) live here, once, above the backends.
 pub struct Templates<'a> {
-    kv: &'a dyn Kv,
+    directory: &'a dyn Directory,
 }
 
 impl<'a> Templates<'a> {
-    pub fn new(kv: &'a dyn Kv) -> Templates<'a> {
-        Templates { kv }
-    }
-
-    fn decode(k: &[u8], v: &[u8]) -> Result<StoredTemplate, StoreError> {
-        serde_json::from_slice(v).map_err(|e| StoreError::Decode {
-            key: String::from_utf8_lossy(k).into_owned(),
-            detail: e.to_string(),
-        })
+    pub fn new(directory: &'a dyn Directory) -> Templates<'a> {
+        Templates { directory }
     }
 
     pub fn get(&self, name: &str) -> Result<Option<StoredTemplate>, StoreError> {
-        let k = key(name);
-        match self.kv.get(&k)? {
-            Some(v) => Self::decode(&k, &v).map(Some),
-            None => Ok(None),
-        }
+        self.directory.template(name)
     }
 
     /// Saves (or replaces) a template; returns whether it replaced one.
@@ -71,26 +56,17 @@ impl<'a> Templates<'a> {
             created_at: previous.as_ref().map_or(now, |p| p.created_at),
             updated_at: now,
         };
-        let mut batch = KvBatch::default();
-        batch.put(key(name), serde_json::to_vec(&t).unwrap_or_default());
-        self.kv.apply(batch)?;
+        self.directory.put_template(&t)?;
         Ok(previous.is_some())
     }
 
     /// Deletes a template; returns whether it existed.
     pub fn delete(&self, name: &str) -> Result<bool, StoreError> {
-        let existed = self.get(name)?.is_some();
-        let mut batch = KvBatch::default();
-        batch.delete(key(name));
-        self.kv.apply(batch)?;
-        Ok(existed)
+        self.directory.delete_template(name)
     }
 
     /// Every template, by name.
     pub fn list(&self) -> impl Iterator<Item = Result<StoredTemplate, StoreError>> + '_ {
-        self.kv.range(b"t", b"u", false).map(|item| {
-            let (k, v) = item?;
-            Self::decode(&k, &v)
-        })
+        self.directory.templates()
     }
 }

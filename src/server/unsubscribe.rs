@@ -92,7 +92,7 @@ async fn unsubscribe(
     let store = state.store.clone();
     let written = tokio::task::spawn_blocking(move || {
         let message = message_of(&Ledger::new(&*store), &ticket);
-        let added = OptOuts::new(store.optouts()).add_from(
+        let added = OptOuts::new(store.directory()).add_from(
             std::slice::from_ref(&address),
             "unsubscribe",
             Some(ticket.run.to_string()),

@@ -496,7 +496,7 @@ fn apply(
     for from in &parsed.stops {
         opt_outs.push((from.clone(), "reply"));
     }
-    let list = OptOuts::new(store.optouts());
+    let list = OptOuts::new(store.directory());
     let hard_bounce_limit = state.config.bounces.hard_bounce_limit.max(1) as usize;
     for (raw, reason) in &opt_outs {
         // A hard bounce opts out once the address has bounced `hard_bounce_limit` times,

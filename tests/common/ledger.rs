@@ -20,7 +20,8 @@ pub fn sent_messages_on(project: &Project, channel: Channel, messages: &[(&str, 
     let store = open(&StoreConfig {
         path: project.path().join("data/store"),
         cache_bytes: 8 << 20,
-        backend: Backend::Sled,
+        backend: Backend::Embedded,
+        postgres: None,
     })
     .unwrap();
     let ledger = Ledger::new(store.as_ref());

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod ledger;
+pub mod pg;
 pub mod server;
 
 use std::path::{Path, PathBuf};

@@ -17,6 +17,7 @@
 //! the same rows whichever database holds them.
 
 pub mod conformance;
+pub mod postgres;
 pub mod sql;
 pub mod sqlite;
 

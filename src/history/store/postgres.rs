@@ -20,7 +20,7 @@ use std::sync::Arc;
 use deadpool_postgres::Object;
 use tokio_postgres::types::ToSql;
 
-use super::sql::{self, MESSAGE_COLUMNS, RUN_COLUMNS, numbered};
+use super::sql::{self, numbered};
 use super::{HistoryError, HistoryStore, Param, Select, SqlRow, StoredRun, Tx, TxBody};
 use crate::history::ledger::LedgerError;
 use crate::history::{Message, MessageId, MessageState, Millis, RunId, Trigger};
@@ -63,7 +63,10 @@ impl PgHistory {
         let params = owned_params(&select.params);
         self.pg
             .call(what, move |client| async move {
-                let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref()).collect();
+                let refs: Vec<&(dyn ToSql + Sync)> = params
+                    .iter()
+                    .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+                    .collect();
                 let stmt = client.prepare_cached(&sql).await?;
                 client.query(&stmt, &refs).await
             })
@@ -133,7 +136,10 @@ impl PgTx<'_> {
         let client = self.client.clone();
         self.pg
             .run(what, async move {
-                let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref()).collect();
+                let refs: Vec<&(dyn ToSql + Sync)> = params
+                    .iter()
+                    .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+                    .collect();
                 let stmt = client.prepare_cached(sql).await?;
                 client.query(&stmt, &refs).await
             })
@@ -149,7 +155,10 @@ impl PgTx<'_> {
         let client = self.client.clone();
         self.pg
             .run(what, async move {
-                let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref()).collect();
+                let refs: Vec<&(dyn ToSql + Sync)> = params
+                    .iter()
+                    .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+                    .collect();
                 let stmt = client.prepare_cached(sql).await?;
                 client.execute(&stmt, &refs).await
             })
