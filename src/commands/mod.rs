@@ -150,8 +150,12 @@ pub(crate) fn open_store(config: &Config) -> anyhow::Result<Box<dyn Store>> {
     }
     let settings = config.store_config();
     tracing::debug!(path = %settings.path.display(), cache_mb = config.store.cache_mb, "Opening the store.");
-    store::open(&settings)
-        .with_context(|| format!("cannot open the store in {}", settings.path.display()))
+    let place = match settings.backend {
+        store::Backend::Embedded => format!(" in {}", settings.path.display()),
+        // The error names the server (never the URL: it may hold the password).
+        store::Backend::Postgres => String::new(),
+    };
+    store::open(&settings).with_context(|| format!("cannot open the store{place}"))
 }
 
 /// Prints rows as an aligned table (cells cut at 40 characters).

@@ -258,7 +258,10 @@ impl Pg {
     /// spans them (`BEGIN` … `COMMIT` on this one connection). It goes back to the pool
     /// when the last clone is dropped.
     pub fn checkout(&self, what: &str) -> Result<std::sync::Arc<Object>, StoreError> {
-        self.call(what, |client| async move { Ok(std::sync::Arc::new(client)) })
+        self.call(
+            what,
+            |client| async move { Ok(std::sync::Arc::new(client)) },
+        )
     }
 
     /// Runs `fut` (on a connection from [`Pg::checkout`]) on the private runtime and waits

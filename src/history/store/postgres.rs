@@ -542,12 +542,18 @@ impl HistoryStore for PgHistory {
     }
 
     fn place(&self) -> String {
-        format!("PostgreSQL at {} (schema {})", self.pg.server(), self.pg.schema())
+        format!(
+            "PostgreSQL at {} (schema {})",
+            self.pg.server(),
+            self.pg.schema()
+        )
     }
 
     fn ping(&self) -> Result<(), HistoryError> {
         self.pg
-            .call("ping", |client| async move { client.batch_execute("SELECT 1").await })
+            .call("ping", |client| async move {
+                client.batch_execute("SELECT 1").await
+            })
             .map_err(history_error)
     }
 
