@@ -2,7 +2,8 @@
 //! beside a plain load generator and a peer tool, printed as one Markdown table.
 //!
 //! `cargo bench --bench suite -- [CUSTOMERS] [RUNS]` (default 1,000,000 and 3);
-//! `CRIER_BENCH_BACKEND` (`embedded`, the default); `CRIER_BENCH_CONCURRENCY` (default 64);
+//! `CRIER_BENCH_BACKEND` (`embedded`, the default, or `postgres` at
+//! `CRIER_BENCH_DATABASE_URL`, a fresh schema per project); `CRIER_BENCH_CONCURRENCY` (default 64);
 //! `CRIER_BENCH_RATE_SECS` (default 30); `CRIER_BENCH_PEER_MESSAGES` (default 10,000);
 //! `CRIER_BENCH_PYTHON` (default `python3`) for Apprise.
 //!
@@ -109,6 +110,24 @@ fn backend() -> &'static str {
     }
 }
 
+/// `store:` of a fresh project: embedded, or PostgreSQL at `CRIER_BENCH_DATABASE_URL` in
+/// a schema of its own (each project starts empty, as a fresh data dir does).
+fn store_yaml() -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    match backend() {
+        "postgres" => {
+            let url = std::env::var("CRIER_BENCH_DATABASE_URL")
+                .expect("CRIER_BENCH_DATABASE_URL for CRIER_BENCH_BACKEND=postgres");
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            format!(
+                "{{ backend: postgres, url: \"{url}\", schema: bench_{}_{n} }}",
+                std::process::id()
+            )
+        }
+        other => format!("{{ backend: {other} }}"),
+    }
+}
+
 /// Writes `crier.yaml` (one SMS provider, `provider_yaml` indented under its name) and
 /// `job.yaml` (every customer, `job_extra` appended).
 fn write_project(dir: &Path, provider_yaml: &str, job_extra: &str) {
@@ -116,8 +135,8 @@ fn write_project(dir: &Path, provider_yaml: &str, job_extra: &str) {
     std::fs::write(
         dir.join("crier.yaml"),
         format!(
-            "store: {{ backend: {} }}\nproviders:\n  sms:\n{provider_yaml}channels:\n  sms: sms\n",
-            backend()
+            "store: {}\nproviders:\n  sms:\n{provider_yaml}channels:\n  sms: sms\n",
+            store_yaml()
         ),
     )
     .expect("crier.yaml");
