@@ -136,6 +136,11 @@ impl Drop for Listener {
 /// holds the store, so no other process can be serving it.
 pub fn listen(host: Arc<Host>) -> anyhow::Result<Listener> {
     let path = socket_path(&host.config);
+    // With the store in PostgreSQL nothing else creates the data dir.
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the data dir {}", dir.display()))?;
+    }
     let _ = std::fs::remove_file(&path);
     let listener = UnixListener::bind(&path)
         .with_context(|| format!("cannot create the control socket {}", path.display()))?;

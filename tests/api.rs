@@ -15,7 +15,7 @@ use crier::history::query::{ANY_STATUS, Period};
 use crier::history::{MessageState, MessageType, RunId, RunStatus, Trigger};
 use crier::job::Channel;
 use crier::recipients::RecipientKind;
-use crier::store::{StoreConfig, open};
+use crier::store::open;
 
 const TOKEN: &str = "s3cret-api-token-0123456789";
 const ENV: &[(&str, &str)] = &[("CRIER_API_TOKEN", TOKEN)];
@@ -79,13 +79,7 @@ fn fixture() -> Fixture {
     let import = project.crier_env(&["import", "people.csv"], ENV);
     assert_eq!(import.code, 0, "{}", import.stderr);
 
-    let store = open(&StoreConfig {
-        path: project.path().join("data/store"),
-        cache_bytes: 8 << 20,
-        backend: crier::store::Backend::Embedded,
-        postgres: None,
-    })
-    .unwrap();
+    let store = open(&project.store_config()).unwrap();
     let ledger = Ledger::new(store.as_ref());
     let now = Utc::now();
     let run = |job: &str, at: chrono::DateTime<Utc>, channel: Channel| {
@@ -566,13 +560,7 @@ fn csv_exports_stream_the_rows_the_cli_writes() {
 fn csv_exports_neutralise_formulas_unless_raw_is_true() {
     let f = fixture();
     let p = &f.project;
-    let store = open(&StoreConfig {
-        path: p.path().join("data/store"),
-        cache_bytes: 8 << 20,
-        backend: crier::store::Backend::Embedded,
-        postgres: None,
-    })
-    .unwrap();
+    let store = open(&p.store_config()).unwrap();
     let ledger = Ledger::new(store.as_ref());
     let run = ledger
         .create_run(NewRun {

@@ -19,7 +19,7 @@ use crier::history::ledger::{Change, Ledger, NewMessage, NewRun};
 use crier::history::{MessageState, MessageType, RunId, Trigger};
 use crier::job::Channel;
 use crier::recipients::RecipientKind;
-use crier::store::{Backend, StoreConfig, open};
+use crier::store::open;
 use serde_json::Value;
 
 const RUN: &str = "01JDZ8X6Q4T5N0V9K3M2R7W1YB";
@@ -185,13 +185,7 @@ fn input_that_is_no_report_names_what_is_missing() {
 /// [`ADDRESSES`].
 fn project_with_messages() -> Project {
     let p = Project::new();
-    let store = open(&StoreConfig {
-        path: p.path().join("data/store"),
-        cache_bytes: 8 << 20,
-        backend: Backend::Embedded,
-        postgres: None,
-    })
-    .unwrap();
+    let store = open(&p.store_config()).unwrap();
     let ledger = Ledger::new(store.as_ref());
     let run = ledger
         .create_run_with_id(
@@ -516,27 +510,19 @@ fn a_maildir_is_read_new_to_cur_and_an_unusable_message_is_flagged_not_fatal() {
 
 #[test]
 fn a_store_held_by_another_process_is_a_temporary_failure() {
+    if common::on_postgres() {
+        // sled's one-process lock; PostgreSQL is shared by design.
+        return;
+    }
     let p = project_with_messages();
-    let held = open(&StoreConfig {
-        path: p.path().join("data/store"),
-        cache_bytes: 8 << 20,
-        backend: Backend::Embedded,
-        postgres: None,
-    })
-    .unwrap();
+    let held = open(&p.store_config()).unwrap();
     let run = ingest_stdin(&p, &std::fs::read(sample("postfix.eml")).unwrap());
     assert_eq!(run.code, 75, "{}\n{}", run.stdout, run.stderr);
     assert!(run.stderr.contains("try again later"), "{}", run.stderr);
     drop(held);
     assert_eq!(messages(&p)[0]["state"], "sent", "nothing was written");
     // Unusable input is still 65, not 75: the store is not needed to know that.
-    let held = open(&StoreConfig {
-        path: p.path().join("data/store"),
-        cache_bytes: 8 << 20,
-        backend: Backend::Embedded,
-        postgres: None,
-    })
-    .unwrap();
+    let held = open(&p.store_config()).unwrap();
     assert_eq!(ingest_stdin(&p, b"Subject: hi\n\nhello\n").code, 65);
     drop(held);
 }

@@ -5,7 +5,7 @@ use crier::history::ledger::{Change, Ledger, NewMessage, NewRun};
 use crier::history::{MessageState, MessageType, Trigger};
 use crier::job::Channel;
 use crier::recipients::RecipientKind;
-use crier::store::{Backend, StoreConfig, open};
+use crier::store::open;
 
 use super::Project;
 
@@ -17,13 +17,7 @@ pub fn sent_messages(project: &Project, messages: &[(&str, &str, &str)]) {
 
 /// [`sent_messages`] on `channel` (email messages for the email providers' events).
 pub fn sent_messages_on(project: &Project, channel: Channel, messages: &[(&str, &str, &str)]) {
-    let store = open(&StoreConfig {
-        path: project.path().join("data/store"),
-        cache_bytes: 8 << 20,
-        backend: Backend::Embedded,
-        postgres: None,
-    })
-    .unwrap();
+    let store = open(&project.store_config()).unwrap();
     let ledger = Ledger::new(store.as_ref());
     let run = ledger
         .create_run(NewRun {

@@ -14,9 +14,19 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Does this run of the suite keep each project's store in PostgreSQL? Set
+/// `CRIER_TEST_BACKEND=postgres` to run the end-to-end tests on the PostgreSQL backend:
+/// every project then gets a fresh database of the harness's server (`pg.rs`), written
+/// into its `crier.yaml` as `store.backend: postgres`.
+pub fn on_postgres() -> bool {
+    std::env::var("CRIER_TEST_BACKEND").as_deref() == Ok("postgres")
+}
+
 /// A scratch project directory.
 pub struct Project {
     pub dir: tempfile::TempDir,
+    /// The project's database, when the suite runs on PostgreSQL.
+    pub pg_url: Option<String>,
 }
 
 pub struct Run {
@@ -37,9 +47,55 @@ impl From<Output> for Run {
 
 impl Project {
     pub fn new() -> Project {
-        Project {
+        let p = Project {
             dir: tempfile::tempdir().expect("temp dir"),
+            pg_url: on_postgres().then(|| pg::server().database()),
+        };
+        if p.pg_url.is_some() {
+            p.write("crier.yaml", "{}\n");
         }
+        p
+    }
+
+    /// How the library opens this project's store (tests that write history first).
+    pub fn store_config(&self) -> crier::store::StoreConfig {
+        crier::store::StoreConfig {
+            path: self.path().join("data/store"),
+            cache_bytes: 8 << 20,
+            backend: match self.pg_url {
+                Some(_) => crier::store::Backend::Postgres,
+                None => crier::store::Backend::Embedded,
+            },
+            postgres: self
+                .pg_url
+                .as_ref()
+                .map(|url| crier::store::PgSettings::new(url.clone())),
+        }
+    }
+
+    /// `crier.yaml` as written, with `store:` pointed at this project's database when the
+    /// suite runs on PostgreSQL (whatever backend the test wrote: the same test, the
+    /// other store).
+    fn with_store(&self, content: &[u8]) -> Vec<u8> {
+        let Some(url) = &self.pg_url else {
+            return content.to_vec();
+        };
+        let mut doc: serde_yaml::Value = match serde_yaml::from_slice(content) {
+            Ok(serde_yaml::Value::Mapping(m)) => serde_yaml::Value::Mapping(m),
+            // Not a mapping (a test of a broken file): leave it as written.
+            _ => return content.to_vec(),
+        };
+        let store = doc
+            .as_mapping_mut()
+            .unwrap()
+            .entry("store".into())
+            .or_insert_with(|| serde_yaml::Value::Mapping(Default::default()));
+        if let Some(store) = store.as_mapping_mut() {
+            store.insert("backend".into(), "postgres".into());
+            store.insert("url".into(), url.as_str().into());
+            store.remove("cache_mb");
+        }
+        serde_yaml::to_string(&doc).unwrap().into_bytes()
     }
 
     pub fn path(&self) -> &Path {
@@ -51,7 +107,11 @@ impl Project {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).unwrap();
         }
-        std::fs::write(&path, content).unwrap();
+        if rel == "crier.yaml" {
+            std::fs::write(&path, self.with_store(content.as_ref())).unwrap();
+        } else {
+            std::fs::write(&path, content).unwrap();
+        }
         path
     }
 
@@ -87,6 +147,21 @@ impl Project {
             .expect("run crier");
         child.stdin.take().unwrap().write_all(input).unwrap();
         child.wait_with_output().expect("run crier").into()
+    }
+}
+
+impl Drop for Project {
+    /// On PostgreSQL, a project that still wrote an embedded history ran on the wrong
+    /// backend: the test proved nothing about PostgreSQL, so it fails.
+    fn drop(&mut self) {
+        if self.pg_url.is_some() && !std::thread::panicking() {
+            let file = self.path().join("data/history.sqlite3");
+            assert!(
+                !file.exists(),
+                "CRIER_TEST_BACKEND=postgres, yet {} was written",
+                file.display()
+            );
+        }
     }
 }
 
