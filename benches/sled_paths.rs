@@ -11,7 +11,7 @@
 //! - `batch N`: other batch sizes;
 //! - `high throughput` / `no compression + no flusher`: sled `Config` modes.
 //!
-//! Each variant is one run in this process, in order; the figures are for comparing
+//! Each variant runs RUNS (3) times in this process, in order (median, min, max); the figures are for comparing
 //! variants with each other, not an import's rate (no CSV, no phone parsing).
 
 use std::time::Instant;
@@ -88,6 +88,9 @@ fn run(v: &Variant, rows: u64, dir: &std::path::Path) -> f64 {
     rows as f64 / started.elapsed().as_secs_f64()
 }
 
+/// Runs per variant (interleaving would be fairer on a shared machine; these are in turn).
+const RUNS: usize = 3;
+
 fn main() {
     let rows: u64 = std::env::args()
         .skip(1)
@@ -154,12 +157,24 @@ fn main() {
         },
     ];
     let dir = tempfile::tempdir().expect("temp dir");
-    println!("| sled write path, {rows} upserts | upserts/s |");
-    println!("|---|---|");
+    println!("| sled write path, {rows} upserts, {RUNS} runs | median upserts/s | min | max |");
+    println!("|---|---|---|---|");
     for (i, v) in variants.iter().enumerate() {
-        let path = dir.path().join(format!("db-{i}"));
-        let rate = run(v, rows, &path);
-        println!("| {} | {rate:.0} |", v.name);
-        let _ = std::fs::remove_dir_all(&path);
+        let mut rates: Vec<f64> = (0..RUNS)
+            .map(|r| {
+                let path = dir.path().join(format!("db-{i}-{r}"));
+                let rate = run(v, rows, &path);
+                let _ = std::fs::remove_dir_all(&path);
+                rate
+            })
+            .collect();
+        rates.sort_by(f64::total_cmp);
+        println!(
+            "| {} | {:.0} | {:.0} | {:.0} |",
+            v.name,
+            rates[RUNS / 2],
+            rates[0],
+            rates[RUNS - 1]
+        );
     }
 }

@@ -3,14 +3,17 @@
 //! sustains, so the import benchmark's figure can be read against it.
 //!
 //! `cargo bench --bench store -- [ROWS] [RUNS]` (default 1,000,000 rows, 3 runs);
-//! `CRIER_BENCH_CACHE_MB` sets the cache (default 64).
+//! `CRIER_BENCH_CACHE_MB` sets the cache (default 64). `CRIER_BENCH_BACKEND=postgres`
+//! measures the PostgreSQL directory at `CRIER_BENCH_DATABASE_URL` (a fresh schema per run).
 
 mod support;
 
 use std::time::Instant;
 
+use crier::recipients::directory::Directory;
+use crier::recipients::directory::postgres::PgDirectory;
 use crier::recipients::{Recipient, RecipientKind, Status, Tariff};
-use crier::store::{StoreConfig, open};
+use crier::store::{PgSettings, StoreConfig, open};
 
 fn recipient(id: u64) -> Recipient {
     Recipient {
@@ -54,13 +57,23 @@ fn main() {
     let mut rates = Vec::new();
     for run in 0..runs {
         let path = dir.path().join(format!("store-{run}"));
-        let store = open(&StoreConfig {
-            path: path.clone(),
-            cache_bytes: cache_mb << 20,
-            backend: crier::store::Backend::from_env("CRIER_BENCH_BACKEND"),
-            postgres: None,
-        })
-        .expect("store");
+        let backend = crier::store::Backend::from_env("CRIER_BENCH_BACKEND");
+        let store: Box<dyn Directory> = match backend {
+            crier::store::Backend::Embedded => open(&StoreConfig {
+                path: path.clone(),
+                cache_bytes: cache_mb << 20,
+                backend,
+                postgres: None,
+            })
+            .expect("store"),
+            crier::store::Backend::Postgres => {
+                let url = std::env::var("CRIER_BENCH_DATABASE_URL")
+                    .expect("CRIER_BENCH_DATABASE_URL for CRIER_BENCH_BACKEND=postgres");
+                let mut settings = PgSettings::new(url);
+                settings.schema = format!("bench_store_{}_{run}", std::process::id());
+                Box::new(PgDirectory::open(&settings).expect("PostgreSQL directory"))
+            }
+        };
         let started = Instant::now();
         let mut next = 1;
         while next <= rows {
@@ -69,7 +82,7 @@ fn main() {
             store.upsert_recipients(&batch, true).expect("upsert");
             next = end;
         }
-        store.flush().expect("flush");
+        store.sync().expect("flush");
         let secs = started.elapsed().as_secs_f64();
         let rate = rows as f64 / secs;
         println!(

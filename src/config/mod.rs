@@ -921,6 +921,32 @@ mod tests {
     }
 
     #[test]
+    fn store_url_from_the_environment_is_shown_without_its_password() {
+        let vars = |name: &str| {
+            (name == "DATABASE_URL").then(|| "postgres://crier:pw-123@db:5432/mail".to_string())
+        };
+        let text = "store:\n  backend: postgres\n  url: ${DATABASE_URL}\n";
+        let c = Config::parse(Path::new("crier.yaml"), text, &vars).unwrap();
+        let settings = c.store_config().postgres.expect("postgres settings");
+        assert_eq!(
+            settings.url.expose(),
+            "postgres://crier:pw-123@db:5432/mail"
+        );
+        assert_eq!((settings.pool_size, settings.schema.as_str()), (8, "crier"));
+        let shown = serde_yaml::to_string(&c).unwrap();
+        assert!(
+            shown.contains("url: postgres://crier:<redacted>@db:5432/mail"),
+            "{shown}"
+        );
+        assert!(!shown.contains("pw-123"), "{shown}");
+        // Unset, it is a credential still to come: valid shape, shown as such.
+        let c = parse(text).unwrap();
+        assert_eq!(c.unset_secrets[0].var, "DATABASE_URL");
+        let shown = serde_yaml::to_string(&c).unwrap();
+        assert!(shown.contains("url: '<unset: DATABASE_URL>'"), "{shown}");
+    }
+
+    #[test]
     fn unsubscribe_takes_the_server_url_and_never_shows_its_secret() {
         let text = "server:\n  public_url: https://crier.example.net/\nemail:\n  unsubscribe:\n    secret: an-unsubscribe-key-of-32-characters\n";
         let c = parse(text).unwrap();

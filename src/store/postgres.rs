@@ -131,9 +131,10 @@ pub struct Migration {
 }
 
 /// A pool of connections to one PostgreSQL database, with the runtime that drives it.
+/// Clones share both (a store bundle hands one to its directory and one to its history).
+#[derive(Clone)]
 pub struct Pg {
-    /// `Some` until dropped (see `Drop`).
-    runtime: Option<tokio::runtime::Runtime>,
+    runtime: std::sync::Arc<ClientRuntime>,
     pool: Pool,
     schema: String,
     /// `host:port`, for messages.
@@ -208,7 +209,7 @@ impl Pg {
                 detail: e.to_string(),
             })?;
         let pg = Pg {
-            runtime: Some(runtime),
+            runtime: std::sync::Arc::new(ClientRuntime(Some(runtime))),
             pool,
             schema: settings.schema.clone(),
             server: format!("{host}:{port}"),
@@ -282,7 +283,7 @@ impl Pg {
         Fut: Future<Output = Result<T, Failure>> + Send + 'static,
     {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let runtime = self.runtime.as_ref().expect("runtime lives until drop");
+        let runtime = self.runtime.0.as_ref().expect("runtime lives until drop");
         runtime.spawn(async move {
             let _ = tx.send(fut.await);
         });
@@ -449,12 +450,14 @@ fn io_source(e: &tokio_postgres::Error) -> Option<&std::io::Error> {
     None
 }
 
-impl Drop for Pg {
+/// The private runtime; `Some` until dropped.
+struct ClientRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for ClientRuntime {
     /// A runtime may not be dropped inside another one's async context (crier drops stores
-    /// in tasks), so it is shut down in the background instead.
+    /// in tasks), so it is shut down in the background instead; its connections go with it.
     fn drop(&mut self) {
-        self.pool.close();
-        if let Some(runtime) = self.runtime.take() {
+        if let Some(runtime) = self.0.take() {
             runtime.shutdown_background();
         }
     }

@@ -309,7 +309,7 @@ impl Directory for PgDirectory {
                         tx.query(
                             &format!(
                                 "SELECT {COLUMNS} FROM recipients WHERE (kind, id) IN \
-                         (SELECT * FROM unnest($1::text[], $2::bigint[]))"
+                         (SELECT * FROM unnest($1::text[], $2::bigint[])) FOR UPDATE"
                             ),
                             &[&repeated_kinds, &repeated_ids],
                         )

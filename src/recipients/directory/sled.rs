@@ -160,14 +160,19 @@ impl Directory for SledDirectory {
             if outcome == Upsert::Unchanged {
                 continue;
             }
-            if let Some(old) = previous
-                && let Some(old_login) = decode(&key, &old)?.login
-                && Some(&old_login) != r.login.as_ref()
-            {
-                batch.remove(login_key(r.kind, &old_login));
-            }
-            if let Some(login) = &r.login {
-                batch.insert(login_key(r.kind, login), &r.id.to_be_bytes());
+            // The login index changes only when the login does (an update that keeps it
+            // writes one entry, not two).
+            let old_login = match &previous {
+                Some(old) => decode(&key, old)?.login,
+                None => None,
+            };
+            if old_login != r.login {
+                if let Some(old) = &old_login {
+                    batch.remove(login_key(r.kind, old));
+                }
+                if let Some(login) = &r.login {
+                    batch.insert(login_key(r.kind, login), &r.id.to_be_bytes());
+                }
             }
             batch.insert(&key, bytes.as_slice());
             overlay.insert(key, bytes);
