@@ -192,12 +192,12 @@ fn open_once(config: &StoreConfig) -> Result<Box<dyn Store>, StoreError> {
         Backend::Embedded => Box::new(sled_store::SledStore::open(config)?),
         Backend::Postgres => {
             let settings = config.postgres.as_ref().ok_or(PgError::BadUrl)?;
-            let directory = crate::recipients::directory::postgres::PgDirectory::open(settings)?;
-            let path = PathBuf::from(format!("postgres://{}", directory.pg().server()));
+            // One pool and one client runtime for both domains.
+            let pg = postgres::Pg::connect(settings)?;
             Box::new(PgStore {
-                directory,
-                history: crate::history::store::postgres::PgHistory::open(settings)?,
-                path,
+                path: PathBuf::from(format!("postgres://{}", pg.server())),
+                directory: crate::recipients::directory::postgres::PgDirectory::on(pg.clone())?,
+                history: crate::history::store::postgres::PgHistory::on(pg)?,
             })
         }
     })

@@ -37,7 +37,7 @@ const MIGRATIONS: &[Migration] = &[Migration {
 
 /// The history in one PostgreSQL database.
 pub struct PgHistory {
-    pg: Arc<Pg>,
+    pg: Pg,
 }
 
 impl std::fmt::Debug for PgHistory {
@@ -49,11 +49,11 @@ impl std::fmt::Debug for PgHistory {
 impl PgHistory {
     /// Connects and brings the history's tables up to date.
     pub fn open(settings: &PgSettings) -> Result<PgHistory, StoreError> {
-        PgHistory::on(Arc::new(Pg::connect(settings)?))
+        PgHistory::on(Pg::connect(settings)?)
     }
 
-    /// The history on an already connected database (shared with the directory).
-    pub fn on(pg: Arc<Pg>) -> Result<PgHistory, StoreError> {
+    /// The history on an already connected database (a clone shares the directory's pool).
+    pub fn on(pg: Pg) -> Result<PgHistory, StoreError> {
         pg.migrate("history", MIGRATIONS)?;
         Ok(PgHistory { pg })
     }
