@@ -12,6 +12,7 @@
 pub mod export;
 pub mod ledger;
 pub mod query;
+pub mod report;
 
 use std::fmt;
 use std::str::FromStr;
