@@ -30,6 +30,8 @@ const SECRET: &str = "bulk-secret";
 
 /// Customers in Cape Town (the jobs' filter), one named like an attack.
 const CUSTOMERS: usize = 24;
+/// Customers in `Bulk`, for the run that is cancelled.
+const BULK: usize = 100;
 
 fn people() -> String {
     let mut csv = String::from("id,name,status,phone,email,location,partner,billing_type\n");
@@ -46,6 +48,14 @@ fn people() -> String {
         ));
     }
     csv.push_str("99,Elsewhere,active,083 555 0099,e@example.com,Durban,North,recurring\n");
+    // More than BulkSMS's in-flight window (64), so a slow run keeps some queued.
+    for i in 0..BULK {
+        csv.push_str(&format!(
+            "{},Bulk {i},active,084 555 {:04},b{i}@example.com,Bulk,South,recurring\n",
+            200 + i,
+            2000 + i
+        ));
+    }
     csv
 }
 
@@ -56,7 +66,10 @@ fn missing_prerequisite() -> Option<String> {
     if !Path::new("/usr/bin/chromium").exists() {
         return Some("/usr/bin/chromium is missing (apt-get install chromium)".into());
     }
-    if !root().join("tests/browser/node_modules/playwright-core").exists() {
+    if !root()
+        .join("tests/browser/node_modules/playwright-core")
+        .exists()
+    {
         return Some("tests/browser/node_modules is missing (cd tests/browser && npm ci)".into());
     }
     None
@@ -104,14 +117,14 @@ fn console_in_chromium() {
     // Slow enough to cancel.
     p.write(
         "jobs/crawl.yaml",
-        format!("{cape_town}message: \"Slow notice for {{{{ customer.name }}}}.\"\nrate: 1/s\n"),
+        "recipients:\n  where: { location: Bulk }\nsend_to: sms\nmessage: \"Slow notice for {{ customer.name }}.\"\nrate: 5/s\n",
     );
     p.write(
         "jobs/nightly.yaml",
         format!("{cape_town}message: Nightly\nschedule:\n  cron: \"0 2 * * *\"\n  timezone: Africa/Johannesburg\n"),
     );
     // A finished run in the history before the server starts.
-    let sent = p.crier(&["send", "jobs/quick.yaml"]);
+    let sent = p.crier(&["send", "jobs/quick.yaml", "--yes"]);
     assert_eq!(sent.code, 0, "{}\n{}", sent.stdout, sent.stderr);
 
     let server = Server::start(&p, &[], Some(TOKEN));
@@ -135,7 +148,14 @@ fn console_in_chromium() {
         out.status.success(),
         "browser tests failed (screenshots in {}):\n{stdout}\n{stderr}\n--- crier serve log (tail):\n{}",
         shots.display(),
-        log.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+        log.lines()
+            .rev()
+            .take(40)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     eprintln!("{stdout}");
     assert!(!log.contains(TOKEN), "the token is in the server log");

@@ -223,7 +223,11 @@ mod tests {
                 subject: None,
             })
             .unwrap();
-        let people = [recipient(1, "North"), recipient(2, "North"), recipient(3, "")];
+        let people = [
+            recipient(1, "North"),
+            recipient(2, "North"),
+            recipient(3, ""),
+        ];
         let planned: Vec<NewMessage> = people
             .iter()
             .map(|r| NewMessage {
@@ -249,9 +253,11 @@ mod tests {
         ledger
             .transition(&[Change::to(ids[0], MessageState::Failed)])
             .unwrap();
-        let rows = breakdown(ledger.messages_of(run.id, None), Field::Location, |_, id| {
-            people.iter().find(|r| r.id == id).cloned()
-        })
+        let rows = breakdown(
+            ledger.messages_of(run.id, None),
+            Field::Location,
+            |_, id| people.iter().find(|r| r.id == id).cloned(),
+        )
         .unwrap();
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].0, "North");

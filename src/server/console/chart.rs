@@ -23,16 +23,16 @@ fn escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// A round ceiling for the y axis.
+/// A round ceiling for the y axis, divisible by 4 so its five labels are whole.
 fn nice_max(max: u64) -> u64 {
-    let max = max.max(1);
+    let max = max.max(4);
     let mag = 10u64.pow(max.ilog10());
-    for step in [1, 2, 5, 10] {
-        if step * mag >= max {
-            return step * mag;
-        }
-    }
-    10 * mag
+    let top = [1, 2, 5, 10]
+        .into_iter()
+        .map(|step| step * mag)
+        .find(|t| *t >= max)
+        .unwrap_or(10 * mag);
+    top.div_ceil(4) * 4
 }
 
 fn frame(out: &mut String, max: u64, title: &str) {
@@ -71,7 +71,13 @@ fn legend(out: &mut String, names: &[&str]) {
 /// One line per column of `series` (buckets in time order), with `from`/`to` under
 /// the axis.
 pub fn lines(series: &[[u64; 3]], names: &[&str], from: &str, to: &str) -> String {
-    let max = nice_max(series.iter().flat_map(|b| b.iter().copied()).max().unwrap_or(0));
+    let max = nice_max(
+        series
+            .iter()
+            .flat_map(|b| b.iter().copied())
+            .max()
+            .unwrap_or(0),
+    );
     let mut out = String::new();
     frame(&mut out, max, "Messages over time");
     let n = series.len().max(2) - 1;
@@ -156,8 +162,8 @@ mod tests {
 
     #[test]
     fn axis_tops_are_round() {
-        assert_eq!(nice_max(0), 1);
-        assert_eq!(nice_max(7), 10);
+        assert_eq!(nice_max(0), 4);
+        assert_eq!(nice_max(7), 12);
         assert_eq!(nice_max(13), 20);
         assert_eq!(nice_max(4_100), 5_000);
     }

@@ -23,11 +23,15 @@ use crate::history::now_ms;
 use crate::history::query::{self, RunFilter};
 use crate::job::schedule::zoned;
 use crate::job::{self, Job};
-use crate::server::api::{blocking, job_file, ledger_error, path_of, query_of, send_error, start_run};
+use crate::server::api::{
+    blocking, job_file, ledger_error, path_of, query_of, send_error, start_run,
+};
 use crate::server::{ApiError, Shared};
 
 /// Every valid job of the jobs directory, and the errors of the invalid ones by file.
-pub(super) async fn load_all(app: &Shared) -> Result<(Vec<Job>, BTreeMap<PathBuf, Vec<String>>), ApiError> {
+pub(super) async fn load_all(
+    app: &Shared,
+) -> Result<(Vec<Job>, BTreeMap<PathBuf, Vec<String>>), ApiError> {
     let app = app.clone();
     blocking(move || {
         let files = job::job_files(std::slice::from_ref(&app.jobs_dir))
@@ -35,7 +39,10 @@ pub(super) async fn load_all(app: &Shared) -> Result<(Vec<Job>, BTreeMap<PathBuf
         let (jobs, diags) = job::load_all(&files, &app.config, &crate::config::env::from_process);
         let mut errors: BTreeMap<PathBuf, Vec<String>> = BTreeMap::new();
         for d in diags.0 {
-            errors.entry(d.file.clone()).or_default().push(d.to_string());
+            errors
+                .entry(d.file.clone())
+                .or_default()
+                .push(d.to_string());
         }
         Ok((jobs, errors))
     })
@@ -174,7 +181,12 @@ pub(super) async fn show(
     })
     .await?;
     let data = JobPage {
-        channels: job.send_to.channels().iter().map(|c| c.to_string()).collect(),
+        channels: job
+            .send_to
+            .channels()
+            .iter()
+            .map(|c| c.to_string())
+            .collect(),
         provider: job.provider.clone(),
         body: match &job.body {
             job::Body::Inline(m) => m.clone(),
@@ -242,7 +254,12 @@ struct PreviewPage {
 /// Messages shown by a preview, and by the confirmation.
 const SHOWN: usize = 10;
 
-async fn preview_of(c: &Console, name: &str, recipient: Option<u64>, limit: usize) -> Result<PreviewPage, ApiError> {
+async fn preview_of(
+    c: &Console,
+    name: &str,
+    recipient: Option<u64>,
+    limit: usize,
+) -> Result<PreviewPage, ApiError> {
     let job = load_one(c, name).await?;
     let app = c.app.clone();
     let name = job.name.clone();
@@ -337,7 +354,10 @@ pub(super) async fn test(
     let name = path_of(name)?;
     let to = f.to.trim().to_string();
     if to.is_empty() {
-        return Err(ApiError::bad_request("give a phone number or an email address to send the test to").into());
+        return Err(ApiError::bad_request(
+            "give a phone number or an email address to send the test to",
+        )
+        .into());
     }
     let recipient = recipient_id(f.recipient.as_deref())?;
     let job = load_one(&c, &name).await?;

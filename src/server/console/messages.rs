@@ -139,12 +139,10 @@ pub(super) async fn list(
             Err(e) => (Vec::new(), Some(e), false),
             Ok(id) => {
                 let app = c.app.clone();
-                let found = blocking(move || {
-                    match Ledger::new(app.store.as_ref()).message(id) {
-                        Ok(m) => Ok(vec![MessageRow::new(&m, tz)]),
-                        Err(crate::history::ledger::LedgerError::NoSuchMessage(_)) => Ok(vec![]),
-                        Err(e) => Err(ledger_error(e)),
-                    }
+                let found = blocking(move || match Ledger::new(app.store.as_ref()).message(id) {
+                    Ok(m) => Ok(vec![MessageRow::new(&m, tz)]),
+                    Err(crate::history::ledger::LedgerError::NoSuchMessage(_)) => Ok(vec![]),
+                    Err(e) => Err(ledger_error(e)),
                 })
                 .await?;
                 (found, None, false)
@@ -221,8 +219,13 @@ pub(super) async fn export(
     let app = c.app.clone();
     Ok(csv_response("messages.csv", move |w| {
         let ledger = Ledger::new(app.store.as_ref());
-        messages_csv(&ledger, query::messages(&ledger, &filter), Cells::raw(false), w)
-            .map_err(|e| e.to_string())
+        messages_csv(
+            &ledger,
+            query::messages(&ledger, &filter),
+            Cells::raw(false),
+            w,
+        )
+        .map_err(|e| e.to_string())
     }))
 }
 

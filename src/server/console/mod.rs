@@ -171,7 +171,8 @@ pub(crate) struct Console {
 async fn guard(State(c): State<Console>, request: Request, next: Next) -> Response {
     let auth = c.app.config.server.token.is_some();
     let fragment = is_fragment(request.headers());
-    let existing = session_id(request.headers()).and_then(|id| c.sessions.get(&id).map(|s| (id, s)));
+    let existing =
+        session_id(request.headers()).and_then(|id| c.sessions.get(&id).map(|s| (id, s)));
     let (new_cookie, session) = match existing {
         Some((_, s)) if s.signed_in => (None, s),
         _ if !auth => {
@@ -182,7 +183,10 @@ async fn guard(State(c): State<Console>, request: Request, next: Next) -> Respon
     };
     let (request, ok) = check_csrf(request, &session.csrf).await;
     if !ok {
-        return refused(StatusCode::FORBIDDEN, "The form is stale or not from this console (CSRF token missing or wrong): reload the page and try again.");
+        return refused(
+            StatusCode::FORBIDDEN,
+            "The form is stale or not from this console (CSRF token missing or wrong): reload the page and try again.",
+        );
     }
     let mut request = request;
     request.extensions_mut().insert(Ctx {
@@ -215,7 +219,10 @@ fn to_sign_in(request: &Request, fragment: bool) -> Response {
         .unwrap_or("/");
     let target = format!("/signin?next={}", url_encode(next));
     if request.method() != axum::http::Method::GET {
-        return refused(StatusCode::UNAUTHORIZED, "Not signed in (or the session expired): sign in again.");
+        return refused(
+            StatusCode::UNAUTHORIZED,
+            "Not signed in (or the session expired): sign in again.",
+        );
     }
     if fragment {
         // htmx follows this header with a full page load.
@@ -239,7 +246,11 @@ async fn check_csrf(request: Request, csrf: &str) -> (Request, bool) {
     if request.method() != axum::http::Method::POST {
         return (request, true);
     }
-    if let Some(h) = request.headers().get("x-csrf-token").and_then(|v| v.to_str().ok()) {
+    if let Some(h) = request
+        .headers()
+        .get("x-csrf-token")
+        .and_then(|v| v.to_str().ok())
+    {
         let ok = constant_time_eq(h.as_bytes(), csrf.as_bytes());
         return (request, ok);
     }
@@ -286,10 +297,11 @@ async fn sign_in_page(
         return Redirect::to("/").into_response();
     }
     // A pre-session, unsigned, whose CSRF token the sign-in form carries.
-    let (id, session) = match session_id(&headers).and_then(|id| c.sessions.get(&id).map(|s| (id, s))) {
-        Some(found) => found,
-        None => c.sessions.create(false),
-    };
+    let (id, session) =
+        match session_id(&headers).and_then(|id| c.sessions.get(&id).map(|s| (id, s))) {
+            Some(found) => found,
+            None => c.sessions.create(false),
+        };
     let page = render(
         "signin.html",
         &SignInPage {
@@ -308,13 +320,22 @@ struct SignInForm {
     next: Option<String>,
 }
 
-async fn sign_in(State(c): State<Console>, headers: HeaderMap, Form(f): Form<SignInForm>) -> Response {
+async fn sign_in(
+    State(c): State<Console>,
+    headers: HeaderMap,
+    Form(f): Form<SignInForm>,
+) -> Response {
     let Some(token) = &c.app.config.server.token else {
         return Redirect::to("/").into_response();
     };
     let pre = session_id(&headers).and_then(|id| c.sessions.get(&id).map(|s| (id, s)));
-    let Some((pre_id, pre)) = pre.filter(|(_, s)| constant_time_eq(s.csrf.as_bytes(), f.csrf.as_bytes())) else {
-        return refused(StatusCode::FORBIDDEN, "The sign-in form is stale (CSRF token missing or wrong): reload the page and try again.");
+    let Some((pre_id, pre)) =
+        pre.filter(|(_, s)| constant_time_eq(s.csrf.as_bytes(), f.csrf.as_bytes()))
+    else {
+        return refused(
+            StatusCode::FORBIDDEN,
+            "The sign-in form is stale (CSRF token missing or wrong): reload the page and try again.",
+        );
     };
     let next = safe_next(f.next.as_deref());
     if !constant_time_eq(token.expose().as_bytes(), f.token.trim().as_bytes()) {
@@ -327,7 +348,8 @@ async fn sign_in(State(c): State<Console>, headers: HeaderMap, Form(f): Form<Sig
                 error: Some("That is not the server's token."),
             },
         );
-        return (StatusCode::UNAUTHORIZED, page).into_response();
+        // 200, as the form page it is: a 4xx would be a console error in the browser.
+        return page;
     }
     // A fresh id on sign-in, so a planted pre-session id is worth nothing.
     c.sessions.remove(&pre_id);
@@ -337,7 +359,10 @@ async fn sign_in(State(c): State<Console>, headers: HeaderMap, Form(f): Form<Sig
         StatusCode::SEE_OTHER,
         [
             (header::SET_COOKIE, cookie(&id)),
-            (header::LOCATION, HeaderValue::from_str(next).unwrap_or(HeaderValue::from_static("/"))),
+            (
+                header::LOCATION,
+                HeaderValue::from_str(next).unwrap_or(HeaderValue::from_static("/")),
+            ),
         ],
     )
         .into_response()
@@ -379,7 +404,8 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
         ("confirm.html", include_str!("templates/confirm.html")),
         ("tested.html", include_str!("templates/tested.html")),
     ] {
-        env.add_template(name, text).expect("console template compiles");
+        env.add_template(name, text)
+            .expect("console template compiles");
     }
     env.add_filter("num", view::thousands);
     env
@@ -495,10 +521,22 @@ impl IntoResponse for PageError {
 
 type PageResult = Result<Response, PageError>;
 
+/// After a POST: to `to`, by a 303 for a form, by `HX-Redirect` for htmx (which would
+/// otherwise swap the page it was redirected to into the form's target).
+fn see_other(ctx: &Ctx, to: &str) -> Response {
+    if ctx.fragment {
+        return ([("hx-redirect", to.to_string())], "").into_response();
+    }
+    Redirect::to(to).into_response()
+}
+
 async fn asset(axum::extract::Path(name): axum::extract::Path<String>) -> Response {
     let (body, kind): (&'static str, &str) = match name.as_str() {
         "htmx.min.js" => (include_str!("assets/htmx.min.js"), "text/javascript"),
-        "htmx-ext-sse.min.js" => (include_str!("assets/htmx-ext-sse.min.js"), "text/javascript"),
+        "htmx-ext-sse.min.js" => (
+            include_str!("assets/htmx-ext-sse.min.js"),
+            "text/javascript",
+        ),
         "console.css" => (include_str!("assets/console.css"), "text/css"),
         "htmx.LICENSE" => (include_str!("assets/htmx.LICENSE"), "text/plain"),
         "htmx-ext-sse.LICENSE" => (include_str!("assets/htmx-ext-sse.LICENSE"), "text/plain"),
@@ -526,8 +564,14 @@ async fn security_headers(request: Request, next: Next) -> Response {
         ),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
     if !h.contains_key(header::CACHE_CONTROL) {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }

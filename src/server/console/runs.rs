@@ -10,7 +10,7 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
@@ -250,7 +250,12 @@ struct RunPage {
 
 async fn read_run(c: &Console, id: RunId) -> Result<Run, ApiError> {
     let app = c.app.clone();
-    blocking(move || Ledger::new(app.store.as_ref()).run(id).map_err(ledger_error)).await
+    blocking(move || {
+        Ledger::new(app.store.as_ref())
+            .run(id)
+            .map_err(ledger_error)
+    })
+    .await
 }
 
 pub(super) async fn show(
@@ -277,7 +282,11 @@ pub(super) async fn progress(
 ) -> PageResult {
     let id = run_id(&path_of(id)?)?;
     let run = read_run(&c, id).await?;
-    Ok(fragment(&ctx, "progress.html", &progress_of(&run, c.app.config.tz)))
+    Ok(fragment(
+        &ctx,
+        "progress.html",
+        &progress_of(&run, c.app.config.tz),
+    ))
 }
 
 /// Server-Sent Events: a `progress` event with the whole live part every tick while the
@@ -289,33 +298,37 @@ pub(super) async fn events(
 ) -> Result<Response, super::PageError> {
     let id = run_id(&path_of(id)?)?;
     read_run(&c, id).await?;
-    let stream = futures_util::stream::unfold(Some((c, ctx, None::<String>)), move |st| async move {
-        let (c, ctx, last) = st?;
-        loop {
-            let run = match read_run(&c, id).await {
-                Ok(run) => run,
-                Err(_) => {
-                    return Some((Ok::<_, Infallible>(Event::default().event("done").data("gone")), None));
+    let stream =
+        futures_util::stream::unfold(Some((c, ctx, None::<String>)), move |st| async move {
+            let (c, ctx, last) = st?;
+            loop {
+                let run = match read_run(&c, id).await {
+                    Ok(run) => run,
+                    Err(_) => {
+                        return Some((
+                            Ok::<_, Infallible>(Event::default().event("done").data("gone")),
+                            None,
+                        ));
+                    }
+                };
+                let p = progress_of(&run, c.app.config.tz);
+                let live = p.run.live;
+                let html = super::render_text(&ctx, "progress.html", &p);
+                if last.as_deref() == Some(DONE) {
+                    return Some((Ok(Event::default().event("done").data("done")), None));
                 }
-            };
-            let p = progress_of(&run, c.app.config.tz);
-            let live = p.run.live;
-            let html = super::render_text(&ctx, "progress.html", &p);
-            if last.as_deref() == Some(DONE) {
-                return Some((Ok(Event::default().event("done").data("done")), None));
+                if !live {
+                    // The last snapshot; `done` follows on the next poll of the stream.
+                    let event = Event::default().event("progress").data(html);
+                    return Some((Ok(event), Some((c, ctx, Some(DONE.into())))));
+                }
+                if last.as_deref() != Some(html.as_str()) {
+                    let event = Event::default().event("progress").data(html.clone());
+                    return Some((Ok(event), Some((c, ctx, Some(html)))));
+                }
+                tokio::time::sleep(TICK).await;
             }
-            if !live {
-                // The last snapshot; `done` follows on the next poll of the stream.
-                let event = Event::default().event("progress").data(html);
-                return Some((Ok(event), Some((c, ctx, Some(DONE.into())))));
-            }
-            if last.as_deref() != Some(html.as_str()) {
-                let event = Event::default().event("progress").data(html.clone());
-                return Some((Ok(event), Some((c, ctx, Some(html)))));
-            }
-            tokio::time::sleep(TICK).await;
-        }
-    });
+        });
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response())
@@ -372,12 +385,13 @@ pub(super) async fn breakdown(
             store.recipient(kind, rid).ok().flatten()
         })
         .map_err(ledger_error)?;
-        let skipped = report::skipped_by_reason(ledger.messages_of(id, Some(MessageState::Skipped)))
-            .map_err(ledger_error)?;
+        let skipped =
+            report::skipped_by_reason(ledger.messages_of(id, Some(MessageState::Skipped)))
+                .map_err(ledger_error)?;
         let from = run.started_at.unwrap_or(run.created_at);
         let to = run.finished_at.unwrap_or_else(now_ms).max(from + 1000) + 1;
-        let series = report::timeline(ledger.messages_of(id, None), (from, to), 30)
-            .map_err(ledger_error)?;
+        let series =
+            report::timeline(ledger.messages_of(id, None), (from, to), 30).map_err(ledger_error)?;
         Ok(BreakdownPage {
             id: id.to_string(),
             by: by.as_str(),
@@ -412,6 +426,7 @@ pub(super) async fn breakdown(
 
 pub(super) async fn cancel(
     State(c): State<Console>,
+    Extension(ctx): Extension<Ctx>,
     id: Result<Path<String>, PathRejection>,
 ) -> PageResult {
     let id = run_id(&path_of(id)?)?;
@@ -425,11 +440,12 @@ pub(super) async fn cancel(
         Ok(())
     })
     .await?;
-    Ok(Redirect::to(&format!("/runs/{id}")).into_response())
+    Ok(super::see_other(&ctx, &format!("/runs/{id}")))
 }
 
 pub(super) async fn remove(
     State(c): State<Console>,
+    Extension(ctx): Extension<Ctx>,
     id: Result<Path<String>, PathRejection>,
 ) -> PageResult {
     let id = run_id(&path_of(id)?)?;
@@ -443,7 +459,7 @@ pub(super) async fn remove(
         Ok(())
     })
     .await?;
-    Ok(Redirect::to(&format!("/runs/{id}")).into_response())
+    Ok(super::see_other(&ctx, &format!("/runs/{id}")))
 }
 
 /// The run's messages as CSV (what `GET /api/runs/{id}/messages?format=csv` sends).
@@ -482,7 +498,10 @@ struct Dashboard {
 /// Days the dashboard's chart covers.
 const DAYS: u32 = 30;
 
-pub(super) async fn dashboard(State(c): State<Console>, Extension(ctx): Extension<Ctx>) -> PageResult {
+pub(super) async fn dashboard(
+    State(c): State<Console>,
+    Extension(ctx): Extension<Ctx>,
+) -> PageResult {
     let app = c.app.clone();
     let tz = app.config.tz;
     let jobs = super::jobs::load_jobs(&app).await?;

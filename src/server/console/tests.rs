@@ -64,7 +64,11 @@ fn world(token: Option<&str>) -> World {
         "send_to: sms\nmessage: \"Hi {{ customer.name }}\"\nrecipients:\n  where: { location: Cape Town }\n",
     )
     .unwrap();
-    std::fs::write(dir.path().join("jobs/broken.yaml"), "send_to: sms\nshedule: x\n").unwrap();
+    std::fs::write(
+        dir.path().join("jobs/broken.yaml"),
+        "send_to: sms\nshedule: x\n",
+    )
+    .unwrap();
     let store: Arc<dyn crate::store::Store> =
         Arc::from(crate::store::open(&config.store_config()).unwrap());
     store
@@ -139,7 +143,9 @@ impl World {
         let r = self.app.clone().oneshot(request).await.unwrap();
         let status = r.status();
         let headers = r.headers().clone();
-        let bytes = axum::body::to_bytes(r.into_body(), usize::MAX).await.unwrap();
+        let bytes = axum::body::to_bytes(r.into_body(), usize::MAX)
+            .await
+            .unwrap();
         Answer {
             status,
             headers,
@@ -185,7 +191,10 @@ impl World {
 
 fn cookie_of(a: &Answer) -> String {
     let set = a.headers[header::SET_COOKIE].to_str().unwrap();
-    assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict") && set.contains("Max-Age="), "{set}");
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Strict") && set.contains("Max-Age="),
+        "{set}"
+    );
     set.split(';').next().unwrap().to_string()
 }
 
@@ -199,10 +208,18 @@ async fn pages_need_a_session_and_sign_in_sets_one() {
     let w = world(Some(TOKEN));
     let r = w.get("/runs?status=sent", None).await;
     assert_eq!(r.status, StatusCode::SEE_OTHER);
-    assert_eq!(r.headers[header::LOCATION], "/signin?next=%2Fruns%3Fstatus%3Dsent");
+    assert_eq!(
+        r.headers[header::LOCATION],
+        "/signin?next=%2Fruns%3Fstatus%3Dsent"
+    );
     // htmx gets a 401 with where to go.
     let r = w
-        .call(Request::get("/runs").header("HX-Request", "true").body(Body::empty()).unwrap())
+        .call(
+            Request::get("/runs")
+                .header("HX-Request", "true")
+                .body(Body::empty())
+                .unwrap(),
+        )
         .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert!(r.headers.contains_key("hx-redirect"));
@@ -214,11 +231,22 @@ async fn pages_need_a_session_and_sign_in_sets_one() {
     let page = w.get("/signin", None).await;
     let pre = cookie_of(&page);
     let csrf = csrf_of(&page.body);
-    let r = w.post("/signin", &pre, &format!("token=wrong-guess&csrf={csrf}")).await;
-    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let r = w
+        .post("/signin", &pre, &format!("token=wrong-guess&csrf={csrf}"))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(
+        r.body.contains("That is not the server&#x27;s token."),
+        "{}",
+        r.body
+    );
+    assert!(!r.headers.contains_key(header::SET_COOKIE));
     assert!(!r.body.contains("wrong-guess") && !r.body.contains(TOKEN));
     // The pre-session is not signed in.
-    assert_eq!(w.get("/runs", Some(&pre)).await.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        w.get("/runs", Some(&pre)).await.status,
+        StatusCode::SEE_OTHER
+    );
 
     let (cookie, _) = w.sign_in().await;
     let r = w.get("/runs", Some(&cookie)).await;
@@ -245,7 +273,10 @@ async fn sign_out_ends_the_session() {
     let (cookie, csrf) = w.sign_in().await;
     let r = w.post("/signout", &cookie, &format!("csrf={csrf}")).await;
     assert_eq!(r.status, StatusCode::SEE_OTHER);
-    assert_eq!(w.get("/runs", Some(&cookie)).await.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        w.get("/runs", Some(&cookie)).await.status,
+        StatusCode::SEE_OTHER
+    );
 }
 
 #[tokio::test]
@@ -253,17 +284,42 @@ async fn a_post_without_the_csrf_token_is_refused() {
     let w = world(Some(TOKEN));
     let (cookie, csrf) = w.sign_in().await;
     let cancel = format!("/runs/{}/cancel", w.run);
-    for form in ["", "csrf=", "csrf=0000000000000000000000000000000000000000000000000000000000000000"] {
+    for form in [
+        "",
+        "csrf=",
+        "csrf=0000000000000000000000000000000000000000000000000000000000000000",
+    ] {
         let r = w.post(&cancel, &cookie, form).await;
         assert_eq!(r.status, StatusCode::FORBIDDEN, "{form}");
     }
     let ledger = Ledger::new(w.state.store.as_ref());
-    assert_eq!(ledger.run(w.run).unwrap().counters.get(MessageState::Queued), 1);
+    assert_eq!(
+        ledger
+            .run(w.run)
+            .unwrap()
+            .counters
+            .get(MessageState::Queued),
+        1
+    );
     // With it (form field or htmx's header), the cancel goes through.
     let r = w.post(&cancel, &cookie, &format!("csrf={csrf}")).await;
     assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
-    assert_eq!(ledger.run(w.run).unwrap().counters.get(MessageState::Queued), 0);
-    assert_eq!(ledger.run(w.run).unwrap().counters.get(MessageState::Cancelled), 1);
+    assert_eq!(
+        ledger
+            .run(w.run)
+            .unwrap()
+            .counters
+            .get(MessageState::Queued),
+        0
+    );
+    assert_eq!(
+        ledger
+            .run(w.run)
+            .unwrap()
+            .counters
+            .get(MessageState::Cancelled),
+        1
+    );
     let r = w
         .call(
             Request::post(format!("/runs/{}/remove", w.run))
@@ -277,7 +333,13 @@ async fn a_post_without_the_csrf_token_is_refused() {
     assert!(ledger.run(w.run).unwrap().removed);
     // The sign-in form has its own.
     let page = w.get("/signin", None).await;
-    let r = w.post("/signin", &cookie_of(&page), &format!("token={TOKEN}&csrf=nope")).await;
+    let r = w
+        .post(
+            "/signin",
+            &cookie_of(&page),
+            &format!("token={TOKEN}&csrf=nope"),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
 }
 
@@ -285,10 +347,22 @@ async fn a_post_without_the_csrf_token_is_refused() {
 async fn history_filters_come_from_the_url_and_bad_ones_are_named() {
     let w = world(Some(TOKEN));
     let (cookie, _) = w.sign_in().await;
-    let r = w.get("/runs?status=processing&period=today&job=notice", Some(&cookie)).await;
+    let r = w
+        .get(
+            "/runs?status=processing&period=today&job=notice",
+            Some(&cookie),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK);
-    assert!(r.body.contains(&format!("href=\"/runs/{}\"", w.run)), "{}", r.body);
-    assert!(r.body.contains("<option value=\"processing\" selected>Processing</option>"));
+    assert!(
+        r.body.contains(&format!("href=\"/runs/{}\"", w.run)),
+        "{}",
+        r.body
+    );
+    assert!(
+        r.body
+            .contains("<option value=\"processing\" selected>Processing</option>")
+    );
     let r = w.get("/runs?status=sent", Some(&cookie)).await;
     assert!(!r.body.contains(&format!("/runs/{}", w.run)));
     let r = w.get("/runs?period=fortnight", Some(&cookie)).await;
@@ -316,7 +390,12 @@ async fn a_page_is_whole_or_its_fragment_for_htmx() {
         .await;
     assert_eq!(part.status, StatusCode::OK);
     assert!(!part.body.contains("<html") && part.body.contains("<h1>History</h1>"));
-    assert!(part.headers[header::VARY].to_str().unwrap().contains("HX-Request"));
+    assert!(
+        part.headers[header::VARY]
+            .to_str()
+            .unwrap()
+            .contains("HX-Request")
+    );
 }
 
 #[tokio::test]
@@ -329,15 +408,27 @@ async fn every_screen_and_fragment_answers() {
         ("/runs".to_string(), "Runs, newest first"),
         (format!("/runs/{id}"), "sse-connect"),
         (format!("/runs/{id}/progress"), "id=\"progress\""),
-        (format!("/runs/{id}/breakdown"), "Outcomes by recipient field"),
-        (format!("/runs/{id}/breakdown?by=billing_type"), "Billing type"),
+        (
+            format!("/runs/{id}/breakdown"),
+            "Outcomes by recipient field",
+        ),
+        (
+            format!("/runs/{id}/breakdown?by=billing_type"),
+            "Billing type",
+        ),
         ("/messages".to_string(), "Messages, newest first"),
-        (format!("/messages?run={id}&state=failed"), "number &lt;barred&gt;"),
+        (
+            format!("/messages?run={id}&state=failed"),
+            "number &lt;barred&gt;",
+        ),
         (format!("/messages?id={id}-0"), &format!("{id}-000000")),
         (format!("/messages/{id}-0"), "Transitions"),
         ("/jobs".to_string(), "notice"),
         ("/jobs/notice".to_string(), "Send as test"),
-        ("/jobs/notice/preview".to_string(), "id=\"preview-count\">1<"),
+        (
+            "/jobs/notice/preview".to_string(),
+            "id=\"preview-count\">1<",
+        ),
         ("/jobs/notice/confirm".to_string(), "confirm-send"),
     ] {
         let r = w.get(&path, Some(&cookie)).await;
@@ -346,29 +437,68 @@ async fn every_screen_and_fragment_answers() {
     }
     // The tiles link to the messages of each state.
     let r = w.get(&format!("/runs/{id}"), Some(&cookie)).await;
-    assert!(r.body.contains(&format!("/messages?run={id}&amp;state=failed")), "{}", r.body);
+    assert!(
+        r.body
+            .contains(&format!("/messages?run={id}&amp;state=failed")),
+        "{}",
+        r.body
+    );
     // The broken job shows `crier validate`'s line.
     let r = w.get("/jobs", Some(&cookie)).await;
-    assert!(r.body.contains("broken.yaml") && r.body.contains("shedule"), "{}", r.body);
+    assert!(
+        r.body.contains("broken.yaml") && r.body.contains("shedule"),
+        "{}",
+        r.body
+    );
     // Breakdown by location: Cape Town has the failed message.
-    let r = w.get(&format!("/runs/{id}/breakdown?by=location"), Some(&cookie)).await;
+    let r = w
+        .get(&format!("/runs/{id}/breakdown?by=location"), Some(&cookie))
+        .await;
     assert!(r.body.contains("<td>Cape Town</td>"), "{}", r.body);
     // Unknown things are 404/400 pages, not panics.
-    assert_eq!(w.get("/runs/01ARZ3NDEKTSV4RRFFQ69G5FAV", Some(&cookie)).await.status, StatusCode::NOT_FOUND);
-    assert_eq!(w.get("/runs/nope", Some(&cookie)).await.status, StatusCode::BAD_REQUEST);
-    assert_eq!(w.get("/jobs/missing", Some(&cookie)).await.status, StatusCode::NOT_FOUND);
-    assert_eq!(w.get(&format!("/runs/{id}/breakdown?by=colour"), Some(&cookie)).await.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        w.get("/runs/01ARZ3NDEKTSV4RRFFQ69G5FAV", Some(&cookie))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        w.get("/runs/nope", Some(&cookie)).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        w.get("/jobs/missing", Some(&cookie)).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        w.get(&format!("/runs/{id}/breakdown?by=colour"), Some(&cookie))
+            .await
+            .status,
+        StatusCode::BAD_REQUEST
+    );
 }
 
 #[tokio::test]
 async fn a_script_in_a_recipient_name_is_shown_as_text() {
     let w = world(Some(TOKEN));
     let (cookie, _) = w.sign_in().await;
-    for path in ["/jobs/notice/preview".to_string(), format!("/messages/{}-0", w.run)] {
+    for path in [
+        "/jobs/notice/preview".to_string(),
+        format!("/messages/{}-0", w.run),
+    ] {
         let r = w.get(&path, Some(&cookie)).await;
         assert_eq!(r.status, StatusCode::OK, "{path}");
-        assert!(!r.body.contains("<script>alert(1)</script>"), "{path}: {}", r.body);
-        assert!(r.body.contains("&lt;script&gt;alert(1)&lt;&#x2f;script&gt;"), "{path}: {}", r.body);
+        assert!(
+            !r.body.contains("<script>alert(1)</script>"),
+            "{path}: {}",
+            r.body
+        );
+        assert!(
+            r.body
+                .contains("&lt;script&gt;alert(1)&lt;&#x2f;script&gt;"),
+            "{path}: {}",
+            r.body
+        );
     }
     // The run's body, as sent, is text too.
     let r = w.get(&format!("/runs/{}", w.run), Some(&cookie)).await;
@@ -379,9 +509,16 @@ async fn a_script_in_a_recipient_name_is_shown_as_text() {
 async fn exports_are_the_api_csv() {
     let w = world(Some(TOKEN));
     let (cookie, _) = w.sign_in().await;
-    let r = w.get(&format!("/runs/{}/messages.csv", w.run), Some(&cookie)).await;
+    let r = w
+        .get(&format!("/runs/{}/messages.csv", w.run), Some(&cookie))
+        .await;
     assert_eq!(r.status, StatusCode::OK);
-    assert!(r.headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/csv"));
+    assert!(
+        r.headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
     assert_eq!(r.body.lines().count(), 3, "{}", r.body);
     let r = w.get("/messages.csv?state=failed", Some(&cookie)).await;
     assert_eq!(r.body.lines().count(), 2, "{}", r.body);
@@ -393,7 +530,11 @@ async fn send_as_test_and_send_go_through_the_engine() {
     let w = world(Some(TOKEN));
     let (cookie, csrf) = w.sign_in().await;
     let r = w
-        .post("/jobs/notice/test", &cookie, &format!("csrf={csrf}&to=%2B27829999999&recipient="))
+        .post(
+            "/jobs/notice/test",
+            &cookie,
+            &format!("csrf={csrf}&to=%2B27829999999&recipient="),
+        )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert!(r.body.contains("Test sent to +27829999999"), "{}", r.body);
@@ -410,7 +551,9 @@ async fn send_as_test_and_send_go_through_the_engine() {
     assert_eq!(tests.len(), 1);
     assert_eq!(tests[0].address, "+27829999999");
 
-    let r = w.post("/jobs/notice/send", &cookie, &format!("csrf={csrf}")).await;
+    let r = w
+        .post("/jobs/notice/send", &cookie, &format!("csrf={csrf}"))
+        .await;
     assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
     let at = r.headers[header::LOCATION].to_str().unwrap().to_string();
     let id: RunId = at.strip_prefix("/runs/").unwrap().parse().unwrap();
@@ -426,7 +569,9 @@ async fn without_a_token_the_console_is_open_on_loopback_only() {
     assert_eq!(r.status, StatusCode::OK);
     let cookie = cookie_of(&r);
     // Still a CSRF token on every POST.
-    let r = w.post(&format!("/runs/{}/cancel", w.run), &cookie, "").await;
+    let r = w
+        .post(&format!("/runs/{}/cancel", w.run), &cookie, "")
+        .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     let config = &w.state.config;
     assert!(super::allowed(config, "127.0.0.1:8080".parse().unwrap()));
@@ -434,23 +579,36 @@ async fn without_a_token_the_console_is_open_on_loopback_only() {
     assert!(!super::allowed(config, "0.0.0.0:8080".parse().unwrap()));
     assert!(!super::allowed(config, "192.0.2.1:8080".parse().unwrap()));
     let with_token = world(Some(TOKEN));
-    assert!(super::allowed(&with_token.state.config, "0.0.0.0:8080".parse().unwrap()));
+    assert!(super::allowed(
+        &with_token.state.config,
+        "0.0.0.0:8080".parse().unwrap()
+    ));
 }
 
 #[tokio::test]
 async fn the_assets_are_served_from_the_binary() {
     let w = world(Some(TOKEN));
-    for (name, needle) in [("htmx.min.js", "htmx"), ("htmx-ext-sse.min.js", "sse"), ("console.css", "--accent")] {
+    for (name, needle) in [
+        ("htmx.min.js", "htmx"),
+        ("htmx-ext-sse.min.js", "sse"),
+        ("console.css", "--accent"),
+    ] {
         let r = w.get(&format!("/assets/{name}"), None).await;
         assert_eq!(r.status, StatusCode::OK, "{name}");
         assert!(r.body.contains(needle));
     }
-    assert_eq!(w.get("/assets/../crier.yaml", None).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        w.get("/assets/../crier.yaml", None).await.status,
+        StatusCode::NOT_FOUND
+    );
 }
 
 #[test]
 fn sign_in_only_returns_to_this_console() {
-    assert_eq!(super::safe_next(Some("/runs?status=sent")), "/runs?status=sent");
+    assert_eq!(
+        super::safe_next(Some("/runs?status=sent")),
+        "/runs?status=sent"
+    );
     for bad in ["//evil.example", "https://evil.example", "/\\evil", "runs"] {
         assert_eq!(super::safe_next(Some(bad)), "/", "{bad}");
     }
@@ -462,9 +620,16 @@ async fn the_event_stream_sends_whole_snapshots_then_done() {
     let (cookie, _) = w.sign_in().await;
     // A finished run: one last snapshot, then `done`, then the stream ends.
     Ledger::new(w.state.store.as_ref()).cancel(w.run).unwrap();
-    let r = w.get(&format!("/runs/{}/events", w.run), Some(&cookie)).await;
+    let r = w
+        .get(&format!("/runs/{}/events", w.run), Some(&cookie))
+        .await;
     assert_eq!(r.status, StatusCode::OK);
-    assert!(r.headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/event-stream"));
+    assert!(
+        r.headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
     let progress = r.body.find("event: progress").expect("a snapshot");
     let done = r.body.find("event: done").expect("the end");
     assert!(progress < done, "{}", r.body);

@@ -109,7 +109,9 @@ impl RunRow {
             channels: r.channels.iter().map(|c| c.to_string()).collect(),
             total,
             done,
-            percent: (done * 100).checked_div(total).unwrap_or(if live { 0 } else { 100 }),
+            percent: (done * 100)
+                .checked_div(total)
+                .unwrap_or(if live { 0 } else { 100 }),
             // Sent counts every message the provider took, delivered or not yet.
             sent: c.get(MessageState::Sent)
                 + c.get(MessageState::Delivered)
@@ -120,7 +122,7 @@ impl RunRow {
             skipped: c.get(MessageState::Skipped),
             live,
             removed: r.removed,
-            cancellable: c.get(MessageState::Queued) > 0 && !r.removed,
+            cancellable: (live || c.get(MessageState::Queued) > 0) && !r.removed,
         }
     }
 }
