@@ -11,8 +11,8 @@
 //!
 //! Needs `node`, `/usr/bin/chromium` and `npm ci` in `tests/browser` (`.ci/run` does
 //! all three); it fails, saying which is missing, rather than pass without them. Set
-//! `CRIER_BROWSER=skip` to skip it knowingly. `CRIER_DOCS_SCREENSHOTS=1` also writes the
-//! README's screenshots into `docs/`.
+//! `CRIER_BROWSER=skip` to skip it knowingly. `CRIER_DOCS_SHOTS=$PWD/docs` (passed on to
+//! node) also writes the README's screenshots there.
 
 mod common;
 mod mocks;

@@ -27,7 +27,7 @@ fn escape(s: &str) -> String {
 fn nice_max(max: u64) -> u64 {
     let max = max.max(4);
     let mag = 10u64.pow(max.ilog10());
-    let top = [1, 2, 5, 10]
+    let top = [1, 2, 4, 5, 10]
         .into_iter()
         .map(|step| step * mag)
         .find(|t| *t >= max)

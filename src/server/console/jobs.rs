@@ -8,7 +8,6 @@ use std::path::PathBuf;
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::response::{IntoResponse, Redirect};
 use axum::{Extension, Form};
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
@@ -237,7 +236,7 @@ impl From<&crate::engine::Planned> for Shown {
 }
 
 #[derive(Serialize)]
-struct PreviewPage {
+pub(super) struct PreviewPage {
     name: String,
     channels: Vec<(String, String)>,
     recipients: u64,
@@ -261,6 +260,16 @@ async fn preview_of(
     limit: usize,
 ) -> Result<PreviewPage, ApiError> {
     let job = load_one(c, name).await?;
+    preview_job(c, job, recipient, limit).await
+}
+
+/// What sending `job` would do (`engine::preview`, as `crier preview` calls it).
+pub(super) async fn preview_job(
+    c: &Console,
+    job: Job,
+    recipient: Option<u64>,
+    limit: usize,
+) -> Result<PreviewPage, ApiError> {
     let app = c.app.clone();
     let name = job.name.clone();
     let p = blocking(move || {
@@ -291,7 +300,7 @@ async fn preview_of(
     })
 }
 
-fn recipient_id(s: Option<&str>) -> Result<Option<u64>, ApiError> {
+pub(super) fn recipient_id(s: Option<&str>) -> Result<Option<u64>, ApiError> {
     match s.map(str::trim).filter(|s| !s.is_empty()) {
         None => Ok(None),
         Some(s) => s
@@ -352,15 +361,27 @@ pub(super) async fn test(
     Form(f): Form<TestForm>,
 ) -> PageResult {
     let name = path_of(name)?;
-    let to = f.to.trim().to_string();
+    let job = load_one(&c, &name).await?;
+    test_job(&c, &ctx, job, &f.to, f.recipient.as_deref()).await
+}
+
+/// Sends one test message of `job` to `to` (`crier send --test`'s engine call).
+pub(super) async fn test_job(
+    c: &Console,
+    ctx: &Ctx,
+    job: Job,
+    to: &str,
+    recipient: Option<&str>,
+) -> PageResult {
+    let to = to.trim().to_string();
     if to.is_empty() {
         return Err(ApiError::bad_request(
             "give a phone number or an email address to send the test to",
         )
         .into());
     }
-    let recipient = recipient_id(f.recipient.as_deref())?;
-    let job = load_one(&c, &name).await?;
+    let recipient = recipient_id(recipient)?;
+    let name = job.name.clone();
     let app = c.app.clone();
     let options = SendOptions {
         test_to: Some(to.clone()),
@@ -399,17 +420,18 @@ pub(super) async fn test(
         state: state.map(|(s, _)| s),
         at: at(c.app.config.tz, now_ms()),
     };
-    Ok(fragment(&ctx, "tested.html", &data))
+    Ok(fragment(ctx, "tested.html", &data))
 }
 
 /// *Send*, confirmed: starts the run (as the API does) and opens its page.
 pub(super) async fn send(
     State(c): State<Console>,
+    Extension(ctx): Extension<Ctx>,
     name: Result<Path<String>, PathRejection>,
 ) -> PageResult {
     let name = path_of(name)?;
     let job = load_one(&c, &name).await?;
     let id = start_run(&c.app, job, Trigger::Api).await?;
     tracing::info!(job = %name, run = %id, "Run started through the console.");
-    Ok(Redirect::to(&format!("/runs/{id}")).into_response())
+    Ok(super::see_other(&ctx, &format!("/runs/{id}")))
 }

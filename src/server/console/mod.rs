@@ -19,6 +19,7 @@
 //! Without a token the console is only served on a loopback address ([`allowed`]).
 
 mod chart;
+mod compose;
 mod jobs;
 mod messages;
 mod runs;
@@ -403,6 +404,8 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
         ("preview.html", include_str!("templates/preview.html")),
         ("confirm.html", include_str!("templates/confirm.html")),
         ("tested.html", include_str!("templates/tested.html")),
+        ("compose.html", include_str!("templates/compose.html")),
+        ("invalid.html", include_str!("templates/invalid.html")),
     ] {
         env.add_template(name, text)
             .expect("console template compiles");
@@ -603,6 +606,12 @@ pub fn routes(app: Shared) -> axum::Router {
         .route("/jobs/{name}/confirm", get(jobs::confirm))
         .route("/jobs/{name}/test", axum::routing::post(jobs::test))
         .route("/jobs/{name}/send", axum::routing::post(jobs::send))
+        .route("/compose", get(compose::show))
+        .route("/compose/preview", get(compose::preview))
+        .route("/compose/test", axum::routing::post(compose::test))
+        .route("/compose/confirm", axum::routing::post(compose::confirm))
+        .route("/compose/send", axum::routing::post(compose::send))
+        .route("/compose/job.yaml", get(compose::download))
         .route("/signout", axum::routing::post(sign_out))
         .route_layer(middleware::from_fn_with_state(console.clone(), guard));
     axum::Router::new()

@@ -18,7 +18,7 @@ use super::view::{self, RunRow};
 use super::{Console, Ctx, PageResult, fragment, page};
 use crate::history::export::{Cells, messages_csv};
 use crate::history::ledger::Ledger;
-use crate::history::query::{self, ANY_STATUS, Face, MessageFilter, Period, RunFilter, RunQuery};
+use crate::history::query::{self, ANY_STATUS, Face, Period, RunFilter, RunQuery};
 use crate::history::report::{self, Field};
 use crate::history::{MessageState, Run, RunId, RunStatus, now_ms};
 use crate::server::ApiError;
@@ -535,12 +535,12 @@ pub(super) async fn dashboard(
             .collect::<Result<Vec<_>, _>>()
             .map_err(ledger_error)?;
         let today = Utc::now();
-        let filter = MessageFilter {
+        let month = RunFilter {
             range: Some(Period::Last30Days.range(tz, today)),
-            ..MessageFilter::default()
+            ..RunFilter::default()
         };
-        let days = report::per_day(query::messages(&ledger, &filter), tz, today, DAYS)
-            .map_err(ledger_error)?;
+        let days =
+            report::per_day(query::runs(&ledger, &month), tz, today, DAYS).map_err(ledger_error)?;
         Ok((recent, live, days))
     })
     .await?;

@@ -635,3 +635,75 @@ async fn the_event_stream_sends_whole_snapshots_then_done() {
     assert!(progress < done, "{}", r.body);
     assert!(r.body.contains("data-percent=\"100\""), "{}", r.body);
 }
+
+#[tokio::test]
+async fn compose_previews_validates_downloads_and_sends() {
+    let w = world(Some(TOKEN));
+    let (cookie, csrf) = w.sign_in().await;
+    let r = w.get("/compose", Some(&cookie)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body.contains("New mass sending"));
+    let fields =
+        "name=outage&location=Cape+Town&send_to=sms&message=Hi+%7B%7B+customer.name+%7D%7D";
+    let r = w
+        .get(&format!("/compose/preview?{fields}"), Some(&cookie))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body.contains("id=\"preview-count\">1<"), "{}", r.body);
+    // A bad value is the job parser's error, on its field.
+    let r = w
+        .get("/compose/preview?status=actve&message=Hi", Some(&cookie))
+        .await;
+    assert!(r.body.contains("recipients.where.status"), "{}", r.body);
+    // The download is a job file the parser accepts.
+    let r = w
+        .get(&format!("/compose/job.yaml?{fields}"), Some(&cookie))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(
+        r.headers[header::CONTENT_DISPOSITION]
+            .to_str()
+            .unwrap()
+            .contains("outage.yaml")
+    );
+    crate::job::parse(
+        &w.state.jobs_dir.join("outage.yaml"),
+        &r.body,
+        &w.state.config,
+        &|_| None,
+    )
+    .unwrap();
+    // Confirm lists the recipients and carries the fields on; send starts the run.
+    let r = w
+        .post(
+            "/compose/confirm",
+            &cookie,
+            &format!("csrf={csrf}&{fields}"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(
+        r.body.contains("action=\"/compose/send\"")
+            && r.body.contains("name=\"location\" value=\"Cape Town\""),
+        "{}",
+        r.body
+    );
+    let r = w
+        .post("/compose/send", &cookie, &format!("csrf={csrf}&{fields}"))
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let id: RunId = r.headers[header::LOCATION]
+        .to_str()
+        .unwrap()
+        .strip_prefix("/runs/")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        Ledger::new(w.state.store.as_ref()).run(id).unwrap().job,
+        "outage"
+    );
+    // Without the token, no send.
+    let r = w.post("/compose/send", &cookie, fields).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+}
