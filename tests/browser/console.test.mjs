@@ -126,8 +126,6 @@ screen('history filters live in the URL', async () => {
   await page.getByRole('button', { name: 'Filter' }).click();
   await page.waitForURL(/status=cancelled/);
   await page.getByText('No runs match.').waitFor();
-  await page.goto(`${BASE}/runs`);
-  await docShot('history');
 });
 
 screen('preview a job', async () => {
@@ -228,6 +226,8 @@ screen('jobs and dashboard', async () => {
   await page.getByRole('heading', { name: /Messages per day/ }).waitFor();
   assert.ok(await page.locator('svg.chart rect').count() > 0);
   await docShot('dashboard');
+  await page.goto(`${BASE}/runs`);
+  await docShot('history');
   // Phone width: still readable, no page-wide horizontal scroll.
   await page.setViewportSize({ width: 390, height: 844 });
   await page.goto(`${BASE}/runs`);

@@ -22,6 +22,7 @@ mod chart;
 mod compose;
 mod jobs;
 mod messages;
+mod recipients;
 mod runs;
 #[cfg(test)]
 mod tests;
@@ -406,6 +407,8 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
         ("tested.html", include_str!("templates/tested.html")),
         ("compose.html", include_str!("templates/compose.html")),
         ("invalid.html", include_str!("templates/invalid.html")),
+        ("recipients.html", include_str!("templates/recipients.html")),
+        ("recipient.html", include_str!("templates/recipient.html")),
     ] {
         env.add_template(name, text)
             .expect("console template compiles");
@@ -606,6 +609,8 @@ pub fn routes(app: Shared) -> axum::Router {
         .route("/jobs/{name}/confirm", get(jobs::confirm))
         .route("/jobs/{name}/test", axum::routing::post(jobs::test))
         .route("/jobs/{name}/send", axum::routing::post(jobs::send))
+        .route("/recipients", get(recipients::list))
+        .route("/recipients/{kind}/{id}", get(recipients::show))
         .route("/compose", get(compose::show))
         .route("/compose/preview", get(compose::preview))
         .route("/compose/test", axum::routing::post(compose::test))

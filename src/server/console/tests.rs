@@ -707,3 +707,32 @@ async fn compose_previews_validates_downloads_and_sends() {
     let r = w.post("/compose/send", &cookie, fields).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
 }
+
+#[tokio::test]
+async fn recipients_search_with_the_where_filters() {
+    let w = world(Some(TOKEN));
+    let (cookie, _) = w.sign_in().await;
+    let r = w.get("/recipients?location=Cape+Town", Some(&cookie)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(
+        r.body.contains("<strong>1</strong> customer<"),
+        "{}",
+        r.body
+    );
+    assert!(r.body.contains("&lt;script&gt;") && !r.body.contains("<script>alert"));
+    let r = w.get("/recipients?status=actve", Some(&cookie)).await;
+    let at = r.body.find("id=\"recipient-count\"").unwrap();
+    assert!(
+        r.body.contains("class=\"alert\""),
+        "{}",
+        &r.body[at - 300..at + 100]
+    );
+    let r = w.get("/recipients/customer/1", Some(&cookie)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body.contains("receives messages"), "{}", r.body);
+    assert!(r.body.contains(&format!("{}-000000", w.run)), "{}", r.body);
+    assert_eq!(
+        w.get("/recipients/customer/77", Some(&cookie)).await.status,
+        StatusCode::NOT_FOUND
+    );
+}
