@@ -236,6 +236,17 @@ screen('jobs and dashboard', async () => {
   assert.ok(wide <= 400, `page is ${wide}px wide on a phone`);
 });
 
+screen('recipients search and a recipient page', async () => {
+  await page.goto(`${BASE}/recipients`);
+  await page.getByLabel('Location').fill('Cape Town');
+  await page.getByRole('button', { name: 'Search' }).click();
+  await page.waitForURL(/location=Cape(%20|\+)Town/);
+  assert.match(await page.locator('#recipient-count').innerText(), new RegExp(`^${CUSTOMERS} customers`));
+  await page.getByRole('link', { name: '2', exact: true }).click();
+  await page.getByRole('heading', { name: 'Opt-out' }).waitFor();
+  assert.ok(await page.locator('tr[data-state]').count() >= 2, 'the messages sent to customer 2');
+});
+
 screen('messages filters and export', async () => {
   await page.goto(`${BASE}/messages?type=test`);
   const rows = await page.locator('tr[data-state]').count();
