@@ -70,8 +70,11 @@ pub(super) struct Compose {
     _csrf: String,
 }
 
+/// Reads one field of the window.
+type Field = fn(&Compose) -> &str;
+
 /// The `where:` fields of the window, with the YAML key each one writes.
-const WHERE: [(&str, fn(&Compose) -> &str); 11] = [
+const WHERE: [(&str, Field); 11] = [
     ("status", |c| &c.status),
     ("login", |c| &c.login),
     ("name", |c| &c.who),

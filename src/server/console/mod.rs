@@ -440,15 +440,10 @@ fn page(ctx: &Ctx, name: &str, data: &impl Serialize) -> Response {
     )
 }
 
-/// A fragment template on its own (progress, breakdown, preview).
+/// A fragment template on its own (progress, breakdown, preview): no `base.html`, so
+/// it is the same whoever asks.
 fn fragment(ctx: &Ctx, name: &str, data: &impl Serialize) -> Response {
-    render(
-        name,
-        &Wrapped {
-            ctx: CtxView::from(ctx),
-            page: data,
-        },
-    )
+    page(ctx, name, data)
 }
 
 /// `progress.html` for `data`, as text (the event stream's snapshots).

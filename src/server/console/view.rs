@@ -228,6 +228,6 @@ mod tests {
     fn durations_read_in_the_largest_units() {
         assert_eq!(duration(12_000), "12s");
         assert_eq!(duration(245_000), "4m 05s");
-        assert_eq!(duration(3 * 3600_000 + 120_000), "3h 02m");
+        assert_eq!(duration(3 * 3_600_000 + 120_000), "3h 02m");
     }
 }
