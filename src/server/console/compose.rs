@@ -60,6 +60,9 @@ pub(super) struct Compose {
     subject: String,
     #[serde(default)]
     provider: String,
+    /// *Save as new template*: its name.
+    #[serde(default, skip_serializing)]
+    template_name: String,
     /// Send as test: the address, and whose data.
     #[serde(default, skip_serializing)]
     to: String,
@@ -324,6 +327,74 @@ pub(super) async fn send(
     let id = start_run(&c.app, job, Trigger::Api).await?;
     tracing::info!(job = %name, run = %id, "Composed run started through the console.");
     Ok(super::see_other(&ctx, &format!("/runs/{id}")))
+}
+
+#[derive(Serialize)]
+struct Saved {
+    name: String,
+    channel: &'static str,
+}
+
+/// *Save as new template*: the message, checked as `crier templates save` checks it,
+/// stored under a name not yet taken, for the window's first channel.
+pub(super) async fn save_template(
+    State(c): State<Console>,
+    Extension(ctx): Extension<Ctx>,
+    Form(f): Form<Compose>,
+) -> PageResult {
+    let name = f.template_name.trim().to_string();
+    if !crate::render::stored::valid_name(&name) {
+        let errors = vec![format!(
+            "template name `{name}`: use 1 to 64 letters, digits, `-`, `_` or `.`"
+        )];
+        return Ok(fragment(&ctx, "invalid.html", &Invalid { errors }));
+    }
+    let body = f.message.replace("\r\n", "\n");
+    if let Err(errors) = crate::render::template::check(&body) {
+        let errors = errors
+            .iter()
+            .map(|e| format!("message:{}: template: {}", e.line, e.message))
+            .collect();
+        return Ok(fragment(&ctx, "invalid.html", &Invalid { errors }));
+    }
+    let send_to: job::SendTo = serde_yaml::from_str(if f.send_to.trim().is_empty() {
+        "sms"
+    } else {
+        f.send_to.trim()
+    })
+    .map_err(|_| ApiError::bad_request(format!("unknown send to `{}`", f.send_to)))?;
+    let channel = send_to.channels()[0];
+    let app = c.app.clone();
+    let taken = {
+        let name = name.clone();
+        blocking(move || {
+            let templates = crate::render::stored::Templates::new(app.store.templates());
+            if templates.get(&name).map_err(ApiError::internal)?.is_some() {
+                return Ok(true);
+            }
+            templates
+                .save(&name, channel, &body)
+                .map_err(ApiError::internal)?;
+            app.store.flush().map_err(ApiError::internal)?;
+            Ok(false)
+        })
+        .await?
+    };
+    if taken {
+        let errors = vec![format!(
+            "a stored template `{name}` exists already; choose a new name (`crier templates save` replaces one)"
+        )];
+        return Ok(fragment(&ctx, "invalid.html", &Invalid { errors }));
+    }
+    tracing::info!(template = %name, "Template saved through the console.");
+    Ok(fragment(
+        &ctx,
+        "saved.html",
+        &Saved {
+            name,
+            channel: channel.as_str(),
+        },
+    ))
 }
 
 /// *Download as job file*: the YAML, as validated.

@@ -407,6 +407,7 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
         ("tested.html", include_str!("templates/tested.html")),
         ("compose.html", include_str!("templates/compose.html")),
         ("invalid.html", include_str!("templates/invalid.html")),
+        ("saved.html", include_str!("templates/saved.html")),
         ("recipients.html", include_str!("templates/recipients.html")),
         ("recipient.html", include_str!("templates/recipient.html")),
     ] {
@@ -612,6 +613,10 @@ pub fn routes(app: Shared) -> axum::Router {
         .route("/compose/confirm", axum::routing::post(compose::confirm))
         .route("/compose/send", axum::routing::post(compose::send))
         .route("/compose/job.yaml", get(compose::download))
+        .route(
+            "/compose/template",
+            axum::routing::post(compose::save_template),
+        )
         .route("/signout", axum::routing::post(sign_out))
         .route_layer(middleware::from_fn_with_state(console.clone(), guard));
     axum::Router::new()

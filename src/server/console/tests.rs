@@ -706,6 +706,25 @@ async fn compose_previews_validates_downloads_and_sends() {
     // Without the token, no send.
     let r = w.post("/compose/send", &cookie, fields).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
+    // Save as new template: stored once, refused when the name is taken or the text bad.
+    let save = format!("csrf={csrf}&{fields}&template_name=outage-sms");
+    let r = w.post("/compose/template", &cookie, &save).await;
+    assert!(r.body.contains("id=\"template-saved\""), "{}", r.body);
+    let stored = crate::render::stored::Templates::new(w.state.store.templates())
+        .get("outage-sms")
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.body, "Hi {{ customer.name }}");
+    let r = w.post("/compose/template", &cookie, &save).await;
+    assert!(r.body.contains("exists already"), "{}", r.body);
+    let r = w
+        .post(
+            "/compose/template",
+            &cookie,
+            &format!("csrf={csrf}&message=%7B%7B+oops&template_name=bad"),
+        )
+        .await;
+    assert!(r.body.contains("id=\"invalid\""), "{}", r.body);
 }
 
 #[tokio::test]
