@@ -179,6 +179,8 @@ screen('send with confirmation and watch it reach 100% over SSE', async () => {
   // SSE carried it: no page reload, and no poll needed within the ~5 s run.
   assert.equal(requests.filter((u) => u.endsWith(`/runs/${id}`)).length, 1, 'one page load');
   await page.locator('#progress[data-status="sent"]').waitFor();
+  // The live part is whole: the finished run offers no cancel any more.
+  assert.equal(await page.getByRole('button', { name: 'Cancel queued' }).count(), 0);
   assert.equal(await page.locator('.t-sent .count').innerText(), String(CUSTOMERS));
   await page.locator('#breakdown table.breakdown').waitFor();
   await page.getByLabel('Break down by').selectOption('partner');

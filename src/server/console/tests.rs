@@ -634,6 +634,10 @@ async fn the_event_stream_sends_whole_snapshots_then_done() {
     let done = r.body.find("event: done").expect("the end");
     assert!(progress < done, "{}", r.body);
     assert!(r.body.contains("data-percent=\"100\""), "{}", r.body);
+    assert!(
+        !r.body.contains("Cancel queued"),
+        "a finished run offers no cancel"
+    );
 }
 
 #[tokio::test]
