@@ -53,14 +53,15 @@ fn frame(out: &mut String, max: u64, title: &str) {
     }
 }
 
-fn legend(out: &mut String, names: &[&str]) {
+/// The series' names, each with its colour.
+fn legend(out: &mut String, names: &[&str], colours: &[&str]) {
     for (i, name) in names.iter().enumerate() {
-        let x = LEFT + 8.0 + i as f64 * 90.0;
+        let x = LEFT + 8.0 + i as f64 * 120.0;
         let _ = write!(
             out,
             "<rect x=\"{x}\" y=\"{}\" width=\"10\" height=\"10\" fill=\"{}\"/><text x=\"{}\" y=\"{}\" font-size=\"11\">{}</text>",
             TOP,
-            COLOURS[i % COLOURS.len()],
+            colours[i % colours.len()],
             x + 14.0,
             TOP + 9.0,
             escape(name)
@@ -99,7 +100,7 @@ pub fn lines(series: &[[u64; 3]], names: &[&str], from: &str, to: &str) -> Strin
             points.join(" ")
         );
     }
-    legend(&mut out, names);
+    legend(&mut out, names, &COLOURS);
     let _ = write!(
         out,
         "<text x=\"{LEFT}\" y=\"{}\" font-size=\"10\" fill=\"#6b7280\">{}</text><text x=\"{W}\" y=\"{}\" font-size=\"10\" text-anchor=\"end\" fill=\"#6b7280\">{}</text></svg>",
@@ -125,6 +126,7 @@ pub fn stacked_days(days: &[(NaiveDate, Counters)]) -> String {
     let max = nice_max(days.iter().map(|(_, c)| c.total()).max().unwrap_or(0));
     let mut out = String::new();
     frame(&mut out, max, "Messages per day by outcome");
+    let colours = [COLOURS[0], COLOURS[2], COLOURS[3]];
     let slot = (W - LEFT) / days.len().max(1) as f64;
     let plot_h = H - TOP - BOTTOM;
     for (i, (day, c)) in days.iter().enumerate() {
@@ -134,7 +136,7 @@ pub fn stacked_days(days: &[(NaiveDate, Counters)]) -> String {
             let h = plot_h * v as f64 / max as f64;
             y -= h;
             if v > 0 {
-                let colour = [COLOURS[0], COLOURS[2], COLOURS[3]][k];
+                let colour = colours[k];
                 let _ = write!(
                     out,
                     "<rect x=\"{x:.1}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"{h:.1}\" fill=\"{colour}\"><title>{day}: {v}</title></rect>",
@@ -142,7 +144,9 @@ pub fn stacked_days(days: &[(NaiveDate, Counters)]) -> String {
                 );
             }
         }
-        if i % 7 == 0 || i + 1 == days.len() {
+        // Every 7th day and the last, not so close that they overlap.
+        let last = i + 1 == days.len();
+        if last || (i % 7 == 0 && days.len() - i > 4) {
             let _ = write!(
                 out,
                 "<text x=\"{x:.1}\" y=\"{}\" font-size=\"10\" fill=\"#6b7280\">{}</text>",
@@ -151,7 +155,7 @@ pub fn stacked_days(days: &[(NaiveDate, Counters)]) -> String {
             );
         }
     }
-    legend(&mut out, &["sent/delivered", "errors", "other"]);
+    legend(&mut out, &["sent/delivered", "errors", "other"], &colours);
     out.push_str("</svg>");
     out
 }
