@@ -147,9 +147,10 @@ pub fn stacked_days(days: &[(NaiveDate, Counters)]) -> String {
         // Every 7th day and the last, not so close that they overlap.
         let last = i + 1 == days.len();
         if last || (i % 7 == 0 && days.len() - i > 4) {
+            let (x, anchor) = if last { (W, "end") } else { (x, "start") };
             let _ = write!(
                 out,
-                "<text x=\"{x:.1}\" y=\"{}\" font-size=\"10\" fill=\"#6b7280\">{}</text>",
+                "<text x=\"{x:.1}\" y=\"{}\" font-size=\"10\" text-anchor=\"{anchor}\" fill=\"#6b7280\">{}</text>",
                 H - 6.0,
                 day.format("%m-%d")
             );
