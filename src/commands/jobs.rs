@@ -29,21 +29,10 @@ fn load(config: &Config, args: &JobsArgs) -> anyhow::Result<Vec<Job>> {
 
 /// The job's next `count` fire times after now (fewer if its schedule ends).
 fn next_times(job: &Job, count: usize) -> Vec<DateTime<Utc>> {
-    let Some(schedule) = &job.schedule else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    let mut t = Utc::now();
-    while out.len() < count {
-        match schedule.next_after(t) {
-            Some(next) => {
-                out.push(next);
-                t = next;
-            }
-            None => break,
-        }
-    }
-    out
+    job.schedule
+        .as_ref()
+        .map(|s| s.next_times(Utc::now(), count))
+        .unwrap_or_default()
 }
 
 /// `2027-03-28T03:00:00+02:00`: the instant, at the schedule's local offset.

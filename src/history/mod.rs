@@ -12,6 +12,7 @@
 pub mod export;
 pub mod ledger;
 pub mod query;
+pub mod report;
 pub mod store;
 
 use std::fmt;

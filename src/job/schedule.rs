@@ -232,6 +232,23 @@ impl Schedule {
         }
     }
 
+    /// The next `count` fire times after `after` (fewer if the schedule ends), soonest
+    /// first: `crier jobs` and the console's jobs page list these.
+    pub fn next_times(&self, after: DateTime<Utc>, count: usize) -> Vec<DateTime<Utc>> {
+        let mut out = Vec::new();
+        let mut t = after;
+        while out.len() < count {
+            match self.next_after(t) {
+                Some(next) => {
+                    out.push(next);
+                    t = next;
+                }
+                None => break,
+            }
+        }
+        out
+    }
+
     /// A human-readable form of the rule.
     pub fn describe(&self) -> String {
         match &self.when {

@@ -136,7 +136,7 @@ struct ErrorBody {
 }
 
 /// The query's fields, or a 400 naming the field: `format: unknown value `xml`, …`.
-fn query_of<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+pub(super) fn query_of<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     q.map(|Query(t)| t).map_err(|e| {
         let text = e.body_text();
         let text = text
@@ -146,12 +146,12 @@ fn query_of<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     })
 }
 
-fn path_of<T>(p: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
+pub(super) fn path_of<T>(p: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
     p.map(|Path(t)| t)
         .map_err(|e| ApiError::bad_request(e.body_text()))
 }
 
-fn run_id(s: &str) -> Result<RunId, ApiError> {
+pub(super) fn run_id(s: &str) -> Result<RunId, ApiError> {
     s.parse().map_err(ApiError::bad_request)
 }
 
@@ -164,7 +164,7 @@ fn customer_id(s: &str) -> Result<u64, ApiError> {
         .ok_or_else(|| ApiError::bad_request(format!("`{s}` is not a customer id (a number)")))
 }
 
-fn ledger_error(e: LedgerError) -> ApiError {
+pub(super) fn ledger_error(e: LedgerError) -> ApiError {
     match e {
         LedgerError::NoSuchRun(_) | LedgerError::NoSuchMessage(_) => {
             ApiError::not_found(e.to_string())
@@ -174,7 +174,7 @@ fn ledger_error(e: LedgerError) -> ApiError {
 }
 
 /// Runs `f` on the blocking pool (the store is synchronous).
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)
@@ -370,7 +370,7 @@ struct PortalMessagePath {
 
 /// A [`Write`] that hands full chunks to a streamed response body; it fails once the
 /// client has gone, which ends the export.
-struct ChunkWriter {
+pub(super) struct ChunkWriter {
     tx: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
     buf: Vec<u8>,
 }
@@ -403,7 +403,7 @@ impl Write for ChunkWriter {
 
 /// A `text/csv` response whose body `write` produces on the blocking pool. An error
 /// part-way aborts the body, so a client never mistakes a cut export for a whole one.
-fn csv_response(
+pub(super) fn csv_response(
     filename: &str,
     write: impl FnOnce(&mut ChunkWriter) -> Result<u64, String> + Send + 'static,
 ) -> Response {
@@ -438,7 +438,7 @@ fn csv_response(
 }
 
 /// Which messages a listing reads.
-enum Messages {
+pub(super) enum Messages {
     /// A run's, in plan order (`crier history recipients`).
     OfRun(RunId, Option<MessageState>),
     /// Across runs, newest first (`crier logs`).
@@ -823,7 +823,7 @@ struct ChannelProvider {
 }
 
 /// The job file `jobs_dir/<name>.yaml` (or `.yml`); names are plain file stems.
-fn job_file(dir: &std::path::Path, name: &str) -> Result<PathBuf, ApiError> {
+pub(super) fn job_file(dir: &std::path::Path, name: &str) -> Result<PathBuf, ApiError> {
     static PLAIN: std::sync::LazyLock<regex::Regex> =
         std::sync::LazyLock::new(|| regex::Regex::new(JOB_NAME).expect("job name pattern"));
     if !PLAIN.is_match(name) {
@@ -902,10 +902,36 @@ async fn run_job(
         .into_response());
     }
 
+    let id = start_run(&state, job, Trigger::Api).await?;
+    state
+        .metrics
+        .api_runs_started
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tracing::info!(job = %name, run = %id, "Run started through the API.");
+    let url = format!("/api/runs/{id}");
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, url.clone())],
+        Json(Started {
+            run_id: id.to_string(),
+            job: name,
+            url,
+        }),
+    )
+        .into_response())
+}
+
+/// Starts sending `job` on the blocking pool and answers once its run exists (or with
+/// why it never came to exist); the API and the console start runs this way.
+pub(super) async fn start_run(
+    state: &Shared,
+    job: crate::job::Job,
+    trigger: Trigger,
+) -> Result<RunId, ApiError> {
     let (tx, rx) = tokio::sync::oneshot::channel::<RunId>();
     let tx = Mutex::new(Some(tx));
     let options = SendOptions {
-        trigger: Some(Trigger::Api),
+        trigger: Some(trigger),
         on_run: Some(Arc::new(move |run: &Run| {
             if let Some(tx) = tx.lock().unwrap_or_else(|e| e.into_inner()).take() {
                 let _ = tx.send(run.id);
@@ -917,29 +943,12 @@ async fn run_job(
     let task = tokio::task::spawn_blocking(move || {
         let result = send(&job, &st.config, st.store.as_ref(), &options);
         if let Err(e) = &result {
-            tracing::error!(job = %job.name, error = %e, "Run started through the API failed.")
+            tracing::error!(job = %job.name, error = %e, "Run started through the server failed.")
         }
         result
     });
     match rx.await {
-        Ok(id) => {
-            state
-                .metrics
-                .api_runs_started
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::info!(job = %name, run = %id, "Run started through the API.");
-            let url = format!("/api/runs/{id}");
-            Ok((
-                StatusCode::ACCEPTED,
-                [(header::LOCATION, url.clone())],
-                Json(Started {
-                    run_id: id.to_string(),
-                    job: name,
-                    url,
-                }),
-            )
-                .into_response())
-        }
+        Ok(id) => Ok(id),
         // The run never came to exist: say why.
         Err(_) => match task.await {
             Ok(Err(e)) => Err(send_error(e)),
@@ -949,7 +958,7 @@ async fn run_job(
     }
 }
 
-fn send_error(e: SendError) -> ApiError {
+pub(super) fn send_error(e: SendError) -> ApiError {
     match e {
         SendError::Ledger(_) | SendError::Store(_) | SendError::Runtime(_) => ApiError::internal(e),
         SendError::Busy { .. } => ApiError::new(StatusCode::CONFLICT, e.to_string()),

@@ -6,10 +6,12 @@
 //! as they need, which is cheap and serialised process-wide), and the metrics. The
 //! router is built in one place, [`router`], from each part's own routes:
 //! `api::routes()` behind the bearer token, `webhooks::routes()` authenticated the way
-//! each provider allows, `unsubscribe::routes()` by the signed token in the path. Every request body is size-limited; a malformed one is a 400
+//! each provider allows, `unsubscribe::routes()` by the signed token in the path,
+//! `console::routes()` (the web console) behind a sign-in session. Every request body is size-limited; a malformed one is a 400
 //! with a reason, never a panic.
 
 pub mod api;
+pub mod console;
 pub mod email_webhooks;
 pub mod metrics;
 pub mod unsubscribe;
@@ -112,25 +114,40 @@ async fn bearer(State(state): State<Shared>, request: Request, next: Next) -> Re
     next.run(request).await
 }
 
-/// The whole server.
+/// The whole server, with the web console.
 pub fn router(state: Shared) -> Router {
+    router_with(state, true)
+}
+
+/// The server, with the console or without it.
+fn router_with(state: Shared, console: bool) -> Router {
     let api = api::routes().layer(middleware::from_fn_with_state(state.clone(), bearer));
-    Router::new()
+    let limit = DefaultBodyLimit::max(state.config.server.max_body_bytes);
+    let mut router = Router::new()
         .merge(api)
         .merge(webhooks::routes())
         .merge(unsubscribe::routes())
         .merge(api::open_routes())
-        .layer(DefaultBodyLimit::max(state.config.server.max_body_bytes))
-        .with_state(state)
+        .with_state(state.clone());
+    if console {
+        router = router.merge(console::routes(state));
+    }
+    router.layer(limit)
 }
 
-/// Serves until `shutdown` resolves, then finishes the requests in progress.
+/// Serves until `shutdown` resolves, then finishes the requests in progress. The console
+/// is served only where [`console::allowed`] says.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Shared,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
+    let addr = listener.local_addr()?;
+    let console = console::allowed(&state.config, addr);
+    if !console {
+        tracing::warn!(%addr, "No server.token is configured and the address is not loopback: the web console is not served (set server.token to serve it).");
+    }
+    axum::serve(listener, router_with(state, console))
         .with_graceful_shutdown(shutdown)
         .await
 }
