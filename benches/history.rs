@@ -1,9 +1,10 @@
 //! History benchmark: queries, export and transitions over a large ledger.
 //!
-//! `cargo bench --bench history -- [MESSAGES]` (default 1,000,000; the 10,000,000
-//! does not fit: sled's memory grows with the data, about 2 KB per message, and the
-//! process is killed for want of memory near 7.5 million on a 24 GB machine). Progress
-//! lines show the resident memory. `CRIER_BENCH_CACHE_MB` sets the cache. Fills a fresh store
+//! `CRIER_BENCH_BACKEND=postgres` runs it on PostgreSQL at `CRIER_BENCH_DATABASE_URL`
+//! (a fresh schema per run).
+//!
+//! `cargo bench --bench history -- [MESSAGES]` (default 1,000,000; the README's figures
+//! are for 10,000,000). Progress lines show the resident memory. `CRIER_BENCH_CACHE_MB` sets the cache. Fills a fresh store
 //! with MESSAGES message records in runs of 1,000 spread over 60 days, then measures, each
 //! as the median of several repeats with min and max:
 //! - a filtered run query (status sent_with_error, last 7 days, first page of 50);
@@ -32,11 +33,28 @@ fn open_store(dir: &str) -> Box<dyn Store> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(64);
+    let backend = crier::store::Backend::from_env("CRIER_BENCH_BACKEND");
     open(&StoreConfig {
         path: dir.into(),
         cache_bytes: cache_mb << 20,
-        backend: crier::store::Backend::from_env("CRIER_BENCH_BACKEND"),
-        postgres: None,
+        backend,
+        // A schema named after the temp dir: the export child opens the same one.
+        postgres: (backend == crier::store::Backend::Postgres).then(|| {
+            let mut s = crier::store::PgSettings::new(
+                std::env::var("CRIER_BENCH_DATABASE_URL")
+                    .expect("CRIER_BENCH_DATABASE_URL for CRIER_BENCH_BACKEND=postgres"),
+            );
+            let name: String = std::path::Path::new(dir)
+                .parent()
+                .and_then(|p| p.file_name())
+                .map(|n| n.to_string_lossy().to_lowercase())
+                .unwrap_or_default()
+                .chars()
+                .filter(char::is_ascii_alphanumeric)
+                .collect();
+            s.schema = format!("history_{name}");
+            s
+        }),
     })
     .expect("store")
 }
