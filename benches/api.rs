@@ -15,95 +15,20 @@ mod support;
 use std::sync::Arc;
 use std::time::Instant;
 
-use chrono::Utc;
 use crier::config::Config;
 use crier::config::secret::Secret;
-use crier::history::ledger::{Ledger, NewMessage, NewRun};
-use crier::history::{MessageState, MessageType, RunId, Trigger};
-use crier::job::Channel;
-use crier::recipients::RecipientKind;
+use crier::history::ledger::Ledger;
 use crier::server::{AppState, serve};
 use crier::store::{Store, StoreConfig, open};
 
-const DAY: i64 = 86_400_000;
 const TOKEN: &str = "bench-token-0123456789abcdef";
-
-fn message(i: u64, state: MessageState) -> NewMessage {
-    NewMessage {
-        recipient_kind: RecipientKind::Customer,
-        recipient_id: i,
-        address: format!("+2782{:07}", i % 10_000_000),
-        channel: Channel::Sms,
-        provider: "bulksms".into(),
-        kind: MessageType::Message,
-        subject: None,
-        body: "Hi Thabo, your Atlantic Fibre account 001234 has an overdue balance of R450.00. Pay via the portal to avoid suspension.".into(),
-        encoding: Some("gsm7".into()),
-        parts: 1,
-        state,
-        reason: None,
-        error: None,
-        snapshot: Default::default(),
-    }
-}
-
-/// `total` messages in runs of 1,000, oldest first over 60 days; returns the newest run.
-fn populate(ledger: &Ledger, total: u64) -> RunId {
-    let now = Utc::now().timestamp_millis();
-    let runs = total.div_ceil(1000);
-    let started = Instant::now();
-    let mut last = RunId(0);
-    for r in 0..runs {
-        let at = now - 60 * DAY + (r as i64 * 60 * DAY) / runs as i64;
-        let run = ledger
-            .create_run_with_id(
-                RunId::new(),
-                NewRun {
-                    job: format!("job-{}", r % 10),
-                    trigger: Trigger::Manual,
-                    channels: vec![Channel::Sms],
-                    provider: "bulksms".into(),
-                    body: "Hi {{ customer.name }}".into(),
-                    subject: None,
-                },
-                at,
-            )
-            .expect("run");
-        let msgs = (0..1000)
-            .map(|i| {
-                let state = match (r * 1000 + i) % 50 {
-                    0 => MessageState::Failed,
-                    1..=4 => MessageState::Skipped,
-                    5..=30 => MessageState::Delivered,
-                    _ => MessageState::Sent,
-                };
-                message(r * 1000 + i, state)
-            })
-            .collect();
-        ledger.plan_at(run.id, msgs, at).expect("plan");
-        ledger.finish_planning(run.id).expect("finish");
-        last = run.id;
-        if r % 500 == 499 {
-            println!(
-                "  populated {} messages ({:.0}/s), RSS {:.0} MB",
-                (r + 1) * 1000,
-                ((r + 1) * 1000) as f64 / started.elapsed().as_secs_f64(),
-                support::rss_mb()
-            );
-        }
-    }
-    ledger.flush().expect("flush");
-    println!(
-        "populated {total} messages in {:.0}s",
-        started.elapsed().as_secs_f64()
-    );
-    last
-}
 
 /// The `q`-quantile of sorted `v`.
 fn quantile(v: &[f64], q: f64) -> f64 {
     v[((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1]
 }
+
+use support::history::populate;
 
 fn main() {
     let args: Vec<String> = std::env::args()

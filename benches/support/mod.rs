@@ -142,3 +142,92 @@ pub fn run_child(args: &[&str]) -> Vec<f64> {
         .filter_map(|x| x.parse().ok())
         .collect()
 }
+
+/// A history the size of a production one, for the API and console benchmarks.
+pub mod history {
+    use std::time::Instant;
+
+    use chrono::Utc;
+    use crier::history::ledger::{Ledger, NewMessage, NewRun};
+    use crier::history::{MessageState, MessageType, RunId, Trigger};
+    use crier::job::Channel;
+    use crier::recipients::RecipientKind;
+
+    const DAY: i64 = 86_400_000;
+
+    pub fn message(i: u64, state: MessageState) -> NewMessage {
+        NewMessage {
+            recipient_kind: RecipientKind::Customer,
+            recipient_id: i,
+            address: format!("+2782{:07}", i % 10_000_000),
+            channel: Channel::Sms,
+            provider: "bulksms".into(),
+            kind: MessageType::Message,
+            subject: None,
+            body: "Hi Thabo, your Atlantic Fibre account 001234 has an overdue balance of R450.00. Pay via the portal to avoid suspension.".into(),
+            encoding: Some("gsm7".into()),
+            parts: 1,
+            state,
+            reason: None,
+            error: None,
+            snapshot: crier::history::RecipientSnapshot {
+                location: Some(["Cape Town", "Durban", "Pretoria"][i as usize % 3].into()),
+                status: Some("active".into()),
+                ..Default::default()
+            },
+        }
+    }
+
+    /// `total` messages in runs of 1,000, oldest first over 60 days; returns the newest run.
+    pub fn populate(ledger: &Ledger, total: u64) -> RunId {
+        let now = Utc::now().timestamp_millis();
+        let runs = total.div_ceil(1000);
+        let started = Instant::now();
+        let mut last = RunId(0);
+        for r in 0..runs {
+            let at = now - 60 * DAY + (r as i64 * 60 * DAY) / runs as i64;
+            let run = ledger
+                .create_run_with_id(
+                    RunId::new(),
+                    NewRun {
+                        job: format!("job-{}", r % 10),
+                        trigger: Trigger::Manual,
+                        channels: vec![Channel::Sms],
+                        provider: "bulksms".into(),
+                        body: "Hi {{ customer.name }}".into(),
+                        subject: None,
+                    },
+                    at,
+                )
+                .expect("run");
+            let msgs = (0..1000)
+                .map(|i| {
+                    let state = match (r * 1000 + i) % 50 {
+                        0 => MessageState::Failed,
+                        1..=4 => MessageState::Skipped,
+                        5..=30 => MessageState::Delivered,
+                        _ => MessageState::Sent,
+                    };
+                    message(r * 1000 + i, state)
+                })
+                .collect();
+            ledger.plan_at(run.id, msgs, at).expect("plan");
+            ledger.finish_planning(run.id).expect("finish");
+            last = run.id;
+            if r % 500 == 499 {
+                println!(
+                    "  populated {} messages ({:.0}/s), RSS {:.0} MB",
+                    (r + 1) * 1000,
+                    ((r + 1) * 1000) as f64 / started.elapsed().as_secs_f64(),
+                    super::rss_mb()
+                );
+            }
+        }
+        ledger.flush().expect("flush");
+        println!(
+            "populated {total} messages in {:.0}s",
+            started.elapsed().as_secs_f64()
+        );
+        last
+    }
+}
