@@ -458,6 +458,10 @@ pub struct SendArgs {
     /// messages are sent, in-flight ones resolved without a blind resend.
     #[arg(long, value_name = "RUN", conflicts_with_all = ["test_to", "dry_run"])]
     pub resume: Option<String>,
+    /// Retry failed: a new run of this job that sends the failed and expired messages of
+    /// RUN again (recorded as its retry; the console's "Retry failed").
+    #[arg(long, value_name = "RUN", conflicts_with_all = ["test_to", "dry_run", "resume"])]
+    pub retry_failed: Option<String>,
 }
 
 #[derive(Debug, Args)]

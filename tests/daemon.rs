@@ -830,3 +830,67 @@ fn an_analyst_reads_the_history_with_sqlite_while_the_daemon_sends() {
     .unwrap();
     assert_eq!(run_row, serde_json::json!([[n, 1, 1]]));
 }
+
+#[test]
+fn retry_failed_sends_the_failed_messages_again_as_a_new_run() {
+    let rt = runtime();
+    let mock = rt.block_on(mocks::bulksms(TOKEN_ID, SECRET));
+    // Every third request refused for good: those messages fail.
+    mock.state.set_fault_every(
+        3,
+        Fault::Status(
+            400,
+            r#"{"status":400,"title":"Bad Request","detail":"refused"}"#.into(),
+            None,
+        ),
+    );
+    let n = 30;
+    let p = project(
+        &mock.url,
+        n,
+        "send_to: sms\nmessage: \"Hi {{ customer.name }}\"\nrecipients: {}\n",
+    );
+    let first = p.crier(&["send", "jobs/tick.yaml", "--yes"]);
+    assert_eq!(first.code, 1, "{}\n{}", first.stdout, first.stderr);
+    let before = runs(&p);
+    let run = before[0]["id"].as_str().unwrap().to_string();
+    let failed = before[0]["counters"]["failed"].as_u64().unwrap();
+    assert!(failed > 0, "{}", before[0]);
+    assert_eq!(mock.state.accepted_count() as u64, n as u64 - failed);
+    mock.state.set_fault_every(0, Fault::Drop);
+    let retry = p.crier(&["send", "jobs/tick.yaml", "--retry-failed", &run]);
+    assert_eq!(retry.code, 0, "{}\n{}", retry.stdout, retry.stderr);
+    let after = runs(&p);
+    assert_eq!(after.len(), 2);
+    assert_eq!(after[0]["retry_of"], run.as_str(), "{}", after[0]);
+    assert_eq!(after[0]["counters"]["sent"], failed);
+    assert_eq!(after[0]["messages"], failed);
+    // Everyone once at the provider now, and the first run's record is unchanged.
+    let accepted = mock.state.accepted();
+    let mut to: Vec<&str> = accepted.iter().map(|a| a.to.as_str()).collect();
+    to.sort();
+    to.dedup();
+    assert_eq!((to.len(), accepted.len()), (n, n));
+    assert_eq!(after[1]["counters"]["failed"], failed);
+    let show = p.crier(&["history", "show", after[0]["id"].as_str().unwrap()]);
+    assert!(
+        show.stdout.contains(&format!("retry of:  {run}")),
+        "{}",
+        show.stdout
+    );
+    // Nothing left to retry in the retry; another job's run is refused.
+    let again = p.crier(&[
+        "send",
+        "jobs/tick.yaml",
+        "--retry-failed",
+        after[0]["id"].as_str().unwrap(),
+    ]);
+    assert_ne!(again.code, 0);
+    assert!(
+        again
+            .stderr
+            .contains("no failed or expired messages to retry"),
+        "{}",
+        again.stderr
+    );
+}

@@ -160,6 +160,9 @@ fn show(config: &Config, run: &str) -> anyhow::Result<Outcome> {
             .join(" + ")
     );
     crate::outln!("provider:  {}", r.provider);
+    if let Some(of) = r.retry_of {
+        crate::outln!("retry of:  {of} (its failed and expired messages)");
+    }
     crate::outln!("created:   {}", local(config, Some(r.created_at)));
     crate::outln!("started:   {}", local(config, r.started_at));
     crate::outln!("finished:  {}", local(config, r.finished_at));

@@ -51,6 +51,11 @@ pub(super) fn run(config: &Config, args: &SendArgs) -> anyhow::Result<Outcome> {
             );
         }
         options.resume = Some(id);
+    } else if let Some(run) = &args.retry_failed {
+        let id: crate::history::RunId = run
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--retry-failed {run}: {e}"))?;
+        options.retry_failed = Some(id);
     } else if let Some(to) = &args.test_to {
         let address = normalize(to, config.region).map_err(anyhow::Error::msg)?;
         let is_email = address.contains('@');

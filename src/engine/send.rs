@@ -93,6 +93,8 @@ pub enum SendError {
     Source(#[from] SourceError),
     #[error("provider `{0}` is not configured")]
     NoProvider(String),
+    #[error("cannot retry: {0}")]
+    Retry(String),
     #[error("job `{job}` is already sending{run}: the same job never runs twice at once")]
     Busy { job: String, run: String },
     #[error("provider `{name}` (type {kind}) cannot carry {channel} messages")]
@@ -144,6 +146,9 @@ pub struct SendOptions {
     /// Resume this run (left `processing` by a crash, a pause or a shutdown) instead of
     /// starting one: see [`recover`].
     pub resume: Option<RunId>,
+    /// "Retry failed": start a new run of the failed and expired messages of this run
+    /// (of the same job), recorded as its retry ([`Ledger::create_retry`]).
+    pub retry_failed: Option<RunId>,
     /// Called once the run exists in the ledger, before anything is planned (the HTTP
     /// API answers `202 Accepted` with the run id then).
     pub on_run: Option<Arc<RunFn>>,
@@ -512,7 +517,27 @@ pub fn send(
         body,
         subject: job.subject.clone(),
     };
-    let (run, resumed) = match (options.resume, options.run_id) {
+    let resume = match options.retry_failed {
+        Some(of) => {
+            let old = ledger.run(of)?;
+            if old.job != job.name {
+                return Err(SendError::Retry(format!(
+                    "run {of} is of job `{}`, not `{}`",
+                    old.job, job.name
+                )));
+            }
+            match ledger.create_retry(of)? {
+                Some(retry) => Some(retry.id),
+                None => {
+                    return Err(SendError::Retry(format!(
+                        "run {of} has no failed or expired messages to retry"
+                    )));
+                }
+            }
+        }
+        None => options.resume,
+    };
+    let (run, resumed) = match (resume, options.run_id) {
         (Some(id), _) => {
             let run = ledger.run(id)?;
             let resumed = recover(&ledger, &run, config)?;

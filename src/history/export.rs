@@ -253,6 +253,8 @@ pub struct RunView {
     pub messages: u64,
     /// Messages per state.
     pub counters: BTreeMap<String, u64>,
+    /// The run whose failed and expired messages this one sends again.
+    pub retry_of: Option<String>,
 }
 
 impl From<&Run> for RunView {
@@ -276,6 +278,7 @@ impl From<&Run> for RunView {
                 .iter()
                 .map(|s| (s.as_str().to_string(), r.counters.get(*s)))
                 .collect(),
+            retry_of: r.retry_of.map(|id| id.to_string()),
         }
     }
 }

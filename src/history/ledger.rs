@@ -217,6 +217,72 @@ impl<'a> Ledger<'a> {
         self.create_run_with_id(RunId::new(), new, now_ms())
     }
 
+    /// "Retry failed": a new run of the same job, whose messages are the `failed` and
+    /// `expired` messages of `of` planned again (same recipient, address, channel, body,
+    /// on the provider each was first planned for), recorded as a retry of `of`. Every
+    /// recipient is planned: the new run is ready to send (`resume`). `None` when `of`
+    /// has nothing to retry.
+    pub fn create_retry(&self, of: RunId) -> Result<Option<Run>, LedgerError> {
+        let old = self.run(of)?;
+        let mut again = Vec::new();
+        for state in [MessageState::Failed, MessageState::Expired] {
+            for m in self.messages_of(of, Some(state)) {
+                let m = m?;
+                again.push(NewMessage {
+                    recipient_kind: m.recipient_kind,
+                    recipient_id: m.recipient_id,
+                    address: m.address,
+                    channel: m.channel,
+                    provider: m
+                        .failovers
+                        .first()
+                        .map(|f| f.provider.clone())
+                        .unwrap_or(m.provider),
+                    kind: m.kind,
+                    subject: m.subject,
+                    body: m.body,
+                    encoding: m.encoding,
+                    parts: m.parts,
+                    state: MessageState::Queued,
+                    reason: None,
+                    error: None,
+                    snapshot: m.snapshot,
+                });
+            }
+        }
+        if again.is_empty() {
+            return Ok(None);
+        }
+        let run = Run {
+            id: RunId::new(),
+            trigger: Trigger::Manual,
+            created_at: now_ms(),
+            started_at: None,
+            finished_at: None,
+            counters: Counters::default(),
+            planned_all: false,
+            cancelled: false,
+            removed: false,
+            retry_of: Some(of),
+            ..old
+        };
+        let stored = StoredRun {
+            run: run.clone(),
+            next_seq: 0,
+        };
+        self.h.write(&mut |tx| {
+            if tx.insert_run(&stored)? {
+                Ok(())
+            } else {
+                Err(LedgerError::RunExists(stored.run.id))
+            }
+        })?;
+        for chunk in again.chunks(1024) {
+            self.plan(run.id, chunk.to_vec())?;
+        }
+        self.finish_planning(run.id).map(Some)
+    }
+
     /// Records a new run with a chosen id and creation time.
     pub fn create_run_with_id(
         &self,
@@ -239,6 +305,7 @@ impl<'a> Ledger<'a> {
             planned_all: false,
             cancelled: false,
             removed: false,
+            retry_of: None,
         };
         let stored = StoredRun {
             run: run.clone(),

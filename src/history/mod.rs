@@ -341,6 +341,9 @@ pub struct Run {
     pub planned_all: bool,
     pub cancelled: bool,
     pub removed: bool,
+    /// The run whose failed and expired messages this one sends again ("Retry failed").
+    #[serde(default)]
+    pub retry_of: Option<RunId>,
 }
 
 impl Run {
@@ -485,6 +488,7 @@ mod tests {
             planned_all,
             cancelled: false,
             removed: false,
+            retry_of: None,
         }
     }
 

@@ -928,6 +928,16 @@ pub(super) async fn start_run(
     job: crate::job::Job,
     trigger: Trigger,
 ) -> Result<RunId, ApiError> {
+    start_run_with(state, job, trigger, SendOptions::default()).await
+}
+
+/// [`start_run`] with more of the engine's options (the console's "Retry failed").
+pub(crate) async fn start_run_with(
+    state: &Shared,
+    job: crate::job::Job,
+    trigger: Trigger,
+    options: SendOptions,
+) -> Result<RunId, ApiError> {
     let (tx, rx) = tokio::sync::oneshot::channel::<RunId>();
     let tx = Mutex::new(Some(tx));
     let options = SendOptions {
@@ -937,7 +947,7 @@ pub(super) async fn start_run(
                 let _ = tx.send(run.id);
             }
         })),
-        ..SendOptions::default()
+        ..options
     };
     let st = state.clone();
     let task = tokio::task::spawn_blocking(move || {

@@ -56,6 +56,10 @@ pub fn run(make: &dyn Fn() -> Box<dyn HistoryStore>) {
             queries_filter_and_page_newest_first,
         ),
         (
+            "a_retry_plans_the_failed_and_expired_again",
+            a_retry_plans_the_failed_and_expired_again,
+        ),
+        (
             "the_inbox_keeps_one_copy_and_the_first_read",
             the_inbox_keeps_one_copy_and_the_first_read,
         ),
@@ -476,4 +480,53 @@ pub(crate) fn the_inbox_keeps_one_copy_and_the_first_read(h: &dyn HistoryStore) 
     assert!(!inbox.mark_read(7, "01C-000000", 60).unwrap());
     assert_eq!(inbox.list(7).unwrap()[0].read_at, Some(50));
     assert_eq!(inbox.list(8).unwrap().len(), 1);
+}
+
+pub(crate) fn a_retry_plans_the_failed_and_expired_again(h: &dyn HistoryStore) {
+    let ledger = Ledger::on(h);
+    let run = ledger.create_run(new_run("reminder")).unwrap();
+    let ids = ledger.plan(run.id, (0..5).map(msg).collect()).unwrap();
+    ledger.finish_planning(run.id).unwrap();
+    let to = |id, s| Change::to(id, s);
+    ledger
+        .transition(&[
+            to(ids[0], MessageState::Sending),
+            to(ids[1], MessageState::Sending),
+            to(ids[2], MessageState::Expired),
+            to(ids[3], MessageState::Cancelled),
+        ])
+        .unwrap();
+    ledger
+        .transition(&[
+            to(ids[0], MessageState::Sent),
+            to(ids[1], MessageState::Failed),
+        ])
+        .unwrap();
+    let retry = ledger
+        .create_retry(run.id)
+        .unwrap()
+        .expect("something to retry");
+    assert_eq!(retry.retry_of, Some(run.id));
+    assert_eq!(retry.job, "reminder");
+    assert!(retry.planned_all);
+    assert_eq!(retry.counters.get(MessageState::Queued), 2);
+    assert_eq!(retry.counters.total(), 2);
+    let again: Vec<u64> = ledger
+        .messages_of(retry.id, None)
+        .map(|m| m.unwrap().recipient_id)
+        .collect();
+    assert_eq!(again, vec![1, 2]);
+    // Read back as stored, the retry still says what it retries.
+    assert_eq!(ledger.run(retry.id).unwrap().retry_of, Some(run.id));
+    // The retried run is untouched; a run with nothing failed has nothing to retry.
+    assert_eq!(
+        ledger
+            .run(run.id)
+            .unwrap()
+            .counters
+            .get(MessageState::Failed),
+        1
+    );
+    assert!(ledger.create_retry(retry.id).unwrap().is_none());
+    ledger.verify().unwrap();
 }

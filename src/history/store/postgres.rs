@@ -176,10 +176,10 @@ impl PgTx<'_> {
 const SELECT_RUN_FOR_UPDATE: &str = "SELECT id, job, triggered_by, scheduled_at, channels, provider, body, \
      subject, created_at, started_at, finished_at, planned_all, cancelled, removed, next_seq, \
      n_queued, n_sending, n_sent, n_delivered, n_undelivered, n_failed, n_expired, n_unknown, \
-     n_skipped, n_cancelled FROM runs WHERE id = $1 FOR UPDATE";
+     n_skipped, n_cancelled, retry_of FROM runs WHERE id = $1 FOR UPDATE";
 
 const INSERT_RUN: &str = "INSERT INTO runs (id, job, triggered_by, scheduled_at, channels, provider, \
-     body, subject, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+     body, subject, created_at, retry_of) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
      ON CONFLICT (id) DO NOTHING";
 
 const UPDATE_RUN: &str = "UPDATE runs SET started_at = $2, finished_at = $3, planned_all = $4, \
@@ -252,6 +252,7 @@ impl Tx for PgTx<'_> {
                 boxed(run.body.clone()),
                 boxed(run.subject.clone()),
                 boxed(run.created_at),
+                boxed(run.retry_of.map(|r| r.to_string())),
             ],
         )? == 1;
         if inserted {

@@ -20,7 +20,7 @@ use crate::recipients::RecipientKind;
 pub const RUN_COLUMNS: &str = "id, job, triggered_by, scheduled_at, channels, provider, body, subject, \
      created_at, started_at, finished_at, planned_all, cancelled, removed, next_seq, \
      n_queued, n_sending, n_sent, n_delivered, n_undelivered, n_failed, n_expired, n_unknown, \
-     n_skipped, n_cancelled";
+     n_skipped, n_cancelled, retry_of";
 
 /// The columns of `messages`, in the order [`message_from_row`] reads them.
 pub const MESSAGE_COLUMNS: &str = "run_id, seq, recipient_kind, recipient_id, address, channel, provider, \
@@ -106,6 +106,10 @@ pub fn stored_run_from_row(row: &dyn SqlRow) -> Result<StoredRun, HistoryError> 
             planned_all: row.boolean(11)?,
             cancelled: row.boolean(12)?,
             removed: row.boolean(13)?,
+            retry_of: row
+                .text(25)?
+                .map(|r| r.parse().map_err(|e: String| decode(&key, e)))
+                .transpose()?,
         },
         next_seq: need(row.int(14)?, &key, "next_seq")? as u32,
     })
@@ -437,6 +441,6 @@ mod tests {
     #[test]
     fn column_lists_match_their_counts() {
         assert_eq!(MESSAGE_COLUMNS.split(',').count(), MESSAGE_COLUMN_COUNT);
-        assert_eq!(RUN_COLUMNS.split(',').count(), 15 + MessageState::ALL.len());
+        assert_eq!(RUN_COLUMNS.split(',').count(), 16 + MessageState::ALL.len());
     }
 }

@@ -318,7 +318,7 @@ impl Tx for SqliteTx<'_> {
             .conn
             .prepare_cached(
                 "INSERT INTO runs (id, job, triggered_by, scheduled_at, channels, provider, body, \
-                 subject, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+                 subject, created_at, retry_of) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
                  ON CONFLICT (id) DO NOTHING",
             )
             .and_then(|mut stmt| {
@@ -332,6 +332,7 @@ impl Tx for SqliteTx<'_> {
                     run.body,
                     run.subject,
                     run.created_at,
+                    run.retry_of.map(|r| r.to_string()),
                 ])
             });
         let inserted = self.wrap(r)? == 1;

@@ -135,7 +135,7 @@ pub(super) async fn list(State(c): State<Console>, Extension(ctx): Extension<Ctx
 }
 
 /// The job `name`, validated, or why not.
-async fn load_one(c: &Console, name: &str) -> Result<Job, ApiError> {
+pub(super) async fn load_one(c: &Console, name: &str) -> Result<Job, ApiError> {
     let file = job_file(&c.app.jobs_dir, name)?;
     let app = c.app.clone();
     blocking(move || {

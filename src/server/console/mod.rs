@@ -595,6 +595,7 @@ pub fn routes(app: Shared) -> axum::Router {
         .route("/runs/{id}/breakdown", get(runs::breakdown))
         .route("/runs/{id}/cancel", axum::routing::post(runs::cancel))
         .route("/runs/{id}/remove", axum::routing::post(runs::remove))
+        .route("/runs/{id}/retry", axum::routing::post(runs::retry))
         .route("/runs/{id}/messages.csv", get(runs::export))
         .route("/messages", get(messages::list))
         .route("/messages.csv", get(messages::export))

@@ -443,6 +443,34 @@ pub(super) async fn cancel(
     Ok(super::see_other(&ctx, &format!("/runs/{id}")))
 }
 
+/// *Retry failed*: a new run of the job that sends this run's failed and expired
+/// messages again (the engine's `retry_failed`, as `crier send JOB --retry-failed RUN`),
+/// then its page.
+pub(super) async fn retry(
+    State(c): State<Console>,
+    Extension(ctx): Extension<Ctx>,
+    id: Result<Path<String>, PathRejection>,
+) -> PageResult {
+    let id = run_id(&path_of(id)?)?;
+    let app = c.app.clone();
+    let old = blocking(move || {
+        Ledger::new(app.store.as_ref())
+            .run(id)
+            .map_err(ledger_error)
+    })
+    .await?;
+    let job = super::jobs::load_one(&c, &old.job).await?;
+    let options = crate::engine::send::SendOptions {
+        retry_failed: Some(id),
+        ..Default::default()
+    };
+    let new =
+        crate::server::api::start_run_with(&c.app, job, crate::history::Trigger::Api, options)
+            .await?;
+    tracing::info!(run = %new, retry_of = %id, "Failed messages retried through the console.");
+    Ok(super::see_other(&ctx, &format!("/runs/{new}")))
+}
+
 pub(super) async fn remove(
     State(c): State<Console>,
     Extension(ctx): Extension<Ctx>,

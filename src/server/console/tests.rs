@@ -760,3 +760,102 @@ async fn recipients_search_with_the_where_filters() {
         StatusCode::NOT_FOUND
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_failed_sends_the_failed_again_as_a_new_run() {
+    let w = world(Some(TOKEN));
+    let (cookie, csrf) = w.sign_in().await;
+    // A job of its own: the one-run-per-job registry is process-wide, and other tests
+    // send `notice`.
+    std::fs::write(
+        w.state.jobs_dir.join("again.yaml"),
+        "send_to: sms\nmessage: \"Hi {{ customer.name }}\"\nrecipients: {}\n",
+    )
+    .unwrap();
+    let ledger = Ledger::new(w.state.store.as_ref());
+    let old = ledger
+        .create_run(NewRun {
+            job: "again".into(),
+            trigger: Trigger::Manual,
+            channels: vec![Channel::Sms],
+            provider: "outbox".into(),
+            body: "Hi {{ customer.name }}".into(),
+            subject: None,
+        })
+        .unwrap();
+    let planned = [1u64, 2]
+        .map(|id| NewMessage {
+            recipient_kind: RecipientKind::Customer,
+            recipient_id: id,
+            address: format!("+2782123456{id}"),
+            channel: Channel::Sms,
+            provider: "outbox".into(),
+            kind: MessageType::Message,
+            subject: None,
+            body: format!("Hi {id}"),
+            encoding: Some("gsm7".into()),
+            parts: 1,
+            state: MessageState::Queued,
+            reason: None,
+            error: None,
+            snapshot: Default::default(),
+        })
+        .to_vec();
+    let ids = ledger.plan(old.id, planned).unwrap();
+    ledger.finish_planning(old.id).unwrap();
+    ledger
+        .transition(&[Change::to(ids[0], MessageState::Sending)])
+        .unwrap();
+    ledger
+        .transition(&[Change::to(ids[0], MessageState::Failed)])
+        .unwrap();
+    // Still sending (one queued): nothing to retry yet, and no button.
+    let page = w.get(&format!("/runs/{}", old.id), Some(&cookie)).await;
+    assert!(!page.body.contains("Retry failed"), "{}", page.body);
+    ledger.cancel(old.id).unwrap();
+    let page = w.get(&format!("/runs/{}", old.id), Some(&cookie)).await;
+    assert!(page.body.contains("Retry failed (1)"), "{}", page.body);
+    let r = w
+        .post(&format!("/runs/{}/retry", old.id), &cookie, "")
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "CSRF still applies");
+    let r = w
+        .post(
+            &format!("/runs/{}/retry", old.id),
+            &cookie,
+            &format!("csrf={csrf}"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let at = r.headers[header::LOCATION].to_str().unwrap().to_string();
+    let id: RunId = at.strip_prefix("/runs/").unwrap().parse().unwrap();
+    assert_ne!(id, old.id);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let retry = loop {
+        let run = ledger.run(id).unwrap();
+        if run.finished_at.is_some() {
+            break run;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the retry never finished"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(retry.retry_of, Some(old.id));
+    assert_eq!(retry.job, "again");
+    assert_eq!(retry.counters.total(), 1);
+    assert_eq!(retry.counters.get(MessageState::Sent), 1);
+    let again: Vec<_> = ledger
+        .messages_of(id, None)
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    assert_eq!(again[0].recipient_id, 1);
+    assert_eq!(again[0].address, "+27821234561");
+    let page = w.get(&format!("/runs/{id}"), Some(&cookie)).await;
+    assert!(
+        page.body.contains(&format!("href=\"/runs/{}\"", old.id)),
+        "{}",
+        page.body
+    );
+}

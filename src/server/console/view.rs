@@ -84,6 +84,10 @@ pub struct RunRow {
     pub live: bool,
     pub removed: bool,
     pub cancellable: bool,
+    /// Done, with failed or expired messages to send again ("Retry failed").
+    pub retryable: bool,
+    /// The run this one retries.
+    pub retry_of: Option<String>,
 }
 
 impl RunRow {
@@ -123,6 +127,10 @@ impl RunRow {
             live,
             removed: r.removed,
             cancellable: (live || c.get(MessageState::Queued) > 0) && !r.removed,
+            retryable: !live
+                && !r.removed
+                && c.get(MessageState::Failed) + c.get(MessageState::Expired) > 0,
+            retry_of: r.retry_of.map(|id| id.to_string()),
         }
     }
 }

@@ -20,6 +20,7 @@ CREATE TABLE runs (
     cancelled     BOOLEAN NOT NULL DEFAULT FALSE,
     removed       BOOLEAN NOT NULL DEFAULT FALSE,  -- soft-deleted: hidden, kept
     next_seq      BIGINT NOT NULL DEFAULT 0,
+    retry_of      TEXT,                    -- the run whose failed messages this one retries
     -- Messages per state, kept in the same transactions as the messages.
     n_queued      BIGINT NOT NULL DEFAULT 0,
     n_sending     BIGINT NOT NULL DEFAULT 0,
