@@ -149,6 +149,8 @@ fn child_export(dir: &str, rows: usize) {
     let store = open_store(dir);
     let ledger = Ledger::new(store.as_ref());
     let filter = MessageFilter::default();
+    // On PostgreSQL nothing else creates the data dir.
+    std::fs::create_dir_all(dir).expect("bench dir");
     let out_path = std::path::Path::new(dir).join("export.csv");
     let out = BufWriter::new(std::fs::File::create(&out_path).expect("export file"));
     let t = Instant::now();
