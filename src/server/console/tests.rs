@@ -46,6 +46,49 @@ fn customer(id: u64, name: &str, location: &str) -> Recipient {
 
 /// A project with two customers (one named `<script>…`), a job, and one run with a
 /// failed and a queued message.
+/// A run of `job` over customers 1 and 2 (outbox): the first message failed
+/// (`E42 number <barred>`), the second still queued.
+fn run_with_a_failure(store: &dyn crate::store::Store, job: &str) -> RunId {
+    let ledger = Ledger::new(store);
+    let run = ledger
+        .create_run(NewRun {
+            job: job.into(),
+            trigger: Trigger::Manual,
+            channels: vec![Channel::Sms],
+            provider: "outbox".into(),
+            body: "Hi <b>{{ customer.name }}</b>".into(),
+            subject: None,
+        })
+        .unwrap();
+    let planned = [1u64, 2]
+        .map(|id| NewMessage {
+            recipient_kind: RecipientKind::Customer,
+            recipient_id: id,
+            address: format!("+2782123456{id}"),
+            channel: Channel::Sms,
+            provider: "outbox".into(),
+            kind: MessageType::Message,
+            subject: None,
+            body: format!("Hi {id}"),
+            encoding: Some("gsm7".into()),
+            parts: 1,
+            state: MessageState::Queued,
+            reason: None,
+            error: None,
+            snapshot: Default::default(),
+        })
+        .to_vec();
+    let ids = ledger.plan(run.id, planned).unwrap();
+    ledger.finish_planning(run.id).unwrap();
+    ledger
+        .transition(&[Change::to(ids[0], MessageState::Sending)])
+        .unwrap();
+    let mut failed = Change::to(ids[0], MessageState::Failed);
+    failed.error = Some(("E42".into(), "number <barred>".into()));
+    ledger.transition(&[failed]).unwrap();
+    run.id
+}
+
 fn world(token: Option<&str>) -> World {
     let dir = tempfile::tempdir().unwrap();
     let config_path = dir.path().join("crier.yaml");
@@ -80,44 +123,7 @@ fn world(token: Option<&str>) -> World {
             true,
         )
         .unwrap();
-    let ledger = Ledger::new(store.as_ref());
-    let run = ledger
-        .create_run(NewRun {
-            job: "notice".into(),
-            trigger: Trigger::Manual,
-            channels: vec![Channel::Sms],
-            provider: "outbox".into(),
-            body: "Hi <b>{{ customer.name }}</b>".into(),
-            subject: None,
-        })
-        .unwrap();
-    let planned = [1u64, 2]
-        .map(|id| NewMessage {
-            recipient_kind: RecipientKind::Customer,
-            recipient_id: id,
-            address: format!("+2782123456{id}"),
-            channel: Channel::Sms,
-            provider: "outbox".into(),
-            kind: MessageType::Message,
-            subject: None,
-            body: format!("Hi {id}"),
-            encoding: Some("gsm7".into()),
-            parts: 1,
-            state: MessageState::Queued,
-            reason: None,
-            error: None,
-            snapshot: Default::default(),
-        })
-        .to_vec();
-    let ids = ledger.plan(run.id, planned).unwrap();
-    ledger.finish_planning(run.id).unwrap();
-    ledger
-        .transition(&[Change::to(ids[0], MessageState::Sending)])
-        .unwrap();
-    let mut failed = Change::to(ids[0], MessageState::Failed);
-    failed.error = Some(("E42".into(), "number <barred>".into()));
-    ledger.transition(&[failed]).unwrap();
-    ledger.flush().unwrap();
+    let run = run_with_a_failure(store.as_ref(), "notice");
     let state = Arc::new(AppState {
         config,
         store,
@@ -129,7 +135,7 @@ fn world(token: Option<&str>) -> World {
         app: router(state.clone()),
         state,
         _dir: dir,
-        run: run.id,
+        run,
     }
 }
 
@@ -773,55 +779,18 @@ async fn retry_failed_sends_the_failed_again_as_a_new_run() {
     )
     .unwrap();
     let ledger = Ledger::new(w.state.store.as_ref());
-    let old = ledger
-        .create_run(NewRun {
-            job: "again".into(),
-            trigger: Trigger::Manual,
-            channels: vec![Channel::Sms],
-            provider: "outbox".into(),
-            body: "Hi {{ customer.name }}".into(),
-            subject: None,
-        })
-        .unwrap();
-    let planned = [1u64, 2]
-        .map(|id| NewMessage {
-            recipient_kind: RecipientKind::Customer,
-            recipient_id: id,
-            address: format!("+2782123456{id}"),
-            channel: Channel::Sms,
-            provider: "outbox".into(),
-            kind: MessageType::Message,
-            subject: None,
-            body: format!("Hi {id}"),
-            encoding: Some("gsm7".into()),
-            parts: 1,
-            state: MessageState::Queued,
-            reason: None,
-            error: None,
-            snapshot: Default::default(),
-        })
-        .to_vec();
-    let ids = ledger.plan(old.id, planned).unwrap();
-    ledger.finish_planning(old.id).unwrap();
-    ledger
-        .transition(&[Change::to(ids[0], MessageState::Sending)])
-        .unwrap();
-    ledger
-        .transition(&[Change::to(ids[0], MessageState::Failed)])
-        .unwrap();
+    let old = run_with_a_failure(w.state.store.as_ref(), "again");
     // Still sending (one queued): nothing to retry yet, and no button.
-    let page = w.get(&format!("/runs/{}", old.id), Some(&cookie)).await;
+    let page = w.get(&format!("/runs/{}", old), Some(&cookie)).await;
     assert!(!page.body.contains("Retry failed"), "{}", page.body);
-    ledger.cancel(old.id).unwrap();
-    let page = w.get(&format!("/runs/{}", old.id), Some(&cookie)).await;
+    ledger.cancel(old).unwrap();
+    let page = w.get(&format!("/runs/{}", old), Some(&cookie)).await;
     assert!(page.body.contains("Retry failed (1)"), "{}", page.body);
-    let r = w
-        .post(&format!("/runs/{}/retry", old.id), &cookie, "")
-        .await;
+    let r = w.post(&format!("/runs/{}/retry", old), &cookie, "").await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "CSRF still applies");
     let r = w
         .post(
-            &format!("/runs/{}/retry", old.id),
+            &format!("/runs/{}/retry", old),
             &cookie,
             &format!("csrf={csrf}"),
         )
@@ -829,7 +798,7 @@ async fn retry_failed_sends_the_failed_again_as_a_new_run() {
     assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
     let at = r.headers[header::LOCATION].to_str().unwrap().to_string();
     let id: RunId = at.strip_prefix("/runs/").unwrap().parse().unwrap();
-    assert_ne!(id, old.id);
+    assert_ne!(id, old);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let retry = loop {
         let run = ledger.run(id).unwrap();
@@ -842,7 +811,7 @@ async fn retry_failed_sends_the_failed_again_as_a_new_run() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     };
-    assert_eq!(retry.retry_of, Some(old.id));
+    assert_eq!(retry.retry_of, Some(old));
     assert_eq!(retry.job, "again");
     assert_eq!(retry.counters.total(), 1);
     assert_eq!(retry.counters.get(MessageState::Sent), 1);
@@ -854,7 +823,7 @@ async fn retry_failed_sends_the_failed_again_as_a_new_run() {
     assert_eq!(again[0].address, "+27821234561");
     let page = w.get(&format!("/runs/{id}"), Some(&cookie)).await;
     assert!(
-        page.body.contains(&format!("href=\"/runs/{}\"", old.id)),
+        page.body.contains(&format!("href=\"/runs/{}\"", old)),
         "{}",
         page.body
     );
