@@ -19,11 +19,10 @@ use std::time::Instant;
 
 use chrono::Utc;
 use crier::history::export::messages_csv;
-use crier::history::ledger::{Change, Ledger, NewMessage, NewRun};
+use crier::history::ledger::{Change, Ledger, NewRun};
 use crier::history::query::{self, MessageFilter, Period, RunFilter};
-use crier::history::{MessageState, MessageType, RunId, RunStatus, Trigger};
+use crier::history::{MessageState, RunId, RunStatus, Trigger};
 use crier::job::Channel;
-use crier::recipients::RecipientKind;
 use crier::store::{Store, StoreConfig, open};
 
 const DAY: i64 = 86_400_000;
@@ -59,24 +58,7 @@ fn open_store(dir: &str) -> Box<dyn Store> {
     .expect("store")
 }
 
-fn message(i: u64, state: MessageState) -> NewMessage {
-    NewMessage {
-        recipient_kind: RecipientKind::Customer,
-        recipient_id: i,
-        address: format!("+2782{:07}", i % 10_000_000),
-        channel: Channel::Sms,
-        provider: "bulksms".into(),
-        kind: MessageType::Message,
-        subject: None,
-        body: "Hi Thabo, your Atlantic Fibre account 001234 has an overdue balance of R450.00. Pay via the portal to avoid suspension.".into(),
-        encoding: Some("gsm7".into()),
-        parts: 1,
-        state,
-        reason: None,
-        error: None,
-        snapshot: Default::default(),
-    }
-}
+use support::history::message;
 
 fn new_run(job: &str) -> NewRun {
     NewRun {
