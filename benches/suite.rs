@@ -4,6 +4,7 @@
 //! `cargo bench --bench suite -- [CUSTOMERS] [RUNS]` (default 1,000,000 and 3);
 //! `CRIER_BENCH_BACKEND` (`embedded`, the default, or `postgres` at
 //! `CRIER_BENCH_DATABASE_URL`, a fresh schema per project); `CRIER_BENCH_CONCURRENCY` (default 64);
+//! `CRIER_BENCH_CACHE_MB` (the embedded store's `cache_mb`, default crier's);
 //! `CRIER_BENCH_RATE_SECS` (default 30); `CRIER_BENCH_PEER_MESSAGES` (default 10,000);
 //! `CRIER_BENCH_PYTHON` (default `python3`) for Apprise.
 //!
@@ -124,7 +125,10 @@ fn store_yaml() -> String {
                 std::process::id()
             )
         }
-        other => format!("{{ backend: {other} }}"),
+        other => match std::env::var("CRIER_BENCH_CACHE_MB") {
+            Ok(mb) => format!("{{ backend: {other}, cache_mb: {mb} }}"),
+            Err(_) => format!("{{ backend: {other} }}"),
+        },
     }
 }
 

@@ -799,6 +799,54 @@ fn an_analyst_reads_the_history_with_sqlite_while_the_daemon_sends() {
         mock.state.accepted_count() < n,
         "the run ended before the read"
     );
+    // crier's own read-only commands read the file directly too: they answer with the
+    // daemon stopped (SIGSTOP), which could not answer a forwarded command.
+    let pid = daemon.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let within = |args: &[&str]| {
+        let out = Command::new("timeout")
+            .arg("20")
+            .arg(env!("CARGO_BIN_EXE_crier"))
+            .args(args)
+            .current_dir(p.path())
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (logs_code, csv) = within(&["logs", "--format", "csv"]);
+    let (list_code, listed) = within(&["history", "--format", "json"]);
+    assert!(
+        Command::new("kill")
+            .args(["-CONT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert_eq!(
+        logs_code,
+        Some(0),
+        "crier logs beside a stopped daemon: {csv}"
+    );
+    assert_eq!(
+        list_code,
+        Some(0),
+        "crier history beside a stopped daemon: {listed}"
+    );
+    assert!(
+        csv.lines().count() > 1 + counted as usize / 2,
+        "the messages planned so far: {csv}"
+    );
+    assert!(listed.contains("\"job\""), "{listed}");
     while mock.state.accepted_count() < n {
         assert!(Instant::now() < deadline, "the run did not finish");
         std::thread::sleep(Duration::from_millis(20));

@@ -8,7 +8,7 @@ use std::io::Write;
 use anyhow::bail;
 use chrono::{DateTime, Utc};
 
-use super::{Outcome, open_store, print_table};
+use super::{Outcome, open_history, open_store, print_table};
 use crate::cli::{Format, HistoryArgs, HistoryCommand, HistoryListArgs, LogsArgs};
 use crate::config::Config;
 use crate::history::export::{Cells, MessageView, RunView, messages_csv, runs_csv};
@@ -40,6 +40,15 @@ pub(super) fn run(config: &Config, args: &HistoryArgs) -> anyhow::Result<Outcome
         Some(HistoryCommand::Cancel { run }) => cancel(config, run),
         Some(HistoryCommand::Retry { run, yes }) => retry(config, run, *yes),
     }
+}
+
+/// Whether this `crier history` command only reads (so it reads the history directly,
+/// beside a running daemon).
+pub(super) fn reads_only(args: &HistoryArgs) -> bool {
+    matches!(
+        args.command,
+        None | Some(HistoryCommand::Show { .. }) | Some(HistoryCommand::Recipients { .. })
+    )
 }
 
 fn parse_run(s: &str) -> anyhow::Result<RunId> {
@@ -74,8 +83,8 @@ fn list(config: &Config, args: &HistoryListArgs) -> anyhow::Result<Outcome> {
     }
     .filter(Face::Cli, config.tz, Utc::now())
     .map_err(anyhow::Error::msg)?;
-    let store = open_store(config)?;
-    let ledger = Ledger::new(store.as_ref());
+    let history = open_history(config)?;
+    let ledger = Ledger::on(history.get());
     let limit = limit_for(args.format, args.limit);
     let runs = query::runs(&ledger, &filter).take(limit as usize);
     match args.format {
@@ -138,8 +147,8 @@ fn print_json<T: serde::Serialize>(
 
 fn show(config: &Config, run: &str) -> anyhow::Result<Outcome> {
     let id = parse_run(run)?;
-    let store = open_store(config)?;
-    let ledger = Ledger::new(store.as_ref());
+    let history = open_history(config)?;
+    let ledger = Ledger::on(history.get());
     let r = ledger.run(id)?;
     let c = &r.counters;
     crate::outln!("run:       {}", r.id);
@@ -213,8 +222,8 @@ fn recipients(
         .map(str::parse::<MessageState>)
         .transpose()
         .map_err(anyhow::Error::msg)?;
-    let store = open_store(config)?;
-    let ledger = Ledger::new(store.as_ref());
+    let history = open_history(config)?;
+    let ledger = Ledger::on(history.get());
     ledger.run(id)?;
     let limit = limit.unwrap_or(u64::MAX) as usize;
     let messages = ledger.messages_of(id, state).take(limit);
@@ -385,8 +394,8 @@ pub(super) fn logs(config: &Config, args: &LogsArgs) -> anyhow::Result<Outcome> 
         Utc::now(),
     )
     .map_err(anyhow::Error::msg)?;
-    let store = open_store(config)?;
-    let ledger = Ledger::new(store.as_ref());
+    let history = open_history(config)?;
+    let ledger = Ledger::on(history.get());
     let limit = limit_for(args.format, args.limit) as usize;
     let messages = query::messages(&ledger, &filter).take(limit);
     write_messages(config, &ledger, messages, args.format, Cells::raw(args.raw))

@@ -99,6 +99,9 @@ fn forward_if_daemon(cli: &Cli) -> anyhow::Result<Option<Outcome>> {
         // It reads its input before it looks for a daemon, and answers in exit codes an
         // MTA understands, so it forwards itself.
         Command::Bounces(_) => false,
+        // Reading the history takes no lock the daemon holds: read it here, directly.
+        Command::Logs(_) => false,
+        Command::History(args) => !history::reads_only(args),
         Command::Run(_) | Command::Serve(_) => {
             let config = load_config(cli)?;
             if crate::control::connect(&config).is_some() {
@@ -156,6 +159,37 @@ pub(crate) fn open_store(config: &Config) -> anyhow::Result<Box<dyn Store>> {
         store::Backend::Postgres => String::new(),
     };
     store::open(&settings).with_context(|| format!("cannot open the store{place}"))
+}
+
+/// The history, for a command that only reads it: the daemon's own when this command
+/// runs inside it, else opened here on its own (see [`store::open_history`]).
+pub(crate) enum HistoryHandle {
+    Shared(std::sync::Arc<dyn Store>),
+    Own(Box<dyn crate::history::store::HistoryStore>),
+}
+
+impl HistoryHandle {
+    pub(crate) fn get(&self) -> &dyn crate::history::store::HistoryStore {
+        match self {
+            HistoryHandle::Shared(store) => store.history(),
+            HistoryHandle::Own(history) => history.as_ref(),
+        }
+    }
+}
+
+pub(crate) fn open_history(config: &Config) -> anyhow::Result<HistoryHandle> {
+    if let Some(store) = crate::console::forwarded_store() {
+        return Ok(HistoryHandle::Shared(store));
+    }
+    let settings = config.store_config();
+    let place = match settings.backend {
+        store::Backend::Embedded => format!(" in {}", settings.history_path().display()),
+        store::Backend::Postgres => String::new(),
+    };
+    Ok(HistoryHandle::Own(
+        store::open_history(&settings)
+            .with_context(|| format!("cannot open the history{place}"))?,
+    ))
 }
 
 /// Prints rows as an aligned table (cells cut at 40 characters).

@@ -264,7 +264,22 @@ impl<'a> Planner<'a> {
         self.filtered
     }
 
-    /// The messages for one recipient: one per channel of the job.
+    /// Looks up, in one question to the directory, whether the addresses of these
+    /// recipients (their phone and email addresses, whichever channel will use them) are
+    /// opted out; [`Planner::plan`] on them then needs no lookup of its own.
+    pub fn prime(&self, recipients: &[&Recipient]) -> Result<(), StoreError> {
+        let Some(list) = &self.optouts else {
+            return Ok(());
+        };
+        let mut addresses = Vec::with_capacity(recipients.len() * 2);
+        for r in recipients {
+            addresses.extend(r.phone.iter().map(|p| p.to_lowercase()));
+            addresses.extend(r.email.iter().map(|e| e.to_lowercase()));
+            addresses.extend(r.billing_email.iter().map(|e| e.to_lowercase()));
+        }
+        list.prime(addresses)
+    }
+
     /// The messages for one recipient: one per channel of the job, none when the job's
     /// `filter` script leaves the recipient out.
     pub fn plan(&mut self, recipient: &Recipient) -> Result<Vec<Planned>, StoreError> {

@@ -74,34 +74,39 @@ pub fn preview(
             .collect(),
         ..Preview::default()
     };
-    for item in source::resolve(&job.recipients, from_store, config.region)? {
-        let r = match item {
-            Ok(r) => r,
-            Err(e) => {
-                p.unreadable.push(e.to_string());
+    let recipients = source::resolve(&job.recipients, from_store, config.region)?;
+    for batch in source::batches(recipients, source::PLAN_BATCH) {
+        let ok: Vec<_> = batch.iter().filter_map(|i| i.as_ref().ok()).collect();
+        planner.prime(&ok)?;
+        for item in batch {
+            let r = match item {
+                Ok(r) => r,
+                Err(e) => {
+                    p.unreadable.push(e.to_string());
+                    continue;
+                }
+            };
+            if recipient.is_some_and(|id| id != r.id) {
                 continue;
             }
-        };
-        if recipient.is_some_and(|id| id != r.id) {
-            continue;
-        }
-        p.recipients += 1;
-        for planned in planner.plan(&r)? {
-            match &planned.skip {
-                Some((reason, _)) => {
-                    *p.skipped.entry(reason.as_str()).or_default() += 1;
-                    if recipient.is_some() {
-                        p.skipped_shown.push(planned);
+            p.recipients += 1;
+            for planned in planner.plan(&r)? {
+                match &planned.skip {
+                    Some((reason, _)) => {
+                        *p.skipped.entry(reason.as_str()).or_default() += 1;
+                        if recipient.is_some() {
+                            p.skipped_shown.push(planned);
+                        }
                     }
-                }
-                None => {
-                    p.to_send += 1;
-                    p.parts += planned.parts as u64;
-                    if let Some(e) = planned.encoding {
-                        *p.by_encoding.entry(e.as_str()).or_default() += 1;
-                    }
-                    if p.shown.len() < limit {
-                        p.shown.push(planned);
+                    None => {
+                        p.to_send += 1;
+                        p.parts += planned.parts as u64;
+                        if let Some(e) = planned.encoding {
+                            *p.by_encoding.entry(e.as_str()).or_default() += 1;
+                        }
+                        if p.shown.len() < limit {
+                            p.shown.push(planned);
+                        }
                     }
                 }
             }

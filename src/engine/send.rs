@@ -783,43 +783,50 @@ fn plan_inner(
     }
     let mut pending: Vec<Planned> = Vec::with_capacity(BATCH);
     let mut found = false;
-    for item in source::resolve(&input.job.recipients, from_store, input.config.region)? {
-        if stop.stopped() {
-            return Ok(result);
+    let recipients = source::resolve(&input.job.recipients, from_store, input.config.region)?;
+    'recipients: for batch in source::batches(recipients, source::PLAN_BATCH) {
+        if !input.testing {
+            let ok: Vec<_> = batch.iter().filter_map(|i| i.as_ref().ok()).collect();
+            planner.prime(&ok)?;
         }
-        let r = item?;
-        if input
-            .resumed
-            .is_some_and(|s| s.recipients.contains(&(r.kind, r.id)))
-        {
-            continue; // Planned before the interruption.
-        }
-        if let Some(id) = input.options.recipient
-            && id != r.id
-        {
-            continue;
-        }
-        found = true;
-        let planned_for = planner.plan(&r)?;
-        result.filtered = planner.filtered();
-        if planned_for.is_empty() && input.testing && input.options.recipient.is_none() {
-            // A send-as-test uses the first recipient the job's filter keeps.
-            continue;
-        }
-        for mut planned in planned_for {
-            if let Some(to) = &input.options.test_to {
-                planned.address = Some(to.clone());
-                planned.skip = None;
+        for item in batch {
+            if stop.stopped() {
+                return Ok(result);
             }
-            pending.push(planned);
-        }
-        if input.testing {
-            break;
-        }
-        if pending.len() >= BATCH
-            && !hand_on(input, std::mem::take(&mut pending), work, &mut result)?
-        {
-            return Ok(result);
+            let r = item?;
+            if input
+                .resumed
+                .is_some_and(|s| s.recipients.contains(&(r.kind, r.id)))
+            {
+                continue; // Planned before the interruption.
+            }
+            if let Some(id) = input.options.recipient
+                && id != r.id
+            {
+                continue;
+            }
+            found = true;
+            let planned_for = planner.plan(&r)?;
+            result.filtered = planner.filtered();
+            if planned_for.is_empty() && input.testing && input.options.recipient.is_none() {
+                // A send-as-test uses the first recipient the job's filter keeps.
+                continue;
+            }
+            for mut planned in planned_for {
+                if let Some(to) = &input.options.test_to {
+                    planned.address = Some(to.clone());
+                    planned.skip = None;
+                }
+                pending.push(planned);
+            }
+            if input.testing {
+                break 'recipients;
+            }
+            if pending.len() >= BATCH
+                && !hand_on(input, std::mem::take(&mut pending), work, &mut result)?
+            {
+                return Ok(result);
+            }
         }
     }
     if let Some(id) = input.options.recipient

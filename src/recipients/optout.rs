@@ -5,6 +5,9 @@
 //! and records a hit as `skipped` with reason `opted_out`. (An SMS reply of STOP arriving
 //! by delivery report will add to it once the HTTP API lands.)
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+
 use phonenumber::country::Id;
 use serde::{Deserialize, Serialize};
 
@@ -47,15 +50,39 @@ pub fn normalize(address: &str, region: Id) -> Result<String, String> {
 /// The list, over the directory's opt-out operations.
 pub struct OptOuts<'a> {
     directory: &'a dyn Directory,
+    /// The answers for the batch of addresses last [`OptOuts::prime`]d: each asked
+    /// address, and whether it is on the list.
+    primed: RefCell<HashMap<String, bool>>,
 }
 
 impl<'a> OptOuts<'a> {
     pub fn new(directory: &'a dyn Directory) -> OptOuts<'a> {
-        OptOuts { directory }
+        OptOuts {
+            directory,
+            primed: RefCell::default(),
+        }
+    }
+
+    /// Asks the directory about a batch of (normalised) addresses at once and keeps the
+    /// answers until the next batch, so [`OptOuts::contains`] on them needs no lookup of
+    /// its own. The answers are as fresh as this call: a planner primes each batch of
+    /// recipients just before planning it.
+    pub fn prime(&self, addresses: Vec<String>) -> Result<(), StoreError> {
+        let out = self.directory.opted_out_among(&addresses)?;
+        let mut primed = self.primed.borrow_mut();
+        primed.clear();
+        for a in addresses {
+            let listed = out.contains(&a);
+            primed.insert(a, listed);
+        }
+        Ok(())
     }
 
     /// Is this (normalised) address on the list?
     pub fn contains(&self, address: &str) -> Result<bool, StoreError> {
+        if let Some(&listed) = self.primed.borrow().get(address) {
+            return Ok(listed);
+        }
         Ok(self.directory.optout(address)?.is_some())
     }
 
@@ -122,5 +149,22 @@ mod tests {
         assert_eq!(list.list().count(), 1);
         assert_eq!(list.remove(std::slice::from_ref(&a)).unwrap(), 1);
         assert!(!list.contains(&a).unwrap());
+
+        list.add(std::slice::from_ref(&a), "cli").unwrap();
+        list.prime(vec![a.clone(), "ann@example.com".into()])
+            .unwrap();
+        assert!(list.contains(&a).unwrap(), "a primed answer");
+        assert!(!list.contains("ann@example.com").unwrap());
+        list.remove(std::slice::from_ref(&a)).unwrap();
+        assert!(
+            list.contains(&a).unwrap(),
+            "primed answers hold until the next batch"
+        );
+        list.prime(vec![a.clone()]).unwrap();
+        assert!(!list.contains(&a).unwrap(), "the next batch asks again");
+        assert!(
+            !list.contains("+27831234567").unwrap(),
+            "unprimed: asked on its own"
+        );
     }
 }

@@ -30,6 +30,21 @@ pub enum SourceError {
 
 pub type Recipients<'a> = Box<dyn Iterator<Item = Result<Recipient, SourceError>> + 'a>;
 
+/// `items` in batches of up to `n`, in order: a planner asks the directory about a
+/// batch at once (its opt-outs) instead of once per recipient.
+pub fn batches<'a>(
+    mut items: Recipients<'a>,
+    n: usize,
+) -> impl Iterator<Item = Vec<Result<Recipient, SourceError>>> + 'a {
+    std::iter::from_fn(move || {
+        let batch: Vec<_> = items.by_ref().take(n).collect();
+        (!batch.is_empty()).then_some(batch)
+    })
+}
+
+/// Recipients a planner takes at a time (see [`batches`]).
+pub const PLAN_BATCH: usize = 512;
+
 /// Every recipient `spec` selects. A CSV row that is not a recipient is an `Err` item;
 /// the caller decides whether that stops it.
 pub fn resolve<'a>(

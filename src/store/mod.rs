@@ -203,6 +203,22 @@ fn open_once(config: &StoreConfig) -> Result<Box<dyn Store>, StoreError> {
     })
 }
 
+/// The history alone, for commands that only read it (`crier history`, `crier logs`):
+/// the embedded SQLite file, or the PostgreSQL tables. It takes no lock a daemon holds
+/// (sled allows one process; SQLite in WAL mode lets readers in beside its writer), so
+/// these commands read directly while `crier run` sends.
+pub fn open_history(config: &StoreConfig) -> Result<Box<dyn HistoryStore>, StoreError> {
+    Ok(match config.backend {
+        Backend::Embedded => Box::new(crate::history::store::sqlite::SqliteHistory::open(
+            &config.history_path(),
+        )?),
+        Backend::Postgres => {
+            let settings = config.postgres.as_ref().ok_or(PgError::BadUrl)?;
+            Box::new(crate::history::store::postgres::PgHistory::open(settings)?)
+        }
+    })
+}
+
 /// A scratch sled store in a fresh temp dir, for unit tests (the dir goes with it).
 #[cfg(test)]
 pub(crate) fn scratch() -> (tempfile::TempDir, Box<dyn Store>) {

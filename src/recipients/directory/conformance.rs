@@ -298,6 +298,19 @@ fn optouts_add_once_and_remove(d: &dyn Directory) {
     );
     assert_eq!(d.optout("b@example.com").unwrap(), None);
     assert_eq!(d.optouts().count(), 1);
+    let among = d
+        .opted_out_among(&[
+            "+27821234567".into(),
+            "b@example.com".into(),
+            "nobody@example.com".into(),
+        ])
+        .unwrap();
+    assert_eq!(
+        among,
+        std::collections::HashSet::from(["+27821234567".to_string()]),
+        "only the address still on the list"
+    );
+    assert!(d.opted_out_among(&[]).unwrap().is_empty());
 }
 
 fn templates_replace_and_delete(d: &dyn Directory) {

@@ -63,6 +63,22 @@ pub trait Directory: Send + Sync {
     /// The opt-out entry of this (normalised) address, if it is on the list.
     fn optout(&self, address: &str) -> Result<Option<OptOut>, StoreError>;
 
+    /// Which of these (normalised) addresses are on the list: one question for a batch of
+    /// recipients, so a planner on a networked directory makes one round trip, not one
+    /// per address.
+    fn opted_out_among(
+        &self,
+        addresses: &[String],
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        let mut out = std::collections::HashSet::new();
+        for a in addresses {
+            if self.optout(a)?.is_some() {
+                out.insert(a.clone());
+            }
+        }
+        Ok(out)
+    }
+
     /// Adds the entries whose address is not on the list yet (the first of repeated
     /// addresses), atomically; returns how many were added.
     fn add_optouts(&self, entries: &[OptOut]) -> Result<usize, StoreError>;
@@ -148,6 +164,13 @@ macro_rules! delegate_directory {
             ) -> Result<Option<$crate::recipients::optout::OptOut>, $crate::store::StoreError> {
                 let $s = self;
                 $field.optout(address)
+            }
+            fn opted_out_among(
+                &self,
+                addresses: &[String],
+            ) -> Result<std::collections::HashSet<String>, $crate::store::StoreError> {
+                let $s = self;
+                $field.opted_out_among(addresses)
             }
             fn add_optouts(
                 &self,

@@ -56,6 +56,8 @@ const COUNT: &str = "SELECT count(*) FROM recipients WHERE kind = $1";
 const SELECT_OPTOUT: &str =
     "SELECT address, added_at, reason, run, message FROM optouts WHERE address = $1";
 
+const SELECT_OPTED_OUT_AMONG: &str = "SELECT address FROM optouts WHERE address = ANY($1)";
+
 const INSERT_OPTOUTS: &str = "INSERT INTO optouts (address, added_at, reason, run, message) \
      SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[]) \
      ON CONFLICT (address) DO NOTHING RETURNING address";
@@ -403,6 +405,21 @@ impl Directory for PgDirectory {
             params![address.to_string()],
         )?;
         Ok(rows.first().map(optout_from))
+    }
+
+    fn opted_out_among(
+        &self,
+        addresses: &[String],
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        if addresses.is_empty() {
+            return Ok(Default::default());
+        }
+        let rows = self.query(
+            "read opt-outs",
+            SELECT_OPTED_OUT_AMONG,
+            params![addresses.to_vec()],
+        )?;
+        Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
     }
 
     fn add_optouts(&self, entries: &[OptOut]) -> Result<usize, StoreError> {
