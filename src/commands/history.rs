@@ -397,6 +397,10 @@ pub(super) fn logs(config: &Config, args: &LogsArgs) -> anyhow::Result<Outcome> 
     let history = open_history(config)?;
     let ledger = Ledger::on(history.get());
     let limit = limit_for(args.format, args.limit) as usize;
-    let messages = query::messages(&ledger, &filter).take(limit);
+    let messages = if limit == u64::MAX as usize {
+        query::export(&ledger, &filter)
+    } else {
+        Box::new(query::messages(&ledger, &filter).take(limit))
+    };
     write_messages(config, &ledger, messages, args.format, Cells::raw(args.raw))
 }

@@ -253,6 +253,22 @@ pub fn messages<'a>(
     }))
 }
 
+/// Every message `filter` selects, newest first, for a caller that reads them all (an
+/// export): one streamed query where the backend streams ([`HistoryStore::stream_messages`]),
+/// else the pages of [`messages`].
+///
+/// [`HistoryStore::stream_messages`]: crate::history::store::HistoryStore::stream_messages
+pub fn export<'a>(
+    ledger: &'a Ledger<'a>,
+    filter: &'a MessageFilter,
+) -> Box<dyn Iterator<Item = Result<Message, LedgerError>> + 'a> {
+    let h = ledger.history();
+    match h.stream_messages(&sql::messages(filter, None, i64::MAX as usize)) {
+        Some(stream) => Box::new(stream.map(|m| m.map_err(LedgerError::from))),
+        None => messages(ledger, filter),
+    }
+}
+
 /// The run filters as people type them (`crier history --status …`, `GET /api/runs?status=…`),
 /// parsed in one place so the CLI and the HTTP API cannot disagree.
 #[derive(Debug, Clone, Default)]

@@ -275,6 +275,18 @@ impl Pg {
         self.wait(what, async move { fut.await.map_err(Failure::Query) })
     }
 
+    /// Spawns `fut` on the private runtime and returns at once (a producer feeding a
+    /// channel the caller reads).
+    pub fn spawn(&self, fut: impl Future<Output = ()> + Send + 'static) {
+        let runtime = self.runtime.0.as_ref().expect("runtime lives until drop");
+        runtime.spawn(fut);
+    }
+
+    /// A query's error as [`Pg::call`] would report it.
+    pub fn query_error(&self, what: &str, e: tokio_postgres::Error) -> StoreError {
+        self.classify(what, Failure::Query(e)).into()
+    }
+
     /// Spawns `fut` on the private runtime and waits for it on a std channel, from any
     /// kind of caller.
     fn wait<T, Fut>(&self, what: &str, fut: Fut) -> Result<T, StoreError>

@@ -401,6 +401,33 @@ pub(crate) fn queries_filter_and_page_newest_first(h: &dyn HistoryStore) {
             seq: 0
         }
     );
+    // An export (one stream where the backend streams) is the same messages, in the same
+    // order, filtered the same way.
+    let exported: Vec<MessageId> = query::export(&ledger, &MessageFilter::default())
+        .map(|m| m.unwrap().id)
+        .collect();
+    assert_eq!(exported, every);
+    let of_a_day = MessageFilter {
+        range: Some((1_001 * day, 1_002 * day)),
+        ..Default::default()
+    };
+    let exported: Vec<MessageId> = query::export(&ledger, &of_a_day)
+        .map(|m| m.unwrap().id)
+        .collect();
+    assert_eq!(exported, every[30..60]);
+    // An export stopped early leaves the history as usable as before, whatever connection
+    // serves the next operations.
+    for _ in 0..12 {
+        assert_eq!(
+            query::export(&ledger, &MessageFilter::default())
+                .take(3)
+                .count(),
+            3
+        );
+    }
+    for _ in 0..12 {
+        ledger.create_run(new_run("after-export")).unwrap();
+    }
     // By address, by recipient, by state within a run.
     let by_address = MessageFilter {
         address: Some("+27829999999".into()),
@@ -442,6 +469,10 @@ pub(crate) fn queries_filter_and_page_newest_first(h: &dyn HistoryStore) {
         query::messages(&ledger, &MessageFilter::default()).count(),
         60
     );
+    assert_eq!(
+        query::export(&ledger, &MessageFilter::default()).count(),
+        60
+    );
     let named = MessageFilter {
         run: Some(runs[0]),
         ..Default::default()
@@ -452,7 +483,8 @@ pub(crate) fn queries_filter_and_page_newest_first(h: &dyn HistoryStore) {
         ..Default::default()
     };
     assert_eq!(query::messages(&ledger, &with_removed).count(), 90);
-    assert_eq!(query::runs(&ledger, &RunFilter::default()).count(), 2);
+    // The two left of the three, and the twelve made after the stopped exports.
+    assert_eq!(query::runs(&ledger, &RunFilter::default()).count(), 2 + 12);
     ledger.verify().unwrap();
 }
 

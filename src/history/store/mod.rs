@@ -110,6 +110,9 @@ pub type TxBody<'a> =
     dyn FnMut(&mut dyn Tx) -> Result<(), crate::history::ledger::LedgerError> + 'a;
 
 /// The history's database.
+/// Messages as a backend streams them ([`HistoryStore::stream_messages`]).
+pub type MessageStream<'a> = Box<dyn Iterator<Item = Result<Message, HistoryError>> + 'a>;
+
 pub trait HistoryStore: Send + Sync {
     /// Runs `body` in one transaction, committed (durably) when it returns `Ok`, rolled
     /// back when it returns an error, whose error is then returned.
@@ -120,6 +123,16 @@ pub trait HistoryStore: Send + Sync {
 
     /// The messages a query from [`sql`] selects, in its order.
     fn select_messages(&self, select: &Select) -> Result<Vec<Message>, HistoryError>;
+
+    /// Every message of `select` (a query from [`sql`] without a page limit), in its
+    /// order, when this backend streams a whole result faster than it pages through it:
+    /// PostgreSQL sends the rows of one query while the caller writes the earlier ones,
+    /// from one snapshot. `None`: page with [`HistoryStore::select_messages`].
+    /// Only for callers that read to the end (an export): a stream dropped early still
+    /// costs the server the whole query.
+    fn stream_messages(&self, _select: &Select) -> Option<MessageStream<'_>> {
+        None
+    }
 
     /// The first column of every row a query from [`sql`] selects, as integers
     /// (counts, group sizes).

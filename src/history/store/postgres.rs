@@ -216,6 +216,9 @@ const UPDATE_MESSAGES: &str = "UPDATE messages AS m SET provider = u.provider, s
 const DELETE_MESSAGES: &str = "DELETE FROM messages WHERE (run_id, seq) IN \
      (SELECT run_id, seq FROM messages WHERE run_id = $1 LIMIT $2) RETURNING state";
 
+/// Rows per cursor fetch of [`PgHistory::stream_messages`].
+const FETCH_EXPORT: &str = "FETCH 2048 FROM export";
+
 fn boxed<T: ToSql + Sync + Send + 'static>(v: T) -> Owned {
     Box::new(v)
 }
@@ -447,6 +450,72 @@ impl HistoryStore for PgHistory {
             .iter()
             .map(|r| sql::message_from_row(r))
             .collect()
+    }
+
+    /// One query on a connection of its own, read through a cursor (which PostgreSQL
+    /// plans for the first rows: the index scan the pages use, not a sort of the whole
+    /// table), its rows decoded on the client runtime and handed over in batches through
+    /// a bounded channel: the server, the decoding and the caller's writing overlap, and
+    /// memory stays at a few batches. One read-only transaction: one snapshot.
+    fn stream_messages(&self, select: &Select) -> Option<super::MessageStream<'_>> {
+        const WHAT: &str = "read messages";
+        let declare = format!(
+            "DECLARE export NO SCROLL CURSOR FOR {}",
+            numbered(&select.sql)
+        );
+        let params = owned_params(&select.params);
+        let client = match self.pg.checkout(WHAT) {
+            Ok(c) => c,
+            Err(e) => return Some(Box::new(std::iter::once(Err(history_error(e))))),
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<Message>, HistoryError>>(4);
+        let pg = self.pg.clone();
+        self.pg.spawn(async move {
+            let failed = |e| history_error(pg.query_error(WHAT, e));
+            let produced: Result<(), HistoryError> = async {
+                let refs: Vec<&(dyn ToSql + Sync)> = params
+                    .iter()
+                    .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+                    .collect();
+                client
+                    .batch_execute("BEGIN READ ONLY")
+                    .await
+                    .map_err(failed)?;
+                client.execute(&declare, &refs).await.map_err(failed)?;
+                loop {
+                    let rows = client.query(FETCH_EXPORT, &[]).await.map_err(failed)?;
+                    if rows.is_empty() {
+                        return Ok(());
+                    }
+                    let batch = rows
+                        .into_iter()
+                        .map(|row| sql::message_from_row(&PgRow(row)))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    if tx.send(Ok(batch)).await.is_err() {
+                        return Ok(()); // The reader stopped.
+                    }
+                }
+            }
+            .await;
+            // Whatever happened, the connection goes back to the pool outside a transaction.
+            let _ = client.batch_execute("ROLLBACK").await;
+            if let Err(e) = produced {
+                let _ = tx.send(Err(e)).await;
+            }
+        });
+        let mut rx = rx;
+        let mut current = Vec::new().into_iter();
+        Some(Box::new(std::iter::from_fn(move || {
+            loop {
+                if let Some(m) = current.next() {
+                    return Some(Ok(m));
+                }
+                match rx.blocking_recv()? {
+                    Ok(batch) => current = batch.into_iter(),
+                    Err(e) => return Some(Err(e)),
+                }
+            }
+        })))
     }
 
     fn select_ints(&self, select: &Select) -> Result<Vec<(String, i64)>, HistoryError> {
