@@ -566,7 +566,11 @@ fn the_readmes_example_queries_answer_on_a_real_history() {
     let (postgres, sqlite): (Vec<String>, Vec<String>) = readme_queries()
         .into_iter()
         .partition(|q| q.starts_with("-- PostgreSQL"));
-    assert_eq!((sqlite.len(), postgres.len()), (4, 4), "{sqlite:?} {postgres:?}");
+    assert_eq!(
+        (sqlite.len(), postgres.len()),
+        (4, 4),
+        "{sqlite:?} {postgres:?}"
+    );
     // Rows as text cells, whichever database answers.
     let rows: Vec<Vec<Vec<String>>> = match &f.project.pg_url {
         None => sqlite
@@ -592,10 +596,8 @@ fn the_readmes_example_queries_answer_on_a_real_history() {
             postgres
                 .iter()
                 .map(|q| {
-                    let out = common::pg::server().psql(
-                        database,
-                        &format!("SET search_path TO crier; {q}"),
-                    );
+                    let out = common::pg::server()
+                        .psql(database, &format!("SET search_path TO crier; {q}"));
                     out.lines()
                         .filter(|l| !l.is_empty())
                         .map(|l| l.split('|').map(str::to_string).collect())

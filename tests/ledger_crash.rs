@@ -4,8 +4,13 @@
 //! still agree with their messages. Several
 //! rounds on the same store, so recovery after recovery is exercised.
 //!
+//! Both backends: the SQLite history on a real file, then the PostgreSQL history on a
+//! real server this test starts (the writer is the client killed; the server lives on).
+//!
 //! A plain `main` (harness = false), because the child is this same executable started
-//! with `--child DIR`. `CRIER_CRASH_ROUNDS` sets the rounds (default 8).
+//! with `--child DIR BACKEND [URL]`. `CRIER_CRASH_ROUNDS` sets the rounds (default 8).
+
+mod common;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -35,22 +40,25 @@ fn seed() -> u64 {
     nanos | 1
 }
 
-fn store_config(dir: &str, backend: Backend) -> StoreConfig {
+fn store_config(dir: &str, backend: Backend, url: Option<&str>) -> StoreConfig {
     StoreConfig {
         path: dir.into(),
         cache_bytes: 8 << 20,
         backend,
-        postgres: None,
+        postgres: url.map(crier::store::PgSettings::new),
     }
 }
 
-fn backend_named(_name: &str) -> Backend {
-    Backend::Embedded
+fn backend_named(name: &str) -> Backend {
+    match name {
+        "postgres" => Backend::Postgres,
+        _ => Backend::Embedded,
+    }
 }
 
 /// Writes forever, until killed.
-fn child(dir: &str, backend: Backend) -> ! {
-    let store = open(&store_config(dir, backend)).expect("child opens the store");
+fn child(dir: &str, backend: Backend, url: Option<&str>) -> ! {
+    let store = open(&store_config(dir, backend, url)).expect("child opens the store");
     let ledger = Ledger::new(store.as_ref());
     let mut rng = Rng(seed());
     let mut round = 0u64;
@@ -123,9 +131,17 @@ fn child(dir: &str, backend: Backend) -> ! {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--child") {
-        child(&args[2], backend_named(&args[3]));
+        child(
+            &args[2],
+            backend_named(&args[3]),
+            args.get(4).map(String::as_str),
+        );
     }
-    let (passed, failed) = rounds_on("embedded");
+    let (mut passed, mut failed) = rounds_on("embedded", None);
+    let url = common::pg::server().database();
+    let (p, f) = rounds_on("postgres", Some(&url));
+    passed += p;
+    failed += f;
     println!("ledger_crash: {passed} passed, {failed} failed");
     if failed > 0 || passed == 0 {
         std::process::exit(1);
@@ -133,7 +149,7 @@ fn main() {
 }
 
 /// Kill-and-verify rounds on one backend; returns (passed, failed).
-fn rounds_on(backend_name: &str) -> (u32, u32) {
+fn rounds_on(backend_name: &str, url: Option<&str>) -> (u32, u32) {
     let backend = backend_named(backend_name);
     let rounds: u32 = std::env::var("CRIER_CRASH_ROUNDS")
         .ok()
@@ -148,6 +164,7 @@ fn rounds_on(backend_name: &str) -> (u32, u32) {
     for round in 1..=rounds {
         let mut child = Command::new(std::env::current_exe().expect("own path"))
             .args(["--child", store_dir, backend_name])
+            .args(url)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -163,7 +180,7 @@ fn rounds_on(backend_name: &str) -> (u32, u32) {
         child.kill().expect("SIGKILL the writer");
         child.wait().expect("reap the writer");
 
-        let store = open(&store_config(store_dir, backend)).expect("reopen after SIGKILL");
+        let store = open(&store_config(store_dir, backend, url)).expect("reopen after SIGKILL");
         let ledger = Ledger::new(store.as_ref());
         match ledger.verify() {
             Ok(v) => {
