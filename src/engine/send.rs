@@ -77,7 +77,7 @@ const PLANNING_FAILED: &str = "planning failed";
 /// Concurrency of providers that write locally (file outbox, portal inbox).
 const LOCAL_CONCURRENCY: usize = 256;
 /// The `sending` window of a provider that deduplicates, in multiples of its concurrency.
-const WINDOW_FACTOR: usize = 4;
+const WINDOW_FACTOR: usize = 8;
 /// Longest wait between two attempts.
 const BACKOFF_CAP: Duration = Duration::from_secs(300);
 
