@@ -1,9 +1,12 @@
 //! The end-to-end benchmark suite: the real `crier` binary against mocks on loopback,
-//! beside a plain load generator and a peer tool, printed as one Markdown table.
+//! beside a plain load generator and a peer tool, printed as Markdown tables: one per
+//! store backend, measured side by side (each run imports, sends and exports on every
+//! backend in turn), and one of the rest.
 //!
 //! `cargo bench --bench suite -- [CUSTOMERS] [RUNS]` (default 1,000,000 and 3);
-//! `CRIER_BENCH_BACKEND` (`embedded`, the default, or `postgres` at
-//! `CRIER_BENCH_DATABASE_URL`, a fresh schema per project); `CRIER_BENCH_CONCURRENCY` (default 64);
+//! `CRIER_BENCH_DATABASE_URL` (a PostgreSQL database: a fresh schema per project);
+//! `CRIER_BENCH_BACKEND` (`embedded`, `postgres` or `both`; default both with a database
+//! URL, else embedded); `CRIER_BENCH_CONCURRENCY` (default 64);
 //! `CRIER_BENCH_CACHE_MB` (the embedded store's `cache_mb`, default crier's);
 //! `CRIER_BENCH_RATE_SECS` (default 30); `CRIER_BENCH_PEER_MESSAGES` (default 10,000);
 //! `CRIER_BENCH_PYTHON` (default `python3`) for Apprise.
@@ -104,21 +107,28 @@ fn load() -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-fn backend() -> &'static str {
-    match crier::store::Backend::from_env("CRIER_BENCH_BACKEND") {
-        crier::store::Backend::Embedded => "embedded",
-        crier::store::Backend::Postgres => "postgres",
+/// The backends measured, side by side: `CRIER_BENCH_BACKEND` (`embedded`, `postgres`
+/// or `both`); by default both when `CRIER_BENCH_DATABASE_URL` is set, else embedded.
+fn backends() -> Vec<&'static str> {
+    let url = std::env::var("CRIER_BENCH_DATABASE_URL").is_ok();
+    match std::env::var("CRIER_BENCH_BACKEND").as_deref() {
+        Ok("postgres") => vec!["postgres"],
+        Ok("embedded") => vec!["embedded"],
+        Ok("both") => vec!["embedded", "postgres"],
+        _ if url => vec!["embedded", "postgres"],
+        _ => vec!["embedded"],
     }
 }
 
-/// `store:` of a fresh project: embedded, or PostgreSQL at `CRIER_BENCH_DATABASE_URL` in
-/// a schema of its own (each project starts empty, as a fresh data dir does).
-fn store_yaml() -> String {
+/// `store:` of a fresh project on `backend`: embedded, or PostgreSQL at
+/// `CRIER_BENCH_DATABASE_URL` in a schema of its own (each project starts empty, as a
+/// fresh data dir does).
+fn store_yaml(backend: &str) -> String {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    match backend() {
+    match backend {
         "postgres" => {
             let url = std::env::var("CRIER_BENCH_DATABASE_URL")
-                .expect("CRIER_BENCH_DATABASE_URL for CRIER_BENCH_BACKEND=postgres");
+                .expect("CRIER_BENCH_DATABASE_URL for the postgres backend");
             let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             format!(
                 "{{ backend: postgres, url: \"{url}\", schema: bench_{}_{n} }}",
@@ -134,13 +144,13 @@ fn store_yaml() -> String {
 
 /// Writes `crier.yaml` (one SMS provider, `provider_yaml` indented under its name) and
 /// `job.yaml` (every customer, `job_extra` appended).
-fn write_project(dir: &Path, provider_yaml: &str, job_extra: &str) {
+fn write_project(dir: &Path, backend: &str, provider_yaml: &str, job_extra: &str) {
     std::fs::create_dir_all(dir).expect("project dir");
     std::fs::write(
         dir.join("crier.yaml"),
         format!(
             "store: {}\nproviders:\n  sms:\n{provider_yaml}channels:\n  sms: sms\n",
-            store_yaml()
+            store_yaml(backend)
         ),
     )
     .expect("crier.yaml");
@@ -319,6 +329,35 @@ fn write_valid_customers(path: &Path, n: usize, seed: u64) {
 }
 
 /// Collected figures of one table row: values per run and the load at each run's start.
+/// One backend's figures.
+struct Backend {
+    name: &'static str,
+    imp: Series,
+    imp_rss: Series,
+    snd: Series,
+    snd_rss: Series,
+    exp: Series,
+    exp_rss: Series,
+    sent: u64,
+    rows: u64,
+}
+
+impl Backend {
+    fn new(name: &'static str) -> Backend {
+        Backend {
+            name,
+            imp: Series::default(),
+            imp_rss: Series::default(),
+            snd: Series::default(),
+            snd_rss: Series::default(),
+            exp: Series::default(),
+            exp_rss: Series::default(),
+            sent: 0,
+            rows: 0,
+        }
+    }
+}
+
 #[derive(Default)]
 struct Series {
     values: Vec<f64>,
@@ -436,62 +475,63 @@ fn main() {
     support::write_customers(&csv, total, 42).expect("customers");
     eprintln!("Generated {total} customers.");
 
-    // 1. Import, send, export: each run in a fresh project.
-    let (mut imp, mut imp_rss) = (Series::default(), Series::default());
-    let (mut snd, mut snd_rss) = (Series::default(), Series::default());
-    let (mut exp, mut exp_rss) = (Series::default(), Series::default());
-    let (mut sent_total, mut rows_total) = (0, 0);
+    // 1. Import, send, export: each run in a fresh project, on each backend in turn.
+    let measured = backends();
+    let mut tables: Vec<Backend> = measured.iter().map(|&name| Backend::new(name)).collect();
     for i in 0..runs {
-        let dir = work.path().join(format!("run{i}"));
-        write_project(&dir, &bulksms_yaml(&bulksms.url, concurrency), "");
-        imp.start();
-        imp_rss.start();
-        let (rate, m) = import(&dir, &csv, total);
-        eprintln!(
-            "run {i}: import {rate:.0} rows/s ({:.1} s), peak RSS {:.0} MB, load {:.2}",
-            m.secs,
-            m.peak_mb,
-            load()
-        );
-        imp.push(rate);
-        imp_rss.push(m.peak_mb);
+        for b in tables.iter_mut() {
+            let name = b.name;
+            let dir = work.path().join(format!("run{i}-{name}"));
+            write_project(&dir, name, &bulksms_yaml(&bulksms.url, concurrency), "");
+            b.imp.start();
+            b.imp_rss.start();
+            let (rate, m) = import(&dir, &csv, total);
+            eprintln!(
+                "{name} run {i}: import {rate:.0} rows/s ({:.1} s), peak RSS {:.0} MB, load {:.2}",
+                m.secs,
+                m.peak_mb,
+                load()
+            );
+            b.imp.push(rate);
+            b.imp_rss.push(m.peak_mb);
 
-        // Each run's store sends with the same deduplication ids as the last one's; let
-        // the mock forget them, as BulkSMS does after 12 hours.
-        bulksms.state.forget_dedup();
-        let before = bulksms.state.accepted_count();
-        snd.start();
-        snd_rss.start();
-        let (sent, m) = send(&dir);
-        assert_eq!(bulksms.state.accepted_count() - before, sent as usize);
-        let rate = sent as f64 / m.secs;
-        eprintln!(
-            "run {i}: send {sent} in {:.1} s: {rate:.0} messages/s, peak RSS {:.0} MB, load {:.2}",
-            m.secs,
-            m.peak_mb,
-            load()
-        );
-        sent_total = sent;
-        snd.push(rate);
-        snd_rss.push(m.peak_mb);
+            // Each run's store sends with the same deduplication ids as the last one's; let
+            // the mock forget them, as BulkSMS does after 12 hours.
+            bulksms.state.forget_dedup();
+            let before = bulksms.state.accepted_count();
+            b.snd.start();
+            b.snd_rss.start();
+            let (sent, m) = send(&dir);
+            assert_eq!(bulksms.state.accepted_count() - before, sent as usize);
+            let rate = sent as f64 / m.secs;
+            eprintln!(
+                "{name} run {i}: send {sent} in {:.1} s: {rate:.0} messages/s, peak RSS {:.0} MB, load {:.2}",
+                m.secs,
+                m.peak_mb,
+                load()
+            );
+            b.sent = sent;
+            b.snd.push(rate);
+            b.snd_rss.push(m.peak_mb);
 
-        exp.start();
-        exp_rss.start();
-        let (rows, m) = export(&dir);
-        // The ledger also records the recipients the job skipped (no valid phone, a
-        // phone another recipient has): every one of them is a row.
-        assert!(rows >= sent, "the export holds every message sent");
-        let rate = rows as f64 / m.secs;
-        eprintln!(
-            "run {i}: export {rows} rows in {:.1} s: {rate:.0} rows/s, peak RSS {:.0} MB, load {:.2}",
-            m.secs,
-            m.peak_mb,
-            load()
-        );
-        rows_total = rows;
-        exp.push(rate);
-        exp_rss.push(m.peak_mb);
-        std::fs::remove_dir_all(&dir).ok();
+            b.exp.start();
+            b.exp_rss.start();
+            let (rows, m) = export(&dir);
+            // The ledger also records the recipients the job skipped (no valid phone, a
+            // phone another recipient has): every one of them is a row.
+            assert!(rows >= sent, "the export holds every message sent");
+            let rate = rows as f64 / m.secs;
+            eprintln!(
+                "{name} run {i}: export {rows} rows in {:.1} s: {rate:.0} rows/s, peak RSS {:.0} MB, load {:.2}",
+                m.secs,
+                m.peak_mb,
+                load()
+            );
+            b.rows = rows;
+            b.exp.push(rate);
+            b.exp_rss.push(m.peak_mb);
+            std::fs::remove_dir_all(&dir).ok();
+        }
     }
 
     // 2. wrk on the same mock.
@@ -518,7 +558,12 @@ fn main() {
     let peer_csv = work.path().join("peer.csv");
     write_valid_customers(&peer_csv, peer_n, 11);
     let peer_seed = work.path().join("peer-seed");
-    write_project(&peer_seed, &gateway_yaml(&gateway.url, concurrency), "");
+    write_project(
+        &peer_seed,
+        measured[0],
+        &gateway_yaml(&gateway.url, concurrency),
+        "",
+    );
     import(&peer_seed, &peer_csv, peer_n as u64);
     let mut crier_peer = Series::default();
     let mut peer_messages: Vec<mocks::Accepted> = Vec::new();
@@ -629,7 +674,7 @@ fn main() {
     let dir = work.path().join("rate");
     let small = work.path().join("small.csv");
     support::write_customers(&small, n * 105 / 100, 7).expect("customers");
-    write_project(&dir, &bulksms_yaml(&bulksms.url, 8), "rate: 200/s\n");
+    write_project(&dir, measured[0], &bulksms_yaml(&bulksms.url, 8), "rate: 200/s\n");
     import(&dir, &small, n * 105 / 100);
     let mut achieved = Series::default();
     let mut rate_sent = 0;
@@ -655,8 +700,7 @@ fn main() {
     let load_at_end = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!();
     println!(
-        "crier end-to-end suite, {} store, {} customers, {runs} run(s), concurrency {concurrency}; {} on {} cores; load average at start {}, at end {}",
-        backend(),
+        "crier end-to-end suite, {} customers, {runs} run(s), concurrency {concurrency}; {} on {} cores; load average at start {}, at end {}",
         thousands(total as f64, 0),
         started_at.format("%Y-%m-%d %H:%M"),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
@@ -671,38 +715,47 @@ fn main() {
             .collect::<Vec<_>>()
             .join(" "),
     );
+    for b in &tables {
+        println!();
+        println!("{} store (runs interleaved with the other backend's):", b.name);
+        println!();
+        println!("| figure | median (min–max) | also | load avg (1 min) |");
+        println!("|---|---|---|---|");
+        println!(
+            "| `crier import`, {} customers | {} rows/s | peak RSS {} MB | {} |",
+            thousands(total as f64, 0),
+            b.imp.fmt(0),
+            b.imp_rss.fmt(0),
+            b.imp.load()
+        );
+        println!(
+            "| `crier send`, {} SMS via `bulksms` to its mock, history on (whole command) | {} messages/s | peak RSS {} MB | {} |",
+            thousands(b.sent as f64, 0),
+            b.snd.fmt(0),
+            b.snd_rss.fmt(0),
+            b.snd.load()
+        );
+        println!(
+            "| history CSV export (`crier logs --format csv`), {} rows | {} rows/s | peak RSS {} MB | {} |",
+            thousands(b.rows as f64, 0),
+            b.exp.fmt(0),
+            b.exp_rss.fmt(0),
+            b.exp.load()
+        );
+        if !wrk_rates.values.is_empty() {
+            println!(
+                "| `wrk`, same mock, {concurrency} connections, 15 s | {} requests/s | crier at {:.0}% of it | {} |",
+                wrk_rates.fmt(0),
+                100.0 * b.snd.median() / wrk_rates.median(),
+                wrk_rates.load()
+            );
+        }
+    }
+    println!();
+    println!("On the {} store:", measured[0]);
     println!();
     println!("| figure | median (min–max) | also | load avg (1 min) |");
     println!("|---|---|---|---|");
-    println!(
-        "| `crier import`, {} customers | {} rows/s | peak RSS {} MB | {} |",
-        thousands(total as f64, 0),
-        imp.fmt(0),
-        imp_rss.fmt(0),
-        imp.load()
-    );
-    println!(
-        "| `crier send`, {} SMS via `bulksms` to its mock, history on (whole command) | {} messages/s | peak RSS {} MB | {} |",
-        thousands(sent_total as f64, 0),
-        snd.fmt(0),
-        snd_rss.fmt(0),
-        snd.load()
-    );
-    println!(
-        "| history CSV export (`crier logs --format csv`), {} rows | {} rows/s | peak RSS {} MB | {} |",
-        thousands(rows_total as f64, 0),
-        exp.fmt(0),
-        exp_rss.fmt(0),
-        exp.load()
-    );
-    if !wrk_rates.values.is_empty() {
-        println!(
-            "| `wrk`, same mock, {concurrency} connections, 15 s | {} requests/s | crier at {:.0}% of it (target ≥ 50%) | {} |",
-            wrk_rates.fmt(0),
-            100.0 * snd.median() / wrk_rates.median(),
-            wrk_rates.load()
-        );
-    }
     println!(
         "| `crier send`, {} SMS via `http` to a generic gateway mock (whole command) | {} messages/s | | {} |",
         thousands(peer_sent as f64, 0),
