@@ -415,6 +415,55 @@ fn other_commands_are_carried_out_by_the_daemon_holding_the_store() {
 }
 
 #[test]
+fn a_cancel_while_the_run_is_still_planning_stops_the_rest_from_being_planned() {
+    let rt = runtime();
+    let mock = rt.block_on(mocks::bulksms(TOKEN_ID, SECRET));
+    // 3,000 recipients at 100/s: planning runs ahead of sending by a bounded queue only,
+    // so a cancel after the first few sends comes while most are not planned yet.
+    let n = 3000;
+    let p = project(
+        &mock.url,
+        n,
+        "send_to: sms\nmessage: \"Hello {{ customer.name }}\"\nrecipients: {}\nrate: 100/s\n",
+    );
+    let daemon = Daemon::start_ready(&p);
+    let send = Command::new(env!("CARGO_BIN_EXE_crier"))
+        .args(["send", "jobs/tick.yaml", "--yes"])
+        .current_dir(p.path())
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while mock.state.accepted_count() < 20 {
+        assert!(Instant::now() < deadline, "the run never got going");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let run = runs(&p)[0]["id"].as_str().unwrap().to_string();
+    let cancel = p.crier(&["history", "cancel", &run]);
+    assert_eq!(cancel.code, 0, "{}", cancel.stderr);
+    let send = send.wait_with_output().unwrap();
+    let (code, log) = daemon.stop();
+    assert_eq!(code, 0, "{log}");
+    let sent = mock.state.accepted_count();
+    // Those sent before the cancel, and at most the provider's window in flight; before
+    // the fix the planner went on and all 3,000 went out.
+    assert!(
+        sent < 400,
+        "{sent} sent after a cancel at 20: {}",
+        String::from_utf8_lossy(&send.stdout)
+    );
+    let runs = runs(&p);
+    assert_eq!(runs[0]["status"], "cancelled", "{}", runs[0]);
+    let c = &runs[0]["counters"];
+    assert_eq!(c["queued"], 0, "{c}");
+    assert_eq!(c["sending"], 0, "{c}");
+    assert_eq!(c["sent"], sent as u64, "{c}");
+    assert!(c["cancelled"].as_u64().unwrap() > 0, "{c}");
+}
+
+#[test]
 fn the_same_job_never_runs_twice_at_once_whoever_starts_it() {
     let rt = runtime();
     let mock = rt.block_on(mocks::bulksms(TOKEN_ID, SECRET));

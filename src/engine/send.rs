@@ -887,7 +887,12 @@ fn hand_on(
             snapshot: RecipientSnapshot::of(&p.recipient),
         })
         .collect();
-    let ids = input.ledger.plan(input.run.id, messages)?;
+    let ids = match input.ledger.plan(input.run.id, messages) {
+        Ok(ids) => ids,
+        // Cancelled while planning: the rest is not planned, nothing more is handed on.
+        Err(LedgerError::Cancelled(_)) => return Ok(false),
+        Err(e) => return Err(e.into()),
+    };
     let dedup_base = match ids.first() {
         Some(first) => input.ledger.dedup_id(*first)?,
         None => 0,

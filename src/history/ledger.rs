@@ -35,6 +35,8 @@ pub enum LedgerError {
     NoSuchMessage(MessageId),
     #[error("run {0} already exists")]
     RunExists(RunId),
+    #[error("run {0} is cancelled: it takes no new messages")]
+    Cancelled(RunId),
 }
 
 /// A refused state change.
@@ -343,6 +345,9 @@ impl<'a> Ledger<'a> {
         self.h.write(&mut |tx| {
             let messages = messages.take().unwrap_or_default();
             let mut stored = locked_run(tx, run)?;
+            if stored.run.cancelled && !messages.is_empty() {
+                return Err(LedgerError::Cancelled(run));
+            }
             ids = Vec::with_capacity(messages.len());
             let base = if messages.is_empty() {
                 0

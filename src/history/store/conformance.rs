@@ -251,6 +251,14 @@ pub(crate) fn cancel_remove_and_purge(h: &dyn HistoryStore) {
     let r = ledger.run(run.id).unwrap();
     assert_eq!(r.status(), crate::history::RunStatus::Cancelled);
     assert_eq!(r.counters.get(MessageState::Cancelled), 9);
+    // A cancelled run takes no new messages: a planner still going finds out at its
+    // next batch, and nothing it planned after the cancel can be sent.
+    assert!(matches!(
+        ledger.plan(run.id, (10..20).map(msg).collect()),
+        Err(LedgerError::Cancelled(id)) if id == run.id
+    ));
+    let r = ledger.run(run.id).unwrap();
+    assert_eq!(r.counters.total(), 10);
     ledger.verify().unwrap();
     assert_eq!(
         ledger.remove(run.id).unwrap().status(),
