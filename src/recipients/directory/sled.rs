@@ -64,6 +64,10 @@ fn prefixed(prefix: u8, name: &str) -> Vec<u8> {
 /// small; the version byte lets a later layout be read next to this one.
 const RECORD_V1: u8 = 1;
 
+/// Stored records a read may step over before it seeks instead (see
+/// `SledDirectory::stored_records`).
+const SEEK_AFTER: usize = 8;
+
 fn encode(r: &Recipient) -> Result<Vec<u8>, StoreError> {
     let mut bytes = vec![RECORD_V1];
     postcard::to_io(r, &mut bytes).map_err(|e| StoreError::Decode {
@@ -113,6 +117,55 @@ impl SledDirectory {
     fn get(&self, tree: &::sled::Tree, key: &[u8]) -> Result<Option<::sled::IVec>, StoreError> {
         tree.get(key).map_err(|e| self.err(e))
     }
+
+    /// The stored records of these recipients, by record key, read in key order: one
+    /// range scan walks a run of neighbouring ids (exports list customers by id, and a
+    /// fresh directory answers the whole batch with one seek), and a new seek skips a
+    /// gap, so a scattered batch costs about what point reads would.
+    fn stored_records(
+        &self,
+        recipients: &[Recipient],
+    ) -> Result<HashMap<[u8; 10], ::sled::IVec>, StoreError> {
+        let mut wanted: Vec<[u8; 10]> = recipients
+            .iter()
+            .map(|r| record_key(r.kind, r.id))
+            .collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let mut stored = HashMap::with_capacity(wanted.len());
+        let mut next = 0;
+        while next < wanted.len() {
+            let mut scan = self.recipients.range(wanted[next]..);
+            // Stored keys passed over that no recipient wants; past a few, seek again.
+            let mut skipped = 0;
+            loop {
+                let Some(item) = scan.next() else {
+                    return Ok(stored); // Nothing stored after this point.
+                };
+                let (key, value) = item.map_err(|e| self.err(e))?;
+                while next < wanted.len() && wanted[next].as_slice() < key.as_ref() {
+                    next += 1; // Not stored.
+                }
+                if next == wanted.len() {
+                    return Ok(stored);
+                }
+                if wanted[next].as_slice() == key.as_ref() {
+                    stored.insert(wanted[next], value);
+                    next += 1;
+                    skipped = 0;
+                    if next == wanted.len() {
+                        return Ok(stored);
+                    }
+                } else {
+                    skipped += 1;
+                    if skipped > SEEK_AFTER {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(stored)
+    }
 }
 
 impl Directory for SledDirectory {
@@ -138,20 +191,19 @@ impl Directory for SledDirectory {
         recipients: &[Recipient],
         write: bool,
     ) -> Result<Vec<Upsert>, StoreError> {
+        let mut stored = self.stored_records(recipients)?;
         let mut batch = ::sled::Batch::default();
-        // What this batch has already written, so repeated ids see their predecessor.
-        let mut overlay: HashMap<[u8; 10], Vec<u8>> = HashMap::new();
+        // Login index changes, in batch order: the last change of a key wins, so two
+        // records that swap logins in one batch keep both entries.
+        let mut logins: HashMap<Vec<u8>, Option<u64>> = HashMap::new();
         let mut outcomes = Vec::with_capacity(recipients.len());
         for r in recipients {
             let key = record_key(r.kind, r.id);
-            let bytes = encode(r)?;
-            // Read before write: the stored bytes tell inserted from updated from unchanged,
-            // and hold the old login to drop from the index.
-            let previous: Option<Vec<u8>> = match overlay.get(&key) {
-                Some(v) => Some(v.clone()),
-                None => self.get(&self.recipients, &key)?.map(|v| v.to_vec()),
-            };
-            let outcome = match &previous {
+            let bytes = ::sled::IVec::from(encode(r)?);
+            // The stored bytes (or those of this id earlier in the batch) tell inserted
+            // from updated from unchanged, and hold the old login to drop from the index.
+            let previous = stored.get(&key);
+            let outcome = match previous {
                 None => Upsert::Inserted,
                 Some(old) if *old == bytes => Upsert::Unchanged,
                 Some(_) => Upsert::Updated,
@@ -162,20 +214,30 @@ impl Directory for SledDirectory {
             }
             // The login index changes only when the login does (an update that keeps it
             // writes one entry, not two).
-            let old_login = match &previous {
+            let old_login = match previous {
                 Some(old) => decode(&key, old)?.login,
                 None => None,
             };
             if old_login != r.login {
                 if let Some(old) = &old_login {
-                    batch.remove(login_key(r.kind, old));
+                    let entry = logins.entry(login_key(r.kind, old)).or_insert(None);
+                    // Another record of this batch that took the login keeps it.
+                    if entry.is_none_or(|id| id == r.id) {
+                        *entry = None;
+                    }
                 }
                 if let Some(login) = &r.login {
-                    batch.insert(login_key(r.kind, login), &r.id.to_be_bytes());
+                    logins.insert(login_key(r.kind, login), Some(r.id));
                 }
             }
-            batch.insert(&key, bytes.as_slice());
-            overlay.insert(key, bytes);
+            batch.insert(&key, bytes.clone());
+            stored.insert(key, bytes);
+        }
+        for (key, id) in logins {
+            match id {
+                Some(id) => batch.insert(key, &id.to_be_bytes()),
+                None => batch.remove(key),
+            }
         }
         if write {
             self.recipients
