@@ -275,7 +275,8 @@ fn every_field_round_trips(d: &dyn Directory) {
     r.phone = Some("+27821234567".into());
     r.phone_raw = Some("082 123 4567".into());
     r.category = Some(Category::Business);
-    r.location = Some("Cape Town".into());
+    // Every character a bulk-load format must escape.
+    r.location = Some("Cape Town\tBlock 7\nUnit \\3\r".into());
     r.billing_type = Some(BillingType::PrepaidDaily);
     r.partner = Some("Main".into());
     r.tariffs = vec![
@@ -291,6 +292,7 @@ fn every_field_round_trips(d: &dyn Directory) {
     r.timezone = Some("Africa/Johannesburg".into());
     r.attrs.insert("balance".into(), "-12.50".into());
     r.attrs.insert("contract".into(), "".into());
+    r.attrs.insert("note".into(), "tab\there \\N \"quoted\"\n".into());
     d.upsert_recipients(std::slice::from_ref(&r), true).unwrap();
     assert_eq!(
         d.recipient(RecipientKind::Customer, 42).unwrap(),
