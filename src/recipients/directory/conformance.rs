@@ -292,7 +292,8 @@ fn every_field_round_trips(d: &dyn Directory) {
     r.timezone = Some("Africa/Johannesburg".into());
     r.attrs.insert("balance".into(), "-12.50".into());
     r.attrs.insert("contract".into(), "".into());
-    r.attrs.insert("note".into(), "tab\there \\N \"quoted\"\n".into());
+    r.attrs
+        .insert("note".into(), "tab\there \\N \"quoted\"\n".into());
     d.upsert_recipients(std::slice::from_ref(&r), true).unwrap();
     assert_eq!(
         d.recipient(RecipientKind::Customer, 42).unwrap(),

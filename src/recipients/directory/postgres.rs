@@ -324,9 +324,7 @@ async fn copy_batch(
     };
     match copied.await {
         Ok(_) => Ok(true),
-        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
-            Ok(false)
-        }
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => Ok(false),
         Err(e) => Err(e),
     }
 }

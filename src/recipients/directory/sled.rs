@@ -64,7 +64,6 @@ fn prefixed(prefix: u8, name: &str) -> Vec<u8> {
 /// small; the version byte lets a later layout be read next to this one.
 const RECORD_V1: u8 = 1;
 
-
 fn encode(r: &Recipient) -> Result<Vec<u8>, StoreError> {
     let mut bytes = vec![RECORD_V1];
     postcard::to_io(r, &mut bytes).map_err(|e| StoreError::Decode {
