@@ -674,7 +674,12 @@ fn main() {
     let dir = work.path().join("rate");
     let small = work.path().join("small.csv");
     support::write_customers(&small, n * 105 / 100, 7).expect("customers");
-    write_project(&dir, measured[0], &bulksms_yaml(&bulksms.url, 8), "rate: 200/s\n");
+    write_project(
+        &dir,
+        measured[0],
+        &bulksms_yaml(&bulksms.url, 8),
+        "rate: 200/s\n",
+    );
     import(&dir, &small, n * 105 / 100);
     let mut achieved = Series::default();
     let mut rate_sent = 0;
@@ -717,7 +722,10 @@ fn main() {
     );
     for b in &tables {
         println!();
-        println!("{} store (runs interleaved with the other backend's):", b.name);
+        println!(
+            "{} store (runs interleaved with the other backend's):",
+            b.name
+        );
         println!();
         println!("| figure | median (min–max) | also | load avg (1 min) |");
         println!("|---|---|---|---|");

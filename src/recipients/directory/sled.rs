@@ -118,9 +118,9 @@ impl SledDirectory {
     ///
     /// Point reads, measured against the alternatives on a 1,000,000-row import: one
     /// range scan per batch, or no read at all on a fresh directory, were both slower
-    /// and made sled's memory balloon (1–2 GB instead of under 300 MB): the reads walk
-    /// the tree and so do sled's pending node splits before `apply_batch`, which
-    /// otherwise does them all under one epoch guard.
+    /// and made sled's memory balloon (0.5–2 GB instead of under 300 MB), probably
+    /// because the reads walk the tree and so do sled's pending node splits before
+    /// `apply_batch`, which otherwise does them all under the one epoch guard it holds.
     fn stored_records(
         &self,
         recipients: &[Recipient],
