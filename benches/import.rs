@@ -38,6 +38,8 @@ fn child(csv: &str, store_dir: &str) {
         .and_then(|v| v.parse().ok())
         .unwrap_or(64);
     let backend = crier::store::Backend::from_env("CRIER_BENCH_BACKEND");
+    // On PostgreSQL, the pool and the run's schema, dropped after the run.
+    let mut scratch = None;
     let directory: Box<dyn Directory> = match backend {
         crier::store::Backend::Embedded => open(&StoreConfig {
             path: store_dir.into(),
@@ -51,7 +53,9 @@ fn child(csv: &str, store_dir: &str) {
                 .expect("CRIER_BENCH_DATABASE_URL for CRIER_BENCH_BACKEND=postgres");
             let mut settings = PgSettings::new(url);
             settings.schema = schema_of(store_dir);
-            Box::new(PgDirectory::open(&settings).expect("PostgreSQL directory"))
+            let directory = PgDirectory::open(&settings).expect("PostgreSQL directory");
+            scratch = Some((directory.pg().clone(), settings.schema.clone()));
+            Box::new(directory)
         }
     };
     let options = ImportOptions {
@@ -71,6 +75,14 @@ fn child(csv: &str, store_dir: &str) {
         support::peak_rss_mb(),
         report.invalid_phones
     );
+    if let Some((pg, schema)) = scratch {
+        pg.call("drop the bench schema", move |client| async move {
+            client
+                .batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+                .await
+        })
+        .expect("drop the bench schema");
+    }
 }
 
 /// The bench schema of one run: `bench_` and the store dir's last path element.
