@@ -6,7 +6,8 @@
 //! `CRIER_BENCH_DATABASE_URL` (a fresh schema per run, dropped after it).
 //! The file is generated once; each run imports it in a fresh child process, so the
 //! peak RSS (VmHWM) reported is that of one import alone. Prints each run, then the
-//! median, min and max.
+//! median, min and max. The bench runs with the allocator and allocator options of the
+//! `crier` binary (`src/main.rs`), so the figures are those of `crier import`.
 
 mod support;
 
@@ -19,13 +20,26 @@ use crier::recipients::import::{Delimiter, ImportOptions, import};
 use crier::recipients::phone::parse_region;
 use crier::store::{PgSettings, StoreConfig, open};
 
+/// The binary's allocator (`src/main.rs`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// One import in this process; prints `rows_per_s peak_rss_mb invalid_phones`.
 fn child(csv: &str, store_dir: &str) {
+    // As `src/main.rs` sets them: `mi_option_arena_eager_commit` (4) and
+    // `mi_option_purge_delay` (15) off.
+    // SAFETY: plain option setters, called before this process starts another thread.
+    unsafe {
+        libmimalloc_sys::mi_option_set(4, 0);
+        libmimalloc_sys::mi_option_set(15, 0);
+    }
     let cache_mb: u64 = std::env::var("CRIER_BENCH_CACHE_MB")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(64);
     let backend = crier::store::Backend::from_env("CRIER_BENCH_BACKEND");
+    // On PostgreSQL, the pool and the run's schema, dropped after the run.
+    let mut scratch = None;
     let directory: Box<dyn Directory> = match backend {
         crier::store::Backend::Embedded => open(&StoreConfig {
             path: store_dir.into(),
@@ -39,7 +53,9 @@ fn child(csv: &str, store_dir: &str) {
                 .expect("CRIER_BENCH_DATABASE_URL for CRIER_BENCH_BACKEND=postgres");
             let mut settings = PgSettings::new(url);
             settings.schema = schema_of(store_dir);
-            Box::new(PgDirectory::open(&settings).expect("PostgreSQL directory"))
+            let directory = PgDirectory::open(&settings).expect("PostgreSQL directory");
+            scratch = Some((directory.pg().clone(), settings.schema.clone()));
+            Box::new(directory)
         }
     };
     let options = ImportOptions {
@@ -59,6 +75,14 @@ fn child(csv: &str, store_dir: &str) {
         support::peak_rss_mb(),
         report.invalid_phones
     );
+    if let Some((pg, schema)) = scratch {
+        pg.call("drop the bench schema", move |client| async move {
+            client
+                .batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+                .await
+        })
+        .expect("drop the bench schema");
+    }
 }
 
 /// The bench schema of one run: `bench_` and the store dir's last path element.

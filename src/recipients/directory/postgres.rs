@@ -8,6 +8,13 @@
 //! statement cannot touch twice, are measured against the stored rows (read in the same
 //! transaction) and each other here, and only the last is written.
 //!
+//! A fresh import is all inserts, and a `COPY` (`postgres/copy_recipients.sql`) writes
+//! them for much less work on the server than the upsert. So a batch is tried as one
+//! `COPY` first: if any of its recipients is stored already, the primary key fails the
+//! `COPY`, nothing of it is written, and the batch takes the upsert instead, as do all
+//! later batches of this handle (a re-import would otherwise pay for the failed `COPY`
+//! every time).
+//!
 //! Ids are `bigint`: a `u64` is stored bit for bit, so only the placeholder ids of a dry
 //! run (near `u64::MAX`, never committed) go negative. Opt-outs and templates are listed
 //! in byte order (`COLLATE "C"`), as sled lists them, whatever the database's collation.
@@ -34,6 +41,8 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
 pub const DOMAIN: &str = "directory";
 
 const UPSERT: &str = include_str!("postgres/upsert_recipients.sql");
+
+const COPY: &str = include_str!("postgres/copy_recipients.sql");
 
 const COLUMNS: &str = "kind, id, login, status, name, email, billing_email, phone, phone_raw, \
      category, location, billing_type, partner, tariffs::text, timezone, attrs::text";
@@ -85,6 +94,10 @@ const PAGE: i64 = 5_000;
 /// The directory in a PostgreSQL database.
 pub struct PgDirectory {
     pg: Pg,
+    /// Whether a batch is tried as a plain `COPY` first. It stays on while batches are
+    /// all new recipients (a fresh import) and goes off at the first batch that meets a
+    /// stored one (a re-import), whose rows then all take the upsert statement.
+    copy_first: std::sync::atomic::AtomicBool,
 }
 
 impl PgDirectory {
@@ -98,7 +111,10 @@ impl PgDirectory {
     /// history).
     pub fn on(pg: Pg) -> Result<PgDirectory, StoreError> {
         pg.migrate(DOMAIN, MIGRATIONS)?;
-        Ok(PgDirectory { pg })
+        Ok(PgDirectory {
+            pg,
+            copy_first: std::sync::atomic::AtomicBool::new(true),
+        })
     }
 
     pub fn pg(&self) -> &Pg {
@@ -248,6 +264,71 @@ fn columns(batch: &[&Recipient]) -> Params {
     ]
 }
 
+/// The batch in COPY's text format (`copy_recipients.sql`).
+fn copy_text(batch: &[&Recipient]) -> Vec<u8> {
+    fn field(out: &mut Vec<u8>, value: Option<&str>) {
+        let Some(value) = value else {
+            out.extend_from_slice(b"\\N\t");
+            return;
+        };
+        for &b in value.as_bytes() {
+            match b {
+                b'\\' => out.extend_from_slice(b"\\\\"),
+                b'\n' => out.extend_from_slice(b"\\n"),
+                b'\r' => out.extend_from_slice(b"\\r"),
+                b'\t' => out.extend_from_slice(b"\\t"),
+                b => out.push(b),
+            }
+        }
+        out.push(b'\t');
+    }
+    let mut out = Vec::with_capacity(batch.len() * 256);
+    for r in batch {
+        let id = (r.id as i64).to_string();
+        let tariffs = serde_json::to_string(&r.tariffs).unwrap_or_else(|_| "[]".into());
+        let attrs = serde_json::to_string(&r.attrs).unwrap_or_else(|_| "{}".into());
+        field(&mut out, Some(kind_name(r.kind)));
+        field(&mut out, Some(&id));
+        field(&mut out, r.login.as_deref());
+        field(&mut out, Some(r.status.as_str()));
+        field(&mut out, Some(&r.name));
+        field(&mut out, r.email.as_deref());
+        field(&mut out, r.billing_email.as_deref());
+        field(&mut out, r.phone.as_deref());
+        field(&mut out, r.phone_raw.as_deref());
+        field(&mut out, r.category.map(Category::as_str));
+        field(&mut out, r.location.as_deref());
+        field(&mut out, r.billing_type.map(BillingType::as_str));
+        field(&mut out, r.partner.as_deref());
+        field(&mut out, Some(&tariffs));
+        field(&mut out, r.timezone.as_deref());
+        field(&mut out, Some(&attrs));
+        out.pop();
+        out.push(b'\n');
+    }
+    out
+}
+
+/// Runs `copy_recipients.sql` with `text` in `tx`: `Ok(true)` when every row went in,
+/// `Ok(false)` when one was stored already (and `tx` is rolled back, so nothing went in).
+async fn copy_batch(
+    tx: &tokio_postgres::Transaction<'_>,
+    text: Vec<u8>,
+) -> Result<bool, tokio_postgres::Error> {
+    use futures_util::SinkExt;
+    let copied = async {
+        let sink = tx.copy_in(COPY).await?;
+        let mut sink = std::pin::pin!(sink);
+        sink.send(std::io::Cursor::new(text)).await?;
+        sink.finish().await
+    };
+    match copied.await {
+        Ok(_) => Ok(true),
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 impl Directory for PgDirectory {
     fn recipient(&self, kind: RecipientKind, id: u64) -> Result<Option<Recipient>, StoreError> {
         let rows = self.query(
@@ -295,15 +376,32 @@ impl Directory for PgDirectory {
             .filter(|(i, r)| last.get(&(r.kind, r.id)) == Some(i))
             .map(|(_, r)| r)
             .collect();
+        let copy_first = self.copy_first.load(std::sync::atomic::Ordering::Relaxed);
+        let copy = copy_first.then(|| copy_text(&written));
+        let written_keys: Vec<(RecipientKind, u64)> =
+            written.iter().map(|r| (r.kind, r.id)).collect();
         let params = columns(&written);
         repeated.sort();
         repeated.dedup();
         let repeated_kinds: Vec<&'static str> =
             repeated.iter().map(|(k, _)| kind_name(*k)).collect();
         let repeated_ids: Vec<i64> = repeated.iter().map(|(_, id)| *id as i64).collect();
-        let (stored, changed) =
+        let (copied, stored, changed) =
             self.pg
                 .call("upsert recipients", move |mut client| async move {
+                    // A batch of new recipients only: one COPY, every row inserted.
+                    if let Some(text) = copy {
+                        let tx = client.transaction().await?;
+                        if copy_batch(&tx, text).await? {
+                            if write {
+                                tx.commit().await?;
+                            } else {
+                                tx.rollback().await?;
+                            }
+                            return Ok((true, Vec::new(), Vec::new()));
+                        }
+                        tx.rollback().await?;
+                    }
                     let tx = client.transaction().await?;
                     let stored = if repeated_ids.is_empty() {
                         Vec::new()
@@ -325,10 +423,17 @@ impl Directory for PgDirectory {
                     } else {
                         tx.rollback().await?;
                     }
-                    Ok((stored, changed))
+                    Ok((false, stored, changed))
                 })?;
+        if copy_first && !copied {
+            self.copy_first
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+        }
         let mut outcome_of: HashMap<(RecipientKind, u64), Upsert> =
-            HashMap::with_capacity(changed.len());
+            HashMap::with_capacity(written_keys.len());
+        if copied {
+            outcome_of.extend(written_keys.into_iter().map(|k| (k, Upsert::Inserted)));
+        }
         for row in &changed {
             let kind: String = row.get(0);
             let kind = kind
