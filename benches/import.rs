@@ -6,8 +6,7 @@
 //! `CRIER_BENCH_DATABASE_URL` (a fresh schema per run, dropped after it).
 //! The file is generated once; each run imports it in a fresh child process, so the
 //! peak RSS (VmHWM) reported is that of one import alone. Prints each run, then the
-//! median, min and max. The bench runs with the allocator and allocator options of the
-//! `crier` binary (`src/main.rs`), so the figures are those of `crier import`.
+//! median, min and max.
 
 mod support;
 
@@ -20,19 +19,8 @@ use crier::recipients::import::{Delimiter, ImportOptions, import};
 use crier::recipients::phone::parse_region;
 use crier::store::{PgSettings, StoreConfig, open};
 
-/// The binary's allocator (`src/main.rs`).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// One import in this process; prints `rows_per_s peak_rss_mb invalid_phones`.
 fn child(csv: &str, store_dir: &str) {
-    // As `src/main.rs` sets them: `mi_option_arena_eager_commit` (4) and
-    // `mi_option_purge_delay` (15) off.
-    // SAFETY: plain option setters, called before this process starts another thread.
-    unsafe {
-        libmimalloc_sys::mi_option_set(4, 0);
-        libmimalloc_sys::mi_option_set(15, 0);
-    }
     let cache_mb: u64 = std::env::var("CRIER_BENCH_CACHE_MB")
         .ok()
         .and_then(|v| v.parse().ok())
