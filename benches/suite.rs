@@ -729,26 +729,38 @@ fn main() {
         println!();
         println!("| figure | median (min–max) | also | load avg (1 min) |");
         println!("|---|---|---|---|");
-        println!(
-            "| `crier import`, {} customers | {} rows/s | peak RSS {} MB | {} |",
-            thousands(total as f64, 0),
-            b.imp.fmt(0),
-            b.imp_rss.fmt(0),
-            b.imp.load()
+        let row = |figure: String, unit: &str, rate: &Series, rss: &Series| {
+            println!(
+                "| {figure} | {} {unit} | peak RSS {} MB | {} |",
+                rate.fmt(0),
+                rss.fmt(0),
+                rate.load()
+            );
+        };
+        let n = |v: u64| thousands(v as f64, 0);
+        row(
+            format!("`crier import`, {} customers", n(total)),
+            "rows/s",
+            &b.imp,
+            &b.imp_rss,
         );
-        println!(
-            "| `crier send`, {} SMS via `bulksms` to its mock, history on (whole command) | {} messages/s | peak RSS {} MB | {} |",
-            thousands(b.sent as f64, 0),
-            b.snd.fmt(0),
-            b.snd_rss.fmt(0),
-            b.snd.load()
+        row(
+            format!(
+                "`crier send`, {} SMS via `bulksms` to its mock, history on (whole command)",
+                n(b.sent)
+            ),
+            "messages/s",
+            &b.snd,
+            &b.snd_rss,
         );
-        println!(
-            "| history CSV export (`crier logs --format csv`), {} rows | {} rows/s | peak RSS {} MB | {} |",
-            thousands(b.rows as f64, 0),
-            b.exp.fmt(0),
-            b.exp_rss.fmt(0),
-            b.exp.load()
+        row(
+            format!(
+                "history CSV export (`crier logs --format csv`), {} rows",
+                n(b.rows)
+            ),
+            "rows/s",
+            &b.exp,
+            &b.exp_rss,
         );
         if !wrk_rates.values.is_empty() {
             println!(

@@ -462,6 +462,10 @@ pub struct SendArgs {
     /// RUN again (recorded as its retry; the console's "Retry failed").
     #[arg(long, value_name = "RUN", conflicts_with_all = ["test_to", "dry_run", "resume"])]
     pub retry_failed: Option<String>,
+    /// Send now even outside the job's send window (an urgent notice, a first try at
+    /// night); the window still holds for every other run of the job.
+    #[arg(long)]
+    pub ignore_window: bool,
 }
 
 #[derive(Debug, Args)]

@@ -72,6 +72,18 @@ impl Daemon {
     }
 }
 
+/// `crier send jobs/tick.yaml --yes`, started and left running (the daemon carries it out).
+fn send_in_background(p: &Project) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_crier"))
+        .args(["send", "jobs/tick.yaml", "--yes"])
+        .current_dir(p.path())
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 fn project(mock_url: &str, n: usize, job: &str) -> Project {
     let p = Project::new();
     let mut csv = String::from("id,name,status,phone\n");
@@ -427,14 +439,7 @@ fn a_cancel_while_the_run_is_still_planning_stops_the_rest_from_being_planned() 
         "send_to: sms\nmessage: \"Hello {{ customer.name }}\"\nrecipients: {}\nrate: 100/s\n",
     );
     let daemon = Daemon::start_ready(&p);
-    let send = Command::new(env!("CARGO_BIN_EXE_crier"))
-        .args(["send", "jobs/tick.yaml", "--yes"])
-        .current_dir(p.path())
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let send = send_in_background(&p);
     let deadline = Instant::now() + Duration::from_secs(30);
     while mock.state.accepted_count() < 20 {
         assert!(Instant::now() < deadline, "the run never got going");
@@ -470,14 +475,7 @@ fn the_same_job_never_runs_twice_at_once_whoever_starts_it() {
     // 8 messages at 2/s take about 4 s; the schedule fires once, 3 s from now, mid-run.
     let p = project(&mock.url, 8, &one_shot_job(3, "rate: 2/s\n"));
     let daemon = Daemon::start_ready(&p);
-    let manual = Command::new(env!("CARGO_BIN_EXE_crier"))
-        .args(["send", "jobs/tick.yaml", "--yes"])
-        .current_dir(p.path())
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let manual = send_in_background(&p);
     let deadline = Instant::now() + Duration::from_secs(20);
     while mock.state.accepted_count() == 0 {
         assert!(Instant::now() < deadline, "the manual run never sent");

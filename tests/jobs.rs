@@ -104,3 +104,53 @@ fn a_bad_format_is_a_usage_error() {
     assert_eq!(csv.code, 2, "{}", csv.stderr);
     assert!(csv.stderr.contains("invalid value 'csv'"), "{}", csv.stderr);
 }
+
+/// The README's quick start, as a newcomer types it (less `cargo run --release --`), in a
+/// copy of the repository's `crier.yaml`, `jobs/` and `scripts/`: it sends the payment
+/// reminder's 26 messages to the outbox and exits 0, whatever the hour (the job has a
+/// send window; the command says `--ignore-window`).
+#[test]
+fn the_readmes_quick_start_sends_the_payment_reminder_at_any_hour() {
+    let readme = std::fs::read_to_string(common::root().join("README.md")).unwrap();
+    let start = readme
+        .find("## Quick start")
+        .expect("a Quick start section");
+    let block = &readme[start..];
+    let block = &block[block.find("```sh\n").unwrap() + 6..];
+    let line = block[..block.find("```").unwrap()].trim();
+    let p = Project::new();
+    for dir in ["jobs", "scripts"] {
+        copy_tree(&common::root().join(dir), &p.path().join(dir));
+    }
+    p.write(
+        "crier.yaml",
+        std::fs::read(common::root().join("crier.yaml")).unwrap(),
+    );
+    let commands: Vec<&str> = line.split("&&").map(str::trim).collect();
+    assert_eq!(commands.len(), 2, "{line}");
+    let mut last = None;
+    for command in commands {
+        let args = command
+            .strip_prefix("cargo run --release -- ")
+            .unwrap_or_else(|| panic!("`{command}` is not `cargo run --release -- …`"));
+        let args: Vec<&str> = args.split_whitespace().collect();
+        let out = p.crier(&args);
+        assert_eq!(out.code, 0, "{command}:\n{}\n{}", out.stdout, out.stderr);
+        last = Some(out);
+    }
+    let sent = last.unwrap();
+    assert!(sent.stdout.contains("26 sent, 0 failed"), "{}", sent.stdout);
+}
+
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}

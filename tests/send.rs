@@ -199,6 +199,41 @@ fn outside_its_send_window_a_run_pauses_and_resumes_later() {
 }
 
 #[test]
+fn ignore_window_sends_a_windowed_job_now_and_only_that_run() {
+    let p = project();
+    // Closed now (it opens in two hours), for the job and for each recipient.
+    let now = chrono::Utc::now();
+    let from = (now + chrono::Duration::hours(2))
+        .format("%H:%M")
+        .to_string();
+    let to = (now + chrono::Duration::hours(3))
+        .format("%H:%M")
+        .to_string();
+    for per_recipient in [false, true] {
+        p.write(
+            "jobs/windowed.yaml",
+            format!(
+                "send_to: sms\nmessage: \"Hi {{{{ customer.name }}}}\"\nrecipients: {{}}\nschedule:\n  cron: \"0 9 * * *\"\n  timezone: UTC\n  window: {{ from: \"{from}\", to: \"{to}\", per_recipient: {per_recipient} }}\n"
+            ),
+        );
+        let before = outbox(&p, "sms").len();
+        let now = p.crier(&["send", "jobs/windowed.yaml", "--yes", "--ignore-window"]);
+        assert_eq!(now.code, 0, "{}\n{}", now.stdout, now.stderr);
+        assert!(now.stdout.contains("2 sent, 0 failed"), "{}", now.stdout);
+        assert_eq!(outbox(&p, "sms").len(), before + 2);
+        // The next run without the flag keeps to the window.
+        let later = p.crier(&["send", "jobs/windowed.yaml", "--yes"]);
+        assert_eq!(later.code, 1, "{}", later.stdout);
+        assert!(
+            later.stdout.contains("outside the send window"),
+            "{}",
+            later.stdout
+        );
+        assert_eq!(outbox(&p, "sms").len(), before + 2);
+    }
+}
+
+#[test]
 fn a_per_recipient_window_holds_back_only_recipients_whose_own_window_is_closed() {
     let p = project();
     // Open now in UTC (an hour either side), closed six hours east (Asia/Dhaka, UTC+6,

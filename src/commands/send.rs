@@ -28,6 +28,7 @@ pub(super) fn run(config: &Config, args: &SendArgs) -> anyhow::Result<Outcome> {
     let mut options = SendOptions {
         // Carried out by the daemon: stop when the caller goes away or the daemon stops.
         cancel: crate::console::cancel_flag(),
+        ignore_window: args.ignore_window,
         ..SendOptions::default()
     };
     let mut expected = 1;

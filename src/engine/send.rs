@@ -152,6 +152,8 @@ pub struct SendOptions {
     /// Called once the run exists in the ledger, before anything is planned (the HTTP
     /// API answers `202 Accepted` with the run id then).
     pub on_run: Option<Arc<RunFn>>,
+    /// Send outside the job's send window (`crier send --ignore-window`).
+    pub ignore_window: bool,
 }
 
 /// Told the run that was just created.
@@ -574,11 +576,12 @@ pub fn send(
         stop: &stop,
         progress: options.progress.clone(),
         cancel: options.cancel.clone(),
-        // Send-as-test is one message a person asked for now: no window.
+        // Send-as-test is one message a person asked for now: no window; nor is there
+        // one for a run its sender told to ignore it.
         window: job
             .schedule
             .as_ref()
-            .filter(|_| !testing)
+            .filter(|_| !testing && !options.ignore_window)
             .and_then(|s| s.window.clone().map(|w| (w, s.tz))),
     };
     let (planned, mut summary, recorded) = std::thread::scope(|s| {
