@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::view::{self, RunRow};
 use super::{Console, Ctx, PageResult, fragment, page};
 use crate::history::export::{Cells, messages_csv};
-use crate::history::ledger::Ledger;
+use crate::history::ledger::{Ledger, LedgerError};
 use crate::history::query::{self, ANY_STATUS, Face, Period, RunFilter, RunQuery};
 use crate::history::report::{self, Field};
 use crate::history::{MessageState, Run, RunId, RunStatus, now_ms};
@@ -424,23 +424,37 @@ pub(super) async fn breakdown(
     Ok(fragment(&ctx, "breakdown.html", &data))
 }
 
-pub(super) async fn cancel(
-    State(c): State<Console>,
-    Extension(ctx): Extension<Ctx>,
+/// Changes a run through the ledger (`change` on the existing run, then a flush), then
+/// shows its page: the console's cancel and remove.
+async fn change_run(
+    c: &Console,
+    ctx: &Ctx,
     id: Result<Path<String>, PathRejection>,
+    change: fn(&Ledger, RunId) -> Result<(), LedgerError>,
 ) -> PageResult {
     let id = run_id(&path_of(id)?)?;
     let app = c.app.clone();
     blocking(move || {
         let ledger = Ledger::new(app.store.as_ref());
         ledger.run(id).map_err(ledger_error)?;
-        let n = ledger.cancel(id).map_err(ledger_error)?;
-        ledger.flush().map_err(ledger_error)?;
+        change(&ledger, id).map_err(ledger_error)?;
+        ledger.flush().map_err(ledger_error)
+    })
+    .await?;
+    Ok(super::see_other(ctx, &format!("/runs/{id}")))
+}
+
+pub(super) async fn cancel(
+    State(c): State<Console>,
+    Extension(ctx): Extension<Ctx>,
+    id: Result<Path<String>, PathRejection>,
+) -> PageResult {
+    change_run(&c, &ctx, id, |ledger, id| {
+        let n = ledger.cancel(id)?;
         tracing::info!(run = %id, cancelled = n, "Run cancelled through the console.");
         Ok(())
     })
-    .await?;
-    Ok(super::see_other(&ctx, &format!("/runs/{id}")))
+    .await
 }
 
 /// *Retry failed*: a new run of the job that sends this run's failed and expired
@@ -452,13 +466,7 @@ pub(super) async fn retry(
     id: Result<Path<String>, PathRejection>,
 ) -> PageResult {
     let id = run_id(&path_of(id)?)?;
-    let app = c.app.clone();
-    let old = blocking(move || {
-        Ledger::new(app.store.as_ref())
-            .run(id)
-            .map_err(ledger_error)
-    })
-    .await?;
+    let old = read_run(&c, id).await?;
     let job = super::jobs::load_one(&c, &old.job).await?;
     let options = crate::engine::send::SendOptions {
         retry_failed: Some(id),
@@ -476,18 +484,12 @@ pub(super) async fn remove(
     Extension(ctx): Extension<Ctx>,
     id: Result<Path<String>, PathRejection>,
 ) -> PageResult {
-    let id = run_id(&path_of(id)?)?;
-    let app = c.app.clone();
-    blocking(move || {
-        let ledger = Ledger::new(app.store.as_ref());
-        ledger.run(id).map_err(ledger_error)?;
-        ledger.remove(id).map_err(ledger_error)?;
-        ledger.flush().map_err(ledger_error)?;
+    change_run(&c, &ctx, id, |ledger, id| {
+        ledger.remove(id)?;
         tracing::info!(run = %id, "Run removed through the console.");
         Ok(())
     })
-    .await?;
-    Ok(super::see_other(&ctx, &format!("/runs/{id}")))
+    .await
 }
 
 /// The run's messages as CSV (what `GET /api/runs/{id}/messages?format=csv` sends).
