@@ -237,6 +237,26 @@ mod tests {
         }
     }
 
+    /// A queued SMS to `r`, with `snapshot` as the recipient's recorded fields.
+    fn queued_sms(r: &Recipient, snapshot: crate::history::RecipientSnapshot) -> NewMessage {
+        NewMessage {
+            recipient_kind: r.kind,
+            recipient_id: r.id,
+            address: r.phone.clone().unwrap(),
+            channel: Channel::Sms,
+            provider: "p".into(),
+            kind: crate::history::MessageType::Message,
+            subject: None,
+            body: "b".into(),
+            encoding: None,
+            parts: 1,
+            state: MessageState::Queued,
+            reason: None,
+            error: None,
+            snapshot,
+        }
+    }
+
     #[test]
     fn outcomes_break_down_by_a_recipient_field() {
         let (_dir, store) = crate::store::scratch();
@@ -258,22 +278,7 @@ mod tests {
         ];
         let planned: Vec<NewMessage> = people
             .iter()
-            .map(|r| NewMessage {
-                recipient_kind: r.kind,
-                recipient_id: r.id,
-                address: r.phone.clone().unwrap(),
-                channel: Channel::Sms,
-                provider: "p".into(),
-                kind: crate::history::MessageType::Message,
-                subject: None,
-                body: "b".into(),
-                encoding: None,
-                parts: 1,
-                state: MessageState::Queued,
-                reason: None,
-                error: None,
-                snapshot: Default::default(),
-            })
+            .map(|r| queued_sms(r, Default::default()))
             .collect();
         let ids = ledger.plan(run.id, planned).unwrap();
         ledger
@@ -326,22 +331,7 @@ mod tests {
             })
             .unwrap();
         let then = recipient(1, "Cape Town");
-        let planned = NewMessage {
-            recipient_kind: then.kind,
-            recipient_id: then.id,
-            address: then.phone.clone().unwrap(),
-            channel: Channel::Sms,
-            provider: "p".into(),
-            kind: crate::history::MessageType::Message,
-            subject: None,
-            body: "b".into(),
-            encoding: None,
-            parts: 1,
-            state: MessageState::Queued,
-            reason: None,
-            error: None,
-            snapshot: crate::history::RecipientSnapshot::of(&then),
-        };
+        let planned = queued_sms(&then, crate::history::RecipientSnapshot::of(&then));
         ledger.plan(run.id, vec![planned]).unwrap();
         // The customer has moved since; the history still says Cape Town.
         let now = recipient(1, "Durban");
