@@ -72,6 +72,8 @@ fn fill(store: &dyn Store, n: u64) {
                 reason: None,
                 error: None,
                 snapshot: Default::default(),
+                html: None,
+                route: Vec::new(),
             })
             .collect();
         let ids = ledger.plan(run.id, messages).unwrap();

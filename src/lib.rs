@@ -8,6 +8,7 @@
 
 pub mod bounces;
 pub mod cli;
+pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod console;

@@ -50,6 +50,8 @@ fn message(id: u64, address: &str, channel: Channel, kind: MessageType) -> NewMe
         reason: None,
         error: None,
         snapshot: Default::default(),
+        html: None,
+        route: Vec::new(),
     }
 }
 

@@ -219,6 +219,8 @@ fn project_with_messages() -> Project {
             reason: None,
             error: None,
             snapshot: Default::default(),
+            html: None,
+            route: Vec::new(),
         })
         .collect();
     let ids = ledger.plan(run.id, planned).unwrap();

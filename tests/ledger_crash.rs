@@ -91,6 +91,8 @@ fn child(dir: &str, backend: Backend, url: Option<&str>) -> ! {
                 reason: None,
                 error: None,
                 snapshot: Default::default(),
+                html: None,
+                route: Vec::new(),
             })
             .collect();
         let ids = ledger.plan(run.id, messages).expect("plan");

@@ -175,6 +175,8 @@ pub mod history {
                 status: Some("active".into()),
                 ..Default::default()
             },
+            html: None,
+            route: Vec::new(),
         }
     }
 

@@ -225,6 +225,8 @@ mod tests {
                 reason: None,
                 error: None,
                 snapshot: Default::default(),
+                html: None,
+                route: Vec::new(),
             })
             .collect();
         let ids = ledger.plan(run.id, planned).unwrap();

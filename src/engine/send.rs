@@ -888,6 +888,8 @@ fn hand_on(
                 _ => None,
             },
             snapshot: RecipientSnapshot::of(&p.recipient),
+            html: p.html.clone(),
+            route: p.route.iter().skip(1).cloned().collect(),
         })
         .collect();
     let ids = match input.ledger.plan(input.run.id, messages) {

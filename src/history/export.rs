@@ -431,6 +431,8 @@ mod tests {
                     reason: Some("@SUM(1)".into()),
                     error: None,
                     snapshot: Default::default(),
+                    html: None,
+                    route: Vec::new(),
                 }],
             )
             .unwrap();

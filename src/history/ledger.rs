@@ -78,6 +78,10 @@ pub struct NewMessage {
     pub error: Option<(String, String)>,
     /// The recipient's fields analysts group by, as they are now.
     pub snapshot: RecipientSnapshot,
+    /// The HTML alternative of an email.
+    pub html: Option<String>,
+    /// Providers to fail over to after `provider`, in order.
+    pub route: Vec<String>,
 }
 
 /// One state change for one message.
@@ -249,6 +253,8 @@ impl<'a> Ledger<'a> {
                     reason: None,
                     error: None,
                     snapshot: m.snapshot,
+                    html: m.html,
+                    route: Vec::new(),
                 });
             }
         }
@@ -384,6 +390,9 @@ impl<'a> Ledger<'a> {
                     transitions: vec![(m.state, now)],
                     failovers: Vec::new(),
                     snapshot: m.snapshot,
+                    html: m.html,
+                    route: m.route,
+                    worker: None,
                 };
                 stored.run.counters.add(msg.state, 1);
                 ids.push(id);

@@ -403,6 +403,16 @@ pub struct Message {
     /// The recipient's fields analysts group by, as they were when it was planned.
     #[serde(default)]
     pub snapshot: RecipientSnapshot,
+    /// The HTML alternative of an email, as rendered when it was planned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub html: Option<String>,
+    /// Providers the message may still fail over to, in order (a route script's choice).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub route: Vec<String>,
+    /// The worker holding the message (claimed to send it), or the one that last held
+    /// it: PostgreSQL with several workers; `None` on the embedded store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
 }
 
 /// A recipient's fields as they were when a message to them was planned: history says

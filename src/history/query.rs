@@ -746,6 +746,8 @@ mod tests {
                 reason: None,
                 error: None,
                 snapshot: Default::default(),
+                html: None,
+                route: Vec::new(),
             };
             ledger.plan(run.id, vec![message]).unwrap();
             runs.push(run.id);

@@ -254,6 +254,8 @@ mod tests {
             reason: None,
             error: None,
             snapshot,
+            html: None,
+            route: Vec::new(),
         }
     }
 

@@ -116,6 +116,11 @@ pub trait Store: Directory + Send + Sync {
 
     /// Where the store lives, for messages.
     fn path(&self) -> &Path;
+
+    /// The coordination of several workers, where the store has it (PostgreSQL).
+    fn cluster(&self) -> Option<&crate::cluster::Cluster> {
+        None
+    }
 }
 
 /// A store opened elsewhere in this process (the daemon's), lent to a command as its own.
@@ -139,12 +144,17 @@ impl Store for Shared {
     fn path(&self) -> &Path {
         self.0.path()
     }
+
+    fn cluster(&self) -> Option<&crate::cluster::Cluster> {
+        self.0.cluster()
+    }
 }
 
 /// The PostgreSQL bundle: the directory and the history in one database.
 pub struct PgStore {
     directory: crate::recipients::directory::postgres::PgDirectory,
     history: crate::history::store::postgres::PgHistory,
+    cluster: crate::cluster::Cluster,
     path: PathBuf,
 }
 
@@ -165,6 +175,10 @@ impl Store for PgStore {
 
     fn path(&self) -> &Path {
         &self.path
+    }
+
+    fn cluster(&self) -> Option<&crate::cluster::Cluster> {
+        Some(&self.cluster)
     }
 }
 
@@ -197,7 +211,8 @@ fn open_once(config: &StoreConfig) -> Result<Box<dyn Store>, StoreError> {
             Box::new(PgStore {
                 path: PathBuf::from(format!("postgres://{}", pg.server())),
                 directory: crate::recipients::directory::postgres::PgDirectory::on(pg.clone())?,
-                history: crate::history::store::postgres::PgHistory::on(pg)?,
+                history: crate::history::store::postgres::PgHistory::on(pg.clone())?,
+                cluster: crate::cluster::Cluster::on(pg),
             })
         }
     })

@@ -47,6 +47,8 @@ pub fn sent_messages_on(project: &Project, channel: Channel, messages: &[(&str, 
             reason: None,
             error: None,
             snapshot: Default::default(),
+            html: None,
+            route: Vec::new(),
         })
         .collect();
     let ids = ledger.plan(run.id, planned).unwrap();

@@ -100,6 +100,8 @@ pub(crate) fn msg(i: u64) -> NewMessage {
             location: Some("Cape Town".into()),
             ..Default::default()
         },
+        html: None,
+        route: Vec::new(),
     }
 }
 

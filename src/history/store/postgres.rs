@@ -29,11 +29,18 @@ use crate::store::StoreError;
 use crate::store::postgres::{Migration, Pg, PgSettings};
 
 /// The history's migrations, in order.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "create_history",
-    sql: include_str!("postgres/001_history.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "create_history",
+        sql: include_str!("postgres/001_history.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "workers",
+        sql: include_str!("postgres/002_workers.sql"),
+    },
+];
 
 /// The history in one PostgreSQL database.
 pub struct PgHistory {
@@ -190,18 +197,19 @@ const UPDATE_RUN: &str = "UPDATE runs SET started_at = $2, finished_at = $3, pla
 const SELECT_MESSAGES_FOR_UPDATE: &str = "SELECT run_id, seq, recipient_kind, recipient_id, address, \
      channel, provider, type, subject, body, encoding, parts, state, reason, attempts, \
      provider_message_id, error_code, error_text, created_at, updated_at, transitions, failovers, \
-     location, partner, category, billing_type, recipient_status FROM messages \
-     WHERE (run_id, seq) IN (SELECT * FROM unnest($1::text[], $2::bigint[])) FOR UPDATE";
+     location, partner, category, billing_type, recipient_status, html, route, worker FROM messages \
+     WHERE (run_id, seq) IN (SELECT * FROM unnest($1::text[], $2::bigint[])) \
+     ORDER BY run_id, seq FOR UPDATE";
 
 const INSERT_MESSAGES: &str = "INSERT INTO messages (run_id, seq, recipient_kind, recipient_id, \
      address, channel, provider, type, subject, body, encoding, parts, state, reason, attempts, \
      provider_message_id, error_code, error_text, created_at, updated_at, dedup_id, transitions, \
-     failovers, location, partner, category, billing_type, recipient_status) \
+     failovers, location, partner, category, billing_type, recipient_status, html, route) \
      SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::text[], \
      $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::bigint[], \
      $13::text[], $14::text[], $15::bigint[], $16::text[], $17::text[], $18::text[], \
      $19::bigint[], $20::bigint[], $21::bigint[], $22::text[], $23::text[], $24::text[], \
-     $25::text[], $26::text[], $27::text[], $28::text[])";
+     $25::text[], $26::text[], $27::text[], $28::text[], $29::text[], $30::text[])";
 
 const UPDATE_MESSAGES: &str = "UPDATE messages AS m SET provider = u.provider, state = u.state, \
      reason = u.reason, attempts = u.attempts, provider_message_id = u.provider_message_id, \
@@ -361,6 +369,8 @@ impl Tx for PgTx<'_> {
             col(&|m, _| m.snapshot.category.clone()),
             col(&|m, _| m.snapshot.billing_type.clone()),
             col(&|m, _| m.snapshot.status.clone()),
+            col(&|m, _| m.html.clone()),
+            col(&|m, _| sql::route_text(m)),
         ];
         self.execute("plan messages", INSERT_MESSAGES, params)
             .map(drop)

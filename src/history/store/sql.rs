@@ -26,10 +26,10 @@ pub const RUN_COLUMNS: &str = "id, job, triggered_by, scheduled_at, channels, pr
 pub const MESSAGE_COLUMNS: &str = "run_id, seq, recipient_kind, recipient_id, address, channel, provider, \
      type, subject, body, encoding, parts, state, reason, attempts, provider_message_id, \
      error_code, error_text, created_at, updated_at, transitions, failovers, \
-     location, partner, category, billing_type, recipient_status";
+     location, partner, category, billing_type, recipient_status, html, route, worker";
 
 /// How many columns [`MESSAGE_COLUMNS`] names.
-pub const MESSAGE_COLUMN_COUNT: usize = 27;
+pub const MESSAGE_COLUMN_COUNT: usize = 30;
 
 fn decode(key: impl std::fmt::Display, detail: impl std::fmt::Display) -> HistoryError {
     HistoryError::Decode {
@@ -169,7 +169,18 @@ pub fn message_from_row(row: &dyn SqlRow) -> Result<Message, HistoryError> {
             billing_type: row.text(25)?,
             status: row.text(26)?,
         },
+        html: row.text(27)?,
+        route: row
+            .text(28)?
+            .map(|r| r.split(',').filter(|p| !p.is_empty()).map(String::from).collect())
+            .unwrap_or_default(),
+        worker: row.text(29)?,
     })
+}
+
+/// The providers a message may still fail over to, as stored: `a,b`, or NULL.
+pub fn route_text(m: &Message) -> Option<String> {
+    (!m.route.is_empty()).then(|| m.route.join(","))
 }
 
 /// A message's transitions as stored: JSON `[["queued", ms], …]`.

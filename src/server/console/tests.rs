@@ -76,6 +76,8 @@ fn run_with_a_failure(store: &dyn crate::store::Store, job: &str) -> RunId {
             reason: None,
             error: None,
             snapshot: Default::default(),
+            html: None,
+            route: Vec::new(),
         })
         .to_vec();
     let ids = ledger.plan(run.id, planned).unwrap();
