@@ -659,7 +659,7 @@ mod tests {
                 err,
                 HistoryError::TooNew {
                     found: 99,
-                    known: 1,
+                    known: 2,
                     ..
                 }
             ),
