@@ -146,7 +146,7 @@ fn a_schema_newer_than_the_binary_is_refused() {
     let text = format!("{err:#}");
     assert!(
         text.contains("the directory schema in PostgreSQL at 127.0.0.1:")
-            && text.contains("(schema `crier`) is at version 99, newer than this crier knows (2)"),
+            && text.contains("(schema `crier`) is at version 99, newer than this crier knows (1)"),
         "{text}"
     );
 }
