@@ -35,6 +35,7 @@ pub(super) fn run(config: &Config, args: &ServeArgs) -> anyhow::Result<Outcome> 
         metrics: Default::default(),
         jobs_dir: args.jobs.clone(),
         scheduler: None,
+        worker: None,
     });
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(listen)
