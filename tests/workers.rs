@@ -489,8 +489,9 @@ fn the_schedule_fires_on_the_leader_only_and_the_next_leader_misses_no_instant()
     wait_for("b's timer fired and stood back", Duration::from_secs(4), || {
         b.log().contains("Not the scheduler's leader: the leader fires this.")
     });
-    let fired_by_a = a.log().matches("Fired.").count();
-    assert!(fired_by_a >= 2, "{}", a.log());
+    // (The first run may be a's catch-up of the instant just before it started.)
+    assert!(a.log().contains("Fired."), "{}", a.log());
+    let before = scheduled_instants(&p).len();
 
     // Kill the leader; b takes over, catches up an instant missed meanwhile, fires on.
     a.kill();
@@ -507,7 +508,7 @@ fn the_schedule_fires_on_the_leader_only_and_the_next_leader_misses_no_instant()
     let at = scheduled_instants(&p);
     // One run per instant, every instant from the first to the last: nothing missed
     // across the failover, nothing doubled.
-    assert!(at.len() >= fired_by_a + 2, "{at:?}");
+    assert!(at.len() >= before + 2, "{at:?}");
     for pair in at.windows(2) {
         assert_eq!(pair[1] - pair[0], 3000, "a gap or a stray instant: {at:?}\n{log}");
     }
