@@ -29,7 +29,10 @@ fn cluster() -> (String, Cluster) {
         postgres: Some(crier::store::PgSettings::new(url.clone())),
     })
     .expect("open the PostgreSQL store");
-    let cluster = store.cluster().expect("a PostgreSQL store has a cluster").clone();
+    let cluster = store
+        .cluster()
+        .expect("a PostgreSQL store has a cluster")
+        .clone();
     (url, cluster)
 }
 
@@ -157,14 +160,22 @@ fn register_refuses_a_live_duplicate_id_and_accepts_a_dead_one() {
     assert!(matches!(err, ClusterError::InUse { .. }), "{err:?}");
     let text = err.to_string();
     assert!(
-        text.starts_with("worker id `web-1` is in use by a live worker on host host-a, pid 4242, heartbeat 0."),
+        text.starts_with(
+            "worker id `web-1` is in use by a live worker on host host-a, pid 4242, heartbeat 0."
+        ),
         "{text}"
     );
-    assert!(text.ends_with("ago: give this one another --worker-id"), "{text}");
+    assert!(
+        text.ends_with("ago: give this one another --worker-id"),
+        "{text}"
+    );
 
     // Silent past the lease: declared dead, and the id is free again.
     std::thread::sleep(lease + Duration::from_millis(100));
-    assert_eq!(cluster.declare_dead(lease).unwrap(), vec!["web-1".to_string()]);
+    assert_eq!(
+        cluster.declare_dead(lease).unwrap(),
+        vec!["web-1".to_string()]
+    );
     let second = cluster.register(&elsewhere("host-b", 77), lease).unwrap();
     // The first process's heartbeats find their row taken over.
     assert!(!cluster.heartbeat(&first).unwrap());
@@ -357,7 +368,11 @@ fn leaders(view: &serde_json::Value) -> Vec<String> {
 fn get(addr: &str, path: &str) -> (u16, String) {
     use std::io::Write;
     let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     let status = out
@@ -401,7 +416,9 @@ fn two_workers_one_leader_and_a_killed_leader_is_replaced_within_the_lease() {
     assert_eq!(table.code, 0, "{}", table.stderr);
     assert!(table.stdout.starts_with("WORKER  HOST"), "{}", table.stdout);
     assert!(
-        table.stdout.contains("scheduler lease: held by a, expires in"),
+        table
+            .stdout
+            .contains("scheduler lease: held by a, expires in"),
         "{}",
         table.stdout
     );
@@ -435,7 +452,11 @@ fn two_workers_one_leader_and_a_killed_leader_is_replaced_within_the_lease() {
         },
     );
     eprintln!("b led and a was dead {took:?} after the SIGKILL");
-    assert!(b.log().contains("This worker leads the scheduler."), "{}", b.log());
+    assert!(
+        b.log().contains("This worker leads the scheduler."),
+        "{}",
+        b.log()
+    );
 
     // SIGTERM: retired, the lease given up.
     assert_eq!(b.stop(), 0, "{}", b.log());
@@ -486,9 +507,14 @@ fn the_schedule_fires_on_the_leader_only_and_the_next_leader_misses_no_instant()
     });
     let b_log = b.log();
     assert!(!b_log.contains("Fired."), "{b_log}");
-    wait_for("b's timer fired and stood back", Duration::from_secs(4), || {
-        b.log().contains("Not the scheduler's leader: the leader fires this.")
-    });
+    wait_for(
+        "b's timer fired and stood back",
+        Duration::from_secs(4),
+        || {
+            b.log()
+                .contains("Not the scheduler's leader: the leader fires this.")
+        },
+    );
     // (The first run may be a's catch-up of the instant just before it started.)
     assert!(a.log().contains("Fired."), "{}", a.log());
     let before = scheduled_instants(&p).len();
@@ -510,7 +536,11 @@ fn the_schedule_fires_on_the_leader_only_and_the_next_leader_misses_no_instant()
     // across the failover, nothing doubled.
     assert!(at.len() >= before + 2, "{at:?}");
     for pair in at.windows(2) {
-        assert_eq!(pair[1] - pair[0], 3000, "a gap or a stray instant: {at:?}\n{log}");
+        assert_eq!(
+            pair[1] - pair[0],
+            3000,
+            "a gap or a stray instant: {at:?}\n{log}"
+        );
     }
     assert!(at.last().unwrap() > &killed_at, "{at:?}");
 }

@@ -289,7 +289,11 @@ impl Cluster {
     /// Registers `info` as alive; a row of that id that is alive and heartbeating within
     /// `lease` belongs to another process and is refused, unless that process is a
     /// previous one of this host that is gone.
-    pub fn register(&self, info: &WorkerInfo, lease: Duration) -> Result<Registration, ClusterError> {
+    pub fn register(
+        &self,
+        info: &WorkerInfo,
+        lease: Duration,
+    ) -> Result<Registration, ClusterError> {
         for attempt in 0..2 {
             if let Some(started_at) = self.try_register(info, lease)? {
                 return Ok(Registration {
@@ -301,10 +305,19 @@ impl Cluster {
             }
             let id = info.id.clone();
             let holder = sql(HOLDER);
-            let found = self.pg.call("read the worker holding an id", move |c| async move {
-                let row = c.query_opt(&holder, &[&id]).await?;
-                Ok(row.map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1), r.get::<_, i64>(2), r.get::<_, bool>(3))))
-            })?;
+            let found = self
+                .pg
+                .call("read the worker holding an id", move |c| async move {
+                    let row = c.query_opt(&holder, &[&id]).await?;
+                    Ok(row.map(|r| {
+                        (
+                            r.get::<_, String>(0),
+                            r.get::<_, i64>(1),
+                            r.get::<_, i64>(2),
+                            r.get::<_, bool>(3),
+                        )
+                    }))
+                })?;
             let Some((host, pid, age, alive)) = found else {
                 continue; // Deleted meanwhile: try again.
             };
@@ -331,7 +344,11 @@ impl Cluster {
         })
     }
 
-    fn try_register(&self, info: &WorkerInfo, lease: Duration) -> Result<Option<i64>, ClusterError> {
+    fn try_register(
+        &self,
+        info: &WorkerInfo,
+        lease: Duration,
+    ) -> Result<Option<i64>, ClusterError> {
         let (id, host, pid, role, version) = (
             info.id.clone(),
             info.host.clone(),
@@ -387,34 +404,38 @@ impl Cluster {
         let id = id.to_string();
         let lease = ms(lease);
         let text = sql(LEAD);
-        Ok(self.pg.call("take the scheduler lease", move |c| async move {
-            let row = c
-                .query_opt(&text, &[&SCHEDULER_LEASE, &id, &lease])
-                .await?;
-            Ok(row.is_some_and(|r| r.get::<_, String>(0) == id))
-        })?)
+        Ok(self
+            .pg
+            .call("take the scheduler lease", move |c| async move {
+                let row = c.query_opt(&text, &[&SCHEDULER_LEASE, &id, &lease]).await?;
+                Ok(row.is_some_and(|r| r.get::<_, String>(0) == id))
+            })?)
     }
 
     /// The scheduler lease's holder and how long it has left (negative: expired).
     pub fn leader(&self) -> Result<Option<Lease>, ClusterError> {
         let text = sql(LEADER);
-        Ok(self.pg.call("read the scheduler lease", move |c| async move {
-            let row = c.query_opt(&text, &[&SCHEDULER_LEASE]).await?;
-            Ok(row.map(|r| Lease {
-                holder: r.get(0),
-                expires_in_ms: r.get(1),
-            }))
-        })?)
+        Ok(self
+            .pg
+            .call("read the scheduler lease", move |c| async move {
+                let row = c.query_opt(&text, &[&SCHEDULER_LEASE]).await?;
+                Ok(row.map(|r| Lease {
+                    holder: r.get(0),
+                    expires_in_ms: r.get(1),
+                }))
+            })?)
     }
 
     /// Workers alive but silent for longer than `lease` become dead; their ids.
     pub fn declare_dead(&self, lease: Duration) -> Result<Vec<String>, ClusterError> {
         let lease = ms(lease);
         let text = sql(DECLARE_DEAD);
-        Ok(self.pg.call("declare silent workers dead", move |c| async move {
-            let rows = c.query(&text, &[&lease]).await?;
-            Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
-        })?)
+        Ok(self
+            .pg
+            .call("declare silent workers dead", move |c| async move {
+                let rows = c.query(&text, &[&lease]).await?;
+                Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
+            })?)
     }
 
     /// Workers of `host` (this one) alive in the table whose process is gone become dead
@@ -422,10 +443,12 @@ impl Cluster {
     pub fn dead_on_this_host(&self, host: &str) -> Result<Vec<String>, ClusterError> {
         let text = ALIVE_ON_HOST.to_string();
         let h = host.to_string();
-        let alive: Vec<(String, i64)> = self.pg.call("read this host's workers", move |c| async move {
-            let rows = c.query(&text, &[&h]).await?;
-            Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
-        })?;
+        let alive: Vec<(String, i64)> =
+            self.pg
+                .call("read this host's workers", move |c| async move {
+                    let rows = c.query(&text, &[&h]).await?;
+                    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+                })?;
         let (ids, pids): (Vec<String>, Vec<i64>) = alive
             .into_iter()
             .filter(|(_, pid)| !process_exists(*pid))
@@ -435,21 +458,21 @@ impl Cluster {
         }
         let text = DEAD_BY_PID.to_string();
         let h = host.to_string();
-        Ok(self.pg.call("declare gone workers dead", move |c| async move {
-            let rows = c.query(&text, &[&ids, &pids, &h]).await?;
-            Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
-        })?)
+        Ok(self
+            .pg
+            .call("declare gone workers dead", move |c| async move {
+                let rows = c.query(&text, &[&ids, &pids, &h]).await?;
+                Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
+            })?)
     }
 
     /// Forgets workers stopped or dead for longer than `after`; how many.
     pub fn forget(&self, after: Duration) -> Result<u64, ClusterError> {
         let after = ms(after);
         let text = sql(FORGET);
-        Ok(self
-            .pg
-            .call("forget old workers", move |c| async move {
-                c.execute(&text, &[&after]).await
-            })?)
+        Ok(self.pg.call("forget old workers", move |c| async move {
+            c.execute(&text, &[&after]).await
+        })?)
     }
 
     /// Every worker the table holds, alive first, with the messages each holds.
@@ -745,8 +768,12 @@ impl Shared {
         };
         *lock(&self.leads_until) = held.then(|| began + self.settings.lease);
         match (was, held) {
-            (false, true) => tracing::info!(worker = %self.info.id, "This worker leads the scheduler."),
-            (true, false) => tracing::warn!(worker = %self.info.id, "This worker no longer leads the scheduler."),
+            (false, true) => {
+                tracing::info!(worker = %self.info.id, "This worker leads the scheduler.")
+            }
+            (true, false) => {
+                tracing::warn!(worker = %self.info.id, "This worker no longer leads the scheduler.")
+            }
             _ => {}
         }
         held

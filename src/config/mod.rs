@@ -736,10 +736,7 @@ fn validate(raw: RawConfig, path: Option<&Path>, report: &mut FileReport) -> Con
 
 /// `cluster:`: each a duration; the lease at least 3 heartbeats, so one late heartbeat
 /// never makes a worker dead.
-fn validate_cluster(
-    raw: &RawCluster,
-    report: &mut FileReport,
-) -> crate::cluster::members::Leases {
+fn validate_cluster(raw: &RawCluster, report: &mut FileReport) -> crate::cluster::members::Leases {
     use crate::cluster::members::{DEFAULT_HEARTBEAT, DEFAULT_LEASE, Leases};
     let mut duration = |field: &str, text: &Option<String>, default: std::time::Duration| {
         let Some(text) = text else {
@@ -957,8 +954,13 @@ mod tests {
             "{errors}"
         );
         // Only the heartbeat written: the default lease is too short for it.
-        let errors = parse("cluster:\n  heartbeat: 4s\n").unwrap_err().to_string();
-        assert!(errors.contains("cluster.heartbeat: the lease (10s)"), "{errors}");
+        let errors = parse("cluster:\n  heartbeat: 4s\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            errors.contains("cluster.heartbeat: the lease (10s)"),
+            "{errors}"
+        );
         let errors = parse("cluster:\n  heartbeat: often\n  lease: 0ms\n")
             .unwrap_err()
             .to_string();
@@ -968,7 +970,10 @@ mod tests {
             lines[0].contains("cluster.heartbeat: `often` is not a duration (e.g. `2s`, `500ms`)"),
             "{errors}"
         );
-        assert!(lines[1].contains("cluster.lease: `0ms` is too short"), "{errors}");
+        assert!(
+            lines[1].contains("cluster.lease: `0ms` is too short"),
+            "{errors}"
+        );
         let errors = parse("cluster:\n  leas: 10s\n").unwrap_err().to_string();
         assert!(errors.contains("cluster.leas"), "{errors}");
     }

@@ -289,7 +289,9 @@ fn start_worker(
 ) -> anyhow::Result<Option<Arc<Worker>>> {
     let Some(cluster) = store.cluster() else {
         if worker_id.is_some() {
-            tracing::warn!("--worker-id names a worker among several on a PostgreSQL store; the embedded store has this one process.");
+            tracing::warn!(
+                "--worker-id names a worker among several on a PostgreSQL store; the embedded store has this one process."
+            );
         }
         return Ok(None);
     };
@@ -301,7 +303,12 @@ fn start_worker(
     let on_dead: crate::cluster::members::OnDead = Box::new(|ids: &[String]| {
         tracing::warn!(workers = %ids.join(", "), "Declared dead: their messages are handed on.");
     });
-    Ok(Some(Worker::start(cluster.clone(), info, settings, on_dead)?))
+    Ok(Some(Worker::start(
+        cluster.clone(),
+        info,
+        settings,
+        on_dead,
+    )?))
 }
 
 /// What a firing does.

@@ -1210,7 +1210,12 @@ async fn healthz(State(state): State<Shared>) -> Response {
     let store = blocking(move || state.store.history().ping().map_err(ApiError::internal)).await;
     let (code, status, store, worker) = match (store, worker) {
         (Ok(()), Ok(worker)) => (StatusCode::OK, "ok", "ok".to_string(), worker),
-        (Ok(()), Err(why)) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "ok".to_string(), why),
+        (Ok(()), Err(why)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "ok".to_string(),
+            why,
+        ),
         (Err(e), worker) => (
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",

@@ -214,6 +214,13 @@ pub fn render(metrics: &Metrics, ledger: &Ledger) -> Result<String, LedgerError>
     Ok(out)
 }
 
+/// A per-worker gauge: its name, its help, its value for a worker.
+type Gauge = (
+    &'static str,
+    &'static str,
+    fn(&crate::cluster::members::WorkerRow) -> String,
+);
+
 /// The workers on a PostgreSQL store, appended to the `/metrics` page: how many are in
 /// each state, and per live worker whether it leads, its heartbeat's age and what it
 /// holds. (Stopped and dead workers are counted, not listed: their ids would pile up as
@@ -223,13 +230,18 @@ pub fn render_workers(
     cluster: &crate::cluster::Cluster,
 ) -> Result<(), crate::cluster::members::ClusterError> {
     let workers = cluster.workers()?;
-    header(out, "crier_workers", "gauge", "Workers on the store by state.");
+    header(
+        out,
+        "crier_workers",
+        "gauge",
+        "Workers on the store by state.",
+    );
     for state in ["alive", "stopped", "dead"] {
         let n = workers.iter().filter(|w| w.state == state).count();
         let _ = writeln!(out, "crier_workers{{state=\"{state}\"}} {n}");
     }
     let alive: Vec<_> = workers.iter().filter(|w| w.state == "alive").collect();
-    let gauges: [(&str, &str, fn(&crate::cluster::members::WorkerRow) -> String); 4] = [
+    let gauges: [Gauge; 4] = [
         (
             "crier_worker_leader",
             "1 for the live worker holding the scheduler lease, else 0.",
