@@ -9,12 +9,24 @@ mod common;
 
 use std::io::Read;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use common::{Project, pg};
 use crier::cluster::Cluster;
 use crier::cluster::members::{ClusterError, Leases, Role, Worker, WorkerInfo};
+
+/// Every test shares this binary's PostgreSQL server; the one that stops it holds this
+/// exclusively, the others share it.
+static SERVER: RwLock<()> = RwLock::new(());
+
+fn shared() -> RwLockReadGuard<'static, ()> {
+    SERVER.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn exclusive() -> RwLockWriteGuard<'static, ()> {
+    SERVER.write().unwrap_or_else(|e| e.into_inner())
+}
 
 // ---------------------------------------------------------------------------------------
 // The library: `Cluster` and `Worker` on one database.
@@ -71,6 +83,7 @@ fn wait_for(what: &str, within: Duration, mut ok: impl FnMut() -> bool) -> Durat
 
 #[test]
 fn one_worker_leads_and_a_silent_leader_is_replaced_and_declared_dead() {
+    let _server = shared();
     let (_, cluster) = cluster();
     let (seen_a, on_dead_a) = recorder();
     let (seen_b, on_dead_b) = recorder();
@@ -113,6 +126,7 @@ fn one_worker_leads_and_a_silent_leader_is_replaced_and_declared_dead() {
 
 #[test]
 fn a_worker_whose_row_is_taken_over_is_fenced_and_registers_again() {
+    let _server = shared();
     let (url, cluster) = cluster();
     let settings = Leases {
         lead: false,
@@ -144,6 +158,7 @@ fn a_worker_whose_row_is_taken_over_is_fenced_and_registers_again() {
 
 #[test]
 fn register_refuses_a_live_duplicate_id_and_accepts_a_dead_one() {
+    let _server = shared();
     let (_, cluster) = cluster();
     let lease = Duration::from_millis(300);
     let elsewhere = |host: &str, pid: u32| WorkerInfo {
@@ -189,6 +204,7 @@ fn register_refuses_a_live_duplicate_id_and_accepts_a_dead_one() {
 
 #[test]
 fn a_restart_on_the_same_host_takes_its_id_over_without_waiting_for_the_lease() {
+    let _server = shared();
     let (_, cluster) = cluster();
     let lease = Duration::from_secs(60);
     // A previous process of this host, now gone.
@@ -391,6 +407,7 @@ const UNSCHEDULED: &str = "send_to: sms\nmessage: hi\nrecipients: {}\n";
 
 #[test]
 fn two_workers_one_leader_and_a_killed_leader_is_replaced_within_the_lease() {
+    let _server = shared();
     let p = cluster_project(UNSCHEDULED);
     let mut a = Node::start(&p, "a");
     let addr = a.addr();
@@ -490,6 +507,7 @@ fn scheduled_instants(p: &Project) -> Vec<i64> {
 
 #[test]
 fn the_schedule_fires_on_the_leader_only_and_the_next_leader_misses_no_instant() {
+    let _server = shared();
     let p = cluster_project(
         "send_to: sms\nmessage: \"Tick for {{ customer.name }}\"\nrecipients: {}\nschedule:\n  cron: \"*/3 * * * * *\"\n",
     );
@@ -547,6 +565,7 @@ fn the_schedule_fires_on_the_leader_only_and_the_next_leader_misses_no_instant()
 
 #[test]
 fn workers_on_the_embedded_store_is_a_clear_error() {
+    let _server = shared();
     let p = Project::new();
     if p.pg_url.is_some() {
         return; // The suite runs every project on PostgreSQL: no embedded store here.
@@ -559,4 +578,65 @@ fn workers_on_the_embedded_store_is_a_clear_error() {
         "{}",
         out.stderr
     );
+}
+
+#[test]
+fn a_worker_that_loses_its_database_stops_leading_and_is_unhealthy_until_it_is_back() {
+    let _server = exclusive();
+    let p = cluster_project(UNSCHEDULED);
+    let mut a = Node::start(&p, "a");
+    let addr = a.addr();
+    wait_for("a leads", Duration::from_secs(10), || {
+        leaders(&workers(&p)) == ["a"]
+    });
+    // A library worker alone on a database of its own: it leads there.
+    let (_, cluster) = cluster();
+    let (_, on_dead) = recorder();
+    let w = Worker::start(cluster, info("lib"), FAST, on_dead).unwrap();
+    assert!(w.is_leader() && w.healthy());
+    assert_eq!(get(&addr, "/healthz").0, 200);
+
+    pg::server().stop_immediate();
+    let gone = Instant::now();
+    // The lease is no longer believed as soon as a renewal fails.
+    wait_for("not leading", FAST.heartbeat * 3, || !w.is_leader());
+    wait_for("unhealthy", FAST.lease + FAST.heartbeat * 3, || {
+        !w.healthy()
+    });
+    assert!(
+        gone.elapsed() >= FAST.lease,
+        "unhealthy before the lease ran out"
+    );
+    let why = w.health().unwrap_err();
+    assert!(
+        why.starts_with("worker `lib` has had no heartbeat for"),
+        "{why}"
+    );
+    // The daemon's /healthz says so (its lease: 1 s).
+    let mut body = String::new();
+    wait_for("/healthz 503", Duration::from_secs(3), || {
+        let (code, b) = get(&addr, "/healthz");
+        body = b;
+        code == 503
+    });
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        health["worker"]
+            .as_str()
+            .unwrap()
+            .starts_with("worker `a` has had no heartbeat for"),
+        "{health}"
+    );
+    assert!(!body.contains("postgres://"), "{body}");
+
+    pg::server().start();
+    wait_for("healthy again", Duration::from_secs(10), || w.healthy());
+    wait_for("leading again", Duration::from_secs(10), || w.is_leader());
+    wait_for("a leads again", Duration::from_secs(10), || {
+        leaders(&workers(&p)) == ["a"]
+    });
+    wait_for("/healthz 200", Duration::from_secs(10), || {
+        get(&addr, "/healthz").0 == 200
+    });
+    assert_eq!(a.stop(), 0, "{}", a.log());
 }
