@@ -105,20 +105,28 @@ fn project(mock_url: &str, n: usize, job: &str) -> Project {
 /// Every run (all but removed), as JSON; checks on the way that the CSV export agrees
 /// and that every scheduled run records its fire instant, the one its id carries.
 fn runs(p: &Project) -> Vec<serde_json::Value> {
-    let out = p.crier(&["history", "--format", "json"]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    let runs = serde_json::from_str::<serde_json::Value>(&out.stdout)
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .clone();
-    let csv = p.crier(&["history", "--format", "csv"]);
-    assert_eq!(csv.code, 0, "{}", csv.stderr);
-    let mut reader = csv::Reader::from_reader(csv.stdout.as_bytes());
-    let header = reader.headers().unwrap().clone();
+    // A scheduler may start a run between the two reads: read again until they agree.
+    let mut tries = 0;
+    let (runs, header, rows) = loop {
+        let out = p.crier(&["history", "--format", "json"]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        let runs = serde_json::from_str::<serde_json::Value>(&out.stdout)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone();
+        let csv = p.crier(&["history", "--format", "csv"]);
+        assert_eq!(csv.code, 0, "{}", csv.stderr);
+        let mut reader = csv::Reader::from_reader(csv.stdout.as_bytes());
+        let header = reader.headers().unwrap().clone();
+        let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+        tries += 1;
+        if rows.len() == runs.len() || tries == 5 {
+            assert_eq!(rows.len(), runs.len(), "{}", csv.stdout);
+            break (runs, header, rows);
+        }
+    };
     let col = |name: &str| header.iter().position(|h| h == name).unwrap();
-    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
-    assert_eq!(rows.len(), runs.len(), "{}", csv.stdout);
     for (run, row) in runs.iter().zip(&rows) {
         assert_eq!(row[col("run_id")], *run["id"].as_str().unwrap());
         if run["trigger"] != "schedule" {
@@ -157,16 +165,33 @@ fn fires_on_schedule_once_per_instant_and_stops_cleanly() {
     );
     let daemon = Daemon::start(&p);
     std::thread::sleep(Duration::from_millis(5_500));
+    let stopping = chrono::Utc::now() - chrono::Duration::milliseconds(300);
     let (code, log) = daemon.stop();
     assert_eq!(code, 0, "{log}");
     let runs = runs(&p);
     assert!(runs.len() >= 2, "{runs:?}\n{log}");
+    let mut sent = 0;
     for run in &runs {
         assert_eq!(run["trigger"], "schedule", "{run}");
-        assert_eq!(run["status"], "sent", "{run}");
+        if run["status"] == "sent" {
+            sent += 1;
+            continue;
+        }
+        // Only a run that fired as the daemon was told to stop may be left unfinished
+        // (the next start resumes it).
+        let created =
+            chrono::DateTime::parse_from_rfc3339(run["created_at"].as_str().unwrap()).unwrap();
+        assert!(created >= stopping, "{run}\n{log}");
     }
-    // Every run sent each recipient exactly once.
-    assert_eq!(mock.state.accepted_count(), 3 * runs.len());
+    // Every finished run sent each recipient exactly once.
+    assert!(sent >= 2, "{runs:?}");
+    assert_eq!(
+        mock.state.accepted_count(),
+        runs.iter()
+            .map(|r| r["counters"]["sent"].as_u64().unwrap())
+            .sum::<u64>() as usize
+    );
+    assert!(mock.state.accepted_count() >= 3 * sent);
     // A run's id carries its scheduled instant, on an even second.
     for run in &runs {
         let id = run["id"].as_str().unwrap();

@@ -529,7 +529,9 @@ struct Shared {
     settings: Leases,
     on_dead: OnDead,
     registration: Mutex<Option<Registration>>,
-    fenced: AtomicBool,
+    /// Shared with the claims' holder (`claims::Holder::fenced`), so sending stops the
+    /// moment the heartbeat finds the row taken over.
+    fenced: Arc<AtomicBool>,
     /// Until when (monotonic) this worker surely holds the lease: the start of the last
     /// successful `lead` plus the lease.
     leads_until: Mutex<Option<Instant>>,
@@ -563,7 +565,7 @@ impl Worker {
             settings,
             on_dead,
             registration: Mutex::new(Some(registration)),
-            fenced: AtomicBool::new(false),
+            fenced: Arc::default(),
             leads_until: Mutex::new(None),
             last_beat: Mutex::new(began),
             stopping: Mutex::new(false),
@@ -606,6 +608,11 @@ impl Worker {
     /// [`Worker::unfence`].
     pub fn fenced(&self) -> bool {
         self.shared.fenced.load(Ordering::SeqCst)
+    }
+
+    /// The flag behind [`Worker::fenced`], for the claims' holder to share.
+    pub fn fence_flag(&self) -> Arc<AtomicBool> {
+        self.shared.fenced.clone()
     }
 
     /// The owner stopped what it was sending after [`Worker::fenced`]: carry on.

@@ -33,10 +33,11 @@ use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 use tokio_cron_scheduler::{Job as Timer, JobScheduler};
 
+use crate::cluster::claims::Holder;
 use crate::cluster::members::{Leases, Role, Worker, WorkerInfo};
 use crate::config::Config;
 use crate::engine::running;
-use crate::engine::send::{OUTSIDE_WINDOW, SendOptions, send};
+use crate::engine::send::{OUTSIDE_WINDOW, SendError, SendOptions, send};
 use crate::history::ledger::Ledger;
 use crate::history::{RunId, Trigger};
 use crate::job::schedule::{Misfire, Overlap, Schedule, zoned};
@@ -52,6 +53,9 @@ const RELOAD_EVERY: Duration = Duration::from_secs(30);
 const LEAD_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// How long shutdown waits for running sends to park.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(30);
+/// How often a worker looks for runs to help with and runs left by stopped workers
+/// (PostgreSQL).
+const CLUSTER_EVERY: Duration = Duration::from_secs(1);
 
 /// The run id of `job`'s firing at `at`: the instant in the ULID's time part, a stable
 /// hash of the job name in its random part.
@@ -103,6 +107,10 @@ enum Event {
         job: String,
         run: RunId,
     },
+    /// This worker stopped helping with another worker's run (PostgreSQL).
+    Left {
+        run: RunId,
+    },
 }
 
 /// A job as the daemon keeps it.
@@ -128,6 +136,11 @@ struct Daemon {
     broken: BTreeMap<PathBuf, Option<SystemTime>>,
     next_version: u64,
     cancel: Arc<AtomicBool>,
+    /// The worker this process claims messages as (PostgreSQL): then runs are sent by
+    /// every worker, and this one helps with the others' runs.
+    holder: Option<Holder>,
+    /// Other workers' runs this one is helping with.
+    joined: std::collections::BTreeSet<RunId>,
     /// This process among the workers on a PostgreSQL store; `None` on the embedded one
     /// (where this process is the only one and always fires).
     worker: Option<Arc<Worker>>,
@@ -178,6 +191,12 @@ pub fn run(
             broken: BTreeMap::new(),
             next_version: 1,
             cancel,
+            // Claims are made as this worker, and stop when it is fenced.
+            holder: worker.as_ref().map(|w| Holder {
+                id: Arc::from(w.id()),
+                fenced: w.fence_flag(),
+            }),
+            joined: Default::default(),
             leading: worker.as_ref().is_some_and(|w| w.is_leader()),
             worker: worker.clone(),
         };
@@ -222,6 +241,7 @@ pub fn run(
         let mut hup = hangup()?;
         let mut released = running::released();
         let mut reload = tokio::time::interval(RELOAD_EVERY);
+        let mut cluster_tick = tokio::time::interval(CLUSTER_EVERY);
         let mut lead_check = tokio::time::interval(LEAD_CHECK_EVERY);
         let term = shutdown_signal();
         tokio::pin!(term);
@@ -231,7 +251,11 @@ pub fn run(
                     Event::Fire(fire) => daemon.fire(fire).await,
                     Event::Done { job, reopen } => daemon.done(&job, reopen),
                     Event::Reopen { job, run } => daemon.reopen(&job, run),
+                    Event::Left { run } => {
+                        daemon.joined.remove(&run);
+                    }
                 },
+                _ = cluster_tick.tick(), if daemon.holder.is_some() => daemon.cluster_tick(),
                 Some(()) = changes.recv() => {
                     // An editor's save is several events: let them settle, reload once.
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -254,9 +278,14 @@ pub fn run(
             .cancel
             .store(true, std::sync::atomic::Ordering::SeqCst);
         let deadline = tokio::time::Instant::now() + SHUTDOWN_DEADLINE;
-        while daemon.jobs.values().any(|e| e.running) && tokio::time::Instant::now() < deadline {
+        while (daemon.jobs.values().any(|e| e.running) || !daemon.joined.is_empty())
+            && tokio::time::Instant::now() < deadline
+        {
             match tokio::time::timeout_at(deadline, inbox.recv()).await {
                 Ok(Some(Event::Done { job, .. })) => daemon.done(&job, None),
+                Ok(Some(Event::Left { run })) => {
+                    daemon.joined.remove(&run);
+                }
                 Ok(Some(_)) => {}
                 _ => break,
             }
@@ -472,19 +501,38 @@ impl Daemon {
     /// Goes on with every run left `processing` (by a crash, a pause or a shutdown).
     fn resume_interrupted(&mut self) {
         let ledger = Ledger::new(self.store.as_ref());
-        let filter = crate::history::query::RunFilter {
-            status: Some(crate::history::RunStatus::Processing),
-            ..Default::default()
-        };
-        let runs: Vec<_> = crate::history::query::runs(&ledger, &filter)
-            .filter_map(Result::ok)
-            .collect();
+        // `new`: created, then stopped before its first message was planned (a firing
+        // at the moment of a shutdown). Send-as-test runs are one person's, not resumed.
+        let mut runs = Vec::new();
+        for status in [
+            crate::history::RunStatus::Processing,
+            crate::history::RunStatus::New,
+        ] {
+            let filter = crate::history::query::RunFilter {
+                status: Some(status),
+                ..Default::default()
+            };
+            runs.extend(
+                crate::history::query::runs(&ledger, &filter)
+                    .filter_map(Result::ok)
+                    .filter(|r| r.trigger != Trigger::Test),
+            );
+        }
         for run in runs {
             let Some(entry) = self.jobs.get(&run.job) else {
                 tracing::error!(job = %run.job, run = %run.id, "Cannot resume: the job is not loaded.");
                 continue;
             };
             if entry.running {
+                continue;
+            }
+            if let Some(cluster) = self.store.cluster()
+                && let Ok(Some((holding, worker))) = cluster.job_holder(&run.job)
+                && holding == run.id
+                && self.holder.as_ref().is_some_and(|me| *me.id != *worker)
+                && cluster.is_alive(&worker).unwrap_or(false)
+            {
+                // Being sent by a live worker: this one helps instead (`cluster_tick`).
                 continue;
             }
             tracing::warn!(job = %run.job, run = %run.id, "Resuming an interrupted run.");
@@ -572,7 +620,12 @@ impl Daemon {
             return;
         };
         // Busy: our own run of it, or one the API or a forwarded `crier send` started.
-        let busy = entry.running || running::holder(&fire.job).is_some();
+        let elsewhere = self
+            .store
+            .cluster()
+            .and_then(|c| c.job_holder(&fire.job).ok().flatten())
+            .is_some();
+        let busy = entry.running || running::holder(&fire.job).is_some() || elsewhere;
         let overlap = entry
             .job
             .schedule
@@ -666,7 +719,8 @@ impl Daemon {
     }
 
     /// Runs `name` with `options` on a blocking thread; reports `Done` when it ends.
-    fn launch(&mut self, name: &str, options: SendOptions) {
+    fn launch(&mut self, name: &str, mut options: SendOptions) {
+        options.holder = self.holder.clone();
         let Some(entry) = self.jobs.get_mut(name) else {
             return;
         };
@@ -714,6 +768,10 @@ impl Daemon {
                     {
                         reopen = Some((run.id, at));
                     }
+                }
+                // Another worker took the run first (two resuming one left by a dead one).
+                Err(e @ SendError::Busy { .. }) => {
+                    tracing::info!(job = %job.name, run = %id, why = %e, "Not started.")
                 }
                 Err(e) => tracing::error!(job = %job.name, run = %id, error = %e, "Run failed."),
             }
@@ -768,6 +826,99 @@ impl Daemon {
             tracing::info!(job = %name, at = %self.zoned(name, at), "The queued firing starts now (overlap: queue).");
             self.start(name, at);
         }
+    }
+
+    /// PostgreSQL, every [`CLUSTER_EVERY`]: helps with the runs other workers are sending
+    /// (claiming their queued messages), and resumes runs whose starting worker stopped,
+    /// after taking back what stopped workers held.
+    fn cluster_tick(&mut self) {
+        let (Some(cluster), Some(me)) = (self.store.cluster().cloned(), self.holder.clone()) else {
+            return;
+        };
+        if self.cancel.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        match cluster.abandoned_runs(&me.id) {
+            Ok(abandoned) if !abandoned.is_empty() => {
+                let ledger = Ledger::new(self.store.as_ref());
+                if let Err(e) = crate::engine::send::sweep(&ledger, &cluster, &self.config, &me.id)
+                {
+                    tracing::error!(error = %e, "Cannot take back what stopped workers held.");
+                    return;
+                }
+                for (run, job, worker) in abandoned {
+                    if self.jobs.get(&job).is_none_or(|e| e.running) {
+                        continue;
+                    }
+                    tracing::warn!(job = %job, run = %run, worker = %worker, "Resuming a run whose worker stopped.");
+                    self.launch(
+                        &job,
+                        SendOptions {
+                            resume: Some(run),
+                            cancel: Some(self.cancel.clone()),
+                            ..SendOptions::default()
+                        },
+                    );
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "Cannot look for runs left by stopped workers."),
+        }
+        let runs = match cluster.runs_to_join() {
+            Ok(runs) => runs,
+            Err(e) => {
+                tracing::warn!(error = %e, "Cannot look for runs to help with.");
+                return;
+            }
+        };
+        for (run, job, _) in runs {
+            if self.joined.contains(&run) {
+                continue;
+            }
+            let Some(entry) = self.jobs.get(&job) else {
+                continue;
+            };
+            // Our own run of it (the scheduler's, the API's, a forwarded `crier send`), or
+            // its window is closed (the run's starter reopens it).
+            if entry.running || running::holder(&job).flatten() == Some(run) {
+                continue;
+            }
+            if let Some(schedule) = &entry.job.schedule
+                && let Some(window) = &schedule.window
+                && !window.per_recipient
+                && !window.contains(Utc::now(), schedule.tz)
+            {
+                continue;
+            }
+            self.join(entry.job.clone(), run);
+        }
+    }
+
+    /// Helps send `run` of `job`, another worker's, on a blocking thread.
+    fn join(&mut self, job: Job, run: RunId) {
+        self.joined.insert(run);
+        tracing::info!(job = %job.name, run = %run, "Helping with a run.");
+        let options = SendOptions {
+            join: Some(run),
+            holder: self.holder.clone(),
+            cancel: Some(self.cancel.clone()),
+            ..SendOptions::default()
+        };
+        let config = self.config.clone();
+        let store = self.store.clone();
+        let events = self.events.clone();
+        tokio::task::spawn_blocking(move || {
+            match send(&job, &config, store.as_ref(), &options) {
+                Ok(summary) => tracing::info!(
+                    job = %job.name, run = %run, sent = summary.sent, failed = summary.failed,
+                    "Done helping with the run."
+                ),
+                Err(e) => {
+                    tracing::error!(job = %job.name, run = %run, error = %e, "Helping with the run failed.")
+                }
+            }
+            let _ = events.send(Event::Left { run });
+        });
     }
 
     /// Re-reads job files that changed; an invalid edit keeps the previous version.

@@ -38,6 +38,8 @@ use thiserror::Error;
 use tokio::sync::oneshot;
 
 use super::{PlanError, Planned, Planner, SkipReason};
+use crate::cluster::Cluster;
+use crate::cluster::claims::Holder;
 use crate::config::Config;
 use crate::history::RecipientSnapshot;
 use crate::history::ledger::{Change, Ledger, LedgerError, NewMessage, NewRun};
@@ -53,6 +55,15 @@ use crate::throttle::Rate;
 
 /// Messages planned per ledger write.
 const BATCH: usize = 500;
+/// Messages one claim takes (PostgreSQL).
+const CLAIM_BATCH: usize = 256;
+/// How long a worker helping with a run waits for more to claim before it leaves.
+const JOIN_IDLE: Duration = Duration::from_secs(1);
+/// How often a worker with nothing to claim looks at the run again.
+const CLAIM_POLL: Duration = Duration::from_millis(50);
+/// How often a run's starter, waiting for other workers to finish it, takes back what
+/// dead workers held.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
 /// Messages the dispatcher works on at once (waiting for a rate limit, a permit, a
 /// retry, or an answer).
 pub const MAX_IN_FLIGHT: usize = 1024;
@@ -154,6 +165,13 @@ pub struct SendOptions {
     pub on_run: Option<Arc<RunFn>>,
     /// Send outside the job's send window (`crier send --ignore-window`).
     pub ignore_window: bool,
+    /// Help send this run, which another worker started (PostgreSQL): claim its queued
+    /// messages and send them; plan nothing.
+    pub join: Option<RunId>,
+    /// The worker this process claims messages as (PostgreSQL); default: `host-pid`.
+    pub holder: Option<Holder>,
+    /// Plan the run and leave the sending to the workers (`crier send --enqueue`).
+    pub enqueue: bool,
 }
 
 /// Told the run that was just created.
@@ -415,9 +433,9 @@ pub fn send(
     // lettre's pool and reqwest expect a runtime around them from the start.
     let _entered = runtime.enter();
     // Held until the run ends; a test message may go out while the job runs.
-    let claim = match options.test_to {
-        Some(_) => None,
-        None => Some(super::running::claim(&job.name).map_err(|run| {
+    let claim = match (&options.test_to, options.join) {
+        (Some(_), _) | (_, Some(_)) => None,
+        (None, None) => Some(super::running::claim(&job.name).map_err(|run| {
             SendError::Busy {
                 job: job.name.clone(),
                 run: run
@@ -477,7 +495,7 @@ pub fn send(
             }
         }
     }
-    if let Some(min) = job.min_balance {
+    if let Some(min) = job.min_balance.filter(|_| options.join.is_none()) {
         for lane in own.iter().filter_map(|&i| lanes.get(i).ok()) {
             match runtime.block_on(lane.provider.balance()) {
                 Ok(Some(b)) if b.amount < min => {
@@ -519,6 +537,16 @@ pub fn send(
         body,
         subject: job.subject.clone(),
     };
+    // On PostgreSQL, every worker claims the run's messages from the database and sends
+    // them; the embedded store's one process hands its planned messages straight on.
+    let cluster = store.cluster().filter(|_| !testing);
+    let holder = cluster.map(|_| {
+        options
+            .holder
+            .clone()
+            .unwrap_or_else(|| Holder::new(&crate::cluster::claims::default_worker_id()))
+    });
+    let shared = cluster.zip(holder.as_ref());
     let resume = match options.retry_failed {
         Some(of) => {
             let old = ledger.run(of)?;
@@ -539,18 +567,47 @@ pub fn send(
         }
         None => options.resume,
     };
-    let (run, resumed) = match (resume, options.run_id) {
-        (Some(id), _) => {
+    // Taken before the run is created, so a refused start leaves no run behind; given
+    // up when this process is done with the run (see `Participation`).
+    let mut taken = None;
+    let (run, resumed) = match (options.join, resume, options.run_id) {
+        (Some(id), ..) => (ledger.run(id)?, None),
+        (None, Some(id), _) => {
             let run = ledger.run(id)?;
-            let resumed = recover(&ledger, &run, config)?;
+            if let Some((cluster, holder)) = shared {
+                taken = Some(take_job(cluster, &job.name, id, holder)?);
+                // What dead workers held, this run's included, is nobody's now.
+                sweep(&ledger, cluster, config, &holder.id)?;
+            }
+            // On PostgreSQL the sweep did what a crash left `sending`: live workers'
+            // messages in flight are theirs.
+            let resumed = recover(&ledger, &run, config, shared.is_none())?;
             (run, Some(resumed))
         }
-        (None, Some(id)) => (
-            ledger.create_run_with_id(id, new_run, chrono::Utc::now().timestamp_millis())?,
-            None,
-        ),
-        (None, None) => (ledger.create_run(new_run)?, None),
+        (None, None, id) => {
+            let id = id.unwrap_or_else(RunId::new);
+            if let Some((cluster, holder)) = shared {
+                taken = Some(take_job(cluster, &job.name, id, holder)?);
+            }
+            let created =
+                ledger.create_run_with_id(id, new_run, chrono::Utc::now().timestamp_millis());
+            match created {
+                Ok(run) => (run, None),
+                Err(e) => {
+                    if let Some(taken) = &mut taken {
+                        taken.keep = matches!(e, LedgerError::RunExists(_));
+                    }
+                    return Err(e.into());
+                }
+            }
+        }
     };
+    let mut participation = shared.map(|(cluster, holder)| Participation {
+        cluster,
+        holder,
+        run: run.id,
+        job: taken,
+    });
     if let Some(claim) = &claim {
         claim.set_run(run.id);
     }
@@ -574,6 +631,7 @@ pub fn send(
         expire_after: job.expire_after,
         record: record_tx,
         stop: &stop,
+        holder: holder.as_ref(),
         progress: options.progress.clone(),
         cancel: options.cancel.clone(),
         // Send-as-test is one message a person asked for now: no window; nor is there
@@ -584,26 +642,40 @@ pub fn send(
             .filter(|_| !testing && !options.ignore_window)
             .and_then(|s| s.window.clone().map(|w| (w, s.tz))),
     };
-    let (planned, mut summary, recorded) = std::thread::scope(|s| {
+    let input = PlanInput {
+        job,
+        config,
+        store,
+        ledger: &ledger,
+        run: &run,
+        lane_of: &lane_of,
+        lanes: &lanes,
+        options,
+        testing,
+        resumed: resumed.as_ref(),
+        claims: shared.is_some(),
+    };
+    // Still planning: a worker that finds nothing to claim waits for more meanwhile.
+    let planning = AtomicBool::new(options.join.is_none());
+    let claimer_work = shared.filter(|_| !options.enqueue).map(|_| work_tx.clone());
+    let (planned, mut summary, recorded, claimed) = std::thread::scope(|s| {
         let plan = s.spawn(|| {
             let _span = span.enter();
-            plan_all(
-                PlanInput {
-                    job,
-                    config,
-                    store,
-                    ledger: &ledger,
-                    run: &run,
-                    lane_of: &lane_of,
-                    lanes: &lanes,
-                    options,
-                    testing,
-                    resumed: resumed.as_ref(),
-                },
-                planner,
-                work_tx,
-                &stop,
-            )
+            let planned = match options.join {
+                Some(_) => {
+                    drop(work_tx);
+                    Ok(PlanResult::default())
+                }
+                None => plan_all(&input, planner, work_tx, &stop),
+            };
+            planning.store(false, Ordering::SeqCst);
+            planned
+        });
+        let claims = shared.zip(claimer_work).map(|((cluster, holder), work)| {
+            s.spawn(|| {
+                let _span = span.enter();
+                claim_all(&input, cluster, holder, work, &stop, &planning)
+            })
         });
         let record = s.spawn(|| {
             let _span = span.enter();
@@ -612,9 +684,25 @@ pub fn send(
         let summary = runtime.block_on(dispatch.run(work_rx));
         drop(dispatch);
         let planned = plan.join().unwrap_or_else(|_| Err(panicked("planner")));
+        let claimed = match claims {
+            Some(c) => c.join().unwrap_or_else(|_| Err(panicked("claimer"))),
+            None => Ok(()),
+        };
         let recorded = record.join().unwrap_or_else(|_| Err(panicked("recorder")));
-        (planned, summary, recorded)
+        (planned, summary, recorded, claimed)
     });
+    if let Some(p) = &mut participation {
+        // Shutting down: the run is left to the other workers (the leader resumes it).
+        let leaving = options
+            .cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::SeqCst))
+            || options.enqueue
+            || holder.as_ref().is_some_and(Holder::fenced);
+        p.end(leaving);
+    }
+    drop(participation);
+    claimed?;
     // When both failed, the one that stopped the run first names the cause; the other
     // may only echo it ("an earlier write failed").
     let planning_first = stop
@@ -657,6 +745,16 @@ pub fn send(
     ledger.flush()?;
     let run = ledger.run(run.id)?;
     summary.queued = run.counters.get(MessageState::Queued);
+    if shared.is_some() && options.join.is_none() {
+        // Every worker sent some of it: the run's own counts, not this process's share.
+        let c = &run.counters;
+        summary.sent = c.get(MessageState::Sent)
+            + c.get(MessageState::Delivered)
+            + c.get(MessageState::Undelivered);
+        summary.failed = c.get(MessageState::Failed);
+        summary.expired = c.get(MessageState::Expired);
+        summary.unknown = c.get(MessageState::Unknown);
+    }
     summary.run = Some(run);
     tracing::info!(
         sent = summary.sent,
@@ -730,8 +828,12 @@ struct PlanInput<'s, 'a> {
     options: &'s SendOptions,
     testing: bool,
     resumed: Option<&'s Resumed>,
+    /// Workers claim the planned messages from the database (PostgreSQL): planning
+    /// hands nothing on.
+    claims: bool,
 }
 
+#[derive(Default)]
 struct PlanResult {
     skipped: BTreeMap<&'static str, u64>,
     /// Messages a script failed for (recorded `failed`).
@@ -745,12 +847,12 @@ struct PlanResult {
 }
 
 fn plan_all(
-    input: PlanInput,
+    input: &PlanInput,
     mut planner: Planner,
     work: tokio::sync::mpsc::Sender<Work>,
     stop: &Stop,
 ) -> Result<PlanResult, SendError> {
-    let result = plan_inner(&input, &mut planner, &work, stop);
+    let result = plan_inner(input, &mut planner, &work, stop);
     if let Err(e) = &result {
         stop.stop(format!("{PLANNING_FAILED}: {e}"));
     }
@@ -775,8 +877,8 @@ fn plan_inner(
         complete: false,
     };
     if let Some(resumed) = input.resumed {
-        // What the interrupted run had planned and not sent goes first.
-        if !hand_on_queued(input, work)? {
+        // What the interrupted run had planned and not sent goes first (workers claim it).
+        if !input.claims && !hand_on_queued(input, work)? {
             return Ok(result);
         }
         if resumed.planned_all {
@@ -899,8 +1001,8 @@ fn hand_on(
         Err(e) => return Err(e.into()),
     };
     let dedup_base = match ids.first() {
-        Some(first) => input.ledger.dedup_id(*first)?,
-        None => 0,
+        Some(first) if !input.claims => input.ledger.dedup_id(*first)?,
+        _ => 0,
     };
     let now = Instant::now();
     for (i, (p, id)) in batch.into_iter().zip(ids).enumerate() {
@@ -919,6 +1021,9 @@ fn hand_on(
                 *result.skipped.entry(reason.as_str()).or_default() += 1;
             }
             continue;
+        }
+        if input.claims {
+            continue; // In the database for whichever worker claims it.
         }
         let message = RoutedMessage {
             id: id.to_string(),
@@ -981,7 +1086,16 @@ pub struct Resumed {
 /// process stopped: where the provider deduplicates resubmissions (BulkSMS, with the
 /// message's own `deduplication-id`) they go back to `queued` and are sent again, safely;
 /// elsewhere they become `unknown` — never a blind resend — for a person to decide.
-pub fn recover(ledger: &Ledger, run: &Run, config: &Config) -> Result<Resumed, SendError> {
+///
+/// `in_flight`: whether to do that here (one process, the embedded store); on
+/// PostgreSQL [`sweep`] does it for the workers that stopped, and a live worker's
+/// messages in flight stay its own.
+pub fn recover(
+    ledger: &Ledger,
+    run: &Run,
+    config: &Config,
+    in_flight: bool,
+) -> Result<Resumed, SendError> {
     let mut resumed = Resumed {
         planned_all: run.planned_all,
         recipients: Default::default(),
@@ -996,24 +1110,13 @@ pub fn recover(ledger: &Ledger, run: &Run, config: &Config) -> Result<Resumed, S
             .recipients
             .insert((m.recipient_kind, m.recipient_id));
         resumed.addresses.push((m.channel, m.address.clone()));
-        if m.state != MessageState::Sending {
+        if !in_flight || m.state != MessageState::Sending {
             continue;
         }
-        let idempotent = matches!(
-            config.providers.get(&m.provider),
-            Some(ProviderConfig::Bulksms(_))
-        );
-        let mut change = Change::to(m.id, MessageState::Queued);
-        if idempotent {
-            resumed.resubmitted += 1;
-            change.reason = Some("resubmitted after a restart (deduplicated)".into());
-        } else {
-            resumed.unknown += 1;
-            change.to = MessageState::Unknown;
-            change.error = Some((
-                "interrupted".into(),
-                "in flight when crier stopped; not resent".into(),
-            ));
+        let change = after_interruption(&m, config, "in flight when crier stopped; not resent");
+        match change.to {
+            MessageState::Queued => resumed.resubmitted += 1,
+            _ => resumed.unknown += 1,
         }
         changes.push(change);
         if changes.len() >= BATCH {
@@ -1033,24 +1136,56 @@ fn hand_on_queued(
         .ledger
         .ids_in_state(input.run.id, MessageState::Queued)
         .collect::<Result<_, _>>()?;
-    let now = Instant::now();
-    let now_ms = chrono::Utc::now().timestamp_millis();
-    let unsubscriber = input
-        .config
-        .email
-        .unsubscribe
-        .as_ref()
-        .filter(|_| input.job.unsubscribe)
-        .map(|u| u.unsubscriber());
-    let per_recipient = input
-        .job
-        .schedule
-        .as_ref()
-        .and_then(|s| s.window.as_ref())
-        .is_some_and(|w| w.per_recipient);
+    let rebuild = Rebuild::new(input);
     for id in ids {
         let m = input.ledger.message(id)?;
-        let tz = if per_recipient {
+        let dedup_id = input.ledger.dedup_id(id)?;
+        let Some(item) = rebuild.work(m, dedup_id)? else {
+            continue;
+        };
+        if work.blocking_send(item).is_err() {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Turns messages as the history holds them back into work for the dispatcher (a
+/// resumed run's, or those a worker claimed).
+struct Rebuild<'i, 's, 'a> {
+    input: &'i PlanInput<'s, 'a>,
+    unsubscriber: Option<crate::recipients::unsubscribe::Unsubscriber>,
+    per_recipient: bool,
+    now: Instant,
+    now_ms: i64,
+}
+
+impl<'i, 's, 'a> Rebuild<'i, 's, 'a> {
+    fn new(input: &'i PlanInput<'s, 'a>) -> Self {
+        Rebuild {
+            input,
+            unsubscriber: input
+                .config
+                .email
+                .unsubscribe
+                .as_ref()
+                .filter(|_| input.job.unsubscribe)
+                .map(|u| u.unsubscriber()),
+            per_recipient: input
+                .job
+                .schedule
+                .as_ref()
+                .and_then(|s| s.window.as_ref())
+                .is_some_and(|w| w.per_recipient),
+            now: Instant::now(),
+            now_ms: chrono::Utc::now().timestamp_millis(),
+        }
+    }
+
+    /// The work for `m`; `None` when no provider of this run can take it.
+    fn work(&self, m: crate::history::Message, dedup_id: u32) -> Result<Option<Work>, SendError> {
+        let input = self.input;
+        let tz = if self.per_recipient {
             input
                 .store
                 .recipient(m.recipient_kind, m.recipient_id)?
@@ -1059,22 +1194,25 @@ fn hand_on_queued(
             None
         };
         // `expire_after` counts from when the message was planned, not from the resume.
-        let age = Duration::from_millis((now_ms - m.created_at).max(0) as u64);
-        let planned_at = now.checked_sub(age).unwrap_or(now);
-        // On the provider it was queued for (after a failover, the next one of its route).
+        let age = Duration::from_millis((self.now_ms - m.created_at).max(0) as u64);
+        let planned_at = self.now.checked_sub(age).unwrap_or(self.now);
+        // On the provider it was queued for (after a failover, the next one of its route),
+        // then on those its route still names.
         let Some(lane) = input
             .lanes
             .index(&m.provider)
             .or_else(|| input.lane_of.get(&m.channel).copied())
         else {
-            continue;
+            return Ok(None);
         };
+        let mut route = vec![lane];
+        route.extend(m.route.iter().filter_map(|name| input.lanes.index(name)));
         let message = RoutedMessage {
-            id: id.to_string(),
+            id: m.id.to_string(),
             channel: m.channel,
             subject: m.subject,
             body: m.body,
-            html: None,
+            html: m.html,
             encoding: match m.encoding.as_deref() {
                 Some("ucs2") => Some(crate::render::sms::Encoding::Ucs2),
                 Some("gsm7") => Some(crate::render::sms::Encoding::Gsm7),
@@ -1088,7 +1226,7 @@ fn hand_on_queued(
                 Vec::new()
             },
             // The links the body was rendered with: the same run, recipient and address.
-            unsubscribe: match (&unsubscriber, m.channel) {
+            unsubscribe: match (&self.unsubscriber, m.channel) {
                 (Some(u), Channel::Email) => Some(u.links(&Ticket {
                     run: m.id.run,
                     kind: m.recipient_kind,
@@ -1097,23 +1235,243 @@ fn hand_on_queued(
                 })),
                 _ => None,
             },
-            dedup_id: input.ledger.dedup_id(id)?,
+            dedup_id,
             to: m.address,
         };
-        if work
-            .blocking_send(Work {
-                id,
-                route: vec![lane],
-                message,
-                planned_at,
-                tz,
-            })
-            .is_err()
+        Ok(Some(Work {
+            id: m.id,
+            route,
+            message,
+            planned_at,
+            tz,
+        }))
+    }
+}
+
+/// Why a worker stops sending when its claims were handed on.
+const FENCED: &str =
+    "this worker was declared dead (silent past its lease): what it held was handed to others";
+
+/// The claimer (PostgreSQL): claims the run's queued messages in batches and hands them
+/// to the dispatcher, until the run is done, cancelled, stopped, or — for a worker
+/// helping another's run — there has been nothing to claim for [`JOIN_IDLE`]. The
+/// worker that started the run stays until no other worker holds any of it, taking
+/// back what dead workers held.
+fn claim_all(
+    input: &PlanInput,
+    cluster: &Cluster,
+    holder: &Holder,
+    work: tokio::sync::mpsc::Sender<Work>,
+    stop: &Stop,
+    planning: &AtomicBool,
+) -> Result<(), SendError> {
+    let run = input.run.id;
+    let joining = input.options.join.is_some();
+    let mut after: Option<u32> = None;
+    let mut idle_since: Option<Instant> = None;
+    let mut swept = Instant::now();
+    loop {
+        if stop.stopped() {
+            return Ok(());
+        }
+        if holder.fenced() {
+            stop.stop(FENCED.into());
+            return Ok(());
+        }
+        let batch = cluster
+            .claim(run, &holder.id, after, CLAIM_BATCH)
+            .map_err(LedgerError::from)?;
+        if let Some((last, _)) = batch.last() {
+            after = Some(last.id.seq);
+            idle_since = None;
+            let rebuild = Rebuild::new(input);
+            for (m, dedup_id) in batch {
+                let Some(item) = rebuild.work(m, dedup_id)? else {
+                    continue;
+                };
+                if work.blocking_send(item).is_err() {
+                    return Ok(());
+                }
+            }
+            continue;
+        }
+        if planning.load(Ordering::SeqCst) {
+            // More is coming, after the cursor.
+            std::thread::sleep(CLAIM_POLL);
+            continue;
+        }
+        if after.take().is_some() {
+            continue; // Once more from the start: messages handed back meanwhile.
+        }
+        let current = input.ledger.run(run)?;
+        if current.cancelled || current.finished_at.is_some() {
+            return Ok(());
+        }
+        if joining {
+            if idle_since.get_or_insert_with(Instant::now).elapsed() >= JOIN_IDLE {
+                return Ok(());
+            }
+        } else {
+            if cluster
+                .pending_elsewhere(run, &holder.id)
+                .map_err(LedgerError::from)?
+                == 0
+            {
+                return Ok(());
+            }
+            if swept.elapsed() >= SWEEP_EVERY {
+                sweep(input.ledger, cluster, input.config, &holder.id)?;
+                swept = Instant::now();
+            }
+        }
+        std::thread::sleep(CLAIM_POLL);
+    }
+}
+
+/// What [`sweep`] took back.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Swept {
+    /// Workers whose messages were taken back.
+    pub workers: Vec<String>,
+    /// Claimed messages not yet sending, handed back to any worker.
+    pub released: u64,
+    /// Messages in flight resubmitted (their provider deduplicates).
+    pub resubmitted: u64,
+    /// Messages in flight that became `unknown` (not resent).
+    pub unknown: u64,
+}
+
+/// Takes back what workers that are not alive held (PostgreSQL): their messages in
+/// flight are resubmitted where the provider deduplicates and otherwise become
+/// `unknown` — never a blind resend — and their claimed messages go back to any worker.
+/// `me`: the sweeping worker, never counted among the stopped.
+pub fn sweep(
+    ledger: &Ledger,
+    cluster: &Cluster,
+    config: &Config,
+    me: &str,
+) -> Result<Swept, SendError> {
+    let mut swept = Swept::default();
+    for worker in cluster.orphans(me).map_err(LedgerError::from)? {
+        let why = format!("in flight on worker `{worker}` when it stopped; not resent");
+        loop {
+            let held = cluster
+                .held(&worker, MessageState::Sending, BATCH)
+                .map_err(LedgerError::from)?;
+            if held.is_empty() {
+                break;
+            }
+            let changes: Vec<Change> = held
+                .iter()
+                .map(|m| {
+                    let change = after_interruption(m, config, &why);
+                    match change.to {
+                        MessageState::Queued => swept.resubmitted += 1,
+                        _ => swept.unknown += 1,
+                    }
+                    change
+                })
+                .collect();
+            if ledger.record(&changes)?.iter().all(Result::is_err) {
+                break; // Nothing moved: another sweep got there first.
+            }
+        }
+        swept.released += cluster.release(&worker, None).map_err(LedgerError::from)?;
+        tracing::warn!(worker = %worker, "Took back what a worker that stopped held.");
+        swept.workers.push(worker);
+    }
+    if !swept.workers.is_empty() {
+        tracing::warn!(
+            workers = swept.workers.len(),
+            released = swept.released,
+            resubmitted = swept.resubmitted,
+            unknown = swept.unknown,
+            "Swept the claims of stopped workers."
+        );
+    }
+    Ok(swept)
+}
+
+/// What becomes of a message left `sending` by a process that stopped: back to
+/// `queued` where its provider deduplicates a resubmission (BulkSMS, with the message's
+/// own `deduplication-id`), otherwise `unknown` with `why`.
+fn after_interruption(m: &crate::history::Message, config: &Config, why: &str) -> Change {
+    let idempotent = matches!(
+        config.providers.get(&m.provider),
+        Some(ProviderConfig::Bulksms(_))
+    );
+    let mut change = Change::to(m.id, MessageState::Queued);
+    if idempotent {
+        change.reason = Some("resubmitted after a restart (deduplicated)".into());
+    } else {
+        change.to = MessageState::Unknown;
+        change.error = Some(("interrupted".into(), why.into()));
+    }
+    change
+}
+
+/// The job's row in `job_runs`, for this run, or why not.
+fn take_job(
+    cluster: &Cluster,
+    job: &str,
+    run: RunId,
+    holder: &Holder,
+) -> Result<JobTaken, SendError> {
+    match cluster
+        .lock_job(job, run, &holder.id)
+        .map_err(LedgerError::from)?
+    {
+        Ok(()) => Ok(JobTaken {
+            job: job.to_string(),
+            keep: false,
+        }),
+        Err((other, worker)) => Err(SendError::Busy {
+            job: job.to_string(),
+            run: format!(
+                " (run {other}, started by worker `{worker}`; `crier history cancel {other}` stops it)"
+            ),
+        }),
+    }
+}
+
+/// A job taken for a run; `keep`: left to the other workers when this process is done.
+struct JobTaken {
+    job: String,
+    keep: bool,
+}
+
+/// This process's part in a run on PostgreSQL: when it ends (or fails), what it holds
+/// and has not sent goes back to the other workers, and the job is given up unless the
+/// run is left to them.
+struct Participation<'c> {
+    cluster: &'c Cluster,
+    holder: &'c Holder,
+    run: RunId,
+    job: Option<JobTaken>,
+}
+
+impl Participation<'_> {
+    /// `leaving`: this process stops (shutdown, `--enqueue`, declared dead): the job
+    /// stays with the run, for the leader to resume it.
+    fn end(&mut self, leaving: bool) {
+        if let Err(e) = self.cluster.release(&self.holder.id, Some(self.run)) {
+            tracing::error!(error = %e, "Cannot hand back the claimed messages: the leader takes them back once this worker is gone.");
+        }
+        if let Some(job) = self.job.take()
+            && !leaving
+            && !job.keep
+            && let Err(e) = self.cluster.unlock_job(&job.job, self.run)
         {
-            return Ok(false);
+            tracing::error!(error = %e, "Cannot give up the job.");
         }
     }
-    Ok(true)
+}
+
+impl Drop for Participation<'_> {
+    fn drop(&mut self) {
+        // After `end` this has nothing left to give up; on an error it is the cleanup.
+        self.end(false);
+    }
 }
 
 /// A state change for the recorder; `ack` hears whether it is durable.
@@ -1220,6 +1578,9 @@ struct Dispatch<'s, 'a> {
     expire_after: Duration,
     record: mpsc::Sender<Record>,
     stop: &'s Stop,
+    /// The worker sending (PostgreSQL): its changes are refused for messages it no
+    /// longer holds.
+    holder: Option<&'s Holder>,
     progress: Option<Arc<ProgressFn>>,
     cancel: Option<Arc<AtomicBool>>,
     /// The job's send window and zone.
@@ -1238,6 +1599,9 @@ impl Dispatch<'_, '_> {
                 && !self.stop.stopped()
             {
                 self.stop.stop("crier is shutting down".into());
+            }
+            if self.holder.is_some_and(Holder::fenced) && !self.stop.stopped() {
+                self.stop.stop(FENCED.into());
             }
             if open && self.stop.stopped() {
                 // Whatever is still in the queue stays `queued` in the ledger.
@@ -1278,7 +1642,8 @@ impl Dispatch<'_, '_> {
     }
 
     /// Hands a change to the recorder; with `wait`, returns once it is durable.
-    async fn record(&self, change: Change, wait: bool) -> Ack {
+    async fn record(&self, mut change: Change, wait: bool) -> Ack {
+        change.worker = self.holder.map(|h| h.id.clone());
         if !wait {
             return match self.record.send(Record { change, ack: None }) {
                 Ok(()) => Ack::Done,

@@ -100,6 +100,9 @@ pub struct Change {
     /// The message moves on to this provider (failover): the current provider, the
     /// attempts made on it and `error` go to the message's `failovers`.
     pub failover: Option<String>,
+    /// The worker making the change (a sender on PostgreSQL): refused unless that worker
+    /// holds the message, so a worker whose claims were handed on sends none of them.
+    pub worker: Option<std::sync::Arc<str>>,
 }
 
 impl Change {
@@ -113,6 +116,7 @@ impl Change {
             reason: None,
             attempt: to == MessageState::Sending,
             failover: None,
+            worker: None,
         }
     }
 }
@@ -601,7 +605,11 @@ fn apply_changes(
         let msg = touched
             .get_mut(&change.id)
             .ok_or(LedgerError::NoSuchMessage(change.id))?;
-        if !msg.state.can_become(change.to) {
+        let not_held = change
+            .worker
+            .as_ref()
+            .is_some_and(|w| msg.worker.as_deref() != Some(&**w));
+        if not_held || !msg.state.can_become(change.to) {
             results.push(Err(IllegalTransition {
                 id: change.id,
                 from: msg.state,
@@ -626,6 +634,11 @@ fn apply_changes(
                 error_code: code,
                 error_text: text,
             });
+        }
+        if change.to == MessageState::Queued && change.worker.is_none() {
+            // Put back in the queue by someone other than its holder (a sweep, a retry):
+            // any worker may claim it.
+            msg.worker = None;
         }
         msg.state = change.to;
         msg.updated_at = change.at;

@@ -473,6 +473,7 @@ fn apply(
             reason: None,
             attempt: false,
             failover: None,
+            worker: None,
         });
     }
     let mut wrote = false;

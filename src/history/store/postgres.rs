@@ -83,7 +83,7 @@ impl PgHistory {
 }
 
 /// A store error as the history reports it.
-fn history_error(e: StoreError) -> HistoryError {
+pub(crate) fn history_error(e: StoreError) -> HistoryError {
     HistoryError::Database {
         place: "PostgreSQL".into(),
         detail: e.to_string(),
@@ -105,7 +105,8 @@ fn owned_params(params: &[Param]) -> Vec<Owned> {
         .collect()
 }
 
-struct PgRow(tokio_postgres::Row);
+/// A row of a PostgreSQL answer, read by column position ([`SqlRow`]).
+pub(crate) struct PgRow(pub(crate) tokio_postgres::Row);
 
 fn decode_error(e: tokio_postgres::Error) -> HistoryError {
     HistoryError::Decode {
@@ -214,11 +215,11 @@ const INSERT_MESSAGES: &str = "INSERT INTO messages (run_id, seq, recipient_kind
 const UPDATE_MESSAGES: &str = "UPDATE messages AS m SET provider = u.provider, state = u.state, \
      reason = u.reason, attempts = u.attempts, provider_message_id = u.provider_message_id, \
      error_code = u.error_code, error_text = u.error_text, updated_at = u.updated_at, \
-     transitions = u.transitions, failovers = u.failovers \
+     transitions = u.transitions, failovers = u.failovers, worker = u.worker \
      FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::bigint[], \
-     $7::text[], $8::text[], $9::text[], $10::bigint[], $11::text[], $12::text[]) \
+     $7::text[], $8::text[], $9::text[], $10::bigint[], $11::text[], $12::text[], $13::text[]) \
      AS u(run_id, seq, provider, state, reason, attempts, provider_message_id, error_code, \
-     error_text, updated_at, transitions, failovers) \
+     error_text, updated_at, transitions, failovers, worker) \
      WHERE m.run_id = u.run_id AND m.seq = u.seq";
 
 const DELETE_MESSAGES: &str = "DELETE FROM messages WHERE (run_id, seq) IN \
@@ -399,6 +400,7 @@ impl Tx for PgTx<'_> {
             int(&|m| m.updated_at),
             col(&|m| Some(sql::transitions_json(m))),
             col(&|m| sql::failovers_json(m)),
+            col(&|m| m.worker.clone()),
         ];
         self.execute("record message changes", UPDATE_MESSAGES, params)
             .map(drop)

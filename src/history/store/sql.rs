@@ -172,7 +172,12 @@ pub fn message_from_row(row: &dyn SqlRow) -> Result<Message, HistoryError> {
         html: row.text(27)?,
         route: row
             .text(28)?
-            .map(|r| r.split(',').filter(|p| !p.is_empty()).map(String::from).collect())
+            .map(|r| {
+                r.split(',')
+                    .filter(|p| !p.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
             .unwrap_or_default(),
         worker: row.text(29)?,
     })

@@ -261,7 +261,7 @@ const INSERT_MESSAGE: &str = "INSERT INTO messages (run_id, seq, recipient_kind,
 
 const UPDATE_MESSAGE: &str = "UPDATE messages SET provider = ?3, state = ?4, reason = ?5, \
      attempts = ?6, provider_message_id = ?7, error_code = ?8, error_text = ?9, updated_at = ?10, \
-     transitions = ?11, failovers = ?12 WHERE run_id = ?1 AND seq = ?2";
+     transitions = ?11, failovers = ?12, worker = ?13 WHERE run_id = ?1 AND seq = ?2";
 
 /// A write transaction on the writer connection.
 struct SqliteTx<'c> {
@@ -476,6 +476,7 @@ impl Tx for SqliteTx<'_> {
                     m.updated_at,
                     sql::transitions_json(m),
                     sql::failovers_json(m),
+                    m.worker,
                 ])?;
             }
             Ok(())

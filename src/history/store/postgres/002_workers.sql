@@ -4,6 +4,8 @@
 ALTER TABLE messages ADD COLUMN html TEXT;    -- the HTML alternative of an email, as rendered
 ALTER TABLE messages ADD COLUMN route TEXT;   -- providers still to fail over to, comma-separated
 ALTER TABLE messages ADD COLUMN worker TEXT;  -- the worker holding it (claimed), or that last held it
+-- The runs not finished: what workers look at to join, sweep and resume.
+CREATE INDEX runs_open ON runs (id) WHERE finished_at IS NULL;
 
 -- One row per worker process (`crier run`, `crier send`, `crier serve`): its heartbeat.
 -- Times come from the database's clock, so hosts' clocks need not agree.
