@@ -21,7 +21,7 @@
 //! no lease wait), and hands their ids to the owner's `on_dead` (the message sweep).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -512,6 +512,15 @@ impl Cluster {
     }
 }
 
+/// The worker this process runs as, while one is started (the daemon's, or a `crier
+/// send`'s own): a command carried out inside the daemon claims as the daemon's worker.
+static CURRENT: Mutex<Weak<Worker>> = Mutex::new(Weak::new());
+
+/// The worker this process runs as, if one is started and not yet dropped.
+pub fn current() -> Option<Arc<Worker>> {
+    lock(&CURRENT).upgrade()
+}
+
 /// What the owner is told of workers the leader declared dead (their ids).
 pub type OnDead = Box<dyn Fn(&[String]) + Send + Sync>;
 
@@ -580,10 +589,42 @@ impl Worker {
             .name("crier-heartbeat".into())
             .spawn(move || looping.run())
             .map_err(ClusterError::Thread)?;
-        Ok(Arc::new(Worker {
+        let worker = Arc::new(Worker {
             shared,
             thread: Mutex::new(Some(thread)),
-        }))
+        });
+        *lock(&CURRENT) = Arc::downgrade(&worker);
+        Ok(worker)
+    }
+
+    /// Registers this process as a worker that does not lead (`crier send`, `crier
+    /// serve`) when `store` is shared, unless it already runs as one (a command carried
+    /// out inside the daemon); `None` on the embedded store.
+    pub fn join(
+        store: &dyn crate::store::Store,
+        settings: Leases,
+        role: Role,
+    ) -> Result<Option<Arc<Worker>>, ClusterError> {
+        let Some(cluster) = store.cluster() else {
+            return Ok(None);
+        };
+        if let Some(worker) = current() {
+            return Ok(Some(worker));
+        }
+        let settings = Leases {
+            lead: false,
+            ..settings
+        };
+        let on_dead: OnDead = Box::new(|_: &[String]| {});
+        Worker::start(cluster.clone(), WorkerInfo::here(None, role), settings, on_dead).map(Some)
+    }
+
+    /// The claims' holder for this worker: its id, and its fenced flag.
+    pub fn holder(&self) -> crate::cluster::claims::Holder {
+        crate::cluster::claims::Holder {
+            id: Arc::from(self.id()),
+            fenced: self.fence_flag(),
+        }
     }
 
     pub fn id(&self) -> &str {

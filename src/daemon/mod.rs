@@ -192,10 +192,7 @@ pub fn run(
             next_version: 1,
             cancel,
             // Claims are made as this worker, and stop when it is fenced.
-            holder: worker.as_ref().map(|w| Holder {
-                id: Arc::from(w.id()),
-                fenced: w.fence_flag(),
-            }),
+            holder: worker.as_ref().map(|w| w.holder()),
             joined: Default::default(),
             leading: worker.as_ref().is_some_and(|w| w.is_leader()),
             worker: worker.clone(),

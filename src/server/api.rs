@@ -942,6 +942,10 @@ pub(crate) async fn start_run_with(
     let tx = Mutex::new(Some(tx));
     let options = SendOptions {
         trigger: Some(trigger),
+        // Claimed as this process's worker (PostgreSQL).
+        holder: options
+            .holder
+            .or_else(|| state.worker.as_ref().map(|w| w.holder())),
         on_run: Some(Arc::new(move |run: &Run| {
             if let Some(tx) = tx.lock().unwrap_or_else(|e| e.into_inner()).take() {
                 let _ = tx.send(run.id);
