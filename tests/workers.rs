@@ -662,3 +662,34 @@ fn a_worker_that_loses_its_database_stops_leading_and_is_unhealthy_until_it_is_b
     });
     assert_eq!(a.stop(), 0, "{}", a.log());
 }
+
+#[test]
+fn crier_send_on_postgres_claims_as_a_worker_of_its_own_and_retires() {
+    let _server = shared();
+    let p = cluster_project(UNSCHEDULED);
+    let out = p.crier(&["--config", "b.yaml", "send", "jobs/tick.yaml", "--yes"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let view = workers(&p);
+    let rows = view["workers"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{view:#}");
+    let w = &rows[0];
+    assert_eq!(
+        (&w["role"], &w["state"]),
+        (&"send".into(), &"stopped".into()),
+        "{view:#}"
+    );
+    let id = w["id"].as_str().unwrap();
+    assert!(id.starts_with(&crier::cluster::members::hostname()), "{id}");
+    // Its messages name it as the worker that held them.
+    let url = std::fs::read_to_string(p.path().join("b.yaml")).unwrap();
+    let db = url
+        .split('"')
+        .nth(1)
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let holders = pg::server().psql(&db, "SELECT DISTINCT worker FROM crier.messages");
+    assert_eq!(holders, id, "{view:#}");
+}

@@ -616,7 +616,13 @@ impl Worker {
             ..settings
         };
         let on_dead: OnDead = Box::new(|_: &[String]| {});
-        Worker::start(cluster.clone(), WorkerInfo::here(None, role), settings, on_dead).map(Some)
+        Worker::start(
+            cluster.clone(),
+            WorkerInfo::here(None, role),
+            settings,
+            on_dead,
+        )
+        .map(Some)
     }
 
     /// The claims' holder for this worker: its id, and its fenced flag.
