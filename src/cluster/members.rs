@@ -16,9 +16,12 @@
 //! worker: [`Worker::fenced`] stays set until the owner has stopped what it was sending
 //! and calls [`Worker::unfence`].
 //!
-//! The leader declares dead every worker silent for longer than the lease, and at once
-//! any worker of its own host whose process is gone (a restart on the same host needs
-//! no lease wait), and hands their ids to the owner's `on_dead` (the message sweep).
+//! Every worker, as it starts and at each heartbeat, declares dead every worker silent
+//! for longer than the lease, and at once any worker of its own host whose process is
+//! gone (a restart on the same host needs no lease wait), and hands their ids to the
+//! owner's `on_dead`. (Not only the leader: with only `crier send` processes on the
+//! database nobody leads, yet a killed one's messages must be handed on. The UPDATE is
+//! idempotent, so two workers declaring at once declare each worker once.)
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
@@ -581,6 +584,9 @@ impl Worker {
             wake: Condvar::new(),
             retired: AtomicBool::new(false),
         });
+        // A previous process of this host that died holding messages is dead at once,
+        // before this one looks at what is held.
+        shared.sweep();
         if shared.settings.lead {
             shared.try_lead();
         }
@@ -755,8 +761,11 @@ impl Shared {
             if !self.beat() {
                 continue;
             }
+            // Every worker, not only the leader, declares the dead: with only `crier
+            // send` processes on the database nobody leads, and what a killed one held
+            // must still be handed on.
+            self.sweep();
             if self.settings.lead && self.try_lead() {
-                self.sweep();
                 if last_forget.is_none_or(|t| t.elapsed() > FORGET_EVERY) {
                     last_forget = Some(Instant::now());
                     if let Err(e) = self.cluster.forget(FORGET_AFTER) {
@@ -833,7 +842,7 @@ impl Shared {
         held
     }
 
-    /// The leader's round: silent workers and gone processes of this host are dead.
+    /// Silent workers and gone processes of this host are dead.
     fn sweep(&self) {
         let mut dead = match self.cluster.declare_dead(self.settings.lease) {
             Ok(ids) => ids,
