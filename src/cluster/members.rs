@@ -765,12 +765,13 @@ impl Shared {
             // send` processes on the database nobody leads, and what a killed one held
             // must still be handed on.
             self.sweep();
-            if self.settings.lead && self.try_lead() {
-                if last_forget.is_none_or(|t| t.elapsed() > FORGET_EVERY) {
-                    last_forget = Some(Instant::now());
-                    if let Err(e) = self.cluster.forget(FORGET_AFTER) {
-                        tracing::warn!(error = %e, "Cannot forget old workers.");
-                    }
+            if self.settings.lead
+                && self.try_lead()
+                && last_forget.is_none_or(|t| t.elapsed() > FORGET_EVERY)
+            {
+                last_forget = Some(Instant::now());
+                if let Err(e) = self.cluster.forget(FORGET_AFTER) {
+                    tracing::warn!(error = %e, "Cannot forget old workers.");
                 }
             }
         }
