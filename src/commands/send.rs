@@ -25,10 +25,16 @@ pub(super) fn run(config: &Config, args: &SendArgs) -> anyhow::Result<Outcome> {
         return Ok(Outcome::Failed);
     }
     let store = open_store(config)?;
+    if args.enqueue && store.cluster().is_none() {
+        bail!(
+            "--enqueue leaves the run to the workers that share a PostgreSQL store (store.backend: postgres); the embedded store has one process, which sends: leave --enqueue out"
+        );
+    }
     let mut options = SendOptions {
         // Carried out by the daemon: stop when the caller goes away or the daemon stops.
         cancel: crate::console::cancel_flag(),
         ignore_window: args.ignore_window,
+        enqueue: args.enqueue,
         ..SendOptions::default()
     };
     let mut expected = 1;
@@ -126,6 +132,13 @@ pub(super) fn run(config: &Config, args: &SendArgs) -> anyhow::Result<Outcome> {
         .map(|r| (r.id.to_string(), r.status().to_string()));
     let (id, status) = run.unwrap_or_default();
     let skipped: u64 = summary.skipped.values().sum();
+    if args.enqueue {
+        crate::outln!(
+            "\nrun {id} ({status}): {} messages queued for the workers, {skipped} skipped\nprogress: crier history show {id}",
+            summary.queued
+        );
+        return Ok(Outcome::Ok);
+    }
     let reasons: Vec<String> = summary
         .skipped
         .iter()
