@@ -222,6 +222,18 @@ pub fn run(config: Config, jobs_dir: &Path, strict: bool) -> anyhow::Result<()> 
         let mut released = running::released();
         let mut reload = tokio::time::interval(RELOAD_EVERY);
         let mut cluster_tick = tokio::time::interval(CLUSTER_EVERY);
+        // A run started or cancelled anywhere wakes this worker at once; the tick is the
+        // fallback if the listening connection is lost.
+        let mut wakeups = match store.cluster() {
+            Some(cluster) => match cluster.pg().listen("crier_runs") {
+                Ok(rx) => Some(rx),
+                Err(e) => {
+                    tracing::warn!(error = %e, "Cannot listen for run events: polling every second instead.");
+                    None
+                }
+            },
+            None => None,
+        };
         let term = shutdown_signal();
         tokio::pin!(term);
         loop {
@@ -235,6 +247,21 @@ pub fn run(config: Config, jobs_dir: &Path, strict: bool) -> anyhow::Result<()> 
                     }
                 },
                 _ = cluster_tick.tick(), if daemon.holder.is_some() => daemon.cluster_tick(),
+                woken = async {
+                    match &mut wakeups {
+                        Some(rx) => rx.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => match woken {
+                    Some(event) => {
+                        tracing::debug!(event = %event, "Run event.");
+                        daemon.cluster_tick();
+                    }
+                    None => {
+                        tracing::warn!("Lost the connection listening for run events: polling every second instead.");
+                        wakeups = None;
+                    }
+                },
                 Some(()) = changes.recv() => {
                     // An editor's save is several events: let them settle, reload once.
                     tokio::time::sleep(Duration::from_millis(100)).await;

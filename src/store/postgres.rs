@@ -136,6 +136,8 @@ pub struct Migration {
 pub struct Pg {
     runtime: std::sync::Arc<ClientRuntime>,
     pool: Pool,
+    /// How to connect, for a connection of its own outside the pool ([`Pg::listen`]).
+    config: tokio_postgres::Config,
     schema: String,
     /// `host:port`, for messages.
     server: String,
@@ -191,7 +193,7 @@ impl Pg {
                 detail: error.to_string(),
             })?;
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -211,6 +213,7 @@ impl Pg {
         let pg = Pg {
             runtime: std::sync::Arc::new(ClientRuntime(Some(runtime))),
             pool,
+            config,
             schema: settings.schema.clone(),
             server: format!("{host}:{port}"),
             user,
@@ -280,6 +283,66 @@ impl Pg {
     pub fn spawn(&self, fut: impl Future<Output = ()> + Send + 'static) {
         let runtime = self.runtime.0.as_ref().expect("runtime lives until drop");
         runtime.spawn(fut);
+    }
+
+    /// Listens on `channel` (`LISTEN`) on a connection of its own, outside the pool, and
+    /// passes each notification's payload on; the receiver ends when the connection does
+    /// (the caller falls back to polling).
+    pub fn listen(
+        &self,
+        channel: &'static str,
+    ) -> Result<tokio::sync::mpsc::UnboundedReceiver<String>, StoreError> {
+        let config = self.config.clone();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+        self.spawn(async move {
+            use futures_util::StreamExt;
+            let (client, mut connection) = match config.connect(NoTls).await {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+            let statement = format!("LISTEN {channel}");
+            {
+                let listen = client.batch_execute(&statement);
+                tokio::pin!(listen);
+                // The connection must be driven while LISTEN waits for its answer.
+                loop {
+                    tokio::select! {
+                        done = &mut listen => {
+                            let _ = ready_tx.send(done);
+                            break;
+                        }
+                        message = messages.next() => if message.is_none() { return },
+                    }
+                }
+            }
+            // The client lives as long as the connection is listened to.
+            while let Some(message) = messages.next().await {
+                match message {
+                    Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
+                        if tx.send(n.payload().to_string()).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => return,
+                }
+            }
+            drop(client);
+        });
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(rx),
+            Ok(Err(e)) => Err(self.query_error("listen for notifications", e)),
+            Err(_) => Err(PgError::Lost {
+                server: self.server.clone(),
+                detail: "listen for notifications: the client task ended".into(),
+            }
+            .into()),
+        }
     }
 
     /// A query's error as [`Pg::call`] would report it.
