@@ -149,7 +149,10 @@ fn workers_share_the_rate(workers: usize) {
         all.len()
     );
     assert!(window <= 510, "busiest window {window} > 510");
-    assert!(window >= 490, "busiest window {window} < 490: the rate is undershot");
+    assert!(
+        window >= 490,
+        "busiest window {window} < 490: the rate is undershot"
+    );
     let total = all.len() as f64;
     assert!(
         (total - expected).abs() <= expected * 0.02,
@@ -192,7 +195,11 @@ fn workers_joining_and_dying_never_overshoot() {
             dies.await.unwrap(),
         )
     });
-    let all: Vec<Duration> = [&stays, &joins, &dies].into_iter().flatten().copied().collect();
+    let all: Vec<Duration> = [&stays, &joins, &dies]
+        .into_iter()
+        .flatten()
+        .copied()
+        .collect();
     let window = busiest(&all, WINDOW);
     println!(
         "join at 3 s, death at 5 s: busiest 5 s window {window}, total {} (stays {}, joins {}, dies {})",
@@ -202,12 +209,18 @@ fn workers_joining_and_dying_never_overshoot() {
         dies.len()
     );
     assert!(window <= 510, "busiest window {window} > 510");
-    assert!(joins.first().is_some_and(|g| g.as_secs_f64() < 3.5), "the joiner sends at once");
+    assert!(
+        joins.first().is_some_and(|g| g.as_secs_f64() < 3.5),
+        "the joiner sends at once"
+    );
     assert!(dies.last().is_some_and(|g| g.as_secs_f64() < 5.0));
     // The dead worker's held slots (at most one batch, 200 ms) are lost, nothing more.
     let total = all.len() as f64;
     assert!(total <= 900.0 * 1.02, "total {total} above 9 s at 100/s");
-    assert!(total >= 900.0 - 20.0 - 900.0 * 0.02, "total {total}: more than the dead worker's batch lost");
+    assert!(
+        total >= 900.0 - 20.0 - 900.0 * 0.02,
+        "total {total}: more than the dead worker's batch lost"
+    );
 }
 
 #[test]
@@ -249,9 +262,16 @@ fn a_back_off_holds_every_worker() {
         between(&others, b, b + 0.8) <= 3 * 20 + 2 * CALLERS,
         "the others hold at most their batches"
     );
-    assert_eq!(between(&others, b + 0.8, b + 1.95), 0, "every worker backs off");
+    assert_eq!(
+        between(&others, b + 0.8, b + 1.95),
+        0,
+        "every worker backs off"
+    );
     assert!(first_after >= b + 1.95, "nothing before the 2 s are up");
-    assert!(between(&all, b + 2.2, b + 3.2) >= 90, "and all resume at the rate");
+    assert!(
+        between(&all, b + 2.2, b + 3.2) >= 90,
+        "and all resume at the rate"
+    );
     assert!(busiest(&all, WINDOW) <= 510);
 }
 
@@ -296,8 +316,14 @@ fn a_lost_database_paces_each_worker_at_its_share() {
     );
     assert!((98..=102).contains(&before), "{before} in a second before");
     // Half the rate, as two workers are alive (the dead one does not count).
-    assert!((90..=101).contains(&without), "{without} in 2 s without the database");
-    assert!(after >= 78, "{after} in 0.8 s once it is back: the shared rate resumes");
+    assert!(
+        (90..=101).contains(&without),
+        "{without} in 2 s without the database"
+    );
+    assert!(
+        after >= 78,
+        "{after} in 0.8 s once it is back: the shared rate resumes"
+    );
     assert!(busiest(&grants, WINDOW) <= 510);
 }
 
@@ -339,7 +365,10 @@ fn concurrent_reservations_never_overlap_and_round_trips_are_counted() {
                     let mut slots = Vec::new();
                     let mut n = 0u64;
                     while start.elapsed() < span {
-                        let r = c.reserve("bench:together", interval_us, 20, 0).await.unwrap();
+                        let r = c
+                            .reserve("bench:together", interval_us, 20, 0)
+                            .await
+                            .unwrap();
                         slots.extend(r.slots_us());
                         n += 1;
                     }
@@ -374,12 +403,19 @@ fn push_back_creates_or_only_moves_the_row_forward() {
     let url = database();
     let c = worker(&url);
     timed(async move {
-        c.push_back("provider:fresh", Duration::from_secs(3)).await.unwrap();
+        c.push_back("provider:fresh", Duration::from_secs(3))
+            .await
+            .unwrap();
         let r = c.reserve("provider:fresh", 1_000, 1, 0).await.unwrap();
         let ahead = r.first_us - r.now_us;
-        assert!((2_900_000..=3_000_000).contains(&ahead), "first slot {ahead} µs ahead");
+        assert!(
+            (2_900_000..=3_000_000).contains(&ahead),
+            "first slot {ahead} µs ahead"
+        );
         // A shorter push does not pull it back.
-        c.push_back("provider:fresh", Duration::from_secs(1)).await.unwrap();
+        c.push_back("provider:fresh", Duration::from_secs(1))
+            .await
+            .unwrap();
         let r = c.reserve("provider:fresh", 1_000, 1, 0).await.unwrap();
         assert!(r.first_us - r.now_us >= 2_800_000);
     });

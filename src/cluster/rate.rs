@@ -274,9 +274,9 @@ impl SharedLimiter {
     async fn refill(&self, held: &mut Held) {
         let now = Instant::now();
         if held.degraded_until.is_none_or(|until| now >= until) {
-            let reserve = self
-                .cluster
-                .reserve(&self.key, self.interval_us, self.batch, self.burst_us);
+            let reserve =
+                self.cluster
+                    .reserve(&self.key, self.interval_us, self.batch, self.burst_us);
             match tokio::time::timeout(RESERVE_TIMEOUT, reserve).await {
                 Ok(Ok(r)) => {
                     if held.degraded_until.take().is_some() {
@@ -334,6 +334,22 @@ pub enum Limit {
 }
 
 impl Limit {
+    /// The limit of `rate` under `key` ([`provider_key`], [`job_key`]): shared on
+    /// `cluster` when the store has one, else `local` (governor, built as the engine
+    /// always has).
+    pub fn new(
+        cluster: Option<&Cluster>,
+        key: String,
+        rate: Rate,
+        burst: Option<u32>,
+        local: Governor,
+    ) -> Limit {
+        match cluster {
+            Some(c) => Limit::Shared(SharedLimiter::new(c.clone(), key, rate, burst)),
+            None => Limit::Local(local),
+        }
+    }
+
     /// Waits until a message may go, and takes its slot.
     pub async fn until_ready(&self) {
         match self {
@@ -380,7 +396,12 @@ mod tests {
         let ms = Duration::from_millis;
         assert_eq!(
             got,
-            vec![arrived - ms(20), arrived - ms(10), arrived, arrived + ms(10)]
+            vec![
+                arrived - ms(20),
+                arrived - ms(10),
+                arrived,
+                arrived + ms(10)
+            ]
         );
         assert_eq!(
             r.slots_us().collect::<Vec<_>>(),

@@ -7,7 +7,9 @@
 //! pooled connection and waits for the answer on a std channel. That works from any
 //! thread, including one of another runtime (a multi-thread runtime's worker yields its
 //! other tasks first, with `block_in_place`; a current-thread runtime simply waits, as the
-//! work runs on the private runtime's own threads).
+//! work runs on the private runtime's own threads). Async callers on a hot path (a shared
+//! rate limit's reservations) use [`Pg::call_async`] instead, which awaits the answer on
+//! a oneshot channel and blocks no thread.
 //!
 //! Every connection sets `search_path` to the configured schema (`store.schema`, default
 //! `crier`), so the SQL files name tables without a schema and read as an analyst would
