@@ -330,7 +330,7 @@ fn a_lost_database_paces_each_worker_at_its_share() {
 #[test]
 fn check_takes_a_due_held_slot_and_never_waits() {
     let url = database();
-    let shared = Limit::Shared(Arc::into_inner(limiter(&url)).unwrap());
+    let shared = Limit::Shared(Box::new(Arc::into_inner(limiter(&url)).unwrap()));
     timed(async move {
         assert!(!shared.check(), "nothing held before the first reservation");
         shared.until_ready().await;

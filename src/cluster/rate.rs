@@ -330,7 +330,7 @@ pub type Governor = governor::RateLimiter<
 /// worker (PostgreSQL).
 pub enum Limit {
     Local(Governor),
-    Shared(SharedLimiter),
+    Shared(Box<SharedLimiter>),
 }
 
 impl Limit {
@@ -345,7 +345,7 @@ impl Limit {
         local: Governor,
     ) -> Limit {
         match cluster {
-            Some(c) => Limit::Shared(SharedLimiter::new(c.clone(), key, rate, burst)),
+            Some(c) => Limit::Shared(Box::new(SharedLimiter::new(c.clone(), key, rate, burst))),
             None => Limit::Local(local),
         }
     }
