@@ -7,7 +7,9 @@
 //! pooled connection and waits for the answer on a std channel. That works from any
 //! thread, including one of another runtime (a multi-thread runtime's worker yields its
 //! other tasks first, with `block_in_place`; a current-thread runtime simply waits, as the
-//! work runs on the private runtime's own threads).
+//! work runs on the private runtime's own threads). Async callers on a hot path (a shared
+//! rate limit's reservations) use [`Pg::call_async`] instead, which awaits the answer on
+//! a oneshot channel and blocks no thread.
 //!
 //! Every connection sets `search_path` to the configured schema (`store.schema`, default
 //! `crier`), so the SQL files name tables without a schema and read as an analyst would
@@ -369,10 +371,38 @@ impl Pg {
             }
             _ => wait(),
         };
+        self.answer(what, received.ok())
+    }
+
+    /// [`Pg::call`] for async callers: the work runs on the private runtime as there, and
+    /// the caller's task awaits the answer instead of blocking its thread (a hot path
+    /// such as a shared rate limit's reservation). Dropping the future abandons the
+    /// answer, not the work: a statement already sent still completes.
+    pub async fn call_async<T, F, Fut>(&self, what: &str, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Object) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, tokio_postgres::Error>> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let pool = self.pool.clone();
+        let runtime = self.runtime.0.as_ref().expect("runtime lives until drop");
+        runtime.spawn(async move {
+            let result = match pool.get().await {
+                Ok(client) => f(client).await.map_err(Failure::Query),
+                Err(e) => Err(Failure::Pool(e)),
+            };
+            let _ = tx.send(result);
+        });
+        self.answer(what, rx.await.ok())
+    }
+
+    /// The caller's result from the private runtime's answer (`None`: it gave none).
+    fn answer<T>(&self, what: &str, received: Option<Result<T, Failure>>) -> Result<T, StoreError> {
         match received {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(failure)) => Err(self.classify(what, failure).into()),
-            Err(_) => Err(PgError::Lost {
+            Some(Ok(value)) => Ok(value),
+            Some(Err(failure)) => Err(self.classify(what, failure).into()),
+            None => Err(PgError::Lost {
                 server: self.server.clone(),
                 detail: format!("{what}: the client task ended without an answer"),
             }
