@@ -40,6 +40,7 @@ use tokio::sync::oneshot;
 use super::{PlanError, Planned, Planner, SkipReason};
 use crate::cluster::Cluster;
 use crate::cluster::claims::Holder;
+use crate::cluster::rate::{Limit, job_key, provider_key};
 use crate::config::Config;
 use crate::history::RecipientSnapshot;
 use crate::history::ledger::{Change, Ledger, LedgerError, NewMessage, NewRun};
@@ -239,7 +240,7 @@ fn limiter(rate: Rate, burst: Option<u32>) -> Limiter {
 struct Lane<'a> {
     name: String,
     provider: Box<dyn Provider + 'a>,
-    limiter: Option<Limiter>,
+    limiter: Option<Limit>,
     /// Messages of this provider that may be `sending` at once, so `sending` marks are
     /// group-committed in large groups while requests go out. A crash leaves at most this
     /// many in `sending`.
@@ -256,6 +257,8 @@ struct Lane<'a> {
 struct Lanes<'a> {
     slots: Vec<Slot<'a>>,
     ctx: BuildContext<'a>,
+    /// Where rate limits are shared by every worker (PostgreSQL).
+    cluster: Option<&'a Cluster>,
 }
 
 struct Slot<'a> {
@@ -292,7 +295,9 @@ impl<'a> Lanes<'a> {
     fn get(&self, i: usize) -> Result<&Lane<'a>, &str> {
         let slot = &self.slots[i];
         slot.lane
-            .get_or_init(|| lane(&slot.name, &slot.config, &self.ctx).map_err(|e| e.to_string()))
+            .get_or_init(|| {
+                lane(&slot.name, &slot.config, &self.ctx, self.cluster).map_err(|e| e.to_string())
+            })
             .as_ref()
             .map_err(String::as_str)
     }
@@ -369,6 +374,7 @@ fn lane<'a>(
     name: &str,
     config: &ProviderConfig,
     ctx: &BuildContext<'a>,
+    cluster: Option<&Cluster>,
 ) -> Result<Lane<'a>, SendError> {
     let provider =
         provider::build(name, config, ctx).map_err(|e| SendError::Build(name.to_string(), e))?;
@@ -404,7 +410,10 @@ fn lane<'a>(
     Ok(Lane {
         name: name.to_string(),
         provider,
-        limiter: limits.rate.map(|r| limiter(r, limits.burst)),
+        limiter: limits.rate.map(|r| {
+            let local = limiter(r, limits.burst);
+            Limit::new(cluster, provider_key(name), r, limits.burst, local)
+        }),
         window: tokio::sync::Semaphore::new(window),
         permits: tokio::sync::Semaphore::new(concurrency),
         retries: limits.retries.unwrap_or(5),
@@ -453,6 +462,7 @@ pub fn send(
     let mut lanes = Lanes {
         slots: Vec::new(),
         ctx,
+        cluster: store.cluster(),
     };
     let mut lane_of: BTreeMap<Channel, usize> = BTreeMap::new();
     for &channel in job.send_to.channels() {
@@ -470,7 +480,7 @@ pub fn send(
         let index = match lanes.index(&name) {
             Some(i) => i,
             None => {
-                let built = lane(&name, pc, &lanes.ctx)?;
+                let built = lane(&name, pc, &lanes.ctx, lanes.cluster)?;
                 let i = lanes.add(&name, pc);
                 let _ = lanes.slots[i].lane.set(Ok(built));
                 i
@@ -627,7 +637,10 @@ pub fn send(
     let (record_tx, record_rx) = mpsc::channel::<Record>();
     let dispatch = Dispatch {
         lanes: &lanes,
-        job_limiter: job.rate.map(|r| limiter(r, None)),
+        job_limiter: job.rate.map(|r| {
+            let key = job_key(&job.name);
+            Limit::new(store.cluster(), key, r, None, limiter(r, None))
+        }),
         expire_after: job.expire_after,
         record: record_tx,
         stop: &stop,
@@ -1574,7 +1587,7 @@ enum Settled {
 
 struct Dispatch<'s, 'a> {
     lanes: &'s Lanes<'a>,
-    job_limiter: Option<Limiter>,
+    job_limiter: Option<Limit>,
     expire_after: Duration,
     record: mpsc::Sender<Record>,
     stop: &'s Stop,
@@ -1765,7 +1778,7 @@ impl Dispatch<'_, '_> {
             // waited for its `sending` mark or a permit after taking its slot would
             // otherwise go out in a bunch with others that waited, above the rate.
             for l in [&self.job_limiter, &lane.limiter].into_iter().flatten() {
-                if l.check().is_err() {
+                if !l.check() {
                     stats::RATE_LIMIT_WAITS.fetch_add(1, Ordering::Relaxed);
                     l.until_ready().await;
                 }
@@ -1817,7 +1830,13 @@ impl Dispatch<'_, '_> {
                     return Hop::Settled(Settled::NotSent, retries);
                 }
                 SendOutcome::Retry { reason } => (None, reason),
-                SendOutcome::RetryAfter { after, reason } => (Some(after), reason),
+                SendOutcome::RetryAfter { after, reason } => {
+                    // The account's limit: every worker waits, not only this message.
+                    if let Some(l) = &lane.limiter {
+                        l.back_off(after).await;
+                    }
+                    (Some(after), reason)
+                }
                 SendOutcome::Resubmit { after, reason } => {
                     unsure.get_or_insert_with(|| reason.clone());
                     (after, reason)
