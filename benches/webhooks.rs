@@ -231,6 +231,7 @@ fn main() {
         metrics: Default::default(),
         jobs_dir: dir.path().join("jobs"),
         scheduler: None,
+        worker: None,
     });
     let server_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

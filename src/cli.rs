@@ -77,6 +77,7 @@ impl Cli {
             | Command::History(_)
             | Command::Logs(_)
             | Command::Providers(_)
+            | Command::Workers(_)
             | Command::Portal(_) => {}
         }
     }
@@ -147,6 +148,9 @@ pub enum Command {
         after_help = "Example:\n  crier jobs\n  crier jobs next payment-reminder --count 5 --format json"
     )]
     Jobs(JobsArgs),
+    /// Workers on one PostgreSQL store: who is alive, who leads the scheduler, what each holds.
+    #[command(after_help = "Example:\n  crier workers\n  crier workers --format json")]
+    Workers(WorkersArgs),
     /// Run the HTTP server: delivery reports, the query API, the portal inbox, metrics.
     #[command(
         after_help = "Example:\n  CRIER_API_TOKEN=... crier serve\n  crier serve --listen 0.0.0.0:8025"
@@ -366,6 +370,28 @@ pub struct RunArgs {
     /// Refuse to start when any job is invalid (default: leave it out, run the others).
     #[arg(long)]
     pub strict: bool,
+    /// This worker's name among the workers on one PostgreSQL store (default
+    /// `HOSTNAME-PID`). A name a live worker has is refused.
+    #[arg(long, value_name = "ID", value_parser = worker_id)]
+    pub worker_id: Option<String>,
+}
+
+/// A `--worker-id`: 1 to 100 visible characters, no spaces.
+fn worker_id(text: &str) -> Result<String, String> {
+    if text.is_empty() || text.chars().count() > 100 {
+        return Err("1 to 100 characters (e.g. `web-1`)".into());
+    }
+    if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("no spaces or control characters (e.g. `web-1`)".into());
+    }
+    Ok(text.to_string())
+}
+
+#[derive(Debug, Args)]
+pub struct WorkersArgs {
+    /// table, or json (`{"workers": [...], "lease": {"holder", "expires_in_ms"} | null}`).
+    #[arg(long, value_enum, default_value_t = TableOrJson::Table)]
+    pub format: TableOrJson,
 }
 
 #[derive(Debug, Args)]

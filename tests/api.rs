@@ -1187,7 +1187,8 @@ fn health_and_metrics_report_the_store_and_the_ledger() {
     assert_eq!(health.status, 200);
     assert_eq!(
         health.json(),
-        serde_json::json!({"status": "ok", "store": "ok", "scheduler": "not running"}) // crier serve has no scheduler
+        // crier serve has no scheduler, and is no worker
+        serde_json::json!({"status": "ok", "store": "ok", "scheduler": "not running", "worker": "none"})
     );
     let metrics = server.request("GET", "/metrics", None);
     assert_eq!(metrics.status, 200);

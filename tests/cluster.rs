@@ -330,7 +330,12 @@ fn kill_rounds(rounds: usize, provider: &str) -> Vec<(u64, u64, usize, usize)> {
             // The leader: the one whose log says it leads.
             workers
                 .iter()
-                .position(|w| w.as_ref().unwrap().log().contains("Leading."))
+                .position(|w| {
+                    w.as_ref()
+                        .unwrap()
+                        .log()
+                        .contains("This worker leads the scheduler")
+                })
                 .unwrap_or(0)
         } else {
             fastrand::usize(..3)
@@ -407,7 +412,7 @@ fn a_worker_paused_past_its_lease_sends_nothing_it_held_when_it_wakes() {
         std::thread::sleep(Duration::from_millis(10));
     }
     // Pause the leader (or, if b leads, b) past its lease, then wake it.
-    let (paused, other) = if a.log().contains("Leading.") {
+    let (paused, other) = if a.log().contains("This worker leads the scheduler") {
         (a, b)
     } else {
         (b, a)

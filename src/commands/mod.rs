@@ -18,6 +18,7 @@ mod send;
 mod serve;
 mod templates;
 mod validate;
+mod workers;
 
 use std::process::ExitCode;
 
@@ -74,11 +75,12 @@ pub fn run(cli: &Cli) -> anyhow::Result<Outcome> {
                 crate::errln!("{missing}");
                 return Ok(Outcome::Failed);
             }
-            crate::daemon::run(config, &args.jobs, args.strict)?;
+            crate::daemon::run(config, &args.jobs, args.strict, args.worker_id.clone())?;
             Ok(Outcome::Ok)
         }
         Command::Jobs(args) => jobs::run(&load_config(cli)?, args),
         Command::Serve(args) => serve::run(&load_config(cli)?, args),
+        Command::Workers(args) => workers::run(&load_config(cli)?, args),
         Command::Providers(command) => providers::run(&load_config(cli)?, command),
         Command::Portal(command) => portal::run(&load_config(cli)?, command),
     }
@@ -101,6 +103,9 @@ fn forward_if_daemon(cli: &Cli) -> anyhow::Result<Option<Outcome>> {
         Command::Bounces(_) => false,
         // Reading the history takes no lock the daemon holds: read it here, directly.
         Command::Logs(_) => false,
+        // The workers' rows are in PostgreSQL, which every process opens; the embedded
+        // store has no workers to list.
+        Command::Workers(_) => false,
         Command::History(args) => !history::reads_only(args),
         Command::Run(_) | Command::Serve(_) => {
             let config = load_config(cli)?;

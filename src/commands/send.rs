@@ -30,11 +30,19 @@ pub(super) fn run(config: &Config, args: &SendArgs) -> anyhow::Result<Outcome> {
             "--enqueue leaves the run to the workers that share a PostgreSQL store (store.backend: postgres); the embedded store has one process, which sends: leave --enqueue out"
         );
     }
+    // On PostgreSQL this process claims as a worker (the daemon's, when it carries this
+    // out); retired when this returns.
+    let worker = crate::cluster::members::Worker::join(
+        store.as_ref(),
+        config.cluster,
+        crate::cluster::members::Role::Send,
+    )?;
     let mut options = SendOptions {
         // Carried out by the daemon: stop when the caller goes away or the daemon stops.
         cancel: crate::console::cancel_flag(),
         ignore_window: args.ignore_window,
         enqueue: args.enqueue,
+        holder: worker.as_ref().map(|w| w.holder()),
         ..SendOptions::default()
     };
     let mut expected = 1;

@@ -21,6 +21,12 @@ pub(super) fn run(config: &Config, args: &ServeArgs) -> anyhow::Result<Outcome> 
         .enable_all()
         .build()?;
     let store: Arc<dyn crate::store::Store> = Arc::from(open_store(config)?);
+    // On PostgreSQL: a worker (runs the API starts claim as it), which does not lead.
+    let worker = crate::cluster::members::Worker::join(
+        store.as_ref(),
+        config.cluster,
+        crate::cluster::members::Role::Serve,
+    )?;
     let listen = args.listen.unwrap_or(config.server.listen);
     if config.server.token.is_none() {
         tracing::warn!("No server.token is configured: every /api request will be refused.");
@@ -35,6 +41,7 @@ pub(super) fn run(config: &Config, args: &ServeArgs) -> anyhow::Result<Outcome> 
         metrics: Default::default(),
         jobs_dir: args.jobs.clone(),
         scheduler: None,
+        worker: worker.clone(),
     });
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(listen)
@@ -52,6 +59,9 @@ pub(super) fn run(config: &Config, args: &ServeArgs) -> anyhow::Result<Outcome> 
     cancel.store(true, std::sync::atomic::Ordering::SeqCst);
     host.wait_idle(std::time::Duration::from_secs(10));
     runtime.shutdown_timeout(std::time::Duration::from_secs(10));
+    if let Some(worker) = &worker {
+        worker.stop();
+    }
     store.flush()?;
     Ok(Outcome::Ok)
 }

@@ -63,6 +63,26 @@ pub struct RawConfig {
     /// Email settings of every job: one-click unsubscribe and the channel's default.
     #[serde(default)]
     pub email: Option<RawEmail>,
+    /// Several workers on one PostgreSQL store (`store.backend: postgres`): how often each
+    /// heartbeats, and how long a silent one counts as alive.
+    #[serde(default)]
+    pub cluster: RawCluster,
+}
+
+/// `cluster:` as written.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    /// How often each worker heartbeats and the scheduler's leader renews its lease,
+    /// e.g. `2s` (the default).
+    #[serde(default)]
+    pub heartbeat: Option<String>,
+    /// How long a worker that stopped heartbeating still counts as alive, and how long
+    /// the scheduler lease lasts: after it, the leader declares the silent worker dead
+    /// (its messages are handed on) and another worker may take the lease. At least 3
+    /// heartbeats; default `10s`.
+    #[serde(default)]
+    pub lease: Option<String>,
 }
 
 /// `email:` as written.
@@ -191,6 +211,8 @@ pub struct Config {
     pub server: ServerSettings,
     pub email: EmailSettings,
     pub bounces: BounceSettings,
+    /// `cluster:`: heartbeat and lease timing of workers on PostgreSQL.
+    pub cluster: crate::cluster::members::Leases,
     /// Secrets whose `${VAR}` is not set here (see [`Config::require_secrets`]).
     #[serde(skip)]
     pub unset_secrets: Vec<UnsetSecret>,
@@ -692,10 +714,13 @@ fn validate(raw: RawConfig, path: Option<&Path>, report: &mut FileReport) -> Con
         hard_bounce_limit: raw.bounces.hard_bounce_limit.unwrap_or(1).max(1),
     };
 
+    let cluster = validate_cluster(&raw.cluster, report);
+
     Config {
         server,
         email,
         bounces,
+        cluster,
         source: path.map(Path::to_path_buf),
         data_dir,
         default_region: default_region.to_ascii_uppercase(),
@@ -706,6 +731,57 @@ fn validate(raw: RawConfig, path: Option<&Path>, report: &mut FileReport) -> Con
         providers,
         channels,
         unset_secrets: Vec::new(),
+    }
+}
+
+/// `cluster:`: each a duration; the lease at least 3 heartbeats, so one late heartbeat
+/// never makes a worker dead.
+fn validate_cluster(raw: &RawCluster, report: &mut FileReport) -> crate::cluster::members::Leases {
+    use crate::cluster::members::{DEFAULT_HEARTBEAT, DEFAULT_LEASE, Leases};
+    let mut duration = |field: &str, text: &Option<String>, default: std::time::Duration| {
+        let Some(text) = text else {
+            return Some(default);
+        };
+        match humantime::parse_duration(text) {
+            Ok(d) if d >= std::time::Duration::from_millis(10) => Some(d),
+            Ok(_) => {
+                report.error(field, format!("`{text}` is too short (at least 10ms)"));
+                None
+            }
+            Err(_) => {
+                report.error(
+                    field,
+                    format!("`{text}` is not a duration (e.g. `2s`, `500ms`)"),
+                );
+                None
+            }
+        }
+    };
+    let heartbeat = duration("cluster.heartbeat", &raw.heartbeat, DEFAULT_HEARTBEAT);
+    let lease = duration("cluster.lease", &raw.lease, DEFAULT_LEASE);
+    let (Some(heartbeat), Some(lease)) = (heartbeat, lease) else {
+        return Leases::default();
+    };
+    if lease < heartbeat * 3 {
+        let field = if raw.lease.is_some() {
+            "cluster.lease"
+        } else {
+            "cluster.heartbeat"
+        };
+        report.error(
+            field,
+            format!(
+                "the lease ({}) must be at least 3 heartbeats ({} each), or one late heartbeat makes a worker dead (e.g. `heartbeat: 2s`, `lease: 10s`)",
+                humantime::format_duration(lease),
+                humantime::format_duration(heartbeat)
+            ),
+        );
+        return Leases::default();
+    }
+    Leases {
+        heartbeat,
+        lease,
+        lead: false,
     }
 }
 
@@ -856,6 +932,50 @@ mod tests {
         assert_eq!(c.store.cache_mb, 64);
         assert_eq!(c.channels.sms, "outbox");
         assert!(matches!(c.providers["outbox"], ProviderConfig::File(_)));
+    }
+
+    #[test]
+    fn cluster_timing_defaults_and_reads_durations() {
+        let c = parse("").unwrap();
+        assert_eq!(c.cluster.heartbeat, std::time::Duration::from_secs(2));
+        assert_eq!(c.cluster.lease, std::time::Duration::from_secs(10));
+        let c = parse("cluster:\n  heartbeat: 200ms\n  lease: 1s\n").unwrap();
+        assert_eq!(c.cluster.heartbeat, std::time::Duration::from_millis(200));
+        assert_eq!(c.cluster.lease, std::time::Duration::from_secs(1));
+    }
+
+    #[test]
+    fn rejects_a_lease_shorter_than_three_heartbeats_and_bad_durations() {
+        let errors = parse("cluster:\n  heartbeat: 2s\n  lease: 5s\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            errors.starts_with("crier.yaml:3:10: cluster.lease: the lease (5s) must be at least 3 heartbeats (2s each)"),
+            "{errors}"
+        );
+        // Only the heartbeat written: the default lease is too short for it.
+        let errors = parse("cluster:\n  heartbeat: 4s\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            errors.contains("cluster.heartbeat: the lease (10s)"),
+            "{errors}"
+        );
+        let errors = parse("cluster:\n  heartbeat: often\n  lease: 0ms\n")
+            .unwrap_err()
+            .to_string();
+        let lines: Vec<&str> = errors.lines().collect();
+        assert_eq!(lines.len(), 2, "{errors}");
+        assert!(
+            lines[0].contains("cluster.heartbeat: `often` is not a duration (e.g. `2s`, `500ms`)"),
+            "{errors}"
+        );
+        assert!(
+            lines[1].contains("cluster.lease: `0ms` is too short"),
+            "{errors}"
+        );
+        let errors = parse("cluster:\n  leas: 10s\n").unwrap_err().to_string();
+        assert!(errors.contains("cluster.leas"), "{errors}");
     }
 
     #[test]

@@ -34,6 +34,7 @@ use tokio::sync::mpsc;
 use tokio_cron_scheduler::{Job as Timer, JobScheduler};
 
 use crate::cluster::claims::Holder;
+use crate::cluster::members::{Leases, Role, Worker, WorkerInfo};
 use crate::config::Config;
 use crate::engine::running;
 use crate::engine::send::{OUTSIDE_WINDOW, SendError, SendOptions, send};
@@ -48,6 +49,8 @@ const LEAD: Duration = Duration::from_secs(2);
 /// How often the jobs folder is checked for edits.
 /// The safety-net poll of the jobs folder (the watcher reports changes at once).
 const RELOAD_EVERY: Duration = Duration::from_secs(30);
+/// How often the daemon looks whether it leads the scheduler (on a PostgreSQL store).
+const LEAD_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// How long shutdown waits for running sends to park.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(30);
 /// How often a worker looks for runs to help with and runs left by stopped workers
@@ -138,6 +141,11 @@ struct Daemon {
     holder: Option<Holder>,
     /// Other workers' runs this one is helping with.
     joined: std::collections::BTreeSet<RunId>,
+    /// This process among the workers on a PostgreSQL store; `None` on the embedded one
+    /// (where this process is the only one and always fires).
+    worker: Option<Arc<Worker>>,
+    /// Whether it led at the last look (to catch up when it starts leading).
+    leading: bool,
 }
 
 fn modified(path: &Path) -> Option<SystemTime> {
@@ -145,7 +153,13 @@ fn modified(path: &Path) -> Option<SystemTime> {
 }
 
 /// Runs the daemon until SIGTERM/SIGINT. `strict`: refuse to start on any invalid job.
-pub fn run(config: Config, jobs_dir: &Path, strict: bool) -> anyhow::Result<()> {
+/// `worker_id`: its name among the workers on a PostgreSQL store (default host-pid).
+pub fn run(
+    config: Config,
+    jobs_dir: &Path,
+    strict: bool,
+    worker_id: Option<String>,
+) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -160,6 +174,7 @@ pub fn run(config: Config, jobs_dir: &Path, strict: bool) -> anyhow::Result<()> 
         tracing::error!("Invalid jobs are left out; the others run.");
     }
     let store: Arc<dyn Store> = Arc::from(crate::commands::open_store(&config)?);
+    let worker = start_worker(&config, store.as_ref(), worker_id)?;
     // Other commands on this store are carried out here from now on.
     let cancel = Arc::new(AtomicBool::new(false));
     let host = crate::control::Host::new(config.clone(), store.clone(), cancel.clone());
@@ -176,10 +191,11 @@ pub fn run(config: Config, jobs_dir: &Path, strict: bool) -> anyhow::Result<()> 
             broken: BTreeMap::new(),
             next_version: 1,
             cancel,
-            holder: store
-                .cluster()
-                .map(|_| Holder::new(&crate::cluster::claims::default_worker_id())),
+            // Claims are made as this worker, and stop when it is fenced.
+            holder: worker.as_ref().map(|w| w.holder()),
             joined: Default::default(),
+            leading: worker.as_ref().is_some_and(|w| w.is_leader()),
+            worker: worker.clone(),
         };
         daemon.scheduler.start().await?;
         for job in jobs {
@@ -204,6 +220,7 @@ pub fn run(config: Config, jobs_dir: &Path, strict: bool) -> anyhow::Result<()> 
                 metrics: Default::default(),
                 jobs_dir: jobs_dir.to_path_buf(),
                 scheduler: Some(alive.clone()),
+                worker: worker.clone(),
             });
             let stop = shutdown.clone();
             Some(tokio::spawn(crate::server::serve(
@@ -234,6 +251,7 @@ pub fn run(config: Config, jobs_dir: &Path, strict: bool) -> anyhow::Result<()> 
             },
             None => None,
         };
+        let mut lead_check = tokio::time::interval(LEAD_CHECK_EVERY);
         let term = shutdown_signal();
         tokio::pin!(term);
         loop {
@@ -270,6 +288,7 @@ pub fn run(config: Config, jobs_dir: &Path, strict: bool) -> anyhow::Result<()> 
                 }
                 Ok(job) = released.recv() => daemon.released(&job),
                 _ = reload.tick() => daemon.reload().await,
+                _ = lead_check.tick() => daemon.check_lead(),
                 _ = hup.recv() => {
                     tracing::info!("SIGHUP: reloading jobs.");
                     daemon.reload().await;
@@ -305,10 +324,44 @@ pub fn run(config: Config, jobs_dir: &Path, strict: bool) -> anyhow::Result<()> 
         if let Some(server) = server {
             let _ = server.await;
         }
+        if let Some(worker) = &worker {
+            worker.stop();
+        }
         store.flush()?;
         tracing::info!("Stopped.");
         anyhow::Ok(())
     })
+}
+
+/// Registers this process as a `crier run` worker (one that competes for the scheduler
+/// lease) when the store is shared (PostgreSQL).
+fn start_worker(
+    config: &Config,
+    store: &dyn Store,
+    worker_id: Option<String>,
+) -> anyhow::Result<Option<Arc<Worker>>> {
+    let Some(cluster) = store.cluster() else {
+        if worker_id.is_some() {
+            tracing::warn!(
+                "--worker-id names a worker among several on a PostgreSQL store; the embedded store has this one process."
+            );
+        }
+        return Ok(None);
+    };
+    let settings = Leases {
+        lead: true,
+        ..config.cluster
+    };
+    let info = WorkerInfo::here(worker_id, Role::Run);
+    let on_dead: crate::cluster::members::OnDead = Box::new(|ids: &[String]| {
+        tracing::warn!(workers = %ids.join(", "), "Declared dead: their messages are handed on.");
+    });
+    Ok(Some(Worker::start(
+        cluster.clone(),
+        info,
+        settings,
+        on_dead,
+    )?))
 }
 
 /// What a firing does.
@@ -518,8 +571,35 @@ impl Daemon {
         }
     }
 
+    /// Whether this process fires the schedule: always on the embedded store; on a
+    /// shared one, while it holds the scheduler lease.
+    fn fires(&self) -> bool {
+        self.worker.as_ref().is_none_or(|w| w.is_leader())
+    }
+
+    /// The 1 s look at the scheduler lease: a worker that starts leading catches up the
+    /// instants missed while nobody led (misfire rules as at start).
+    fn check_lead(&mut self) {
+        let Some(worker) = &self.worker else {
+            return;
+        };
+        let leading = worker.is_leader();
+        if leading && !self.leading {
+            tracing::info!(worker = %worker.id(), "Leading the scheduler: catching up missed fire times.");
+            self.leading = true;
+            self.catch_up();
+        } else if !leading && self.leading {
+            tracing::info!(worker = %worker.id(), "No longer leading the scheduler: another worker fires.");
+            self.leading = false;
+        }
+    }
+
     /// One catch-up run per job for a fire time missed while crier was down.
     fn catch_up(&mut self) {
+        if !self.fires() {
+            tracing::debug!("Not the scheduler's leader: no catch-up here.");
+            return;
+        }
         let now = Utc::now();
         let missed: Vec<(String, DateTime<Utc>)> = self
             .jobs
@@ -547,14 +627,22 @@ impl Daemon {
         if entry.version != fire.version {
             return; // A timer of a version since replaced.
         }
-        let late_ms = (Utc::now() - fire.at).num_milliseconds();
-        tracing::info!(job = %fire.job, at = %self.zoned(&fire.job, fire.at), late_ms, "Fired.");
         // The next occurrence first, with its own day's offset.
         let timer = self.arm(entry, fire.at).await;
+        let fires = self.fires();
         let Some(entry) = self.jobs.get_mut(&fire.job) else {
             return;
         };
         entry.timer = timer;
+        if !fires {
+            tracing::debug!(job = %fire.job, at = %self.zoned(&fire.job, fire.at), "Not the scheduler's leader: the leader fires this.");
+            return;
+        }
+        let late_ms = (Utc::now() - fire.at).num_milliseconds();
+        tracing::info!(job = %fire.job, at = %self.zoned(&fire.job, fire.at), late_ms, "Fired.");
+        let Some(entry) = self.jobs.get_mut(&fire.job) else {
+            return;
+        };
         // Busy: our own run of it, or one the API or a forwarded `crier send` started.
         let elsewhere = self
             .store
@@ -774,14 +862,20 @@ impl Daemon {
         if self.cancel.load(std::sync::atomic::Ordering::SeqCst) {
             return;
         }
-        match cluster.abandoned_runs(&me.id) {
+        // The leader takes back what dead and stopped workers held, and resumes the runs
+        // they started.
+        let abandoned = if self.fires() {
+            let ledger = Ledger::new(self.store.as_ref());
+            if let Err(e) = crate::engine::send::sweep(&ledger, &cluster, &self.config, &me.id) {
+                tracing::error!(error = %e, "Cannot take back what stopped workers held.");
+                return;
+            }
+            cluster.abandoned_runs(&me.id)
+        } else {
+            Ok(Vec::new())
+        };
+        match abandoned {
             Ok(abandoned) if !abandoned.is_empty() => {
-                let ledger = Ledger::new(self.store.as_ref());
-                if let Err(e) = crate::engine::send::sweep(&ledger, &cluster, &self.config, &me.id)
-                {
-                    tracing::error!(error = %e, "Cannot take back what stopped workers held.");
-                    return;
-                }
                 for (run, job, worker) in abandoned {
                     if self.jobs.get(&job).is_none_or(|e| e.running) {
                         continue;

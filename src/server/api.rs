@@ -942,6 +942,10 @@ pub(crate) async fn start_run_with(
     let tx = Mutex::new(Some(tx));
     let options = SendOptions {
         trigger: Some(trigger),
+        // Claimed as this process's worker (PostgreSQL).
+        holder: options
+            .holder
+            .or_else(|| state.worker.as_ref().map(|w| w.holder())),
         on_run: Some(Arc::new(move |run: &Run| {
             if let Some(tx) = tx.lock().unwrap_or_else(|e| e.into_inner()).take() {
                 let _ = tx.send(run.id);
@@ -1183,6 +1187,9 @@ struct Health {
     /// `ok` under `crier run` while its scheduler is alive; `not running` under
     /// `crier serve` (which has none) or after the scheduler stopped.
     scheduler: String,
+    /// `ok` while this `crier run` heartbeats as a worker on a PostgreSQL store, or why
+    /// not (the database lost for longer than the lease); `none` when it is no worker.
+    worker: String,
 }
 
 /// Is the server well? 200 when the store answers, else 503.
@@ -1192,7 +1199,7 @@ struct Health {
     tag = "operations",
     responses(
         (status = 200, description = "Healthy", body = Health),
-        (status = 503, description = "The store cannot be read", body = Health),
+        (status = 503, description = "The store cannot be read, or this worker lost its database", body = Health),
     )
 )]
 async fn healthz(State(state): State<Shared>) -> Response {
@@ -1200,10 +1207,25 @@ async fn healthz(State(state): State<Shared>) -> Response {
         Some(alive) if alive.load(std::sync::atomic::Ordering::SeqCst) => "ok",
         _ => "not running",
     };
+    let worker = match &state.worker {
+        None => Ok("none".to_string()),
+        Some(w) => w.health().map(|()| "ok".to_string()),
+    };
     let store = blocking(move || state.store.history().ping().map_err(ApiError::internal)).await;
-    let (code, status, store) = match store {
-        Ok(()) => (StatusCode::OK, "ok", "ok".to_string()),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.message),
+    let (code, status, store, worker) = match (store, worker) {
+        (Ok(()), Ok(worker)) => (StatusCode::OK, "ok", "ok".to_string(), worker),
+        (Ok(()), Err(why)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "ok".to_string(),
+            why,
+        ),
+        (Err(e), worker) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            e.message,
+            worker.unwrap_or_else(|why| why),
+        ),
     };
     (
         code,
@@ -1211,6 +1233,7 @@ async fn healthz(State(state): State<Shared>) -> Response {
             status: status.into(),
             store,
             scheduler: scheduler.into(),
+            worker,
         }),
     )
         .into_response()
@@ -1226,7 +1249,11 @@ async fn healthz(State(state): State<Shared>) -> Response {
 async fn metrics(State(state): State<Shared>) -> Result<Response, ApiError> {
     let text = blocking(move || {
         let ledger = Ledger::new(state.store.as_ref());
-        super::metrics::render(&state.metrics, &ledger).map_err(ledger_error)
+        let mut text = super::metrics::render(&state.metrics, &ledger).map_err(ledger_error)?;
+        if let Some(cluster) = state.store.cluster() {
+            super::metrics::render_workers(&mut text, cluster).map_err(ApiError::internal)?;
+        }
+        Ok(text)
     })
     .await?;
     Ok((

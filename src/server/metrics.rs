@@ -213,3 +213,61 @@ pub fn render(metrics: &Metrics, ledger: &Ledger) -> Result<String, LedgerError>
     );
     Ok(out)
 }
+
+/// A per-worker gauge: its name, its help, its value for a worker.
+type Gauge = (
+    &'static str,
+    &'static str,
+    fn(&crate::cluster::members::WorkerRow) -> String,
+);
+
+/// The workers on a PostgreSQL store, appended to the `/metrics` page: how many are in
+/// each state, and per live worker whether it leads, its heartbeat's age and what it
+/// holds. (Stopped and dead workers are counted, not listed: their ids would pile up as
+/// label values.)
+pub fn render_workers(
+    out: &mut String,
+    cluster: &crate::cluster::Cluster,
+) -> Result<(), crate::cluster::members::ClusterError> {
+    let workers = cluster.workers()?;
+    header(
+        out,
+        "crier_workers",
+        "gauge",
+        "Workers on the store by state.",
+    );
+    for state in ["alive", "stopped", "dead"] {
+        let n = workers.iter().filter(|w| w.state == state).count();
+        let _ = writeln!(out, "crier_workers{{state=\"{state}\"}} {n}");
+    }
+    let alive: Vec<_> = workers.iter().filter(|w| w.state == "alive").collect();
+    let gauges: [Gauge; 4] = [
+        (
+            "crier_worker_leader",
+            "1 for the live worker holding the scheduler lease, else 0.",
+            |w| u8::from(w.leader).to_string(),
+        ),
+        (
+            "crier_worker_heartbeat_age_seconds",
+            "Since each live worker's last heartbeat, by the database's clock.",
+            |w| format!("{}", w.heartbeat_age_ms as f64 / 1000.0),
+        ),
+        (
+            "crier_worker_claimed_messages",
+            "Messages of unfinished runs each live worker has claimed and not yet started sending.",
+            |w| w.claimed.to_string(),
+        ),
+        (
+            "crier_worker_sending_messages",
+            "Messages each live worker is sending (in flight at the provider).",
+            |w| w.sending.to_string(),
+        ),
+    ];
+    for (name, help, value) in gauges {
+        header(out, name, "gauge", help);
+        for w in &alive {
+            let _ = writeln!(out, "{name}{{worker=\"{}\"}} {}", label(&w.id), value(w));
+        }
+    }
+    Ok(())
+}

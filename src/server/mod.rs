@@ -38,6 +38,9 @@ pub struct AppState {
     pub jobs_dir: std::path::PathBuf,
     /// Set while `crier run`'s scheduler loop is alive; `None` under `crier serve`.
     pub scheduler: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// This process among the workers on a PostgreSQL store (`crier run` on one);
+    /// `/healthz` is unhealthy while it cannot heartbeat.
+    pub worker: Option<Arc<crate::cluster::members::Worker>>,
 }
 
 pub type Shared = Arc<AppState>;

@@ -132,6 +132,7 @@ fn world(token: Option<&str>) -> World {
         metrics: Default::default(),
         jobs_dir: dir.path().join("jobs"),
         scheduler: None,
+        worker: None,
     });
     World {
         app: router(state.clone()),
