@@ -258,7 +258,7 @@ fn a_cancel_from_another_host_stops_every_worker() {
     // Until every worker has a share (they join within a second).
     std::thread::sleep(Duration::from_millis(1500));
     let run = c.runs()[0]["id"].as_str().unwrap().to_string();
-    let cancelled = c.cli.crier(&["history", "cancel", &run, "--yes"]);
+    let cancelled = c.cli.crier(&["history", "cancel", &run]);
     assert_eq!(cancelled.code, 0, "{}", cancelled.stderr);
     // Within a second nobody sends any more.
     std::thread::sleep(Duration::from_secs(1));
@@ -384,7 +384,7 @@ fn killing_a_worker_mid_run_misses_nobody_and_sends_nobody_twice() {
     let rounds: usize = std::env::var("CRIER_CLUSTER_ROUNDS")
         .ok()
         .and_then(|r| r.parse().ok())
-        .unwrap_or(4);
+        .unwrap_or(10);
     for provider in ["bulksms", "twilio"] {
         let results = kill_rounds(rounds, provider);
         let unknown: u64 = results.iter().map(|r| r.1).sum();
@@ -448,4 +448,51 @@ fn a_worker_paused_past_its_lease_sends_nothing_it_held_when_it_wakes() {
     ids.sort_unstable();
     ids.dedup();
     assert_eq!(ids.len(), total, "one message accepted twice\n{all}");
+}
+
+/// The most arrivals in any `window`-long stretch of `times`.
+fn busiest(times: &[Instant], window: Duration) -> usize {
+    let mut times = times.to_vec();
+    times.sort_unstable();
+    let mut best = 0;
+    let mut start = 0;
+    for end in 0..times.len() {
+        while times[end] - times[start] >= window {
+            start += 1;
+        }
+        best = best.max(end - start + 1);
+    }
+    best
+}
+
+#[test]
+fn a_providers_rate_holds_for_the_sum_of_one_two_and_three_workers() {
+    let rt = common::runtime();
+    let n = 1_000;
+    for workers in 1..=3 {
+        let mock = rt.block_on(mocks::bulksms(TOKEN_ID, SECRET));
+        let yaml = format!(
+            "    type: bulksms\n    token_id: {TOKEN_ID}\n    token_secret: {SECRET}\n    base_url: {}\n    limits: {{ rate: 100/s, concurrency: 8, backoff: 10ms }}\n",
+            mock.url
+        );
+        let c = Cluster::new(workers, n, &yaml, &one_shot_job(3));
+        let started: Vec<Worker> = (0..workers)
+            .map(|i| c.start(i, &format!("rate{workers}w{i}")))
+            .collect();
+        let runs = c.wait_finished(Duration::from_secs(90));
+        let logs: Vec<String> = started.into_iter().map(|w| w.stop().1).collect();
+        let all = logs.join("\n----\n");
+        assert_eq!(runs[0]["counters"]["sent"], n as u64, "{runs:?}\n{all}");
+        assert_exactly_once(&mock, n);
+        let arrivals = mock.state.arrivals();
+        let most = busiest(&arrivals, Duration::from_secs(5));
+        eprintln!("{workers} worker(s) at 100/s: the busiest 5 s window had {most} messages");
+        assert!(
+            (490..=510).contains(&most),
+            "{workers} workers: {most} in the busiest 5 s (500 ± 2%)\n{all}"
+        );
+        if workers > 1 {
+            assert!(c.sent_by_worker().len() > 1, "{:?}", c.sent_by_worker());
+        }
+    }
 }

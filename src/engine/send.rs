@@ -58,6 +58,10 @@ use crate::throttle::Rate;
 const BATCH: usize = 500;
 /// Messages one claim takes (PostgreSQL).
 const CLAIM_BATCH: usize = 256;
+/// Most messages a worker holds at once, claimed and not yet settled: enough to keep its
+/// providers busy, few enough that workers joining a run find work (a worker that
+/// claimed all it could buffer would send a rate-limited run alone).
+const HOLD_MAX: usize = 2 * CLAIM_BATCH;
 /// How long a worker helping with a run waits for more to claim before it leaves.
 const JOIN_IDLE: Duration = Duration::from_secs(1);
 /// How often a worker with nothing to claim looks at the run again.
@@ -633,6 +637,7 @@ pub fn send(
     tracing::info!("Sending.");
 
     let stop = Stop::default();
+    let held = Held::default();
     let (work_tx, work_rx) = tokio::sync::mpsc::channel::<Work>(BATCH * 2);
     let (record_tx, record_rx) = mpsc::channel::<Record>();
     let dispatch = Dispatch {
@@ -645,6 +650,7 @@ pub fn send(
         record: record_tx,
         stop: &stop,
         holder: holder.as_ref(),
+        held: shared.map(|_| &held),
         progress: options.progress.clone(),
         cancel: options.cancel.clone(),
         // Send-as-test is one message a person asked for now: no window; nor is there
@@ -687,7 +693,7 @@ pub fn send(
         let claims = shared.zip(claimer_work).map(|((cluster, holder), work)| {
             s.spawn(|| {
                 let _span = span.enter();
-                claim_all(&input, cluster, holder, work, &stop, &planning)
+                claim_all(&input, cluster, holder, work, &stop, &planning, &held)
             })
         });
         let record = s.spawn(|| {
@@ -1277,6 +1283,7 @@ fn claim_all(
     work: tokio::sync::mpsc::Sender<Work>,
     stop: &Stop,
     planning: &AtomicBool,
+    held: &Held,
 ) -> Result<(), SendError> {
     let run = input.run.id;
     let joining = input.options.join.is_some();
@@ -1291,15 +1298,20 @@ fn claim_all(
             stop.stop(FENCED.into());
             return Ok(());
         }
+        if !held.room(CLAIM_BATCH, CLAIM_POLL) {
+            continue; // Full: the dispatcher settles some first.
+        }
         let batch = cluster
             .claim(run, &holder.id, after, CLAIM_BATCH)
             .map_err(LedgerError::from)?;
+        held.claimed(batch.len());
         if let Some((last, _)) = batch.last() {
             after = Some(last.id.seq);
             idle_since = None;
             let rebuild = Rebuild::new(input);
             for (m, dedup_id) in batch {
                 let Some(item) = rebuild.work(m, dedup_id)? else {
+                    held.settled(); // No provider of this run takes it.
                     continue;
                 };
                 if work.blocking_send(item).is_err() {
@@ -1338,6 +1350,36 @@ fn claim_all(
             }
         }
         std::thread::sleep(CLAIM_POLL);
+    }
+}
+
+/// How many messages a worker holds and has not settled, so that it claims no more
+/// than [`HOLD_MAX`].
+#[derive(Default)]
+struct Held {
+    count: Mutex<usize>,
+    freed: std::sync::Condvar,
+}
+
+impl Held {
+    /// Waits up to `wait` until `n` more fit; whether they do.
+    fn room(&self, n: usize, wait: Duration) -> bool {
+        let count = self.count.lock().unwrap_or_else(|e| e.into_inner());
+        let (count, _) = self
+            .freed
+            .wait_timeout_while(count, wait, |c| *c + n > HOLD_MAX)
+            .unwrap_or_else(|e| e.into_inner());
+        *count + n <= HOLD_MAX
+    }
+
+    fn claimed(&self, n: usize) {
+        *self.count.lock().unwrap_or_else(|e| e.into_inner()) += n;
+    }
+
+    fn settled(&self) {
+        let mut count = self.count.lock().unwrap_or_else(|e| e.into_inner());
+        *count = count.saturating_sub(1);
+        self.freed.notify_one();
     }
 }
 
@@ -1594,6 +1636,8 @@ struct Dispatch<'s, 'a> {
     /// The worker sending (PostgreSQL): its changes are refused for messages it no
     /// longer holds.
     holder: Option<&'s Holder>,
+    /// What this worker holds (PostgreSQL): each message settled makes room to claim.
+    held: Option<&'s Held>,
     progress: Option<Arc<ProgressFn>>,
     cancel: Option<Arc<AtomicBool>>,
     /// The job's send window and zone.
@@ -1640,6 +1684,9 @@ impl Dispatch<'_, '_> {
                         }
                     }
                     settled += 1;
+                    if let Some(held) = self.held {
+                        held.settled();
+                    }
                     if let Some(p) = &self.progress {
                         p(settled);
                     }
