@@ -15,9 +15,7 @@
 //! (the argument: runs per figure; medians with min–max). Each run uses a fresh schema.
 
 #[path = "../tests/mocks/mod.rs"]
-#[allow(dead_code)]
 mod mocks;
-#[allow(dead_code)]
 mod support;
 
 use std::path::Path;
