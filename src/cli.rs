@@ -492,6 +492,10 @@ pub struct SendArgs {
     /// night); the window still holds for every other run of the job.
     #[arg(long)]
     pub ignore_window: bool,
+    /// Plan the run and leave the sending to the `crier run` workers (PostgreSQL: every
+    /// worker claims its messages); returns once every recipient is planned.
+    #[arg(long, conflicts_with_all = ["test_to", "dry_run"])]
+    pub enqueue: bool,
 }
 
 #[derive(Debug, Args)]

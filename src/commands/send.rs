@@ -25,6 +25,11 @@ pub(super) fn run(config: &Config, args: &SendArgs) -> anyhow::Result<Outcome> {
         return Ok(Outcome::Failed);
     }
     let store = open_store(config)?;
+    if args.enqueue && store.cluster().is_none() {
+        bail!(
+            "--enqueue leaves the run to the workers that share a PostgreSQL store (store.backend: postgres); the embedded store has one process, which sends: leave --enqueue out"
+        );
+    }
     // On PostgreSQL this process claims as a worker (the daemon's, when it carries this
     // out); retired when this returns.
     let worker = crate::cluster::members::Worker::join(
@@ -36,6 +41,7 @@ pub(super) fn run(config: &Config, args: &SendArgs) -> anyhow::Result<Outcome> {
         // Carried out by the daemon: stop when the caller goes away or the daemon stops.
         cancel: crate::console::cancel_flag(),
         ignore_window: args.ignore_window,
+        enqueue: args.enqueue,
         holder: worker.as_ref().map(|w| w.holder()),
         ..SendOptions::default()
     };
@@ -134,6 +140,13 @@ pub(super) fn run(config: &Config, args: &SendArgs) -> anyhow::Result<Outcome> {
         .map(|r| (r.id.to_string(), r.status().to_string()));
     let (id, status) = run.unwrap_or_default();
     let skipped: u64 = summary.skipped.values().sum();
+    if args.enqueue {
+        crate::outln!(
+            "\nrun {id} ({status}): {} messages queued for the workers, {skipped} skipped\nprogress: crier history show {id}",
+            summary.queued
+        );
+        return Ok(Outcome::Ok);
+    }
     let reasons: Vec<String> = summary
         .skipped
         .iter()

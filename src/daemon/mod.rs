@@ -239,6 +239,18 @@ pub fn run(
         let mut released = running::released();
         let mut reload = tokio::time::interval(RELOAD_EVERY);
         let mut cluster_tick = tokio::time::interval(CLUSTER_EVERY);
+        // A run started or cancelled anywhere wakes this worker at once; the tick is the
+        // fallback if the listening connection is lost.
+        let mut wakeups = match store.cluster() {
+            Some(cluster) => match cluster.pg().listen("crier_runs") {
+                Ok(rx) => Some(rx),
+                Err(e) => {
+                    tracing::warn!(error = %e, "Cannot listen for run events: polling every second instead.");
+                    None
+                }
+            },
+            None => None,
+        };
         let mut lead_check = tokio::time::interval(LEAD_CHECK_EVERY);
         let term = shutdown_signal();
         tokio::pin!(term);
@@ -253,6 +265,21 @@ pub fn run(
                     }
                 },
                 _ = cluster_tick.tick(), if daemon.holder.is_some() => daemon.cluster_tick(),
+                woken = async {
+                    match &mut wakeups {
+                        Some(rx) => rx.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => match woken {
+                    Some(event) => {
+                        tracing::debug!(event = %event, "Run event.");
+                        daemon.cluster_tick();
+                    }
+                    None => {
+                        tracing::warn!("Lost the connection listening for run events: polling every second instead.");
+                        wakeups = None;
+                    }
+                },
                 Some(()) = changes.recv() => {
                     // An editor's save is several events: let them settle, reload once.
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -835,14 +862,20 @@ impl Daemon {
         if self.cancel.load(std::sync::atomic::Ordering::SeqCst) {
             return;
         }
-        match cluster.abandoned_runs(&me.id) {
+        // The leader takes back what dead and stopped workers held, and resumes the runs
+        // they started.
+        let abandoned = if self.fires() {
+            let ledger = Ledger::new(self.store.as_ref());
+            if let Err(e) = crate::engine::send::sweep(&ledger, &cluster, &self.config, &me.id) {
+                tracing::error!(error = %e, "Cannot take back what stopped workers held.");
+                return;
+            }
+            cluster.abandoned_runs(&me.id)
+        } else {
+            Ok(Vec::new())
+        };
+        match abandoned {
             Ok(abandoned) if !abandoned.is_empty() => {
-                let ledger = Ledger::new(self.store.as_ref());
-                if let Err(e) = crate::engine::send::sweep(&ledger, &cluster, &self.config, &me.id)
-                {
-                    tracing::error!(error = %e, "Cannot take back what stopped workers held.");
-                    return;
-                }
                 for (run, job, worker) in abandoned {
                     if self.jobs.get(&job).is_none_or(|e| e.running) {
                         continue;

@@ -40,6 +40,7 @@ use tokio::sync::oneshot;
 use super::{PlanError, Planned, Planner, SkipReason};
 use crate::cluster::Cluster;
 use crate::cluster::claims::Holder;
+use crate::cluster::rate::{Limit, job_key, provider_key};
 use crate::config::Config;
 use crate::history::RecipientSnapshot;
 use crate::history::ledger::{Change, Ledger, LedgerError, NewMessage, NewRun};
@@ -57,6 +58,10 @@ use crate::throttle::Rate;
 const BATCH: usize = 500;
 /// Messages one claim takes (PostgreSQL).
 const CLAIM_BATCH: usize = 256;
+/// Most messages a worker holds at once, claimed and not yet settled: enough to keep its
+/// providers busy, few enough that workers joining a run find work (a worker that
+/// claimed all it could buffer would send a rate-limited run alone).
+const HOLD_MAX: usize = 2 * CLAIM_BATCH;
 /// How long a worker helping with a run waits for more to claim before it leaves.
 const JOIN_IDLE: Duration = Duration::from_secs(1);
 /// How often a worker with nothing to claim looks at the run again.
@@ -239,7 +244,7 @@ fn limiter(rate: Rate, burst: Option<u32>) -> Limiter {
 struct Lane<'a> {
     name: String,
     provider: Box<dyn Provider + 'a>,
-    limiter: Option<Limiter>,
+    limiter: Option<Limit>,
     /// Messages of this provider that may be `sending` at once, so `sending` marks are
     /// group-committed in large groups while requests go out. A crash leaves at most this
     /// many in `sending`.
@@ -256,6 +261,8 @@ struct Lane<'a> {
 struct Lanes<'a> {
     slots: Vec<Slot<'a>>,
     ctx: BuildContext<'a>,
+    /// Where rate limits are shared by every worker (PostgreSQL).
+    cluster: Option<&'a Cluster>,
 }
 
 struct Slot<'a> {
@@ -292,7 +299,9 @@ impl<'a> Lanes<'a> {
     fn get(&self, i: usize) -> Result<&Lane<'a>, &str> {
         let slot = &self.slots[i];
         slot.lane
-            .get_or_init(|| lane(&slot.name, &slot.config, &self.ctx).map_err(|e| e.to_string()))
+            .get_or_init(|| {
+                lane(&slot.name, &slot.config, &self.ctx, self.cluster).map_err(|e| e.to_string())
+            })
             .as_ref()
             .map_err(String::as_str)
     }
@@ -369,6 +378,7 @@ fn lane<'a>(
     name: &str,
     config: &ProviderConfig,
     ctx: &BuildContext<'a>,
+    cluster: Option<&Cluster>,
 ) -> Result<Lane<'a>, SendError> {
     let provider =
         provider::build(name, config, ctx).map_err(|e| SendError::Build(name.to_string(), e))?;
@@ -404,7 +414,10 @@ fn lane<'a>(
     Ok(Lane {
         name: name.to_string(),
         provider,
-        limiter: limits.rate.map(|r| limiter(r, limits.burst)),
+        limiter: limits.rate.map(|r| {
+            let local = limiter(r, limits.burst);
+            Limit::new(cluster, provider_key(name), r, limits.burst, local)
+        }),
         window: tokio::sync::Semaphore::new(window),
         permits: tokio::sync::Semaphore::new(concurrency),
         retries: limits.retries.unwrap_or(5),
@@ -453,6 +466,7 @@ pub fn send(
     let mut lanes = Lanes {
         slots: Vec::new(),
         ctx,
+        cluster: store.cluster(),
     };
     let mut lane_of: BTreeMap<Channel, usize> = BTreeMap::new();
     for &channel in job.send_to.channels() {
@@ -470,7 +484,7 @@ pub fn send(
         let index = match lanes.index(&name) {
             Some(i) => i,
             None => {
-                let built = lane(&name, pc, &lanes.ctx)?;
+                let built = lane(&name, pc, &lanes.ctx, lanes.cluster)?;
                 let i = lanes.add(&name, pc);
                 let _ = lanes.slots[i].lane.set(Ok(built));
                 i
@@ -623,15 +637,20 @@ pub fn send(
     tracing::info!("Sending.");
 
     let stop = Stop::default();
+    let held = Held::default();
     let (work_tx, work_rx) = tokio::sync::mpsc::channel::<Work>(BATCH * 2);
     let (record_tx, record_rx) = mpsc::channel::<Record>();
     let dispatch = Dispatch {
         lanes: &lanes,
-        job_limiter: job.rate.map(|r| limiter(r, None)),
+        job_limiter: job.rate.map(|r| {
+            let key = job_key(&job.name);
+            Limit::new(store.cluster(), key, r, None, limiter(r, None))
+        }),
         expire_after: job.expire_after,
         record: record_tx,
         stop: &stop,
         holder: holder.as_ref(),
+        held: shared.map(|_| &held),
         progress: options.progress.clone(),
         cancel: options.cancel.clone(),
         // Send-as-test is one message a person asked for now: no window; nor is there
@@ -674,7 +693,7 @@ pub fn send(
         let claims = shared.zip(claimer_work).map(|((cluster, holder), work)| {
             s.spawn(|| {
                 let _span = span.enter();
-                claim_all(&input, cluster, holder, work, &stop, &planning)
+                claim_all(&input, cluster, holder, work, &stop, &planning, &held)
             })
         });
         let record = s.spawn(|| {
@@ -1264,6 +1283,7 @@ fn claim_all(
     work: tokio::sync::mpsc::Sender<Work>,
     stop: &Stop,
     planning: &AtomicBool,
+    held: &Held,
 ) -> Result<(), SendError> {
     let run = input.run.id;
     let joining = input.options.join.is_some();
@@ -1278,15 +1298,20 @@ fn claim_all(
             stop.stop(FENCED.into());
             return Ok(());
         }
+        if !held.room(CLAIM_BATCH, CLAIM_POLL) {
+            continue; // Full: the dispatcher settles some first.
+        }
         let batch = cluster
             .claim(run, &holder.id, after, CLAIM_BATCH)
             .map_err(LedgerError::from)?;
+        held.claimed(batch.len());
         if let Some((last, _)) = batch.last() {
             after = Some(last.id.seq);
             idle_since = None;
             let rebuild = Rebuild::new(input);
             for (m, dedup_id) in batch {
                 let Some(item) = rebuild.work(m, dedup_id)? else {
+                    held.settled(); // No provider of this run takes it.
                     continue;
                 };
                 if work.blocking_send(item).is_err() {
@@ -1325,6 +1350,36 @@ fn claim_all(
             }
         }
         std::thread::sleep(CLAIM_POLL);
+    }
+}
+
+/// How many messages a worker holds and has not settled, so that it claims no more
+/// than [`HOLD_MAX`].
+#[derive(Default)]
+struct Held {
+    count: Mutex<usize>,
+    freed: std::sync::Condvar,
+}
+
+impl Held {
+    /// Waits up to `wait` until `n` more fit; whether they do.
+    fn room(&self, n: usize, wait: Duration) -> bool {
+        let count = self.count.lock().unwrap_or_else(|e| e.into_inner());
+        let (count, _) = self
+            .freed
+            .wait_timeout_while(count, wait, |c| *c + n > HOLD_MAX)
+            .unwrap_or_else(|e| e.into_inner());
+        *count + n <= HOLD_MAX
+    }
+
+    fn claimed(&self, n: usize) {
+        *self.count.lock().unwrap_or_else(|e| e.into_inner()) += n;
+    }
+
+    fn settled(&self) {
+        let mut count = self.count.lock().unwrap_or_else(|e| e.into_inner());
+        *count = count.saturating_sub(1);
+        self.freed.notify_one();
     }
 }
 
@@ -1574,13 +1629,15 @@ enum Settled {
 
 struct Dispatch<'s, 'a> {
     lanes: &'s Lanes<'a>,
-    job_limiter: Option<Limiter>,
+    job_limiter: Option<Limit>,
     expire_after: Duration,
     record: mpsc::Sender<Record>,
     stop: &'s Stop,
     /// The worker sending (PostgreSQL): its changes are refused for messages it no
     /// longer holds.
     holder: Option<&'s Holder>,
+    /// What this worker holds (PostgreSQL): each message settled makes room to claim.
+    held: Option<&'s Held>,
     progress: Option<Arc<ProgressFn>>,
     cancel: Option<Arc<AtomicBool>>,
     /// The job's send window and zone.
@@ -1627,6 +1684,9 @@ impl Dispatch<'_, '_> {
                         }
                     }
                     settled += 1;
+                    if let Some(held) = self.held {
+                        held.settled();
+                    }
                     if let Some(p) = &self.progress {
                         p(settled);
                     }
@@ -1765,7 +1825,7 @@ impl Dispatch<'_, '_> {
             // waited for its `sending` mark or a permit after taking its slot would
             // otherwise go out in a bunch with others that waited, above the rate.
             for l in [&self.job_limiter, &lane.limiter].into_iter().flatten() {
-                if l.check().is_err() {
+                if !l.check() {
                     stats::RATE_LIMIT_WAITS.fetch_add(1, Ordering::Relaxed);
                     l.until_ready().await;
                 }
@@ -1817,7 +1877,13 @@ impl Dispatch<'_, '_> {
                     return Hop::Settled(Settled::NotSent, retries);
                 }
                 SendOutcome::Retry { reason } => (None, reason),
-                SendOutcome::RetryAfter { after, reason } => (Some(after), reason),
+                SendOutcome::RetryAfter { after, reason } => {
+                    // The account's limit: every worker waits, not only this message.
+                    if let Some(l) = &lane.limiter {
+                        l.back_off(after).await;
+                    }
+                    (Some(after), reason)
+                }
                 SendOutcome::Resubmit { after, reason } => {
                     unsure.get_or_insert_with(|| reason.clone());
                     (after, reason)

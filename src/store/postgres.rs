@@ -7,7 +7,9 @@
 //! pooled connection and waits for the answer on a std channel. That works from any
 //! thread, including one of another runtime (a multi-thread runtime's worker yields its
 //! other tasks first, with `block_in_place`; a current-thread runtime simply waits, as the
-//! work runs on the private runtime's own threads).
+//! work runs on the private runtime's own threads). Async callers on a hot path (a shared
+//! rate limit's reservations) use [`Pg::call_async`] instead, which awaits the answer on
+//! a oneshot channel and blocks no thread.
 //!
 //! Every connection sets `search_path` to the configured schema (`store.schema`, default
 //! `crier`), so the SQL files name tables without a schema and read as an analyst would
@@ -136,6 +138,8 @@ pub struct Migration {
 pub struct Pg {
     runtime: std::sync::Arc<ClientRuntime>,
     pool: Pool,
+    /// How to connect, for a connection of its own outside the pool ([`Pg::listen`]).
+    config: tokio_postgres::Config,
     schema: String,
     /// `host:port`, for messages.
     server: String,
@@ -191,7 +195,7 @@ impl Pg {
                 detail: error.to_string(),
             })?;
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -211,6 +215,7 @@ impl Pg {
         let pg = Pg {
             runtime: std::sync::Arc::new(ClientRuntime(Some(runtime))),
             pool,
+            config,
             schema: settings.schema.clone(),
             server: format!("{host}:{port}"),
             user,
@@ -282,6 +287,66 @@ impl Pg {
         runtime.spawn(fut);
     }
 
+    /// Listens on `channel` (`LISTEN`) on a connection of its own, outside the pool, and
+    /// passes each notification's payload on; the receiver ends when the connection does
+    /// (the caller falls back to polling).
+    pub fn listen(
+        &self,
+        channel: &'static str,
+    ) -> Result<tokio::sync::mpsc::UnboundedReceiver<String>, StoreError> {
+        let config = self.config.clone();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+        self.spawn(async move {
+            use futures_util::StreamExt;
+            let (client, mut connection) = match config.connect(NoTls).await {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+            let statement = format!("LISTEN {channel}");
+            {
+                let listen = client.batch_execute(&statement);
+                tokio::pin!(listen);
+                // The connection must be driven while LISTEN waits for its answer.
+                loop {
+                    tokio::select! {
+                        done = &mut listen => {
+                            let _ = ready_tx.send(done);
+                            break;
+                        }
+                        message = messages.next() => if message.is_none() { return },
+                    }
+                }
+            }
+            // The client lives as long as the connection is listened to.
+            while let Some(message) = messages.next().await {
+                match message {
+                    Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
+                        if tx.send(n.payload().to_string()).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => return,
+                }
+            }
+            drop(client);
+        });
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(rx),
+            Ok(Err(e)) => Err(self.query_error("listen for notifications", e)),
+            Err(_) => Err(PgError::Lost {
+                server: self.server.clone(),
+                detail: "listen for notifications: the client task ended".into(),
+            }
+            .into()),
+        }
+    }
+
     /// A query's error as [`Pg::call`] would report it.
     pub fn query_error(&self, what: &str, e: tokio_postgres::Error) -> StoreError {
         self.classify(what, Failure::Query(e)).into()
@@ -306,10 +371,38 @@ impl Pg {
             }
             _ => wait(),
         };
+        self.answer(what, received.ok())
+    }
+
+    /// [`Pg::call`] for async callers: the work runs on the private runtime as there, and
+    /// the caller's task awaits the answer instead of blocking its thread (a hot path
+    /// such as a shared rate limit's reservation). Dropping the future abandons the
+    /// answer, not the work: a statement already sent still completes.
+    pub async fn call_async<T, F, Fut>(&self, what: &str, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Object) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, tokio_postgres::Error>> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let pool = self.pool.clone();
+        let runtime = self.runtime.0.as_ref().expect("runtime lives until drop");
+        runtime.spawn(async move {
+            let result = match pool.get().await {
+                Ok(client) => f(client).await.map_err(Failure::Query),
+                Err(e) => Err(Failure::Pool(e)),
+            };
+            let _ = tx.send(result);
+        });
+        self.answer(what, rx.await.ok())
+    }
+
+    /// The caller's result from the private runtime's answer (`None`: it gave none).
+    fn answer<T>(&self, what: &str, received: Option<Result<T, Failure>>) -> Result<T, StoreError> {
         match received {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(failure)) => Err(self.classify(what, failure).into()),
-            Err(_) => Err(PgError::Lost {
+            Some(Ok(value)) => Ok(value),
+            Some(Err(failure)) => Err(self.classify(what, failure).into()),
+            None => Err(PgError::Lost {
                 server: self.server.clone(),
                 detail: format!("{what}: the client task ended without an answer"),
             }

@@ -42,3 +42,24 @@ CREATE UNLOGGED TABLE rate_limits (
     key    TEXT PRIMARY KEY,
     tat_us BIGINT NOT NULL
 );
+
+-- Wake-ups, once per run event (never per message: a NOTIFY takes a database-wide lock
+-- at commit): `started:RUN` when a run takes its job, `cancelled:RUN` when it is
+-- cancelled. Workers LISTEN on `crier_runs` to join a run or stop at once, and poll as
+-- a fallback.
+CREATE FUNCTION crier_notify_job_run() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('crier_runs', 'started:' || NEW.run_id);
+    RETURN NEW;
+END $$;
+CREATE TRIGGER job_runs_started AFTER INSERT OR UPDATE OF run_id ON job_runs
+    FOR EACH ROW EXECUTE FUNCTION crier_notify_job_run();
+
+CREATE FUNCTION crier_notify_cancel() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('crier_runs', 'cancelled:' || NEW.id);
+    RETURN NEW;
+END $$;
+CREATE TRIGGER runs_cancelled AFTER UPDATE OF cancelled ON runs
+    FOR EACH ROW WHEN (NEW.cancelled AND NOT OLD.cancelled)
+    EXECUTE FUNCTION crier_notify_cancel();
