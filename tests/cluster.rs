@@ -436,6 +436,8 @@ fn a_worker_paused_past_its_lease_sends_nothing_it_held_when_it_wakes() {
     assert_eq!(instants.len(), before, "two runs of one instant\n{all}");
     // The paused worker found itself replaced and stopped.
     assert!(paused_log.contains("declared dead"), "{all}");
+    // And once its sends had stopped, it took work again.
+    assert!(paused_log.contains("it takes work again"), "{all}");
     // Nobody was sent twice within a run (the mock deduplicates across resubmissions
     // by deduplication id; a recipient may be in several runs).
     let dup = c.sql(
