@@ -436,6 +436,8 @@ fn a_worker_paused_past_its_lease_sends_nothing_it_held_when_it_wakes() {
     assert_eq!(instants.len(), before, "two runs of one instant\n{all}");
     // The paused worker found itself replaced and stopped.
     assert!(paused_log.contains("declared dead"), "{all}");
+    // And once its sends had stopped, it took work again.
+    assert!(paused_log.contains("it takes work again"), "{all}");
     // Nobody was sent twice within a run (the mock deduplicates across resubmissions
     // by deduplication id; a recipient may be in several runs).
     let dup = c.sql(
@@ -495,4 +497,43 @@ fn a_providers_rate_holds_for_the_sum_of_one_two_and_three_workers() {
             assert!(c.sent_by_worker().len() > 1, "{:?}", c.sent_by_worker());
         }
     }
+}
+
+#[test]
+fn a_job_sending_on_one_worker_is_refused_elsewhere_and_a_stopped_worker_hands_back_at_once() {
+    let rt = common::runtime();
+    let mock = rt.block_on(mocks::bulksms(TOKEN_ID, SECRET));
+    mock.state
+        .set_fault_every(1, Fault::Delay(Duration::from_millis(20)));
+    let n = 3_000;
+    let c = Cluster::new(2, n, &bulksms_yaml(&mock.url, 2), &one_shot_job(3));
+    let first = c.start(0, "busy-a");
+    let second = c.start(1, "busy-b");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while c.sent_by_worker().len() < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Another start of the job, from another host: refused, naming the run and its worker.
+    let again = c.cli.crier(&["send", "jobs/reminder.yaml", "--yes"]);
+    assert_eq!(again.code, 1, "{}\n{}", again.stdout, again.stderr);
+    let run = c.runs()[0]["id"].as_str().unwrap().to_string();
+    assert!(
+        again.stderr.contains("already sending")
+            && again.stderr.contains(&run)
+            && again.stderr.contains("started by worker `busy-"),
+        "{}",
+        again.stderr
+    );
+    assert_eq!(c.runs().len(), 1, "the refused start left no run behind");
+    // SIGTERM one worker: what it claimed and did not send is nobody's at once.
+    let (code, log) = second.stop();
+    assert_eq!(code, 0, "{log}");
+    let held = c.sql(
+        "SELECT count(*) FROM messages WHERE worker = 'busy-b' AND state IN ('queued', 'sending')",
+    );
+    assert_eq!(held, "0", "{log}");
+    let runs = c.wait_finished(Duration::from_secs(120));
+    let (_, first_log) = first.stop();
+    assert_eq!(runs[0]["counters"]["sent"], n as u64, "{first_log}");
+    assert_exactly_once(&mock, n);
 }

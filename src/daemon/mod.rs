@@ -862,6 +862,19 @@ impl Daemon {
         if self.cancel.load(std::sync::atomic::Ordering::SeqCst) {
             return;
         }
+        if let Some(worker) = &self.worker
+            && worker.fenced()
+        {
+            // Declared dead while it could not heartbeat (paused, cut off): what it held
+            // went to others. Once everything it was sending has stopped, it works again
+            // under its new registration.
+            let busy = self.jobs.values().any(|e| e.running) || !self.joined.is_empty();
+            if !busy {
+                worker.unfence();
+                tracing::warn!(worker = %worker.id(), "Every send of this worker stopped after it was declared dead: it takes work again.");
+            }
+            return;
+        }
         // The leader takes back what dead and stopped workers held, and resumes the runs
         // they started.
         let abandoned = if self.fires() {

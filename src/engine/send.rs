@@ -558,6 +558,7 @@ pub fn send(
         options
             .holder
             .clone()
+            .or_else(|| crate::cluster::members::current().map(|w| w.holder()))
             .unwrap_or_else(|| Holder::new(&crate::cluster::claims::default_worker_id()))
     });
     let shared = cluster.zip(holder.as_ref());
