@@ -374,32 +374,5 @@ impl Cluster {
 
 /// This process's default worker id: `host-pid`.
 pub fn default_worker_id() -> String {
-    format!("{}-{}", hostname(), std::process::id())
-}
-
-/// The machine's host name (Linux), `localhost` when it cannot be read.
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into())
-}
-
-impl Cluster {
-    /// Is `worker` registered and alive?
-    pub fn is_alive(&self, worker: &str) -> Result<bool, HistoryError> {
-        let worker = worker.to_string();
-        self.pg
-            .call("read a worker", move |client| async move {
-                let row = client
-                    .query_opt(
-                        "SELECT 1 FROM workers WHERE id = $1 AND state = 'alive'",
-                        &[&worker],
-                    )
-                    .await?;
-                Ok(row.is_some())
-            })
-            .map_err(history_error)
-    }
+    format!("{}-{}", super::members::hostname(), std::process::id())
 }
