@@ -376,3 +376,21 @@ impl Cluster {
 pub fn default_worker_id() -> String {
     format!("{}-{}", super::members::hostname(), std::process::id())
 }
+
+impl Cluster {
+    /// Is `worker` registered and alive?
+    pub fn is_alive(&self, worker: &str) -> Result<bool, HistoryError> {
+        let worker = worker.to_string();
+        self.pg
+            .call("read a worker", move |client| async move {
+                let row = client
+                    .query_opt(
+                        "SELECT 1 FROM workers WHERE id = $1 AND state = 'alive'",
+                        &[&worker],
+                    )
+                    .await?;
+                Ok(row.is_some())
+            })
+            .map_err(history_error)
+    }
+}
