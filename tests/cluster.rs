@@ -537,3 +537,53 @@ fn a_job_sending_on_one_worker_is_refused_elsewhere_and_a_stopped_worker_hands_b
     assert_eq!(runs[0]["counters"]["sent"], n as u64, "{first_log}");
     assert_exactly_once(&mock, n);
 }
+
+#[test]
+fn an_enqueued_run_is_sent_by_the_workers_alone() {
+    let rt = common::runtime();
+    let mock = rt.block_on(mocks::bulksms(TOKEN_ID, SECRET));
+    mock.state
+        .set_fault_every(1, Fault::Delay(Duration::from_millis(2)));
+    let n = 2_000;
+    // No schedule: the run is started by hand, from a host with no worker.
+    let job = "send_to: sms\nmessage: \"Notice for {{ customer.name }}\"\nrecipients: {}\n";
+    let c = Cluster::new(2, n, &bulksms_yaml(&mock.url, 4), job);
+    let workers: Vec<Worker> = (0..2).map(|i| c.start(i, &format!("q{i}"))).collect();
+    std::thread::sleep(Duration::from_millis(800));
+    let enqueued = c
+        .cli
+        .crier(&["send", "jobs/reminder.yaml", "--yes", "--enqueue"]);
+    assert_eq!(enqueued.code, 0, "{}\n{}", enqueued.stdout, enqueued.stderr);
+    assert!(
+        enqueued
+            .stdout
+            .contains(&format!("{n} messages planned for the workers")),
+        "{}",
+        enqueued.stdout
+    );
+    let runs = c.wait_finished(Duration::from_secs(90));
+    let logs: Vec<String> = workers.into_iter().map(|w| w.stop().1).collect();
+    let all = logs.join("\n----\n");
+    assert_eq!(runs[0]["status"], "sent", "{runs:?}\n{all}");
+    assert_exactly_once(&mock, n);
+    // Sent by the workers, not by the process that planned it.
+    let by_worker = c.sent_by_worker();
+    assert!(
+        by_worker.iter().all(|(w, _)| w.starts_with('q')),
+        "{by_worker:?}"
+    );
+    // On the embedded store there are no workers to leave it to.
+    let alone = Project::new();
+    alone.write("jobs/x.yaml", job);
+    let refused = alone.crier(&["send", "jobs/x.yaml", "--yes", "--enqueue"]);
+    if alone.pg_url.is_none() {
+        assert_eq!(refused.code, 1, "{}", refused.stderr);
+        assert!(
+            refused
+                .stderr
+                .contains("--enqueue leaves the run to the workers"),
+            "{}",
+            refused.stderr
+        );
+    }
+}

@@ -141,8 +141,13 @@ pub(super) fn run(config: &Config, args: &SendArgs) -> anyhow::Result<Outcome> {
     let (id, status) = run.unwrap_or_default();
     let skipped: u64 = summary.skipped.values().sum();
     if args.enqueue {
+        let planned = summary
+            .run
+            .as_ref()
+            .map_or(0, |r| r.counters.total())
+            .saturating_sub(skipped);
         crate::outln!(
-            "\nrun {id} ({status}): {} messages queued for the workers, {skipped} skipped\nprogress: crier history show {id}",
+            "\nrun {id} ({status}): {planned} messages planned for the workers ({} still queued), {skipped} skipped\nprogress: crier history show {id}",
             summary.queued
         );
         return Ok(Outcome::Ok);
