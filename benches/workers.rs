@@ -120,12 +120,14 @@ fn measure(url: &str, mock: &mocks::Mock, n: usize, workers: usize, round: usize
     let before = mock.state.accepted_count();
     run(&cli, &["send", "jobs/reminder.yaml", "--yes", "--enqueue"]);
     let deadline = Instant::now() + Duration::from_secs(900);
-    let (started, finished) = loop {
+    let (started, finished, sent) = loop {
         let listed = run(&cli, &["history", "--format", "json"]);
         let runs: serde_json::Value = serde_json::from_str(&listed).unwrap();
         let r = &runs[0];
         if let (Some(s), Some(f)) = (r["started_at"].as_str(), r["finished_at"].as_str()) {
-            break (s.to_string(), f.to_string());
+            // The generated numbers repeat now and then: those are skipped as duplicates.
+            let sent = r["counters"]["sent"].as_u64().unwrap() as usize;
+            break (s.to_string(), f.to_string(), sent);
         }
         assert!(Instant::now() < deadline, "the run did not finish: {r}");
         std::thread::sleep(Duration::from_millis(200));
@@ -133,7 +135,8 @@ fn measure(url: &str, mock: &mocks::Mock, n: usize, workers: usize, round: usize
     for child in children {
         stop(child);
     }
-    assert_eq!(mock.state.accepted_count() - before, n, "sent once each");
+    assert_eq!(mock.state.accepted_count() - before, sent, "sent once each");
+    assert!(sent > n * 9 / 10, "{sent} of {n} sent");
     mock.state.forget_dedup();
     let ms = |t: &str| {
         chrono::DateTime::parse_from_rfc3339(t)
@@ -141,7 +144,7 @@ fn measure(url: &str, mock: &mocks::Mock, n: usize, workers: usize, round: usize
             .timestamp_millis()
     };
     let took = (ms(&finished) - ms(&started)).max(1) as f64 / 1000.0;
-    n as f64 / took
+    sent as f64 / took
 }
 
 fn main() {

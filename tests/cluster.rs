@@ -10,7 +10,6 @@
 mod common;
 mod mocks;
 
-use std::io::Read;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -39,20 +38,7 @@ impl Worker {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start crier run");
-        let log = Arc::new(Mutex::new(String::new()));
-        let mut err = child.stderr.take().unwrap();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 8192];
-            while let Ok(n) = err.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
+        let log = common::drain(child.stderr.take().unwrap());
         Worker {
             child,
             id: id.to_string(),
@@ -77,18 +63,7 @@ impl Worker {
 
     /// SIGTERM; the exit code and the log.
     fn stop(mut self) -> (i32, String) {
-        self.signal("-TERM");
-        let deadline = Instant::now() + Duration::from_secs(40);
-        let code = loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                break status.code().unwrap_or(-1);
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                break -1;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let code = common::terminate(&mut self.child);
         std::thread::sleep(Duration::from_millis(100));
         (code, self.log())
     }
@@ -180,6 +155,15 @@ impl Cluster {
     }
 }
 
+/// A BulkSMS mock answering every request after `delay_ms`, and the runtime it runs on.
+fn slow_bulksms(delay_ms: u64) -> (tokio::runtime::Runtime, mocks::Mock) {
+    let rt = common::runtime();
+    let mock = rt.block_on(mocks::bulksms(TOKEN_ID, SECRET));
+    mock.state
+        .set_fault_every(1, Fault::Delay(Duration::from_millis(delay_ms)));
+    (rt, mock)
+}
+
 fn bulksms_yaml(url: &str, concurrency: u32) -> String {
     format!(
         "    type: bulksms\n    token_id: {TOKEN_ID}\n    token_secret: {SECRET}\n    base_url: {url}\n    limits: {{ concurrency: {concurrency}, backoff: 10ms }}\n"
@@ -207,10 +191,7 @@ fn assert_exactly_once(mock: &mocks::Mock, n: usize) {
 
 #[test]
 fn three_workers_send_one_scheduled_run_each_message_exactly_once() {
-    let rt = common::runtime();
-    let mock = rt.block_on(mocks::bulksms(TOKEN_ID, SECRET));
-    mock.state
-        .set_fault_every(1, Fault::Delay(Duration::from_millis(3)));
+    let (_rt, mock) = slow_bulksms(3);
     let n = 10_000;
     let c = Cluster::new(3, n, &bulksms_yaml(&mock.url, 4), &one_shot_job(4));
     let workers: Vec<Worker> = (0..3).map(|i| c.start(i, &format!("w{i}"))).collect();
@@ -244,10 +225,7 @@ fn three_workers_send_one_scheduled_run_each_message_exactly_once() {
 
 #[test]
 fn a_cancel_from_another_host_stops_every_worker() {
-    let rt = common::runtime();
-    let mock = rt.block_on(mocks::bulksms(TOKEN_ID, SECRET));
-    mock.state
-        .set_fault_every(1, Fault::Delay(Duration::from_millis(20)));
+    let (_rt, mock) = slow_bulksms(20);
     let n = 5_000;
     let c = Cluster::new(3, n, &bulksms_yaml(&mock.url, 2), &one_shot_job(3));
     let workers: Vec<Worker> = (0..3).map(|i| c.start(i, &format!("c{i}"))).collect();
@@ -397,10 +375,7 @@ fn killing_a_worker_mid_run_misses_nobody_and_sends_nobody_twice() {
 
 #[test]
 fn a_worker_paused_past_its_lease_sends_nothing_it_held_when_it_wakes() {
-    let rt = common::runtime();
-    let mock = rt.block_on(mocks::bulksms(TOKEN_ID, SECRET));
-    mock.state
-        .set_fault_every(1, Fault::Delay(Duration::from_millis(5)));
+    let (_rt, mock) = slow_bulksms(5);
     let n = 3_000;
     // An instant every few seconds: both workers believe they lead after the pause.
     let job = "send_to: sms\nmessage: \"Tick for {{ customer.name }}\"\nrecipients: {}\nschedule:\n  cron: \"*/3 * * * * *\"\n  timezone: UTC\n  overlap: skip\n";
@@ -501,10 +476,7 @@ fn a_providers_rate_holds_for_the_sum_of_one_two_and_three_workers() {
 
 #[test]
 fn a_job_sending_on_one_worker_is_refused_elsewhere_and_a_stopped_worker_hands_back_at_once() {
-    let rt = common::runtime();
-    let mock = rt.block_on(mocks::bulksms(TOKEN_ID, SECRET));
-    mock.state
-        .set_fault_every(1, Fault::Delay(Duration::from_millis(20)));
+    let (_rt, mock) = slow_bulksms(20);
     let n = 3_000;
     let c = Cluster::new(2, n, &bulksms_yaml(&mock.url, 2), &one_shot_job(3));
     let first = c.start(0, "busy-a");
@@ -540,10 +512,7 @@ fn a_job_sending_on_one_worker_is_refused_elsewhere_and_a_stopped_worker_hands_b
 
 #[test]
 fn an_enqueued_run_is_sent_by_the_workers_alone() {
-    let rt = common::runtime();
-    let mock = rt.block_on(mocks::bulksms(TOKEN_ID, SECRET));
-    mock.state
-        .set_fault_every(1, Fault::Delay(Duration::from_millis(2)));
+    let (_rt, mock) = slow_bulksms(2);
     let n = 2_000;
     // No schedule: the run is started by hand, from a host with no worker.
     let job = "send_to: sms\nmessage: \"Notice for {{ customer.name }}\"\nrecipients: {}\n";

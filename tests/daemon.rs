@@ -51,19 +51,7 @@ impl Daemon {
 
     /// SIGTERM, then the exit code and the log.
     fn stop(mut self) -> (i32, String) {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(40);
-        let code = loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                break status.code().unwrap_or(-1);
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                break -1;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        let code = common::terminate(&mut self.child);
         let mut log = String::new();
         if let Some(mut err) = self.child.stderr.take() {
             let _ = err.read_to_string(&mut log);

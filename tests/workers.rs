@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
-use common::{Project, pg};
+use common::{Project, drain, pg};
 use crier::cluster::Cluster;
 use crier::cluster::members::{ClusterError, Leases, Role, Worker, WorkerInfo};
 
@@ -243,23 +243,6 @@ struct Node {
     stderr: Arc<Mutex<String>>,
 }
 
-fn drain(mut from: impl Read + Send + 'static) -> Arc<Mutex<String>> {
-    let buf = Arc::new(Mutex::new(String::new()));
-    let into = buf.clone();
-    std::thread::spawn(move || {
-        let mut chunk = [0u8; 4096];
-        while let Ok(n) = from.read(&mut chunk) {
-            if n == 0 {
-                break;
-            }
-            into.lock()
-                .unwrap()
-                .push_str(&String::from_utf8_lossy(&chunk[..n]));
-        }
-    });
-    buf
-}
-
 impl Node {
     fn start(p: &Project, id: &str) -> Node {
         let mut child = Command::new(env!("CARGO_BIN_EXE_crier"))
@@ -308,19 +291,7 @@ impl Node {
 
     /// SIGTERM; the exit code.
     fn stop(&mut self) -> i32 {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(40);
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.code().unwrap_or(-1);
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                return -1;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        common::terminate(&mut self.child)
     }
 }
 

@@ -6,8 +6,11 @@ pub mod ledger;
 pub mod pg;
 pub mod server;
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// The project root, where `jobs/` lives.
 pub fn root() -> PathBuf {
@@ -186,4 +189,41 @@ pub fn customers(n: usize) -> String {
         ));
     }
     csv
+}
+
+/// Reads `from` to its end on a thread of its own, into the returned buffer (a child's
+/// output, while it runs).
+pub fn drain(mut from: impl Read + Send + 'static) -> Arc<Mutex<String>> {
+    let buf = Arc::new(Mutex::new(String::new()));
+    let into = buf.clone();
+    std::thread::spawn(move || {
+        let mut chunk = [0u8; 4096];
+        while let Ok(n) = from.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            into.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&chunk[..n]));
+        }
+    });
+    buf
+}
+
+/// SIGTERM to `child`, then its exit code once it exits (SIGKILL and -1 after 40 s).
+pub fn terminate(child: &mut Child) -> i32 {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status.code().unwrap_or(-1);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return -1;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
