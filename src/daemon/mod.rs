@@ -890,7 +890,9 @@ impl Daemon {
         match abandoned {
             Ok(abandoned) if !abandoned.is_empty() => {
                 for (run, job, worker) in abandoned {
-                    if self.jobs.get(&job).is_none_or(|e| e.running) {
+                    // Not while this worker is still helping with it: one send of a run
+                    // per process (both would claim, and hand back, as this one worker).
+                    if self.joined.contains(&run) || self.jobs.get(&job).is_none_or(|e| e.running) {
                         continue;
                     }
                     tracing::warn!(job = %job, run = %run, worker = %worker, "Resuming a run whose worker stopped.");
