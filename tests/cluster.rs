@@ -512,9 +512,11 @@ fn a_job_sending_on_one_worker_is_refused_elsewhere_and_a_stopped_worker_hands_b
 
 #[test]
 fn an_enqueued_run_is_sent_by_the_workers_alone() {
-    let (_rt, mock) = slow_bulksms(2);
+    let (_rt, mock) = slow_bulksms(10);
     let n = 2_000;
-    // No schedule: the run is started by hand, from a host with no worker.
+    // No schedule: the run is started by hand, from a host with no worker. The workers
+    // join as soon as it is planned; the leader then resumes it as its starter left,
+    // while it is still helping with it (slow enough that the two overlap).
     let job = "send_to: sms\nmessage: \"Notice for {{ customer.name }}\"\nrecipients: {}\n";
     let c = Cluster::new(2, n, &bulksms_yaml(&mock.url, 4), job);
     let workers: Vec<Worker> = (0..2).map(|i| c.start(i, &format!("q{i}"))).collect();
