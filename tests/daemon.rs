@@ -755,18 +755,7 @@ fn without_deduplication_in_flight_messages_become_unknown_never_resent() {
 
 /// A plain HTTP GET on loopback; returns the body.
 fn get(addr: &str, path: &str) -> String {
-    use std::io::Write;
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default()
+    common::http_get(addr, path).1
 }
 
 #[test]
