@@ -92,6 +92,27 @@ fn project(mock_url: &str, n: usize, job: &str) -> Project {
 
 /// Every run (all but removed), as JSON; checks on the way that the CSV export agrees
 /// and that every scheduled run records its fire instant, the one its id carries.
+/// Waits until the history holds `n` runs and none of them is still `new` or
+/// `processing`: the provider counting a message does not mean crier has recorded it,
+/// and a daemon stopped before its run ends leaves the run to be resumed.
+fn until_finished(p: &Project, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = p.crier(&["history", "--format", "json"]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        let runs: Vec<serde_json::Value> = serde_json::from_str(&out.stdout).unwrap();
+        let open = runs
+            .iter()
+            .filter(|r| r["status"] == "new" || r["status"] == "processing")
+            .count();
+        if runs.len() >= n && open == 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "runs not finished: {runs:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn runs(p: &Project) -> Vec<serde_json::Value> {
     // A scheduler may start a run between the two reads: read again until they agree.
     let mut tries = 0;
@@ -336,6 +357,7 @@ fn a_run_paused_by_its_window_is_resumed_by_the_daemon_when_the_window_opens() {
     while mock.state.accepted_count() < 5 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
+    until_finished(&p, 1);
     let (code, log) = daemon.stop();
     assert_eq!(code, 0, "{log}");
     assert!(log.contains("Paused until the send window opens."), "{log}");
@@ -628,7 +650,7 @@ fn a_fire_time_missed_while_down_is_caught_up_under_its_own_instant() {
     while mock.state.accepted_count() < 2 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
-    std::thread::sleep(Duration::from_millis(300));
+    until_finished(&p, 1);
     let (code, log) = daemon.stop();
     assert_eq!(code, 0, "{log}");
     assert!(
@@ -658,7 +680,7 @@ fn a_run_killed_mid_way_resumes_with_nobody_missed_or_sent_twice() {
     while mock.state.accepted_count() < n && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
-    std::thread::sleep(Duration::from_millis(500));
+    until_finished(&p, 1);
     let (code, log) = daemon.stop();
     assert_eq!(code, 0, "{log}");
     assert!(log.contains("Resuming an interrupted run"), "{log}");
@@ -900,7 +922,7 @@ fn an_analyst_reads_the_history_with_sqlite_while_the_daemon_sends() {
         assert!(Instant::now() < deadline, "the run did not finish");
         std::thread::sleep(Duration::from_millis(20));
     }
-    std::thread::sleep(Duration::from_millis(300));
+    until_finished(&p, 1);
     let (code, log) = daemon.stop();
     assert_eq!(code, 0, "{log}");
     // After the run: the analyst's counts are crier's own.
