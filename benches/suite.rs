@@ -9,7 +9,11 @@
 //! URL, else embedded); `CRIER_BENCH_CONCURRENCY` (default 64);
 //! `CRIER_BENCH_CACHE_MB` (the embedded store's `cache_mb`, default crier's);
 //! `CRIER_BENCH_RATE_SECS` (default 30); `CRIER_BENCH_PEER_MESSAGES` (default 10,000);
-//! `CRIER_BENCH_PYTHON` (default `python3`) for Apprise.
+//! `CRIER_BENCH_PYTHON` (default `python3`) for Apprise;
+//! `CRIER_BENCH_BINARIES` (`LABEL=PATH,LABEL=PATH`: crier binaries measured side by
+//! side, each run interleaved; default the one Cargo built), e.g. the default build and
+//! one built with `--no-default-features` (the system's malloc);
+//! `CRIER_BENCH_ONLY=store` (import, send, export and `wrk` only).
 //!
 //! Every crier figure is one child process of the release binary, timed from spawn to
 //! exit, with its peak RSS read from the kernel's accounting of that process alone
@@ -45,7 +49,7 @@ mod mocks;
 mod support;
 
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -86,10 +90,28 @@ else:
 print(ok, time.perf_counter() - started)
 "#;
 
-fn crier() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_crier"));
+fn crier(bin: &Path) -> Command {
+    let mut c = Command::new(bin);
     c.env_remove("RUST_LOG");
     c
+}
+
+/// The binaries measured: `CRIER_BENCH_BINARIES` (`LABEL=PATH,…`), else Cargo's build.
+fn binaries() -> Vec<(String, PathBuf)> {
+    match std::env::var("CRIER_BENCH_BINARIES") {
+        Ok(list) => list
+            .split(',')
+            .map(|entry| {
+                let (label, path) = entry
+                    .split_once('=')
+                    .unwrap_or_else(|| panic!("CRIER_BENCH_BINARIES: `{entry}` is not LABEL=PATH"));
+                let path = PathBuf::from(path);
+                assert!(path.is_file(), "CRIER_BENCH_BINARIES: no file at {path:?}");
+                (label.to_string(), path)
+            })
+            .collect(),
+        Err(_) => vec![(String::new(), PathBuf::from(env!("CARGO_BIN_EXE_crier")))],
+    }
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -237,16 +259,16 @@ fn count(stdout: &str, what: &str) -> u64 {
 }
 
 /// `crier import CSV` in `dir`: rows (data lines of the file) per second, and the run.
-fn import(dir: &Path, csv: &Path, rows: u64) -> (f64, Measured) {
-    let mut cmd = crier();
+fn import(bin: &Path, dir: &Path, csv: &Path, rows: u64) -> (f64, Measured) {
+    let mut cmd = crier(bin);
     cmd.arg("import").arg(csv).current_dir(dir);
     let m = measure(cmd, &dir.join("import.out"));
     (rows as f64 / m.secs, m)
 }
 
 /// `crier send job.yaml --yes` in `dir`: messages sent, and the run.
-fn send(dir: &Path) -> (u64, Measured) {
-    let mut cmd = crier();
+fn send(bin: &Path, dir: &Path) -> (u64, Measured) {
+    let mut cmd = crier(bin);
     cmd.args(["send", "job.yaml", "--yes"]).current_dir(dir);
     let out = dir.join("send.out");
     let m = measure(cmd, &out);
@@ -255,8 +277,8 @@ fn send(dir: &Path) -> (u64, Measured) {
 }
 
 /// `crier logs --format csv` in `dir` to a file: rows exported, and the run.
-fn export(dir: &Path) -> (u64, Measured) {
-    let mut cmd = crier();
+fn export(bin: &Path, dir: &Path) -> (u64, Measured) {
+    let mut cmd = crier(bin);
     cmd.args(["logs", "--format", "csv"]).current_dir(dir);
     let out = dir.join("messages.csv");
     let m = measure(cmd, &out);
@@ -332,6 +354,9 @@ fn write_valid_customers(path: &Path, n: usize, seed: u64) {
 /// One backend's figures.
 struct Backend {
     name: &'static str,
+    /// The binary's label (empty for Cargo's one) and path.
+    label: String,
+    bin: PathBuf,
     imp: Series,
     imp_rss: Series,
     snd: Series,
@@ -343,9 +368,20 @@ struct Backend {
 }
 
 impl Backend {
-    fn new(name: &'static str) -> Backend {
+    /// ` (LABEL)` when binaries are compared, else nothing.
+    fn label_suffix(&self) -> String {
+        if self.label.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", self.label)
+        }
+    }
+
+    fn new(name: &'static str, (label, bin): (String, PathBuf)) -> Backend {
         Backend {
             name,
+            label,
+            bin,
             imp: Series::default(),
             imp_rss: Series::default(),
             snd: Series::default(),
@@ -477,15 +513,20 @@ fn main() {
 
     // 1. Import, send, export: each run in a fresh project, on each backend in turn.
     let measured = backends();
-    let mut tables: Vec<Backend> = measured.iter().map(|&name| Backend::new(name)).collect();
+    let bins = binaries();
+    let mut tables: Vec<Backend> = measured
+        .iter()
+        .flat_map(|&name| bins.iter().map(move |b| Backend::new(name, b.clone())))
+        .collect();
     for i in 0..runs {
         for b in tables.iter_mut() {
-            let name = b.name;
-            let dir = work.path().join(format!("run{i}-{name}"));
-            write_project(&dir, name, &bulksms_yaml(&bulksms.url, concurrency), "");
+            let name = format!("{}{}", b.name, b.label_suffix());
+            let bin = b.bin.clone();
+            let dir = work.path().join(format!("run{i}-{}-{}", b.name, b.label));
+            write_project(&dir, b.name, &bulksms_yaml(&bulksms.url, concurrency), "");
             b.imp.start();
             b.imp_rss.start();
-            let (rate, m) = import(&dir, &csv, total);
+            let (rate, m) = import(&bin, &dir, &csv, total);
             eprintln!(
                 "{name} run {i}: import {rate:.0} rows/s ({:.1} s), peak RSS {:.0} MB, load {:.2}",
                 m.secs,
@@ -501,7 +542,7 @@ fn main() {
             let before = bulksms.state.accepted_count();
             b.snd.start();
             b.snd_rss.start();
-            let (sent, m) = send(&dir);
+            let (sent, m) = send(&bin, &dir);
             assert_eq!(bulksms.state.accepted_count() - before, sent as usize);
             let rate = sent as f64 / m.secs;
             eprintln!(
@@ -516,7 +557,7 @@ fn main() {
 
             b.exp.start();
             b.exp_rss.start();
-            let (rows, m) = export(&dir);
+            let (rows, m) = export(&bin, &dir);
             // The ledger also records the recipients the job skipped (no valid phone, a
             // phone another recipient has): every one of them is a row.
             assert!(rows >= sent, "the export holds every message sent");
@@ -554,6 +595,17 @@ fn main() {
         }
     }
 
+    if std::env::var("CRIER_BENCH_ONLY").as_deref() == Ok("store") {
+        print_store_tables(
+            &tables,
+            &wrk_rates,
+            (total, runs, concurrency),
+            started_at,
+            &load_at_start,
+        );
+        return;
+    }
+
     // 3. crier and Apprise, the same messages to the same gateway mock.
     let peer_csv = work.path().join("peer.csv");
     write_valid_customers(&peer_csv, peer_n, 11);
@@ -564,7 +616,8 @@ fn main() {
         &gateway_yaml(&gateway.url, concurrency),
         "",
     );
-    import(&peer_seed, &peer_csv, peer_n as u64);
+    let bin = &bins[0].1;
+    import(bin, &peer_seed, &peer_csv, peer_n as u64);
     let mut crier_peer = Series::default();
     let mut peer_messages: Vec<mocks::Accepted> = Vec::new();
     for i in 0..runs {
@@ -572,7 +625,7 @@ fn main() {
         copy_dir(&peer_seed, &dir);
         let before = gateway.state.accepted_count();
         crier_peer.start();
-        let (sent, m) = send(&dir);
+        let (sent, m) = send(bin, &dir);
         let accepted = gateway.state.accepted();
         assert_eq!(accepted.len() - before, sent as usize);
         let rate = sent as f64 / m.secs;
@@ -680,13 +733,13 @@ fn main() {
         &bulksms_yaml(&bulksms.url, 8),
         "rate: 200/s\n",
     );
-    import(&dir, &small, n * 105 / 100);
+    import(bin, &dir, &small, n * 105 / 100);
     let mut achieved = Series::default();
     let mut rate_sent = 0;
     for i in 0..runs {
         bulksms.state.clear_arrivals();
         achieved.start();
-        let (sent, _) = send(&dir);
+        let (sent, _) = send(bin, &dir);
         let mut arrivals = bulksms.state.arrivals();
         arrivals.sort();
         let span = arrivals[arrivals.len() - 1] - arrivals[0];
@@ -701,7 +754,66 @@ fn main() {
         achieved.push(r);
     }
 
-    // The table.
+    // The tables.
+    print_store_tables(
+        &tables,
+        &wrk_rates,
+        (total, runs, concurrency),
+        started_at,
+        &load_at_start,
+    );
+    println!();
+    println!("On the {} store:", measured[0]);
+    println!();
+    println!("| figure | median (min–max) | also | load avg (1 min) |");
+    println!("|---|---|---|---|");
+    println!(
+        "| `crier send`, {} SMS via `http` to a generic gateway mock (whole command) | {} messages/s | | {} |",
+        thousands(peer_sent as f64, 0),
+        crier_peer.fmt(0),
+        crier_peer.load()
+    );
+    let version = apprise_version.as_deref().unwrap_or("?");
+    for (mode, series) in &apprise_modes {
+        let how = match *mode {
+            "async" => "Python API, `async_notify` all at once (its thread pool)",
+            _ => "Python API, `notify()` in a loop",
+        };
+        println!(
+            "| Apprise {version} `json://`, same {} messages, same mock: {how} | {} messages/s | crier {:.1}× faster | {} |",
+            thousands(peer_sent as f64, 0),
+            series.fmt(0),
+            crier_peer.median() / series.median(),
+            series.load()
+        );
+    }
+    if !apprise_cli.values.is_empty() {
+        println!(
+            "| Apprise {version} CLI, one `apprise` process per message ({} of them) | {} messages/s | crier {:.0}× faster | {} |",
+            apprise_cli.values.len(),
+            apprise_cli.fmt(1),
+            crier_peer.median() / apprise_cli.median(),
+            apprise_cli.load()
+        );
+    }
+    let r = achieved.median();
+    println!(
+        "| rate limit `200/s`, {} messages (≈ {rate_secs} s) | {}/s achieved | error {:+.2}% (target within 2%) | {} |",
+        thousands(rate_sent as f64, 0),
+        achieved.fmt(2),
+        100.0 * (r / 200.0 - 1.0),
+        achieved.load()
+    );
+}
+
+/// The heading line and one table per backend (and binary).
+fn print_store_tables(
+    tables: &[Backend],
+    wrk_rates: &Series,
+    (total, runs, concurrency): (u64, usize, u32),
+    started_at: chrono::DateTime<chrono::Local>,
+    load_at_start: &str,
+) {
     let load_at_end = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!();
     println!(
@@ -720,11 +832,12 @@ fn main() {
             .collect::<Vec<_>>()
             .join(" "),
     );
-    for b in &tables {
+    for b in tables {
         println!();
         println!(
-            "{} store (runs interleaved with the other backend's):",
-            b.name
+            "{} store{} (runs interleaved with the others'):",
+            b.name,
+            b.label_suffix()
         );
         println!();
         println!("| figure | median (min–max) | also | load avg (1 min) |");
@@ -771,46 +884,4 @@ fn main() {
             );
         }
     }
-    println!();
-    println!("On the {} store:", measured[0]);
-    println!();
-    println!("| figure | median (min–max) | also | load avg (1 min) |");
-    println!("|---|---|---|---|");
-    println!(
-        "| `crier send`, {} SMS via `http` to a generic gateway mock (whole command) | {} messages/s | | {} |",
-        thousands(peer_sent as f64, 0),
-        crier_peer.fmt(0),
-        crier_peer.load()
-    );
-    let version = apprise_version.as_deref().unwrap_or("?");
-    for (mode, series) in &apprise_modes {
-        let how = match *mode {
-            "async" => "Python API, `async_notify` all at once (its thread pool)",
-            _ => "Python API, `notify()` in a loop",
-        };
-        println!(
-            "| Apprise {version} `json://`, same {} messages, same mock: {how} | {} messages/s | crier {:.1}× faster | {} |",
-            thousands(peer_sent as f64, 0),
-            series.fmt(0),
-            crier_peer.median() / series.median(),
-            series.load()
-        );
-    }
-    if !apprise_cli.values.is_empty() {
-        println!(
-            "| Apprise {version} CLI, one `apprise` process per message ({} of them) | {} messages/s | crier {:.0}× faster | {} |",
-            apprise_cli.values.len(),
-            apprise_cli.fmt(1),
-            crier_peer.median() / apprise_cli.median(),
-            apprise_cli.load()
-        );
-    }
-    let r = achieved.median();
-    println!(
-        "| rate limit `200/s`, {} messages (≈ {rate_secs} s) | {}/s achieved | error {:+.2}% (target within 2%) | {} |",
-        thousands(rate_sent as f64, 0),
-        achieved.fmt(2),
-        100.0 * (r / 200.0 - 1.0),
-        achieved.load()
-    );
 }

@@ -372,6 +372,26 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Whether a worker other than `me` could help with a run: a daemon (`crier run`)
+    /// registered alive. Without one, the run's starter plans its messages as its own.
+    pub fn helpers(&self, me: &str) -> Result<bool, HistoryError> {
+        let me = me.to_string();
+        self.pg
+            .call("look for workers", move |client| async move {
+                let row = client
+                    .query_one(
+                        "SELECT EXISTS (SELECT 1 FROM workers WHERE state = 'alive' \
+                         AND role = 'run' AND id <> $1)",
+                        &[&me],
+                    )
+                    .await?;
+                Ok(row.get::<_, bool>(0))
+            })
+            .map_err(history_error)
+    }
+}
+
 /// This process's default worker id: `host-pid`.
 pub fn default_worker_id() -> String {
     format!("{}-{}", super::members::hostname(), std::process::id())

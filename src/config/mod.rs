@@ -316,7 +316,7 @@ pub enum ConfigError {
     },
 }
 
-const DEFAULT_CACHE_MB: u64 = 64;
+const DEFAULT_CACHE_MB: u64 = 8;
 const MAX_CACHE_MB: u64 = 16 * 1024;
 /// Largest `server.max_body_kb`: 64 MB.
 const MAX_BODY_KB: usize = 64 * 1024;
@@ -929,7 +929,7 @@ mod tests {
         let c = parse("").unwrap();
         assert_eq!(c.data_dir, PathBuf::from("data"));
         assert_eq!(c.default_region, "ZA");
-        assert_eq!(c.store.cache_mb, 64);
+        assert_eq!(c.store.cache_mb, 8);
         assert_eq!(c.channels.sms, "outbox");
         assert!(matches!(c.providers["outbox"], ProviderConfig::File(_)));
     }

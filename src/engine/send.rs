@@ -674,6 +674,9 @@ pub fn send(
         testing,
         resumed: resumed.as_ref(),
         claims: shared.is_some(),
+        keep: shared
+            .filter(|_| !options.enqueue)
+            .map(|(cluster, holder)| (cluster, holder, &held)),
     };
     // Still planning: a worker that finds nothing to claim waits for more meanwhile.
     let planning = AtomicBool::new(options.join.is_none());
@@ -849,8 +852,13 @@ struct PlanInput<'s, 'a> {
     testing: bool,
     resumed: Option<&'s Resumed>,
     /// Workers claim the planned messages from the database (PostgreSQL): planning
-    /// hands nothing on.
+    /// hands nothing on, except what it keeps (below).
     claims: bool,
+    /// With claims, while no daemon could help with the run, the planner keeps what it
+    /// plans: written as this worker's and handed straight to the dispatcher, so no claim
+    /// has to take it back out of the database (one update a message less). A daemon
+    /// that starts meanwhile helps with what is planned after it registered.
+    keep: Option<(&'s Cluster, &'s Holder, &'s Held)>,
 }
 
 #[derive(Default)]
@@ -1014,14 +1022,27 @@ fn hand_on(
             route: p.route.iter().skip(1).cloned().collect(),
         })
         .collect();
-    let ids = match input.ledger.plan(input.run.id, messages) {
+    let keep = match input.keep {
+        Some((cluster, holder, held)) if input.claims => {
+            match cluster.helpers(&holder.id).map_err(LedgerError::from)? {
+                true => None,
+                false => Some((holder, held)),
+            }
+        }
+        _ => None,
+    };
+    let planned = match keep {
+        Some((holder, _)) => input.ledger.plan_held(input.run.id, messages, &holder.id),
+        None => input.ledger.plan(input.run.id, messages),
+    };
+    let ids = match planned {
         Ok(ids) => ids,
         // Cancelled while planning: the rest is not planned, nothing more is handed on.
         Err(LedgerError::Cancelled(_)) => return Ok(false),
         Err(e) => return Err(e.into()),
     };
     let dedup_base = match ids.first() {
-        Some(first) if !input.claims => input.ledger.dedup_id(*first)?,
+        Some(first) if !input.claims || keep.is_some() => input.ledger.dedup_id(*first)?,
         _ => 0,
     };
     let now = Instant::now();
@@ -1042,7 +1063,7 @@ fn hand_on(
             }
             continue;
         }
-        if input.claims {
+        if input.claims && keep.is_none() {
             continue; // In the database for whichever worker claims it.
         }
         let message = RoutedMessage {
@@ -1081,6 +1102,9 @@ fn hand_on(
             planned_at: now,
             tz: zone_of(p.recipient.timezone.as_deref()),
         };
+        if let Some((_, held)) = keep {
+            held.claimed(1); // Settled by the dispatcher like a claimed one.
+        }
         if work.blocking_send(item).is_err() {
             return Ok(false);
         }

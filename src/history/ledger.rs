@@ -343,12 +343,33 @@ impl<'a> Ledger<'a> {
         self.plan_at(run, messages, now_ms())
     }
 
+    /// [`Ledger::plan`], the messages held by `worker` from the start (PostgreSQL: no
+    /// other worker claims them).
+    pub fn plan_held(
+        &self,
+        run: RunId,
+        messages: Vec<NewMessage>,
+        worker: &str,
+    ) -> Result<Vec<MessageId>, LedgerError> {
+        self.plan_as(run, messages, now_ms(), Some(worker))
+    }
+
     /// [`Ledger::plan`] with the planning time given (imports, tests, benchmarks).
     pub fn plan_at(
         &self,
         run: RunId,
         messages: Vec<NewMessage>,
         now: Millis,
+    ) -> Result<Vec<MessageId>, LedgerError> {
+        self.plan_as(run, messages, now, None)
+    }
+
+    fn plan_as(
+        &self,
+        run: RunId,
+        messages: Vec<NewMessage>,
+        now: Millis,
+        worker: Option<&str>,
     ) -> Result<Vec<MessageId>, LedgerError> {
         let mut messages = Some(messages);
         let mut ids = Vec::new();
@@ -396,7 +417,7 @@ impl<'a> Ledger<'a> {
                     snapshot: m.snapshot,
                     html: m.html,
                     route: m.route,
-                    worker: None,
+                    worker: worker.map(str::to_string),
                 };
                 stored.run.counters.add(msg.state, 1);
                 ids.push(id);

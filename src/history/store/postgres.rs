@@ -205,12 +205,12 @@ const SELECT_MESSAGES_FOR_UPDATE: &str = "SELECT run_id, seq, recipient_kind, re
 const INSERT_MESSAGES: &str = "INSERT INTO messages (run_id, seq, recipient_kind, recipient_id, \
      address, channel, provider, type, subject, body, encoding, parts, state, reason, attempts, \
      provider_message_id, error_code, error_text, created_at, updated_at, dedup_id, transitions, \
-     failovers, location, partner, category, billing_type, recipient_status, html, route) \
-     SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::text[], \
+     failovers, location, partner, category, billing_type, recipient_status, html, route, \
+     worker) SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::text[], \
      $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::bigint[], \
      $13::text[], $14::text[], $15::bigint[], $16::text[], $17::text[], $18::text[], \
      $19::bigint[], $20::bigint[], $21::bigint[], $22::text[], $23::text[], $24::text[], \
-     $25::text[], $26::text[], $27::text[], $28::text[], $29::text[], $30::text[])";
+     $25::text[], $26::text[], $27::text[], $28::text[], $29::text[], $30::text[], $31::text[])";
 
 const UPDATE_MESSAGES: &str = "UPDATE messages AS m SET provider = u.provider, state = u.state, \
      reason = u.reason, attempts = u.attempts, provider_message_id = u.provider_message_id, \
@@ -372,6 +372,7 @@ impl Tx for PgTx<'_> {
             col(&|m, _| m.snapshot.status.clone()),
             col(&|m, _| m.html.clone()),
             col(&|m, _| sql::route_text(m)),
+            col(&|m, _| m.worker.clone()),
         ];
         self.execute("plan messages", INSERT_MESSAGES, params)
             .map(drop)
@@ -466,9 +467,10 @@ impl HistoryStore for PgHistory {
 
     /// One query on a connection of its own, read through a cursor (which PostgreSQL
     /// plans for the first rows: the index scan the pages use, not a sort of the whole
-    /// table), its rows decoded on the client runtime and handed over in batches through
-    /// a bounded channel: the server, the decoding and the caller's writing overlap, and
-    /// memory stays at a few batches. One read-only transaction: one snapshot.
+    /// table), its rows handed over in batches through a bounded channel and decoded by
+    /// the caller's thread as it reads them: the server producing rows, the runtime
+    /// fetching them and the caller decoding and writing overlap, and memory stays at a
+    /// few batches. One read-only transaction: one snapshot.
     fn stream_messages(&self, select: &Select) -> Option<super::MessageStream<'_>> {
         const WHAT: &str = "read messages";
         let declare = format!(
@@ -480,7 +482,11 @@ impl HistoryStore for PgHistory {
             Ok(c) => c,
             Err(e) => return Some(Box::new(std::iter::once(Err(history_error(e))))),
         };
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<Message>, HistoryError>>(4);
+        // The rows are decoded by the reader's thread, not here: so the runtime asks for
+        // the next batch while the reader decodes and writes this one, and the server
+        // produces rows meanwhile.
+        let (tx, rx) =
+            tokio::sync::mpsc::channel::<Result<Vec<tokio_postgres::Row>, HistoryError>>(4);
         let pg = self.pg.clone();
         self.pg.spawn(async move {
             let failed = |e| history_error(pg.query_error(WHAT, e));
@@ -494,16 +500,13 @@ impl HistoryStore for PgHistory {
                     .await
                     .map_err(failed)?;
                 client.execute(&declare, &refs).await.map_err(failed)?;
+                let fetch = client.prepare(FETCH_EXPORT).await.map_err(failed)?;
                 loop {
-                    let rows = client.query(FETCH_EXPORT, &[]).await.map_err(failed)?;
+                    let rows = client.query(&fetch, &[]).await.map_err(failed)?;
                     if rows.is_empty() {
                         return Ok(());
                     }
-                    let batch = rows
-                        .into_iter()
-                        .map(|row| sql::message_from_row(&PgRow(row)))
-                        .collect::<Result<Vec<_>, _>>()?;
-                    if tx.send(Ok(batch)).await.is_err() {
+                    if tx.send(Ok(rows)).await.is_err() {
                         return Ok(()); // The reader stopped.
                     }
                 }
@@ -519,8 +522,8 @@ impl HistoryStore for PgHistory {
         let mut current = Vec::new().into_iter();
         Some(Box::new(std::iter::from_fn(move || {
             loop {
-                if let Some(m) = current.next() {
-                    return Some(Ok(m));
+                if let Some(row) = current.next() {
+                    return Some(sql::message_from_row(&PgRow(row)));
                 }
                 match rx.blocking_recv()? {
                     Ok(batch) => current = batch.into_iter(),

@@ -255,9 +255,9 @@ const UPDATE_RUN: &str = "UPDATE runs SET started_at = ?2, finished_at = ?3, pla
 const INSERT_MESSAGE: &str = "INSERT INTO messages (run_id, seq, recipient_kind, recipient_id, \
      address, channel, provider, type, subject, body, encoding, parts, state, reason, attempts, \
      provider_message_id, error_code, error_text, created_at, updated_at, dedup_id, transitions, \
-     failovers, location, partner, category, billing_type, recipient_status, html, route) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
-     ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30)";
+     failovers, location, partner, category, billing_type, recipient_status, html, route, \
+     worker) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, \
+     ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31)";
 
 const UPDATE_MESSAGE: &str = "UPDATE messages SET provider = ?3, state = ?4, reason = ?5, \
      attempts = ?6, provider_message_id = ?7, error_code = ?8, error_text = ?9, updated_at = ?10, \
@@ -452,6 +452,7 @@ impl Tx for SqliteTx<'_> {
                     s.status,
                     m.html,
                     sql::route_text(m),
+                    m.worker,
                 ])?;
             }
             Ok(())
