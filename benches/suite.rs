@@ -144,36 +144,55 @@ fn backends() -> Vec<&'static str> {
 
 /// `store:` of a fresh project on `backend`: embedded, or PostgreSQL at
 /// `CRIER_BENCH_DATABASE_URL` in a schema of its own (each project starts empty, as a
-/// fresh data dir does).
-fn store_yaml(backend: &str) -> String {
+/// fresh data dir does), and that schema's name.
+fn store_yaml(backend: &str) -> (String, Option<String>) {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     match backend {
         "postgres" => {
             let url = std::env::var("CRIER_BENCH_DATABASE_URL")
                 .expect("CRIER_BENCH_DATABASE_URL for the postgres backend");
             let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            format!(
-                "{{ backend: postgres, url: \"{url}\", schema: bench_{}_{n} }}",
-                std::process::id()
+            let schema = format!("bench_{}_{n}", std::process::id());
+            (
+                format!("{{ backend: postgres, url: \"{url}\", schema: {schema} }}"),
+                Some(schema),
             )
         }
         other => match std::env::var("CRIER_BENCH_CACHE_MB") {
-            Ok(mb) => format!("{{ backend: {other}, cache_mb: {mb} }}"),
-            Err(_) => format!("{{ backend: {other} }}"),
+            Ok(mb) => (format!("{{ backend: {other}, cache_mb: {mb} }}"), None),
+            Err(_) => (format!("{{ backend: {other} }}"), None),
         },
     }
 }
 
+/// Drops a project's PostgreSQL schema once its run is measured: what earlier runs left
+/// in the database (a million messages each) would otherwise weigh on the later ones,
+/// through the server's checkpoints and cache.
+fn drop_schema(schema: &str) {
+    let url = std::env::var("CRIER_BENCH_DATABASE_URL").expect("CRIER_BENCH_DATABASE_URL");
+    let dropped = Command::new("psql")
+        .arg(&url)
+        .args(["-qc", &format!("DROP SCHEMA IF EXISTS {schema} CASCADE")])
+        .stdout(Stdio::null())
+        .status();
+    if !dropped.is_ok_and(|s| s.success()) {
+        eprintln!("Could not drop schema {schema} with psql: drop it by hand.");
+    }
+}
+
 /// Writes `crier.yaml` (one SMS provider, `provider_yaml` indented under its name) and
-/// `job.yaml` (every customer, `job_extra` appended).
-fn write_project(dir: &Path, backend: &str, provider_yaml: &str, job_extra: &str) {
+/// `job.yaml` (every customer, `job_extra` appended); the project's PostgreSQL schema.
+fn write_project(
+    dir: &Path,
+    backend: &str,
+    provider_yaml: &str,
+    job_extra: &str,
+) -> Option<String> {
     std::fs::create_dir_all(dir).expect("project dir");
+    let (store, schema) = store_yaml(backend);
     std::fs::write(
         dir.join("crier.yaml"),
-        format!(
-            "store: {}\nproviders:\n  sms:\n{provider_yaml}channels:\n  sms: sms\n",
-            store_yaml(backend)
-        ),
+        format!("store: {store}\nproviders:\n  sms:\n{provider_yaml}channels:\n  sms: sms\n"),
     )
     .expect("crier.yaml");
     std::fs::write(
@@ -181,6 +200,7 @@ fn write_project(dir: &Path, backend: &str, provider_yaml: &str, job_extra: &str
         format!("send_to: sms\nmessage: \"{BODY}\"\nrecipients: {{}}\n{job_extra}"),
     )
     .expect("job.yaml");
+    schema
 }
 
 fn bulksms_yaml(url: &str, concurrency: u32) -> String {
@@ -523,7 +543,7 @@ fn main() {
             let name = format!("{}{}", b.name, b.label_suffix());
             let bin = b.bin.clone();
             let dir = work.path().join(format!("run{i}-{}-{}", b.name, b.label));
-            write_project(&dir, b.name, &bulksms_yaml(&bulksms.url, concurrency), "");
+            let schema = write_project(&dir, b.name, &bulksms_yaml(&bulksms.url, concurrency), "");
             b.imp.start();
             b.imp_rss.start();
             let (rate, m) = import(&bin, &dir, &csv, total);
@@ -572,6 +592,9 @@ fn main() {
             b.exp.push(rate);
             b.exp_rss.push(m.peak_mb);
             std::fs::remove_dir_all(&dir).ok();
+            if let Some(schema) = schema {
+                drop_schema(&schema);
+            }
         }
     }
 
