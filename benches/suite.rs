@@ -618,14 +618,17 @@ fn main() {
         }
     }
 
-    if std::env::var("CRIER_BENCH_ONLY").as_deref() == Ok("store") {
+    let store_tables = || {
         print_store_tables(
             &tables,
             &wrk_rates,
             (total, runs, concurrency),
             started_at,
             &load_at_start,
-        );
+        )
+    };
+    if std::env::var("CRIER_BENCH_ONLY").as_deref() == Ok("store") {
+        store_tables();
         return;
     }
 
@@ -778,13 +781,7 @@ fn main() {
     }
 
     // The tables.
-    print_store_tables(
-        &tables,
-        &wrk_rates,
-        (total, runs, concurrency),
-        started_at,
-        &load_at_start,
-    );
+    store_tables();
     println!();
     println!("On the {} store:", measured[0]);
     println!();
