@@ -376,16 +376,25 @@ impl Cluster {
     /// Whether a worker other than `me` could help with a run: a daemon (`crier run`)
     /// registered alive. Without one, the run's starter plans its messages as its own.
     pub fn helpers(&self, me: &str) -> Result<bool, HistoryError> {
-        let me = me.to_string();
+        self.exists(
+            "look for workers",
+            "SELECT EXISTS (SELECT 1 FROM workers WHERE state = 'alive' AND role = 'run' \
+             AND id <> $1)",
+            me,
+        )
+    }
+
+    /// The answer of a `SELECT EXISTS (…)` on one text parameter.
+    fn exists(
+        &self,
+        what: &'static str,
+        statement: &'static str,
+        param: &str,
+    ) -> Result<bool, HistoryError> {
+        let param = param.to_string();
         self.pg
-            .call("look for workers", move |client| async move {
-                let row = client
-                    .query_one(
-                        "SELECT EXISTS (SELECT 1 FROM workers WHERE state = 'alive' \
-                         AND role = 'run' AND id <> $1)",
-                        &[&me],
-                    )
-                    .await?;
+            .call(what, move |client| async move {
+                let row = client.query_one(statement, &[&param]).await?;
                 Ok(row.get::<_, bool>(0))
             })
             .map_err(history_error)
@@ -400,17 +409,10 @@ pub fn default_worker_id() -> String {
 impl Cluster {
     /// Is `worker` registered and alive?
     pub fn is_alive(&self, worker: &str) -> Result<bool, HistoryError> {
-        let worker = worker.to_string();
-        self.pg
-            .call("read a worker", move |client| async move {
-                let row = client
-                    .query_opt(
-                        "SELECT 1 FROM workers WHERE id = $1 AND state = 'alive'",
-                        &[&worker],
-                    )
-                    .await?;
-                Ok(row.is_some())
-            })
-            .map_err(history_error)
+        self.exists(
+            "read a worker",
+            "SELECT EXISTS (SELECT 1 FROM workers WHERE id = $1 AND state = 'alive')",
+            worker,
+        )
     }
 }

@@ -1023,14 +1023,14 @@ fn hand_on(
         })
         .collect();
     let keep = match input.keep {
-        Some((cluster, holder, held)) if input.claims => {
-            match cluster.helpers(&holder.id).map_err(LedgerError::from)? {
-                true => None,
-                false => Some((holder, held)),
-            }
+        Some((cluster, holder, held)) => {
+            let helped = cluster.helpers(&holder.id).map_err(LedgerError::from)?;
+            (!helped).then_some((holder, held))
         }
-        _ => None,
+        None => None,
     };
+    // Planning hands the sendable messages on, unless workers claim them.
+    let hands_on = !input.claims || keep.is_some();
     let planned = match keep {
         Some((holder, _)) => input.ledger.plan_held(input.run.id, messages, &holder.id),
         None => input.ledger.plan(input.run.id, messages),
@@ -1042,7 +1042,7 @@ fn hand_on(
         Err(e) => return Err(e.into()),
     };
     let dedup_base = match ids.first() {
-        Some(first) if !input.claims || keep.is_some() => input.ledger.dedup_id(*first)?,
+        Some(first) if hands_on => input.ledger.dedup_id(*first)?,
         _ => 0,
     };
     let now = Instant::now();
@@ -1063,7 +1063,7 @@ fn hand_on(
             }
             continue;
         }
-        if input.claims && keep.is_none() {
+        if !hands_on {
             continue; // In the database for whichever worker claims it.
         }
         let message = RoutedMessage {
