@@ -640,7 +640,11 @@ pub fn send(
     let stop = Stop::default();
     let held = Held::default();
     let (work_tx, work_rx) = tokio::sync::mpsc::channel::<Work>(BATCH * 2);
-    let (record_tx, record_rx) = mpsc::channel::<Record>();
+    // One recorder per writer the history takes at once; a message's changes all go to
+    // the same one, in order.
+    let (record_tx, record_rx): (Vec<_>, Vec<_>) = (0..ledger.writers())
+        .map(|_| mpsc::channel::<Record>())
+        .unzip();
     let dispatch = Dispatch {
         lanes: &lanes,
         job_limiter: job.rate.map(|r| {
@@ -648,7 +652,7 @@ pub fn send(
             Limit::new(store.cluster(), key, r, None, limiter(r, None))
         }),
         expire_after: job.expire_after,
-        record: record_tx,
+        record: Recorders(record_tx),
         stop: &stop,
         holder: holder.as_ref(),
         held: shared.map(|_| &held),
@@ -700,10 +704,15 @@ pub fn send(
                 claim_all(&input, cluster, holder, work, &stop, &planning, &held)
             })
         });
-        let record = s.spawn(|| {
-            let _span = span.enter();
-            record_all(&ledger, &lanes, record_rx, &stop)
-        });
+        let record: Vec<_> = record_rx
+            .into_iter()
+            .map(|rx| {
+                s.spawn(|| {
+                    let _span = span.enter();
+                    record_all(&ledger, &lanes, rx, &stop)
+                })
+            })
+            .collect();
         let summary = runtime.block_on(dispatch.run(work_rx));
         drop(dispatch);
         let planned = plan.join().unwrap_or_else(|_| Err(panicked("planner")));
@@ -711,7 +720,11 @@ pub fn send(
             Some(c) => c.join().unwrap_or_else(|_| Err(panicked("claimer"))),
             None => Ok(()),
         };
-        let recorded = record.join().unwrap_or_else(|_| Err(panicked("recorder")));
+        // The first recorder's failure stopped the run; later ones may only echo it.
+        let recorded = record
+            .into_iter()
+            .map(|r| r.join().unwrap_or_else(|_| Err(panicked("recorder"))))
+            .fold(Ok(()), Result::and);
         (planned, summary, recorded, claimed)
     });
     if let Some(p) = &mut participation {
@@ -1570,7 +1583,18 @@ enum Ack {
     Failed,
 }
 
-/// The recorder: group-commits whatever changes have arrived, one flush per group.
+/// The recorders' inboxes: a message's changes go to one of them, picked by its
+/// sequence number, so each message's changes are committed in the order they were made.
+struct Recorders(Vec<mpsc::Sender<Record>>);
+
+impl Recorders {
+    fn send(&self, record: Record) -> Result<(), mpsc::SendError<Record>> {
+        let shard = record.change.id.seq as usize % self.0.len();
+        self.0[shard].send(record)
+    }
+}
+
+/// A recorder: group-commits whatever changes have arrived, one flush per group.
 fn record_all(
     ledger: &Ledger,
     lanes: &Lanes,
@@ -1656,7 +1680,7 @@ struct Dispatch<'s, 'a> {
     lanes: &'s Lanes<'a>,
     job_limiter: Option<Limit>,
     expire_after: Duration,
-    record: mpsc::Sender<Record>,
+    record: Recorders,
     stop: &'s Stop,
     /// The worker sending (PostgreSQL): its changes are refused for messages it no
     /// longer holds.

@@ -194,6 +194,11 @@ impl<'a> Ledger<'a> {
         Ok(())
     }
 
+    /// How many writers (a run's recorders) may write at once to gain from it.
+    pub fn writers(&self) -> usize {
+        self.h.writers().max(1)
+    }
+
     /// The run with this id.
     pub fn run(&self, id: RunId) -> Result<Run, LedgerError> {
         self.h

@@ -40,9 +40,39 @@ const BASIC: &str = "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞ\u{1b}Æ
 /// The extension table: each costs an escape and a code, two septets.
 const EXTENSION: &str = "\u{c}^{}\\[~]|€";
 
+/// Septets each ASCII character costs in GSM-7 (0: GSM-7 cannot carry it), from the
+/// tables above: most texts are ASCII, and a table look-up beats searching the tables.
+const ASCII_SEPTETS: [u8; 128] = {
+    let mut table = [0u8; 128];
+    let extension = EXTENSION.as_bytes();
+    let mut i = 0;
+    while i < extension.len() {
+        if extension[i] < 128 {
+            table[extension[i] as usize] = 2;
+        }
+        i += 1;
+    }
+    // A character of both tables costs what the basic one says (as `gsm_septets` did).
+    let basic = BASIC.as_bytes();
+    let mut i = 0;
+    while i < basic.len() {
+        if basic[i] < 128 && basic[i] != 0x1b {
+            table[basic[i] as usize] = 1;
+        }
+        i += 1;
+    }
+    table
+};
+
 /// Septets `c` costs in GSM-7, or `None` if GSM-7 cannot carry it.
 pub fn gsm_septets(c: char) -> Option<usize> {
-    if c != '\u{1b}' && BASIC.contains(c) {
+    if c.is_ascii() {
+        return match ASCII_SEPTETS[c as usize] {
+            0 => None,
+            n => Some(n as usize),
+        };
+    }
+    if BASIC.contains(c) {
         Some(1)
     } else if EXTENSION.contains(c) {
         Some(2)
@@ -53,17 +83,13 @@ pub fn gsm_septets(c: char) -> Option<usize> {
 
 /// Encoding, units and parts of `text`.
 pub fn count(text: &str) -> Parts {
-    let gsm: Option<Vec<usize>> = text.chars().map(gsm_septets).collect();
-    let (encoding, sizes, single, per_part) = match gsm {
-        Some(sizes) => (Encoding::Gsm7, sizes, 160, 153),
-        None => (
-            Encoding::Ucs2,
-            text.chars().map(char::len_utf16).collect(),
-            70,
-            67,
-        ),
+    let gsm = text
+        .chars()
+        .try_fold(0usize, |units, c| gsm_septets(c).map(|n| units + n));
+    let (encoding, units, single, per_part) = match gsm {
+        Some(units) => (Encoding::Gsm7, units, 160, 153),
+        None => (Encoding::Ucs2, text.encode_utf16().count(), 70, 67),
     };
-    let units: usize = sizes.iter().sum();
     if units == 0 {
         return Parts {
             encoding,
@@ -78,9 +104,13 @@ pub fn count(text: &str) -> Parts {
             parts: 1,
         };
     }
+    let size = |c: char| match encoding {
+        Encoding::Gsm7 => gsm_septets(c).unwrap_or(1),
+        Encoding::Ucs2 => c.len_utf16(),
+    };
     let mut parts = 1;
     let mut room = per_part;
-    for size in sizes {
+    for size in text.chars().map(size) {
         if size > room {
             parts += 1;
             room = per_part;
@@ -128,6 +158,21 @@ mod tests {
     fn basic_table_has_127_characters_and_extension_10() {
         assert_eq!(BASIC.chars().filter(|c| *c != '\u{1b}').count(), 127);
         assert_eq!(EXTENSION.chars().count(), 10);
+    }
+
+    #[test]
+    fn the_ascii_look_up_agrees_with_the_tables() {
+        for b in 0u8..128 {
+            let c = b as char;
+            let searched = if c != '\u{1b}' && BASIC.contains(c) {
+                Some(1)
+            } else if EXTENSION.contains(c) {
+                Some(2)
+            } else {
+                None
+            };
+            assert_eq!(gsm_septets(c), searched, "{b:#04x}");
+        }
     }
 
     #[test]

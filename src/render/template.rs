@@ -357,7 +357,7 @@ impl Template {
             .env
             .get_template("message")
             .map_err(|e| e.to_string())?;
-        let customer = Value::from(Serde(recipient_view(recipient)));
+        let customer = Value::from_object(RecipientView(recipient.clone()));
         let ctx = minijinja::context! {
             customer => customer.clone(),
             recipient => customer,
@@ -377,20 +377,83 @@ impl Template {
     }
 }
 
-/// The recipient as templates see it: every field, plus `services`.
-fn recipient_view(r: &Recipient) -> serde_json::Value {
-    let mut v = serde_json::to_value(r).unwrap_or_default();
-    if let Some(map) = v.as_object_mut() {
-        // Absent optional values are left out, so using one is an error, not a blank.
-        map.retain(|_, value| !value.is_null());
-        let services: Vec<String> = r
-            .tariffs
-            .iter()
-            .filter_map(|t| t.service.map(|s| s.to_string()))
-            .collect();
-        map.insert("services".into(), services.into());
+/// The recipient as templates see it: every field that has a value, plus `services`.
+/// Absent optional values are left out, so using one is an error, not a blank. A field
+/// becomes a template value only when the template reads it: a message that prints the
+/// name converts nothing else.
+#[derive(Debug)]
+struct RecipientView(Recipient);
+
+impl RecipientView {
+    /// The fields a template can read, in the order they are listed (alphabetical).
+    const FIELDS: [&'static str; 17] = [
+        "attrs",
+        "billing_email",
+        "billing_type",
+        "category",
+        "email",
+        "id",
+        "kind",
+        "location",
+        "login",
+        "name",
+        "partner",
+        "phone",
+        "phone_raw",
+        "services",
+        "status",
+        "tariffs",
+        "timezone",
+    ];
+
+    fn field(&self, name: &str) -> Option<Value> {
+        let r = &self.0;
+        let text = |v: &Option<String>| v.as_deref().map(Value::from);
+        match name {
+            "attrs" => Some(Value::from(Serde(&r.attrs))),
+            "billing_email" => text(&r.billing_email),
+            "billing_type" => r.billing_type.map(|b| Value::from(Serde(b))),
+            "category" => r.category.map(|c| Value::from(Serde(c))),
+            "email" => text(&r.email),
+            "id" => Some(Value::from(r.id)),
+            "kind" => Some(Value::from(Serde(r.kind))),
+            "location" => text(&r.location),
+            "login" => text(&r.login),
+            "name" => Some(Value::from(r.name.as_str())),
+            "partner" => text(&r.partner),
+            "phone" => text(&r.phone),
+            "phone_raw" => text(&r.phone_raw),
+            "services" => Some(Value::from(
+                r.tariffs
+                    .iter()
+                    .filter_map(|t| t.service.map(|s| Value::from(s.to_string())))
+                    .collect::<Vec<_>>(),
+            )),
+            "status" => Some(Value::from(Serde(r.status))),
+            // Through JSON, so each plan's keys are in the same (sorted) order as ever.
+            "tariffs" => Some(Value::from(Serde(
+                serde_json::to_value(&r.tariffs).unwrap_or_default(),
+            ))),
+            "timezone" => text(&r.timezone),
+            _ => None,
+        }
     }
-    v
+}
+
+impl minijinja::value::Object for RecipientView {
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        self.field(key.as_str()?)
+    }
+
+    fn enumerate(self: &Arc<Self>) -> minijinja::value::Enumerator {
+        minijinja::value::Enumerator::Values(
+            RecipientView::FIELDS
+                .iter()
+                .filter(|f| self.field(f).is_some())
+                .map(|f| Value::from(*f))
+                .collect(),
+        )
+    }
 }
 
 #[cfg(test)]
@@ -433,6 +496,77 @@ mod tests {
             t.render(&ann(), &ctx).unwrap(),
             "Hi ANN DLAMINI (000007), you owe -R 1 250.50 as of 01 Dec 2026."
         );
+    }
+
+    /// The whole recipient as one value, as templates saw it before [`RecipientView`]
+    /// (serialized through JSON, nulls dropped): the view must render the same.
+    fn whole(r: &Recipient) -> Value {
+        let mut v = serde_json::to_value(r).unwrap();
+        let map = v.as_object_mut().unwrap();
+        map.retain(|_, value| !value.is_null());
+        let services: Vec<String> = r
+            .tariffs
+            .iter()
+            .filter_map(|t| t.service.map(|s| s.to_string()))
+            .collect();
+        map.insert("services".into(), services.into());
+        Value::from(Serde(v))
+    }
+
+    #[test]
+    fn the_recipient_view_renders_as_the_whole_recipient_would() {
+        use crate::recipients::{BillingType, Category, Service, Tariff};
+        let mut full = ann();
+        full.email = Some("ann@example.net".into());
+        full.category = Some(Category::Business);
+        full.billing_type = Some(BillingType::PrepaidDaily);
+        full.partner = Some("Main".into());
+        full.tariffs = vec![
+            Tariff {
+                service: Some(Service::Internet),
+                plan: "Fibre 50".into(),
+            },
+            Tariff {
+                service: None,
+                plan: "Static IP".into(),
+            },
+        ];
+        let sources = [
+            "{{ customer }}",
+            "{{ customer | tojson }}",
+            "{% for k, v in customer | items %}{{ k }}={{ v }};{% endfor %}",
+            "{{ customer | length }} {{ customer.id + 1 }} {{ customer.kind }} {{ customer.status == 'active' }}",
+            "{{ customer.services | join(',') }} {{ customer.tariffs[0].plan }} {{ customer.tariffs[1].service }}",
+            "{{ customer['location'] }} {{ customer.attrs | tojson }} {{ 'email' in customer }}",
+            "{{ customer.category }} {{ customer.billing_type }} {{ recipient.partner | upper }}",
+            "{{ customer.email }}",
+            "{{ customer.nickname }}",
+        ];
+        for r in [ann(), full] {
+            for source in sources {
+                let t = Template::compile(source).unwrap();
+                let mut env = environment(None);
+                env.add_template("whole", source).unwrap();
+                let reference = env
+                    .get_template("whole")
+                    .unwrap()
+                    .render(minijinja::context! {
+                        customer => whole(&r),
+                        recipient => whole(&r),
+                        job => Value::from(Serde(BTreeMap::<String, String>::new())),
+                        run => Value::from(Serde(BTreeMap::<String, String>::new())),
+                        now => "",
+                        vars => Value::from(Serde(BTreeMap::<String, String>::new())),
+                    })
+                    .map(|s| s.trim_end().to_string())
+                    .map_err(|e| e.kind());
+                let rendered = t.render(&r, &Context::default()).map_err(|_| ());
+                match reference {
+                    Ok(expected) => assert_eq!(rendered, Ok(expected), "{source} for {}", r.id),
+                    Err(_) => assert!(rendered.is_err(), "{source} should fail, as before"),
+                }
+            }
+        }
     }
 
     #[test]

@@ -251,8 +251,20 @@ impl Pg {
         F: FnOnce(Object) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, tokio_postgres::Error>> + Send + 'static,
     {
+        self.start(what, f).wait()
+    }
+
+    /// [`Pg::call`] started now and answered later ([`Pending::wait`]): a reader asks for
+    /// its next page before it works on this one, so the server and the reader work at
+    /// once. Dropping it abandons the answer, not the work.
+    pub fn start<T, F, Fut>(&self, what: &str, f: F) -> Pending<'_, T>
+    where
+        T: Send + 'static,
+        F: FnOnce(Object) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, tokio_postgres::Error>> + Send + 'static,
+    {
         let pool = self.pool.clone();
-        self.wait(what, async move {
+        self.begin(what, async move {
             match pool.get().await {
                 Ok(client) => f(client).await.map_err(Failure::Query),
                 Err(e) => Err(Failure::Pool(e)),
@@ -359,19 +371,25 @@ impl Pg {
         T: Send + 'static,
         Fut: Future<Output = Result<T, Failure>> + Send + 'static,
     {
+        self.begin(what, fut).wait()
+    }
+
+    /// Spawns `fut` on the private runtime; its answer arrives on a std channel.
+    fn begin<T, Fut>(&self, what: &str, fut: Fut) -> Pending<'_, T>
+    where
+        T: Send + 'static,
+        Fut: Future<Output = Result<T, Failure>> + Send + 'static,
+    {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let runtime = self.runtime.0.as_ref().expect("runtime lives until drop");
         runtime.spawn(async move {
             let _ = tx.send(fut.await);
         });
-        let wait = || rx.recv();
-        let received = match tokio::runtime::Handle::try_current() {
-            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-                tokio::task::block_in_place(wait)
-            }
-            _ => wait(),
-        };
-        self.answer(what, received.ok())
+        Pending {
+            pg: self,
+            what: what.to_string(),
+            answer: rx,
+        }
     }
 
     /// [`Pg::call`] for async callers: the work runs on the private runtime as there, and
@@ -537,6 +555,27 @@ const MIGRATION_LOCK: i64 = 0x6372_6965_7200; // "crier\0"
 
 /// The table the migrations runner keeps; created before any domain's first migration.
 const MIGRATIONS_TABLE: &str = include_str!("postgres/schema_migrations.sql");
+
+/// A call under way on the private runtime ([`Pg::start`]).
+pub struct Pending<'a, T> {
+    pg: &'a Pg,
+    what: String,
+    answer: std::sync::mpsc::Receiver<Result<T, Failure>>,
+}
+
+impl<T> Pending<'_, T> {
+    /// Waits for the answer, from any kind of caller.
+    pub fn wait(self) -> Result<T, StoreError> {
+        let wait = || self.answer.recv();
+        let received = match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(wait)
+            }
+            _ => wait(),
+        };
+        self.pg.answer(&self.what, received.ok())
+    }
+}
 
 enum Failure {
     Query(tokio_postgres::Error),

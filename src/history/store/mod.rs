@@ -118,6 +118,13 @@ pub trait HistoryStore: Send + Sync {
     /// back when it returns an error, whose error is then returned.
     fn write(&self, body: &mut TxBody<'_>) -> Result<(), crate::history::ledger::LedgerError>;
 
+    /// How many [`HistoryStore::write`]s gain from running at once: SQLite writes one
+    /// transaction at a time; a PostgreSQL server overlaps one transaction's commit and
+    /// round trips with another's work.
+    fn writers(&self) -> usize {
+        1
+    }
+
     /// The runs a query from [`sql`] selects, in its order.
     fn select_runs(&self, select: &Select) -> Result<Vec<Run>, HistoryError>;
 

@@ -225,6 +225,9 @@ const UPDATE_MESSAGES: &str = "UPDATE messages AS m SET provider = u.provider, s
 const DELETE_MESSAGES: &str = "DELETE FROM messages WHERE (run_id, seq) IN \
      (SELECT run_id, seq FROM messages WHERE run_id = $1 LIMIT $2) RETURNING state";
 
+/// Recorders a run uses at once ([`HistoryStore::writers`]).
+const WRITERS: usize = 2;
+
 /// Rows per cursor fetch of [`PgHistory::stream_messages`].
 const FETCH_EXPORT: &str = "FETCH 2048 FROM export";
 
@@ -430,6 +433,10 @@ impl Tx for PgTx<'_> {
 }
 
 impl HistoryStore for PgHistory {
+    fn writers(&self) -> usize {
+        WRITERS
+    }
+
     fn write(&self, body: &mut TxBody<'_>) -> Result<(), LedgerError> {
         let client = self.pg.checkout("begin a transaction")?;
         let mut tx = PgTx {

@@ -26,7 +26,7 @@ use crate::job::Channel;
 use crate::recipients::optout::OptOut;
 use crate::recipients::{BillingType, Category, Recipient, RecipientKind, Status};
 use crate::render::stored::StoredTemplate;
-use crate::store::postgres::{Migration, Pg, PgSettings};
+use crate::store::postgres::{Migration, Pending, Pg, PgSettings};
 use crate::store::{StoreError, Upsert};
 use tokio_postgres::Row;
 
@@ -489,13 +489,7 @@ impl Directory for PgDirectory {
     }
 
     fn recipients(&self, kind: RecipientKind) -> RecipientIter<'_> {
-        Box::new(Pages {
-            directory: self,
-            kind,
-            after: i64::MIN,
-            buffer: VecDeque::new(),
-            done: false,
-        })
+        Box::new(Pages::new(self, kind))
     }
 
     fn count_recipients(&self, kind: RecipientKind) -> Result<u64, StoreError> {
@@ -637,40 +631,60 @@ fn template_from(row: &Row) -> Result<StoredTemplate, StoreError> {
     })
 }
 
-/// [`Directory::recipients`]: keyset pages of [`PAGE`] rows, fetched as the caller reads.
+/// [`Directory::recipients`]: keyset pages of [`PAGE`] rows. The next page is asked for
+/// as soon as this one arrives, so the server reads it while the caller works through
+/// this one.
 struct Pages<'a> {
     directory: &'a PgDirectory,
     kind: RecipientKind,
-    after: i64,
+    /// The page under way; `None` once the last one (short of [`PAGE`]) has arrived.
+    next: Option<Pending<'a, Vec<Row>>>,
     buffer: VecDeque<Recipient>,
-    done: bool,
+}
+
+impl<'a> Pages<'a> {
+    fn new(directory: &'a PgDirectory, kind: RecipientKind) -> Pages<'a> {
+        Pages {
+            directory,
+            kind,
+            next: Some(Pages::page(directory, kind, i64::MIN)),
+            buffer: VecDeque::new(),
+        }
+    }
+
+    /// Starts reading the page after recipient `after`.
+    fn page(directory: &'a PgDirectory, kind: RecipientKind, after: i64) -> Pending<'a, Vec<Row>> {
+        let params = params![kind_name(kind), after, PAGE];
+        directory
+            .pg
+            .start("list recipients", move |client| async move {
+                let stmt = client.prepare_cached(SELECT_PAGE).await?;
+                let refs = params.refs();
+                client.query(&stmt, &refs).await
+            })
+    }
 }
 
 impl Iterator for Pages<'_> {
     type Item = Result<Recipient, StoreError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.buffer.is_empty() && !self.done {
-            let rows = match self.directory.query(
-                "list recipients",
-                SELECT_PAGE,
-                params![kind_name(self.kind), self.after, PAGE],
-            ) {
+        if self.buffer.is_empty() {
+            let rows = match self.next.take()?.wait() {
                 Ok(rows) => rows,
-                Err(e) => {
-                    self.done = true;
-                    return Some(Err(e));
-                }
+                Err(e) => return Some(Err(e)),
             };
-            self.done = (rows.len() as i64) < PAGE;
+            if rows.len() as i64 == PAGE
+                && let Some(last) = rows.last()
+            {
+                let after: i64 = last.get(1);
+                self.next = Some(Pages::page(self.directory, self.kind, after));
+            }
             for row in &rows {
                 match recipient_from(row) {
-                    Ok(r) => {
-                        self.after = r.id as i64;
-                        self.buffer.push_back(r);
-                    }
+                    Ok(r) => self.buffer.push_back(r),
                     Err(e) => {
-                        self.done = true;
+                        self.next = None;
                         return Some(Err(e));
                     }
                 }
