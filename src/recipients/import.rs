@@ -83,9 +83,8 @@ pub enum ImportError {
     Store(#[from] StoreError),
 }
 
-/// Rows per atomic write. Measured on 1,000,000 rows (`cargo bench --bench import`):
-/// sled is fastest near 512 (a smaller batch keeps its tree work under one epoch guard
-/// short; 4096 was a fifth slower) and PostgreSQL's `COPY` is as fast at 512 as at 4096.
+/// Rows per atomic write of a dry run without a store; a store says its own
+/// ([`Directory::import_batch`]).
 const BATCH: usize = 512;
 /// Rejections and warnings kept for display.
 const MAX_MESSAGES: usize = 20;
@@ -507,7 +506,7 @@ fn take_chunk(
             );
         }
         batch.rows.push((line, parsed));
-        if batch.rows.len() >= BATCH {
+        if batch.rows.len() >= store.map_or(BATCH, Directory::import_batch) {
             batch.apply(store, options, report, notes)?;
         }
     }
