@@ -251,6 +251,10 @@ struct Lane<'a> {
     window: tokio::sync::Semaphore,
     /// Requests in flight to this provider at once.
     permits: tokio::sync::Semaphore,
+    /// Whether resubmitting a message this provider may have is safe (a local provider,
+    /// BulkSMS's deduplication): a `sending` message left by a crash is sent again
+    /// instead of becoming `unknown`.
+    deduplicates: bool,
     retries: u32,
     backoff: Duration,
 }
@@ -420,6 +424,7 @@ fn lane<'a>(
         }),
         window: tokio::sync::Semaphore::new(window),
         permits: tokio::sync::Semaphore::new(concurrency),
+        deduplicates,
         retries: limits.retries.unwrap_or(5),
         backoff: limits
             .backoff
@@ -1811,10 +1816,16 @@ impl Dispatch<'_, '_> {
                     Ack::Refused | Ack::Failed => return Hop::Settled(Settled::NotSent, 0),
                 }
                 let error = ("provider_unavailable".to_string(), e.to_string());
-                return self.give_up(w, name, next, error, 0).await;
+                return self.give_up(w, name, next, error, 0, false).await;
             }
         };
         let mut attempts: u32 = 0;
+        // Whether an answer is recorded durably before the message's window slot frees.
+        // One recorder commits changes in the order they were made, so a slot freed at
+        // the answer is taken by a `sending` mark committed after that answer. Several
+        // commit in no set order: only a durable answer keeps a crash from leaving more
+        // than the window in `sending`, where those would become `unknown`.
+        let durable = !lane.deduplicates && self.record.0.len() > 1;
         // Why an earlier attempt may have reached the provider (its answer was lost and
         // the provider deduplicates resubmissions): from then on the message ends `sent`
         // or `unknown`, never `failed`, `expired` or on another provider.
@@ -1888,13 +1899,20 @@ impl Dispatch<'_, '_> {
             attempts += 1;
             let outcome = lane.provider.send(&w.message).await;
             drop(permit);
-            drop(slot);
+            // Kept until this attempt's outcome is recorded (the function returns, or the
+            // retry below is recorded) where `durable`.
+            let slot = if durable {
+                Some(slot)
+            } else {
+                drop(slot);
+                None
+            };
             let retries = (attempts - 1) as u64;
             let mut change = Change::to(w.id, MessageState::Sent);
             let (wait, reason) = match outcome {
                 SendOutcome::Sent { provider_id } => {
                     change.provider_message_id = Some(provider_id);
-                    self.record(change, false).await;
+                    self.record(change, durable).await;
                     let parts = w.message.parts;
                     return Hop::Settled(Settled::Sent { parts }, retries);
                 }
@@ -1902,17 +1920,17 @@ impl Dispatch<'_, '_> {
                     tracing::debug!(message = %w.id, provider = %lane.name, code = %code, "Rejected.");
                     if let Some(lost) = &unsure {
                         let last = format!("{code}: {text}");
-                        return self.unsure(change, lost, &last, retries).await;
+                        return self.unsure(change, lost, &last, retries, durable).await;
                     }
                     return self
-                        .give_up(w, &lane.name, next, (code, text), retries)
+                        .give_up(w, &lane.name, next, (code, text), retries, durable)
                         .await;
                 }
                 SendOutcome::Unknown { reason } => {
                     tracing::warn!(message = %w.id, provider = %lane.name, reason = %reason, "Outcome unknown; not resent.");
                     change.to = MessageState::Unknown;
                     change.error = Some(("unknown".into(), reason));
-                    self.record(change, false).await;
+                    self.record(change, durable).await;
                     return Hop::Settled(Settled::Unknown, retries);
                 }
                 SendOutcome::Halt { code, text } => {
@@ -1922,7 +1940,7 @@ impl Dispatch<'_, '_> {
                     ));
                     change.to = MessageState::Queued;
                     change.error = Some((code, text));
-                    self.record(change, false).await;
+                    self.record(change, durable).await;
                     return Hop::Settled(Settled::NotSent, retries);
                 }
                 SendOutcome::Retry { reason } => (None, reason),
@@ -1941,31 +1959,34 @@ impl Dispatch<'_, '_> {
             if attempts > lane.retries {
                 if let Some(lost) = &unsure {
                     let last = format!("{attempts} attempts; last: {reason}");
-                    return self.unsure(change, lost, &last, retries).await;
+                    return self.unsure(change, lost, &last, retries, durable).await;
                 }
                 let error = (
                     "retries_exhausted".to_string(),
                     format!("{attempts} attempts; last: {reason}"),
                 );
-                return self.give_up(w, &lane.name, next, error, retries).await;
+                return self
+                    .give_up(w, &lane.name, next, error, retries, durable)
+                    .await;
             }
             let wait = wait.unwrap_or_else(|| backoff(lane.backoff, attempts));
             if Instant::now() + wait >= deadline {
                 if let Some(lost) = &unsure {
                     let last = format!("expired; last attempt: {reason}");
-                    return self.unsure(change, lost, &last, retries).await;
+                    return self.unsure(change, lost, &last, retries, durable).await;
                 }
                 change.to = MessageState::Expired;
                 change.reason = Some("expired".into());
                 change.error = Some(("expired".into(), format!("last attempt: {reason}")));
-                self.record(change, false).await;
+                self.record(change, durable).await;
                 return Hop::Settled(Settled::Expired, retries);
             }
             tracing::debug!(message = %w.id, wait_ms = wait.as_millis() as u64, reason = %reason, "Retrying.");
             change.to = MessageState::Queued;
             change.error = Some(("retry".into(), reason));
             stats::RETRIES.fetch_add(1, Ordering::Relaxed);
-            self.record(change, false).await;
+            self.record(change, durable).await;
+            drop(slot);
             tokio::time::sleep(wait).await;
         }
     }
@@ -1973,7 +1994,14 @@ impl Dispatch<'_, '_> {
     /// A message an earlier attempt may have delivered (its answer was lost) that got no
     /// definite answer since: `unknown`, with both reasons, instead of `failed` or
     /// `expired` — it may be on the recipient's phone.
-    async fn unsure(&self, mut change: Change, lost: &str, last: &str, retries: u64) -> Hop {
+    async fn unsure(
+        &self,
+        mut change: Change,
+        lost: &str,
+        last: &str,
+        retries: u64,
+        durable: bool,
+    ) -> Hop {
         change.to = MessageState::Unknown;
         change.reason = None;
         change.error = Some((
@@ -1982,12 +2010,13 @@ impl Dispatch<'_, '_> {
                 "an earlier attempt may have been sent (its answer was lost: {lost}); then: {last}"
             ),
         ));
-        self.record(change, false).await;
+        self.record(change, durable).await;
         Hop::Settled(Settled::Unknown, retries)
     }
 
     /// The provider `name` is done with a `sending` message: it fails, or moves on to
-    /// `next` with `error` kept in its failover history.
+    /// `next` with `error` kept in its failover history; recorded durably before it
+    /// returns where `durable`.
     async fn give_up(
         &self,
         w: &Work,
@@ -1995,19 +2024,20 @@ impl Dispatch<'_, '_> {
         next: Option<&str>,
         error: (String, String),
         retries: u64,
+        durable: bool,
     ) -> Hop {
         let mut change = Change::to(w.id, MessageState::Failed);
         change.error = Some(error);
         match next {
             None => {
-                self.record(change, false).await;
+                self.record(change, durable).await;
                 Hop::Settled(Settled::Failed, retries)
             }
             Some(next) => {
                 tracing::info!(message = %w.id, from = %name, to = %next, "Failing over.");
                 change.to = MessageState::Queued;
                 change.failover = Some(next.to_string());
-                self.record(change, false).await;
+                self.record(change, durable).await;
                 Hop::Next(retries)
             }
         }
