@@ -18,9 +18,12 @@
 //!   rejects it or its retries run out, it goes back to `queued` on the next provider,
 //!   and the ledger keeps the one it left (and why) in the message's `failovers`. Lanes
 //!   for providers only a route names are built on first use;
-//! - the **recorder** thread group-commits state changes: whatever has arrived is one
+//! - the **recorder** threads group-commit state changes: whatever has arrived is one
 //!   ledger write and one flush, and a message's `sending` mark is durable before its
 //!   provider is called. A crash leaves only messages actually in flight in `sending`.
+//!   One recorder on SQLite (one writer at a time); two on PostgreSQL, whose server
+//!   overlaps one transaction's commit and round trips with the other's work. A
+//!   message's changes all go to one recorder, in the order they were made.
 //!
 //! A message cancelled meanwhile (`crier history cancel`) is never sent: its `sending`
 //! transition is refused by the ledger and the dispatcher drops it.
@@ -1593,9 +1596,10 @@ enum Ack {
 struct Recorders(Vec<mpsc::Sender<Record>>);
 
 impl Recorders {
-    fn send(&self, record: Record) -> Result<(), mpsc::SendError<Record>> {
+    /// Hands `record` to its recorder; `false` when that recorder has stopped.
+    fn send(&self, record: Record) -> bool {
         let shard = record.change.id.seq as usize % self.0.len();
-        self.0[shard].send(record)
+        self.0[shard].send(record).is_ok()
     }
 }
 
@@ -1759,20 +1763,17 @@ impl Dispatch<'_, '_> {
     async fn record(&self, mut change: Change, wait: bool) -> Ack {
         change.worker = self.holder.map(|h| h.id.clone());
         if !wait {
-            return match self.record.send(Record { change, ack: None }) {
-                Ok(()) => Ack::Done,
-                Err(_) => Ack::Failed,
+            return if self.record.send(Record { change, ack: None }) {
+                Ack::Done
+            } else {
+                Ack::Failed
             };
         }
         let (tx, rx) = oneshot::channel();
-        if self
-            .record
-            .send(Record {
-                change,
-                ack: Some(tx),
-            })
-            .is_err()
-        {
+        if !self.record.send(Record {
+            change,
+            ack: Some(tx),
+        }) {
             return Ack::Failed;
         }
         rx.await.unwrap_or(Ack::Failed)

@@ -225,7 +225,9 @@ const UPDATE_MESSAGES: &str = "UPDATE messages AS m SET provider = u.provider, s
 const DELETE_MESSAGES: &str = "DELETE FROM messages WHERE (run_id, seq) IN \
      (SELECT run_id, seq FROM messages WHERE run_id = $1 LIMIT $2) RETURNING state";
 
-/// Recorders a run uses at once ([`HistoryStore::writers`]).
+/// Recorders a run uses at once ([`HistoryStore::writers`]). 300,000 messages through
+/// the `file` provider, two runs each, side by side: one recorder 31.5 / 31.0 s, two
+/// 24.8 / 24.8 s, three 26.1 / 26.3 s (against 26.5 / 25.5 s for two in that pairing).
 const WRITERS: usize = 2;
 
 /// Rows per cursor fetch of [`PgHistory::stream_messages`].
