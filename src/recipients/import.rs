@@ -495,6 +495,7 @@ fn take_chunk(
             r.write(&record, header.names.len(), line, &reason)?;
         }
     }
+    let batch_size = store.map_or(BATCH, Directory::import_batch);
     for (line, parsed) in chunk.ok {
         report.rows += 1;
         if parsed.invalid_phone {
@@ -506,7 +507,7 @@ fn take_chunk(
             );
         }
         batch.rows.push((line, parsed));
-        if batch.rows.len() >= store.map_or(BATCH, Directory::import_batch) {
+        if batch.rows.len() >= batch_size {
             batch.apply(store, options, report, notes)?;
         }
     }

@@ -22,7 +22,7 @@ use crate::diag;
 use crate::recipients::Recipient;
 use crate::script::Scripts;
 
-/// The fields a template may read from `customer`.
+/// The fields a template may read from `customer`, which `RecipientView` offers.
 pub const RECIPIENT_FIELDS: [&str; 17] = [
     "kind",
     "id",
@@ -385,27 +385,6 @@ impl Template {
 struct RecipientView(Recipient);
 
 impl RecipientView {
-    /// The fields a template can read, in the order they are listed (alphabetical).
-    const FIELDS: [&'static str; 17] = [
-        "attrs",
-        "billing_email",
-        "billing_type",
-        "category",
-        "email",
-        "id",
-        "kind",
-        "location",
-        "login",
-        "name",
-        "partner",
-        "phone",
-        "phone_raw",
-        "services",
-        "status",
-        "tariffs",
-        "timezone",
-    ];
-
     fn field(&self, name: &str) -> Option<Value> {
         let r = &self.0;
         let text = |v: &Option<String>| v.as_deref().map(Value::from);
@@ -446,13 +425,13 @@ impl minijinja::value::Object for RecipientView {
     }
 
     fn enumerate(self: &Arc<Self>) -> minijinja::value::Enumerator {
-        minijinja::value::Enumerator::Values(
-            RecipientView::FIELDS
-                .iter()
-                .filter(|f| self.field(f).is_some())
-                .map(|f| Value::from(*f))
-                .collect(),
-        )
+        // In name order, as the whole recipient serialized through JSON listed them.
+        let mut present: Vec<&str> = RECIPIENT_FIELDS
+            .into_iter()
+            .filter(|f| self.field(f).is_some())
+            .collect();
+        present.sort_unstable();
+        minijinja::value::Enumerator::Values(present.into_iter().map(Value::from).collect())
     }
 }
 

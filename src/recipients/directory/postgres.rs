@@ -596,13 +596,13 @@ impl Directory for PgDirectory {
         Ok(!rows.is_empty())
     }
 
-    /// Every write is a committed transaction (synchronous_commit as the server sets it).
     /// A `COPY` of 4,096 rows: 1,000,000 imported in 6.2 s against 8.3 s at 512 (fewer
     /// commits and round trips).
     fn import_batch(&self) -> usize {
         4096
     }
 
+    /// Every write is a committed transaction (synchronous_commit as the server sets it).
     fn sync(&self) -> Result<(), StoreError> {
         Ok(())
     }
