@@ -1214,3 +1214,37 @@ fn health_and_metrics_report_the_store_and_the_ledger() {
     }
     stop(server);
 }
+
+/// A client that stops halfway through its request cannot hold a SIGTERMed server: the
+/// requests in progress get the shutdown grace, then the server stops all the same.
+#[test]
+fn a_request_stalled_halfway_does_not_hold_the_server_at_shutdown() {
+    use std::io::{BufRead, BufReader, Write};
+    let p = Project::new();
+    p.write("crier.yaml", "server:\n  token: ${CRIER_API_TOKEN}\n");
+    let server = start(&p);
+    let addr = server
+        .base
+        .trim_start_matches("http://")
+        .trim_end_matches('/');
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    // One whole request first, answered: the server holds this connection.
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: crier\r\n\r\n")
+        .unwrap();
+    let mut status = String::new();
+    BufReader::new(&conn).read_line(&mut status).unwrap();
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    // Then a request whose body never comes: its handler waits for the rest.
+    conn.write_all(
+        b"POST /webhooks/twilio HTTP/1.1\r\nHost: crier\r\n\
+          Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\nMessageSid=",
+    )
+    .unwrap();
+    std::thread::sleep(StdDuration::from_millis(300));
+    let log = stop(server);
+    assert!(
+        log.contains("Requests still open after the shutdown grace"),
+        "{log}"
+    );
+    drop(conn);
+}

@@ -138,8 +138,14 @@ fn router_with(state: Shared, console: bool) -> Router {
     router.layer(limit)
 }
 
-/// Serves until `shutdown` resolves, then finishes the requests in progress. The console
-/// is served only where [`console::allowed`] says.
+/// How long the requests in progress at shutdown have to finish.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Serves until `shutdown` resolves, then finishes the requests in progress for at most
+/// [`SHUTDOWN_GRACE`]: a client that stops sending its request, one that stops reading
+/// an answer, or a keep-alive connection axum does not close (seen as a `crier serve`
+/// that a SIGTERM did not stop in 30 s) cannot hold the process. The console is served
+/// only where [`console::allowed`] says.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Shared,
@@ -150,7 +156,25 @@ pub async fn serve(
     if !console {
         tracing::warn!(%addr, "No server.token is configured and the address is not loopback: the web console is not served (set server.token to serve it).");
     }
-    axum::serve(listener, router_with(state, console))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let (stopping, stop) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        stopping.send_replace(true);
+    });
+    let stopped = |mut stop: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stop.wait_for(|&s| s).await;
+    };
+    let graceful = axum::serve(listener, router_with(state, console))
+        .with_graceful_shutdown(stopped(stop.clone()));
+    let grace = async {
+        stopped(stop).await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        served = graceful => served,
+        () = grace => {
+            tracing::warn!(grace_secs = SHUTDOWN_GRACE.as_secs(), "Requests still open after the shutdown grace: they are cut off.");
+            Ok(())
+        }
+    }
 }
