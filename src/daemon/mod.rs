@@ -119,6 +119,11 @@ struct Entry {
     modified: Option<SystemTime>,
     version: u64,
     running: bool,
+    /// The run this daemon is sending for the job, when it knows the id before the run
+    /// exists (a scheduled firing's id is its job and instant; a resumed run's is given):
+    /// a firing skipped while that run is still being created, or just after it ended,
+    /// names it all the same.
+    run: Option<RunId>,
     /// `overlap: queue`: the one firing waiting for the current run.
     pending: Option<DateTime<Utc>>,
     timer: Option<uuid::Uuid>,
@@ -466,6 +471,7 @@ impl Daemon {
             job,
             version,
             running: false,
+            run: None,
             pending: None,
             timer: None,
         };
@@ -673,6 +679,7 @@ impl Daemon {
     fn record_skipped(&self, name: &str, at: DateTime<Utc>) {
         let previous = running::holder(name)
             .flatten()
+            .or_else(|| self.jobs.get(name).and_then(|e| e.run))
             .map(|r| format!(" (run {r})"))
             .unwrap_or_default();
         let why = format!(
@@ -749,11 +756,8 @@ impl Daemon {
             return;
         };
         entry.running = true;
-        let id = options
-            .resume
-            .or(options.run_id)
-            .map(|i| i.to_string())
-            .unwrap_or_default();
+        entry.run = options.resume.or(options.run_id);
+        let id = entry.run.map(|i| i.to_string()).unwrap_or_default();
         let job = entry.job.clone();
         let config = self.config.clone();
         let store = self.store.clone();
@@ -842,6 +846,7 @@ impl Daemon {
         let pending = match self.jobs.get_mut(name) {
             Some(entry) => {
                 entry.running = false;
+                entry.run = None;
                 entry.pending.take()
             }
             None => None,
