@@ -71,6 +71,55 @@ pub fn iso(ms: Millis) -> String {
         .unwrap_or_default()
 }
 
+/// [`iso`] into a buffer a writer reuses row after row: the date part is formatted once
+/// per day (an export's rows come a day at a time), the time of day from its numbers.
+#[derive(Default)]
+struct IsoCell {
+    /// The day `date` is of (days since the Unix epoch).
+    day: Option<i64>,
+    /// That day's `2026-11-27T`.
+    date: String,
+    buf: String,
+}
+
+impl IsoCell {
+    const DAY_MS: i64 = 86_400_000;
+
+    fn format(&mut self, ms: Millis) -> &str {
+        use std::fmt::Write as _;
+        let (day, of_day) = (ms.div_euclid(Self::DAY_MS), ms.rem_euclid(Self::DAY_MS));
+        if self.day != Some(day) {
+            let midnight = day.checked_mul(Self::DAY_MS).map(iso).unwrap_or_default();
+            self.date = match midnight.find('T') {
+                Some(t) => midnight[..=t].to_string(),
+                None => String::new(),
+            };
+            self.day = Some(day);
+        }
+        self.buf.clear();
+        if !self.date.is_empty() {
+            let (secs, milli) = (of_day / 1000, of_day % 1000);
+            let _ = write!(
+                self.buf,
+                "{}{:02}:{:02}:{:02}.{milli:03}Z",
+                self.date,
+                secs / 3600,
+                secs / 60 % 60,
+                secs % 60
+            );
+        }
+        &self.buf
+    }
+}
+
+/// A cell of numbers (an id, a count) formatted into a buffer a writer reuses.
+fn cell(buf: &mut String, n: impl std::fmt::Display) -> &str {
+    use std::fmt::Write as _;
+    buf.clear();
+    let _ = write!(buf, "{n}");
+    buf
+}
+
 fn opt_iso(ms: Option<Millis>) -> String {
     ms.map(iso).unwrap_or_default()
 }
@@ -144,41 +193,49 @@ pub fn messages_csv<W: Write>(
 ) -> Result<u64, ExportError> {
     let mut w = csv_writer(out);
     w.write_record(MESSAGE_COLUMNS)?;
-    // Job names by run: a handful of runs cover millions of messages.
-    let mut jobs: HashMap<RunId, String> = HashMap::new();
+    // Run ids and job names by run: a handful of runs cover millions of messages.
+    let mut runs: HashMap<RunId, (String, String)> = HashMap::new();
+    // The cells that are numbers and times, formatted into buffers reused row after row.
+    let (mut id, mut recipient, mut attempts, mut parts) =
+        (String::new(), String::new(), String::new(), String::new());
+    let (mut created, mut updated) = (IsoCell::default(), IsoCell::default());
     let mut n = 0;
     for m in messages {
         let m = m?;
-        if !jobs.contains_key(&m.id.run) {
-            if jobs.len() > 10_000 {
-                jobs.clear();
+        if !runs.contains_key(&m.id.run) {
+            if runs.len() > 10_000 {
+                runs.clear();
             }
             let job = ledger.run(m.id.run).map(|r| r.job).unwrap_or_default();
-            jobs.insert(m.id.run, job);
+            runs.insert(m.id.run, (m.id.run.to_string(), job));
         }
-        let job = jobs.get(&m.id.run).map(String::as_str).unwrap_or_default();
+        let (run, job) = runs
+            .get(&m.id.run)
+            .map(|(run, job)| (run.as_str(), job.as_str()))
+            .unwrap_or_default();
+        let message_id = cell(&mut id, format_args!("{run}-{:06}", m.id.seq));
         w.write_record([
-            m.id.to_string().as_str(),
-            &m.id.run.to_string(),
+            message_id,
+            run,
             job,
             m.kind.as_str(),
             m.channel.as_str(),
             &m.provider,
             m.recipient_kind.as_str(),
-            &m.recipient_id.to_string(),
+            cell(&mut recipient, m.recipient_id),
             &cells.address(&m.address),
             m.state.as_str(),
             &cells.text(m.reason.as_deref().unwrap_or_default()),
-            &m.attempts.to_string(),
+            cell(&mut attempts, m.attempts),
             m.encoding.as_deref().unwrap_or_default(),
-            &m.parts.to_string(),
+            cell(&mut parts, m.parts),
             m.provider_message_id.as_deref().unwrap_or_default(),
             m.error_code.as_deref().unwrap_or_default(),
             &cells.text(m.error_text.as_deref().unwrap_or_default()),
             &cells.text(m.subject.as_deref().unwrap_or_default()),
             &cells.text(&m.body),
-            &iso(m.created_at),
-            &iso(m.updated_at),
+            created.format(m.created_at),
+            updated.format(m.updated_at),
         ])?;
         n += 1;
     }
@@ -473,6 +530,38 @@ mod tests {
         assert_eq!(r["body"], "=HYPERLINK(\"x\")");
         assert_eq!(r["subject"], "-5");
         assert_eq!(r["reason"], "@SUM(1)");
+    }
+
+    #[test]
+    fn the_reused_time_cell_writes_what_iso_writes() {
+        let mut cell = IsoCell::default();
+        let day = IsoCell::DAY_MS;
+        // Across midnights, before the epoch, a leap day, the ends of chrono's range, and
+        // back to a day already seen.
+        let mut times = vec![0, -1, 1, day - 1, day, -day, -day - 1, 1_764_220_478_123];
+        times.extend([951_782_400_000 - 1, 951_782_400_000, 253_402_300_799_999]);
+        times.extend([
+            i64::MIN,
+            i64::MAX,
+            8_210_266_876_799_999,
+            -8_334_601_228_800_000,
+        ]);
+        times.extend((0..2_000).map(|i| 1_764_000_000_000 + i * 3_599_999));
+        times.push(5);
+        for ms in times {
+            assert_eq!(cell.format(ms), iso(ms), "{ms}");
+        }
+    }
+
+    #[test]
+    fn an_exported_id_is_the_message_id() {
+        let (csv, m) = export(Cells::Raw);
+        let r = row(&csv);
+        assert_eq!(r["message_id"], m.id.to_string());
+        assert_eq!(r["run_id"], m.id.run.to_string());
+        assert_eq!(r["attempts"], m.attempts.to_string());
+        assert_eq!(r["parts"], m.parts.to_string());
+        assert_eq!(r["updated_at"], iso(m.updated_at));
     }
 
     #[test]
