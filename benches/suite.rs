@@ -264,6 +264,17 @@ fn measure(mut cmd: Command, stdout: &Path) -> Measured {
     }
 }
 
+/// Writes back what earlier steps left dirty (`sync`) before a step is timed, so no step
+/// pays for the one before it: a send measured right after another backend's import and
+/// export shared the disk with their write-back.
+fn settle() {
+    let synced = Command::new("sync").status();
+    assert!(
+        synced.as_ref().is_ok_and(|s| s.success()),
+        "sync: {synced:?}"
+    );
+}
+
 /// The number before `what` in crier's summary line, e.g. `970123 sent`.
 fn count(stdout: &str, what: &str) -> u64 {
     let line = stdout
@@ -544,6 +555,7 @@ fn main() {
             let bin = b.bin.clone();
             let dir = work.path().join(format!("run{i}-{}-{}", b.name, b.label));
             let schema = write_project(&dir, b.name, &bulksms_yaml(&bulksms.url, concurrency), "");
+            settle();
             b.imp.start();
             b.imp_rss.start();
             let (rate, m) = import(&bin, &dir, &csv, total);
@@ -560,6 +572,7 @@ fn main() {
             // the mock forget them, as BulkSMS does after 12 hours.
             bulksms.state.forget_dedup();
             let before = bulksms.state.accepted_count();
+            settle();
             b.snd.start();
             b.snd_rss.start();
             let (sent, m) = send(&bin, &dir);
@@ -575,6 +588,7 @@ fn main() {
             b.snd.push(rate);
             b.snd_rss.push(m.peak_mb);
 
+            settle();
             b.exp.start();
             b.exp_rss.start();
             let (rows, m) = export(&bin, &dir);
@@ -603,6 +617,7 @@ fn main() {
     if have_wrk {
         let script = work.path().join("wrk.lua");
         for i in 0..runs {
+            settle();
             wrk_rates.start();
             match wrk(&bulksms.url, concurrency, &script) {
                 Some(r) => {
