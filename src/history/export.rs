@@ -86,7 +86,6 @@ impl IsoCell {
     const DAY_MS: i64 = 86_400_000;
 
     fn format(&mut self, ms: Millis) -> &str {
-        use std::fmt::Write as _;
         let (day, of_day) = (ms.div_euclid(Self::DAY_MS), ms.rem_euclid(Self::DAY_MS));
         if self.day != Some(day) {
             let midnight = day.checked_mul(Self::DAY_MS).map(iso).unwrap_or_default();
@@ -98,25 +97,53 @@ impl IsoCell {
         }
         self.buf.clear();
         if !self.date.is_empty() {
-            let (secs, milli) = (of_day / 1000, of_day % 1000);
-            let _ = write!(
-                self.buf,
-                "{}{:02}:{:02}:{:02}.{milli:03}Z",
-                self.date,
-                secs / 3600,
-                secs / 60 % 60,
-                secs % 60
-            );
+            // 0 ≤ of_day < 86,400,000: every part is a small non-negative number.
+            let (secs, milli) = ((of_day / 1000) as u64, (of_day % 1000) as u64);
+            self.buf.push_str(&self.date);
+            push_digits(&mut self.buf, secs / 3600, 2);
+            self.buf.push(':');
+            push_digits(&mut self.buf, secs / 60 % 60, 2);
+            self.buf.push(':');
+            push_digits(&mut self.buf, secs % 60, 2);
+            self.buf.push('.');
+            push_digits(&mut self.buf, milli, 3);
+            self.buf.push('Z');
         }
         &self.buf
     }
 }
 
-/// A cell of numbers (an id, a count) formatted into a buffer a writer reuses.
-fn cell(buf: &mut String, n: impl std::fmt::Display) -> &str {
-    use std::fmt::Write as _;
+/// Appends `n` in decimal, zero-padded to `width` digits (at most 20), without the
+/// formatting machinery: an export writes a dozen numbers a row.
+fn push_digits(buf: &mut String, mut n: u64, width: usize) {
+    let mut digits = [b'0'; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let start = start.min(digits.len().saturating_sub(width));
+    buf.push_str(std::str::from_utf8(&digits[start..]).unwrap_or_default());
+}
+
+/// A count cell, formatted into a buffer a writer reuses.
+fn cell(buf: &mut String, n: impl Into<u64>) -> &str {
     buf.clear();
-    let _ = write!(buf, "{n}");
+    push_digits(buf, n.into(), 1);
+    buf
+}
+
+/// A message id cell (`{run}-{seq:06}`, as [`MessageId`](super::MessageId) displays),
+/// formatted into a buffer a writer reuses.
+fn id_cell<'a>(buf: &'a mut String, run: &str, seq: u32) -> &'a str {
+    buf.clear();
+    buf.push_str(run);
+    buf.push('-');
+    push_digits(buf, seq.into(), 6);
     buf
 }
 
@@ -213,7 +240,7 @@ pub fn messages_csv<W: Write>(
             .get(&m.id.run)
             .map(|(run, job)| (run.as_str(), job.as_str()))
             .unwrap_or_default();
-        let message_id = cell(&mut id, format_args!("{run}-{:06}", m.id.seq));
+        let message_id = id_cell(&mut id, run, m.id.seq);
         w.write_record([
             message_id,
             run,
@@ -550,6 +577,29 @@ mod tests {
         times.push(5);
         for ms in times {
             assert_eq!(cell.format(ms), iso(ms), "{ms}");
+        }
+    }
+
+    #[test]
+    fn digits_are_what_display_writes() {
+        let mut buf = String::new();
+        for n in [
+            0,
+            1,
+            9,
+            10,
+            99,
+            100,
+            999_999,
+            1_000_000,
+            4_294_967_295,
+            u64::MAX,
+        ] {
+            for width in [1, 2, 3, 6, 20, 25] {
+                buf.clear();
+                push_digits(&mut buf, n, width);
+                assert_eq!(buf, format!("{n:0w$}", w = width.min(20)), "{n} {width}");
+            }
         }
     }
 
