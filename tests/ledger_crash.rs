@@ -150,6 +150,26 @@ fn main() {
     }
 }
 
+/// Waits until the killed writer's server sessions have ended. On PostgreSQL the writer
+/// is a client: the server ends its sessions only when it notices the closed socket, and
+/// a `COMMIT` sent before the kill still commits. What is durable is known only then;
+/// checking sooner reads a transaction as it commits, one statement's snapshot before it
+/// and the next one's after (seen in CI: a chunk of 32 messages `sending`, their run's
+/// counters read a moment before they moved).
+fn sessions_ended(url: &str) {
+    let database = url.rsplit('/').next().expect("a database in the URL");
+    let others = "SELECT count(*) FROM pg_stat_activity \
+                  WHERE datname = current_database() AND pid <> pg_backend_pid()";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while common::pg::server().psql(database, others) != "0" {
+        assert!(
+            Instant::now() < deadline,
+            "the killed writer's sessions are still open after 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Kill-and-verify rounds on one backend; returns (passed, failed).
 fn rounds_on(backend_name: &str, url: Option<&str>) -> (u32, u32) {
     let backend = backend_named(backend_name);
@@ -181,6 +201,9 @@ fn rounds_on(backend_name: &str, url: Option<&str>) -> (u32, u32) {
         }
         child.kill().expect("SIGKILL the writer");
         child.wait().expect("reap the writer");
+        if let Some(url) = url {
+            sessions_ended(url);
+        }
 
         let store = open(&store_config(store_dir, backend, url)).expect("reopen after SIGKILL");
         let ledger = Ledger::new(store.as_ref());
